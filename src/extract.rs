@@ -1,0 +1,110 @@
+//! [`AuthedUser`]: who made the request, as [`MpAuthLayer`](crate::MpAuthLayer) found.
+//!
+//! With the `axum` feature (on by default) it is an extractor: take `AuthedUser` in a
+//! handler to require a user, or `Option<AuthedUser>` behind a layer built
+//! [`with_optional(true)`](crate::MpAuthLayer::with_optional) to accept anonymous
+//! requests too. Without the layer on the route, both answer 500 and say so.
+//!
+//! ```
+//! use axum::{Router, routing::get};
+//! use mpauthx::{AuthedUser, MemoryTokenStore, MpAuthLayer, Sku};
+//!
+//! async fn greet(user: Option<AuthedUser>) -> String {
+//!     match user {
+//!         Some(user) => format!("hello, {}", user.open_id()),
+//!         None => "hello, stranger".to_owned(),
+//!     }
+//! }
+//!
+//! let layer = MpAuthLayer::new(MemoryTokenStore::new(), Sku::new("demo").unwrap())
+//!     .with_optional(true);
+//! let app: Router = Router::new().route("/", get(greet)).layer(layer);
+//! ```
+
+use std::sync::Arc;
+
+use crate::{config::Sku, layer::Policy};
+
+/// The user behind a request's valid token; a request extension set by
+/// [`MpAuthLayer`](crate::MpAuthLayer). Cloning is cheap.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct AuthedUser {
+    open_id: Arc<str>,
+    sku: Sku,
+}
+
+impl AuthedUser {
+    /// A user, e.g. to put in a request's extensions in a test.
+    pub fn new(sku: Sku, open_id: impl Into<Arc<str>>) -> Self {
+        Self {
+            open_id: open_id.into(),
+            sku,
+        }
+    }
+
+    /// The user's openid (or unionid, if the application identifies users by it).
+    pub fn open_id(&self) -> &str {
+        &self.open_id
+    }
+
+    /// The sku the token was issued under.
+    pub fn sku(&self) -> &Sku {
+        &self.sku
+    }
+}
+
+/// Set by an optional [`MpAuthLayer`](crate::MpAuthLayer) on a request without
+/// credentials: tells "no user" apart from "no layer".
+#[derive(Debug, Clone)]
+pub(crate) struct Anonymous(pub(crate) Arc<Policy>);
+
+#[cfg(feature = "axum")]
+mod axum_impls {
+    use axum_core::extract::{FromRequestParts, OptionalFromRequestParts};
+    use http::request::Parts;
+
+    use super::{Anonymous, AuthedUser};
+    use crate::rejection::{AuthRejection, RejectionKind};
+
+    fn missing(parts: &Parts) -> AuthRejection {
+        match parts.extensions.get::<Anonymous>() {
+            Some(Anonymous(policy)) => policy.reject(RejectionKind::MissingCredentials),
+            None => {
+                tracing::error!("`AuthedUser` extracted on a route without `MpAuthLayer`");
+                AuthRejection::new(RejectionKind::MissingLayer)
+            }
+        }
+    }
+
+    impl<S: Send + Sync> FromRequestParts<S> for AuthedUser {
+        type Rejection = AuthRejection;
+
+        async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+            match parts.extensions.get::<AuthedUser>() {
+                Some(user) => Ok(user.clone()),
+                None => {
+                    let rejection = missing(parts);
+                    tracing::trace!(rejection = rejection.kind().error(), "rejecting request");
+                    Err(rejection)
+                }
+            }
+        }
+    }
+
+    impl<S: Send + Sync> OptionalFromRequestParts<S> for AuthedUser {
+        type Rejection = AuthRejection;
+
+        async fn from_request_parts(
+            parts: &mut Parts,
+            _: &S,
+        ) -> Result<Option<Self>, Self::Rejection> {
+            if let Some(user) = parts.extensions.get::<AuthedUser>() {
+                return Ok(Some(user.clone()));
+            }
+            if parts.extensions.get::<Anonymous>().is_some() {
+                return Ok(None);
+            }
+            Err(missing(parts))
+        }
+    }
+}

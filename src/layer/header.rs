@@ -1,0 +1,92 @@
+//! Reading bearer credentials from the `Authorization` header (RFC 6750 §2.1).
+
+use http::{HeaderMap, header::AUTHORIZATION};
+
+/// What the `Authorization` header holds, as far as bearer authentication goes.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Credentials<'a> {
+    /// No `Authorization` header, or one for another scheme.
+    Absent,
+    /// A malformed header: duplicated, not visible ASCII, or a bad bearer credential.
+    Malformed,
+    /// A syntactically valid bearer credential (not yet a parsed token).
+    Bearer(&'a str),
+}
+
+/// Looks at the `Authorization` header without allocating.
+pub(crate) fn bearer(headers: &HeaderMap) -> Credentials<'_> {
+    let mut values = headers.get_all(AUTHORIZATION).iter();
+    let Some(value) = values.next() else {
+        return Credentials::Absent;
+    };
+    if values.next().is_some() {
+        return Credentials::Malformed;
+    }
+    let Ok(value) = value.to_str() else {
+        return Credentials::Malformed;
+    };
+    let (scheme, credential) = value.split_once(' ').unwrap_or((value, ""));
+    if !scheme.eq_ignore_ascii_case("Bearer") {
+        return Credentials::Absent;
+    }
+    let credential = credential.trim_matches(' ');
+    if is_b64token(credential) {
+        Credentials::Bearer(credential)
+    } else {
+        Credentials::Malformed
+    }
+}
+
+/// `b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`
+fn is_b64token(s: &str) -> bool {
+    let body = s.trim_end_matches('=');
+    !body.is_empty()
+        && body.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use http::HeaderValue;
+
+    use super::*;
+
+    fn read(values: &[&[u8]]) -> Credentials<'static> {
+        let mut headers = HeaderMap::new();
+        for v in values {
+            headers.append(AUTHORIZATION, HeaderValue::from_bytes(v).unwrap());
+        }
+        // Leak so the borrowed answer can outlive the map in this test helper.
+        bearer(Box::leak(Box::new(headers)))
+    }
+
+    #[test]
+    fn reads_bearer_credentials() {
+        assert_eq!(read(&[b"Bearer a.b.c"]), Credentials::Bearer("a.b.c"));
+        assert_eq!(read(&[b"bearer   a.b.c"]), Credentials::Bearer("a.b.c"));
+        assert_eq!(read(&[b"BEARER abc=="]), Credentials::Bearer("abc=="));
+    }
+
+    #[test]
+    fn other_schemes_and_no_header_are_absent() {
+        assert_eq!(read(&[]), Credentials::Absent);
+        assert_eq!(read(&[b"Basic dXNlcjpwYXNz"]), Credentials::Absent);
+        assert_eq!(read(&[b"Bearerx abc"]), Credentials::Absent);
+    }
+
+    #[test]
+    fn malformed_headers_are_told_apart() {
+        for bad in [
+            &b"Bearer"[..],
+            b"Bearer ",
+            b"Bearer a b",
+            b"Bearer a,b",
+            b"Bearer =abc",
+            b"Bearer \xe4\xbd\xa0",
+        ] {
+            assert_eq!(read(&[bad]), Credentials::Malformed, "{bad:?}");
+        }
+        assert_eq!(read(&[b"Bearer a", b"Bearer a"]), Credentials::Malformed);
+    }
+}

@@ -1,0 +1,266 @@
+//! Where live tokens are kept: the [`TokenStore`] trait and its two implementations,
+//! [`RedisTokenStore`] for production and [`MemoryTokenStore`] for tests and the
+//! embedded example.
+//!
+//! Both keep only a SHA-256 of each token, expire tokens after their TTL, hold at most
+//! [`IssueOptions::max_tokens_per_user`] live tokens per user (evicting the one closest
+//! to expiry, which is the oldest when TTLs are equal), and rotate atomically: of
+//! several concurrent rotations of one token exactly one succeeds.
+//!
+//! ```
+//! use std::time::Duration;
+//! use mpauthx::{IssueOptions, MemoryTokenStore, Sku, Token, TokenStore};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let store = MemoryTokenStore::new();
+//! let sku = Sku::new("demo")?;
+//! let token = Token::generate(&sku, "o-user")?;
+//! let options = IssueOptions::new(Duration::from_secs(3600)).with_device("iPhone");
+//! store.issue(&token, &options).await?;
+//!
+//! assert!(store.validate(&token.parsed()).await?);
+//! let successor = store.rotate(&token.parsed(), &options).await?.expect("live token");
+//! assert!(!store.validate(&token.parsed()).await?);
+//! assert!(store.validate(&successor.token.parsed()).await?);
+//! # Ok(())
+//! # }
+//! ```
+
+use std::{future::Future, num::NonZeroU32, time::Duration};
+
+use crate::{
+    config::Sku,
+    token::{ParsedToken, Token, TokenHash},
+};
+
+mod memory;
+mod redis;
+
+pub use memory::MemoryTokenStore;
+pub use redis::{
+    DEFAULT_COMMAND_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEY_PREFIX, DEFAULT_POOL_SIZE,
+    RedisTokenStore, RedisTokenStoreBuilder,
+};
+
+/// The default token lifetime: 72 hours, as in the Node original.
+pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(259_200);
+
+/// The default number of live tokens (devices) one user may hold per sku.
+pub const DEFAULT_MAX_TOKENS_PER_USER: u32 = 10;
+
+/// The longest device label kept, in bytes; longer labels are cut at a char boundary.
+pub const MAX_DEVICE_LEN: usize = 64;
+
+/// The most live tokens per user a store accepts as a limit.
+pub const MAX_TOKENS_PER_USER_LIMIT: u32 = 1000;
+
+/// How a token is issued: its lifetime, the per-user limit, and a device label.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssueOptions {
+    ttl: Duration,
+    max_tokens_per_user: NonZeroU32,
+    device: Option<String>,
+}
+
+impl Default for IssueOptions {
+    fn default() -> Self {
+        Self::new(DEFAULT_TOKEN_TTL)
+    }
+}
+
+impl IssueOptions {
+    /// Tokens that live for `ttl` (at least one millisecond), at most
+    /// [`DEFAULT_MAX_TOKENS_PER_USER`] per user, without a device label.
+    pub fn new(ttl: Duration) -> Self {
+        Self {
+            ttl: ttl.max(Duration::from_millis(1)),
+            max_tokens_per_user: NonZeroU32::new(DEFAULT_MAX_TOKENS_PER_USER).expect("non-zero"),
+            device: None,
+        }
+    }
+
+    /// Caps the live tokens one user may hold (one per device, typically); issuing one
+    /// more evicts the one closest to expiry. Clamped to 1 ..= 1000.
+    ///
+    /// ```
+    /// # use mpauthx::IssueOptions;
+    /// let single_device = IssueOptions::default().with_max_tokens_per_user(1);
+    /// assert_eq!(single_device.max_tokens_per_user(), 1);
+    /// ```
+    pub fn with_max_tokens_per_user(mut self, max: u32) -> Self {
+        let max = max.clamp(1, MAX_TOKENS_PER_USER_LIMIT);
+        self.max_tokens_per_user = NonZeroU32::new(max).expect("clamped to at least 1");
+        self
+    }
+
+    /// Labels the token with the device it was issued to, for device lists. Control
+    /// characters are dropped and the label is cut to [`MAX_DEVICE_LEN`] bytes.
+    pub fn with_device(mut self, device: impl AsRef<str>) -> Self {
+        let mut label = String::new();
+        for c in device.as_ref().chars().filter(|c| !c.is_control()) {
+            if label.len() + c.len_utf8() > MAX_DEVICE_LEN {
+                break;
+            }
+            label.push(c);
+        }
+        self.device = (!label.is_empty()).then_some(label);
+        self
+    }
+
+    /// How long an issued token lives.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// How many live tokens one user may hold.
+    pub fn max_tokens_per_user(&self) -> u32 {
+        self.max_tokens_per_user.get()
+    }
+
+    /// The device label, if any.
+    pub fn device(&self) -> Option<&str> {
+        self.device.as_deref()
+    }
+
+    fn ttl_millis(&self) -> u64 {
+        u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX)
+    }
+}
+
+/// What a store knows about one live token. It never holds the token itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TokenInfo {
+    /// The token's hash; its [`TokenHash::id`] is a public id for device lists.
+    pub hash: TokenHash,
+    /// When the token was issued, in milliseconds since the Unix epoch.
+    pub issued_at_ms: u64,
+    /// When the token expires, in milliseconds since the Unix epoch.
+    pub expires_at_ms: u64,
+    /// The device label given at issue, if any.
+    pub device: Option<String>,
+}
+
+/// A freshly issued token and what the store recorded about it.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Issued {
+    /// The new token, to hand to the client.
+    pub token: Token,
+    /// What the store recorded.
+    pub info: TokenInfo,
+}
+
+/// A token store failed. Every variant but [`InvalidConfig`](Self::InvalidConfig), which
+/// only builders return, means "try again later": a caller answers 503, never 401,
+/// because the token may well be valid.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The store cannot be reached or refused the command.
+    #[error("token store unavailable: {0}")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The store did not answer within the configured time.
+    #[error("token store did not answer within {0:?}")]
+    Timeout(Duration),
+    /// The store answered something this crate does not understand.
+    #[error("token store answered unexpectedly: {0}")]
+    Protocol(&'static str),
+    /// The store's settings are unusable.
+    #[error("invalid token store settings: {0}")]
+    InvalidConfig(&'static str),
+}
+
+/// A place to keep live tokens.
+///
+/// Implementations are cheap to clone (share state behind an `Arc` or a pool) and must
+/// keep each operation atomic with respect to the others. They store a token's
+/// [`TokenHash`], never its text. Every token names its user (`sku` + `open_id`), so a
+/// store can group a user's tokens for limits, listing and revocation.
+pub trait TokenStore: std::fmt::Debug + Clone + Send + Sync + 'static {
+    /// Records a new token with the given lifetime; if the user then holds more than
+    /// `options.max_tokens_per_user()` live tokens, evicts those closest to expiry.
+    fn issue(
+        &self,
+        token: &Token,
+        options: &IssueOptions,
+    ) -> impl Future<Output = Result<TokenInfo, StoreError>> + Send;
+
+    /// Whether the token is live. This is the request hot path: one round trip, and the
+    /// returned future owns what it needs, so middleware can hold it across the request.
+    fn validate(
+        &self,
+        token: &ParsedToken<'_>,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send + 'static;
+
+    /// Revokes the token with this hash held by `open_id` under `sku`. Returns whether it
+    /// was live.
+    fn revoke_hash(
+        &self,
+        sku: &str,
+        open_id: &str,
+        hash: &TokenHash,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Revokes a token. Returns whether it was live.
+    fn revoke(
+        &self,
+        token: &ParsedToken<'_>,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        let hash = token.hash();
+        async move { self.revoke_hash(token.sku(), token.open_id(), &hash).await }
+    }
+
+    /// Revokes every token of `open_id` under `sku` (logout everywhere). Returns how many
+    /// were live.
+    fn revoke_all(
+        &self,
+        sku: &Sku,
+        open_id: &str,
+    ) -> impl Future<Output = Result<usize, StoreError>> + Send;
+
+    /// The live tokens of `open_id` under `sku`, soonest to expire first.
+    fn list(
+        &self,
+        sku: &Sku,
+        open_id: &str,
+    ) -> impl Future<Output = Result<Vec<TokenInfo>, StoreError>> + Send;
+
+    /// Atomically replaces a live token with a new one for the same user, keeping its
+    /// device label. `None` if the token was not live, including when a concurrent
+    /// rotation of the same token won.
+    fn rotate(
+        &self,
+        token: &ParsedToken<'_>,
+        options: &IssueOptions,
+    ) -> impl Future<Output = Result<Option<Issued>, StoreError>> + Send;
+}
+
+/// Milliseconds since the Unix epoch on this machine's clock.
+fn now_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_clamp_and_clean() {
+        let options = IssueOptions::new(Duration::ZERO)
+            .with_max_tokens_per_user(0)
+            .with_device("Pixel\n\u{7}9");
+        assert_eq!(options.ttl(), Duration::from_millis(1));
+        assert_eq!(options.max_tokens_per_user(), 1);
+        assert_eq!(options.device(), Some("Pixel9"));
+        let options = options
+            .with_max_tokens_per_user(u32::MAX)
+            .with_device("é".repeat(MAX_DEVICE_LEN));
+        assert_eq!(options.max_tokens_per_user(), MAX_TOKENS_PER_USER_LIMIT);
+        assert_eq!(options.device().unwrap().len(), MAX_DEVICE_LEN);
+        assert_eq!(options.with_device("\n").device(), None);
+    }
+}
