@@ -5,9 +5,7 @@ mod common;
 use std::{collections::HashSet, time::Duration};
 
 use common::{RedisServer, unique_prefix};
-use mpauthx::{
-    IssueOptions, MemoryTokenStore, RedisTokenStore, Sku, Token, TokenHash, TokenStore,
-};
+use mpauthx::{IssueOptions, MemoryTokenStore, RedisTokenStore, Sku, Token, TokenHash, TokenStore};
 
 const LONG: Duration = Duration::from_secs(600);
 
@@ -38,7 +36,10 @@ mod suite {
 
         assert!(store.revoke(&token.parsed()).await.unwrap());
         assert!(!live(&store, &token).await);
-        assert!(!store.revoke(&token.parsed()).await.unwrap(), "second revoke");
+        assert!(
+            !store.revoke(&token.parsed()).await.unwrap(),
+            "second revoke"
+        );
         assert!(store.list(&sku(), "o-alice").await.unwrap().is_empty());
     }
 
@@ -70,7 +71,13 @@ mod suite {
         tokio::time::sleep(Duration::from_millis(450)).await;
         assert!(!live(&store, &token).await);
         assert!(store.list(&sku(), "o-brief").await.unwrap().is_empty());
-        assert!(store.rotate(&token.parsed(), &options).await.unwrap().is_none());
+        assert!(
+            store
+                .rotate(&token.parsed(), &options)
+                .await
+                .unwrap()
+                .is_none()
+        );
         assert!(!store.revoke(&token.parsed()).await.unwrap());
     }
 
@@ -97,7 +104,12 @@ mod suite {
     }
 
     pub async fn list_reports_times_and_devices<S: TokenStore>(store: S) {
-        let phone = issue(&store, "o-dev", &IssueOptions::new(LONG).with_device("iPhone|15")).await;
+        let phone = issue(
+            &store,
+            "o-dev",
+            &IssueOptions::new(LONG).with_device("iPhone|15"),
+        )
+        .await;
         tokio::time::sleep(Duration::from_millis(3)).await;
         let bare = issue(&store, "o-dev", &IssueOptions::new(LONG)).await;
         let list = store.list(&sku(), "o-dev").await.unwrap();
@@ -153,7 +165,13 @@ mod suite {
         assert_eq!(issued.info.device.as_deref(), Some("Pixel"));
         assert!(!live(&store, &old).await);
         assert!(live(&store, &issued.token).await);
-        assert!(store.rotate(&old.parsed(), &options).await.unwrap().is_none());
+        assert!(
+            store
+                .rotate(&old.parsed(), &options)
+                .await
+                .unwrap()
+                .is_none()
+        );
         let list = store.list(&sku(), "o-rot").await.unwrap();
         assert_eq!(list.len(), 1);
         assert_eq!(list[0].hash, issued.token.hash());
@@ -283,7 +301,9 @@ mod redis_layout {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn keys_are_prefixed_hash_tagged_and_hold_no_token() {
-        let server = tokio::task::spawn_blocking(RedisServer::start).await.unwrap();
+        let server = tokio::task::spawn_blocking(RedisServer::start)
+            .await
+            .unwrap();
         let store = store_on(&server, "app").await;
         let options = IssueOptions::new(LONG).with_device("iPad");
         let a = issue(&store, "o-alice", &options).await;
@@ -329,16 +349,25 @@ mod redis_layout {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn expired_tokens_leave_nothing_behind() {
-        let server = tokio::task::spawn_blocking(RedisServer::start).await.unwrap();
+        let server = tokio::task::spawn_blocking(RedisServer::start)
+            .await
+            .unwrap();
         let store = store_on(&server, "gone").await;
-        issue(&store, "o-x", &IssueOptions::new(Duration::from_millis(200))).await;
+        issue(
+            &store,
+            "o-x",
+            &IssueOptions::new(Duration::from_millis(200)),
+        )
+        .await;
         tokio::time::sleep(Duration::from_millis(350)).await;
         assert!(server.keys().is_empty(), "{:?}", server.keys());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn validation_is_one_round_trip() {
-        let server = tokio::task::spawn_blocking(RedisServer::start).await.unwrap();
+        let server = tokio::task::spawn_blocking(RedisServer::start)
+            .await
+            .unwrap();
         let store = store_on(&server, "rt").await;
         let token = issue(&store, "o-rt", &IssueOptions::new(LONG)).await;
         let unknown = Token::generate(&sku(), "o-rt").unwrap();
