@@ -259,8 +259,10 @@ impl Inner {
 
     /// `<prefix>:{<sku>:<openid>}:` — everything of one user shares this tag.
     fn user_tag(&self, sku: &str, open_id: &str) -> String {
-        let mut tag =
-            String::with_capacity(self.prefix.len() + sku.len() + open_id.len() + 8 + TOKEN_ID_LEN);
+        // Room for the longest key built from it: `t:` and a token id.
+        let mut tag = String::with_capacity(
+            self.prefix.len() + sku.len() + open_id.len() + 7 + TOKEN_ID_LEN,
+        );
         tag.push_str(&self.prefix);
         tag.push_str(":{");
         tag.push_str(sku);
@@ -345,10 +347,9 @@ impl TokenStore for RedisTokenStore {
         &self,
         token: &ParsedToken<'_>,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send + 'static {
-        let key = token_key(
-            &self.inner.token_prefix(token.sku(), token.open_id()),
-            &token.hash(),
-        );
+        // One allocation: the tag has room for the token id.
+        let mut key = self.inner.token_prefix(token.sku(), token.open_id());
+        key.push_str(token.hash().id().as_str());
         let inner = Arc::clone(&self.inner);
         async move {
             inner
