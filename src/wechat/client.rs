@@ -1,0 +1,462 @@
+//! Blocking and async client for WeChat's `jscode2session` login exchange.
+//!
+//! The request carries the app secret and the one-time login code in its query string (as
+//! WeChat requires), so nothing derived from the URL or from ureq's own error text is ever put
+//! into a [`WeChatError`] or a log line. ureq itself logs full request URLs only at the `log`
+//! crate's TRACE level for target `ureq`; keep that target below TRACE in production.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::error::WeChatError;
+use super::secret::{AppSecret, SessionKey};
+
+/// WeChat's production API host.
+pub const DEFAULT_BASE_URL: &str = "https://api.weixin.qq.com";
+/// Default connect and read timeout.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default number of requests made while WeChat answers errcode -1 (system busy).
+pub const DEFAULT_BUSY_ATTEMPTS: u32 = 3;
+/// Default delay before the first retry after errcode -1; it doubles for each further retry.
+pub const DEFAULT_BUSY_BACKOFF: Duration = Duration::from_millis(100);
+
+const JSCODE2SESSION_PATH: &str = "/sns/jscode2session";
+/// A real answer is a few hundred bytes; the cap bounds memory if the upstream misbehaves.
+const MAX_BODY_BYTES: u64 = 64 * 1024;
+const MAX_ERRMSG_CHARS: usize = 200;
+const REDACTED: &str = "<redacted>";
+
+/// What `jscode2session` returns for a valid login code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    /// The user's openid for this Mini-Program.
+    pub open_id: String,
+    /// The user's unionid, when the app is bound to an Open Platform account.
+    pub union_id: Option<String>,
+    /// Key for decrypting this user's open data; never send it to the client.
+    pub session_key: SessionKey,
+}
+
+/// Client for `GET {base}/sns/jscode2session`; cheap to clone, shareable across threads.
+#[derive(Clone)]
+pub struct WeChatClient {
+    inner: Arc<Inner>,
+}
+
+#[derive(Clone)]
+struct Inner {
+    app_id: String,
+    secret: AppSecret,
+    base_url: String,
+    connect_timeout: Duration,
+    read_timeout: Duration,
+    busy_attempts: u32,
+    busy_backoff: Duration,
+    agent: ureq::Agent,
+}
+
+impl fmt::Debug for WeChatClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let inner = &self.inner;
+        f.debug_struct("WeChatClient")
+            .field("app_id", &inner.app_id)
+            .field("secret", &inner.secret)
+            .field("base_url", &inner.base_url)
+            .field("connect_timeout", &inner.connect_timeout)
+            .field("read_timeout", &inner.read_timeout)
+            .field("busy_attempts", &inner.busy_attempts)
+            .field("busy_backoff", &inner.busy_backoff)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WeChatClient {
+    /// Client for `app_id`/`secret` against [`DEFAULT_BASE_URL`] with default timeouts.
+    pub fn new(app_id: impl Into<String>, secret: AppSecret) -> Self {
+        let mut inner = Inner {
+            app_id: app_id.into(),
+            secret,
+            base_url: DEFAULT_BASE_URL.to_owned(),
+            connect_timeout: DEFAULT_TIMEOUT,
+            read_timeout: DEFAULT_TIMEOUT,
+            busy_attempts: DEFAULT_BUSY_ATTEMPTS,
+            busy_backoff: DEFAULT_BUSY_BACKOFF,
+            agent: ureq::Agent::new_with_defaults(),
+        };
+        inner.rebuild_agent();
+        Self {
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// Uses another API host (e.g. a simulator); a trailing `/` is ignored.
+    #[must_use]
+    pub fn with_base_url(mut self, base_url: impl Into<String>) -> Self {
+        let inner = Arc::make_mut(&mut self.inner);
+        inner.base_url = base_url.into().trim_end_matches('/').to_owned();
+        self
+    }
+
+    /// Sets the budget for DNS resolution and for connecting (each).
+    #[must_use]
+    pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
+        let inner = Arc::make_mut(&mut self.inner);
+        inner.connect_timeout = timeout;
+        inner.rebuild_agent();
+        self
+    }
+
+    /// Sets the budget for sending the request, for the response headers, and for the body (each).
+    #[must_use]
+    pub fn with_read_timeout(mut self, timeout: Duration) -> Self {
+        let inner = Arc::make_mut(&mut self.inner);
+        inner.read_timeout = timeout;
+        inner.rebuild_agent();
+        self
+    }
+
+    /// Sets how often errcode -1 (system busy) is tried in total, and the first retry delay.
+    ///
+    /// The delay doubles after each retry; `max_attempts` of 0 is treated as 1 (no retry).
+    #[must_use]
+    pub fn with_busy_retry(mut self, max_attempts: u32, initial_backoff: Duration) -> Self {
+        let inner = Arc::make_mut(&mut self.inner);
+        inner.busy_attempts = max_attempts.max(1);
+        inner.busy_backoff = initial_backoff;
+        self
+    }
+
+    /// The configured app id.
+    pub fn app_id(&self) -> &str {
+        &self.inner.app_id
+    }
+
+    /// Exchanges a login code on Tokio's blocking pool; must be polled inside a Tokio runtime.
+    ///
+    /// # Errors
+    /// As [`WeChatClient::code2session_blocking`], plus [`WeChatError::Internal`] if the
+    /// blocking task panicked or was cancelled.
+    pub fn code2session(
+        &self,
+        code: &str,
+    ) -> impl Future<Output = Result<Session, WeChatError>> + Send + 'static {
+        let client = self.clone();
+        let code = code.to_owned();
+        async move {
+            tokio::task::spawn_blocking(move || client.code2session_blocking(&code))
+                .await
+                .unwrap_or_else(|join_error| {
+                    // The join error's text may quote a panic payload, so only its kind is logged.
+                    tracing::error!(
+                        panicked = join_error.is_panic(),
+                        "jscode2session worker did not complete"
+                    );
+                    Err(WeChatError::Internal)
+                })
+        }
+    }
+
+    /// Exchanges a login code for a [`Session`], blocking the current thread.
+    ///
+    /// Errcode -1 is retried with the configured backoff; nothing else is retried, since a
+    /// login code is single-use and a repeated request could only fail with 40163.
+    ///
+    /// # Errors
+    /// See [`WeChatError`] for the mapping of WeChat errcodes and transport failures.
+    pub fn code2session_blocking(&self, code: &str) -> Result<Session, WeChatError> {
+        let result = self.exchange_with_retry(code);
+        if let Err(err) = &result {
+            self.log_failure(err);
+        }
+        result
+    }
+
+    fn exchange_with_retry(&self, code: &str) -> Result<Session, WeChatError> {
+        if code.is_empty() {
+            return Err(WeChatError::MissingCode);
+        }
+        let attempts = self.inner.busy_attempts;
+        let mut backoff = self.inner.busy_backoff;
+        let mut attempt = 1;
+        loop {
+            match self.exchange_once(code) {
+                Err(WeChatError::Busy { .. }) if attempt < attempts => {
+                    tracing::warn!(attempt, ?backoff, "WeChat busy (errcode -1), retrying");
+                    std::thread::sleep(backoff);
+                    backoff = backoff.saturating_mul(2);
+                    attempt += 1;
+                }
+                Err(WeChatError::Busy { .. }) => return Err(WeChatError::Busy { attempts }),
+                other => return other,
+            }
+        }
+    }
+
+    fn exchange_once(&self, code: &str) -> Result<Session, WeChatError> {
+        let inner = &self.inner;
+        let url = format!("{}{JSCODE2SESSION_PATH}", inner.base_url);
+        let mut response = inner
+            .agent
+            .get(&url)
+            .query("appid", &inner.app_id)
+            .query("secret", inner.secret.expose_secret())
+            .query("js_code", code)
+            .query("grant_type", "authorization_code")
+            .call()
+            .map_err(|e| from_transport_error(&e))?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(WeChatError::HttpStatus {
+                status: status.as_u16(),
+            });
+        }
+        // Parsed from bytes regardless of Content-Type: WeChat often labels JSON `text/plain`.
+        let body = response
+            .body_mut()
+            .with_config()
+            .limit(MAX_BODY_BYTES)
+            .read_to_vec()
+            .map_err(|e| from_transport_error(&e))?;
+        self.interpret(&body, code)
+    }
+
+    fn interpret(&self, body: &[u8], code: &str) -> Result<Session, WeChatError> {
+        if body.trim_ascii().is_empty() {
+            return Err(WeChatError::EmptyResponse);
+        }
+        let reply: Option<Reply> =
+            serde_json::from_slice(body).map_err(|_| WeChatError::InvalidResponse {
+                reason: "body is not jscode2session JSON",
+            })?;
+        let reply = reply.ok_or(WeChatError::EmptyResponse)?;
+        match reply.errcode {
+            0 => {}
+            40029 | 40163 => {
+                return Err(WeChatError::InvalidCode {
+                    errcode: reply.errcode,
+                });
+            }
+            45011 => return Err(WeChatError::RateLimited),
+            40226 => return Err(WeChatError::UserBlocked),
+            -1 => return Err(WeChatError::Busy { attempts: 1 }),
+            40013 | 40125 => {
+                return Err(WeChatError::Misconfigured {
+                    errcode: reply.errcode,
+                });
+            }
+            errcode => {
+                return Err(WeChatError::Upstream {
+                    errcode,
+                    errmsg: self.scrub(&reply.errmsg, code),
+                });
+            }
+        }
+        let (Some(open_id), Some(session_key)) = (
+            reply.openid.filter(|id| !id.is_empty()),
+            reply
+                .session_key
+                .filter(|key| !key.expose_secret().is_empty()),
+        ) else {
+            return Err(WeChatError::InvalidResponse {
+                reason: "openid or session_key missing",
+            });
+        };
+        Ok(Session {
+            open_id,
+            union_id: reply.unionid.filter(|id| !id.is_empty()),
+            session_key,
+        })
+    }
+
+    /// WeChat's errmsg is free text; scrubbing keeps a future echo of the request out of logs.
+    fn scrub(&self, errmsg: &str, code: &str) -> String {
+        let mut text = errmsg.to_owned();
+        for needle in [self.inner.secret.expose_secret(), code] {
+            if !needle.is_empty() {
+                text = text.replace(needle, REDACTED);
+            }
+        }
+        text.chars().take(MAX_ERRMSG_CHARS).collect()
+    }
+
+    fn log_failure(&self, err: &WeChatError) {
+        let app_id = self.inner.app_id.as_str();
+        match err {
+            WeChatError::Misconfigured { errcode } => {
+                let wrong = if *errcode == 40013 {
+                    "app id"
+                } else {
+                    "app secret"
+                };
+                tracing::error!(
+                    app_id,
+                    errcode,
+                    "WeChat rejected the configured {wrong}: fix the Mini-Program credentials"
+                );
+            }
+            WeChatError::Internal => {}
+            _ if err.status().is_server_error() => {
+                tracing::warn!(app_id, error_code = err.code(), error = %err, "jscode2session failed");
+            }
+            _ => {
+                tracing::debug!(app_id, error_code = err.code(), error = %err, "jscode2session refused");
+            }
+        }
+    }
+}
+
+impl Inner {
+    fn rebuild_agent(&mut self) {
+        self.agent = ureq::Agent::config_builder()
+            // Non-2xx statuses are mapped here, so ureq must hand the response back.
+            .http_status_as_error(false)
+            // A redirect would resend the secret-bearing query to wherever it points.
+            .max_redirects(0)
+            .timeout_resolve(Some(self.connect_timeout))
+            .timeout_connect(Some(self.connect_timeout))
+            .timeout_send_request(Some(self.read_timeout))
+            .timeout_recv_response(Some(self.read_timeout))
+            .timeout_recv_body(Some(self.read_timeout))
+            .build()
+            .new_agent();
+    }
+}
+
+/// The wire answer; deliberately not `Debug`, as it holds the session key.
+#[derive(Deserialize)]
+struct Reply {
+    openid: Option<String>,
+    session_key: Option<SessionKey>,
+    unionid: Option<String>,
+    #[serde(default)]
+    errcode: i64,
+    #[serde(default)]
+    errmsg: String,
+}
+
+/// ureq's error text can contain the request URL (secret and code included), so only the
+/// error's kind is kept.
+fn from_transport_error(err: &ureq::Error) -> WeChatError {
+    use std::io::ErrorKind;
+    match err {
+        ureq::Error::Timeout(timeout) => WeChatError::Timeout {
+            phase: timeout_phase(*timeout),
+        },
+        ureq::Error::Io(io) if matches!(io.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock) => {
+            WeChatError::Timeout { phase: "i/o" }
+        }
+        ureq::Error::Io(io) => WeChatError::Transport {
+            reason: match io.kind() {
+                ErrorKind::ConnectionRefused => "connection refused",
+                ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted => "connection reset",
+                ErrorKind::UnexpectedEof => "connection closed early",
+                _ => "i/o error",
+            },
+        },
+        ureq::Error::HostNotFound => WeChatError::Transport {
+            reason: "host not found",
+        },
+        ureq::Error::ConnectionFailed => WeChatError::Transport {
+            reason: "connection failed",
+        },
+        ureq::Error::BadUri(_) | ureq::Error::Http(_) => WeChatError::Transport {
+            reason: "invalid base url",
+        },
+        ureq::Error::Tls(_) => WeChatError::Transport {
+            reason: "tls error",
+        },
+        ureq::Error::Protocol(_) => WeChatError::Transport {
+            reason: "http protocol error",
+        },
+        ureq::Error::BodyExceedsLimit(_) => WeChatError::InvalidResponse {
+            reason: "body too large",
+        },
+        ureq::Error::StatusCode(status) => WeChatError::HttpStatus { status: *status },
+        _ => WeChatError::Transport {
+            reason: "transport error",
+        },
+    }
+}
+
+fn timeout_phase(timeout: ureq::Timeout) -> &'static str {
+    match timeout {
+        ureq::Timeout::Resolve => "resolve",
+        ureq::Timeout::Connect => "connect",
+        ureq::Timeout::SendRequest | ureq::Timeout::SendBody | ureq::Timeout::PerWrite => "send",
+        ureq::Timeout::RecvResponse => "response headers",
+        ureq::Timeout::RecvBody => "response body",
+        _ => "request",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client() -> WeChatClient {
+        WeChatClient::new("wxapp", AppSecret::new("SECRET-123"))
+    }
+
+    #[test]
+    fn parses_success_with_and_without_unionid() {
+        let s = client()
+            .interpret(
+                br#"{"openid":"o1","session_key":"a2V5","unionid":"u1"}"#,
+                "c",
+            )
+            .unwrap();
+        assert_eq!(s.open_id, "o1");
+        assert_eq!(s.union_id.as_deref(), Some("u1"));
+        assert_eq!(s.session_key.expose_secret(), "a2V5");
+        let s = client()
+            .interpret(br#"{"errcode":0,"openid":"o1","session_key":"a2V5"}"#, "c")
+            .unwrap();
+        assert_eq!(s.union_id, None);
+    }
+
+    #[test]
+    fn null_and_blank_bodies_are_empty_responses() {
+        for body in [&b""[..], b"  \n", b"null"] {
+            let err = client().interpret(body, "c").unwrap_err();
+            assert!(matches!(err, WeChatError::EmptyResponse), "{body:?}");
+            assert_eq!(err.code(), 6003);
+        }
+    }
+
+    #[test]
+    fn errmsg_is_scrubbed_then_truncated() {
+        let body = br#"{"errcode":40999,"errmsg":"bad SECRET-123 for CODE-9"}"#;
+        let err = client().interpret(body, "CODE-9").unwrap_err();
+        let WeChatError::Upstream { errcode, errmsg } = err else {
+            panic!("unexpected {err:?}");
+        };
+        assert_eq!(errcode, 40999);
+        assert_eq!(errmsg, "bad <redacted> for <redacted>");
+        let long = format!(r#"{{"errcode":1,"errmsg":"{}"}}"#, "x".repeat(1000));
+        let WeChatError::Upstream { errmsg, .. } =
+            client().interpret(long.as_bytes(), "c").unwrap_err()
+        else {
+            panic!("expected Upstream");
+        };
+        assert_eq!(errmsg.chars().count(), MAX_ERRMSG_CHARS);
+    }
+
+    #[test]
+    fn debug_redacts_secret() {
+        let text = format!("{:?}", client());
+        assert!(!text.contains("SECRET-123"), "{text}");
+        assert!(text.contains("<redacted>"));
+    }
+
+    #[test]
+    fn builder_keeps_clones_independent() {
+        let base = client();
+        let other = base.clone().with_base_url("http://127.0.0.1:1/");
+        assert_eq!(base.inner.base_url, DEFAULT_BASE_URL);
+        assert_eq!(other.inner.base_url, "http://127.0.0.1:1");
+    }
+}

@@ -1,0 +1,77 @@
+//! Newtypes for credentials whose `Debug` output is redacted.
+//!
+//! Values are only reachable through the explicitly named `expose_secret`, so an accidental
+//! `{:?}` in a log line or error message cannot leak them.
+
+use std::fmt;
+
+use serde::Deserialize;
+
+const REDACTED: &str = "<redacted>";
+
+/// The Mini-Program's app secret (`secret` parameter of `jscode2session`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct AppSecret(String);
+
+impl AppSecret {
+    /// Wraps an app secret.
+    pub fn new(secret: impl Into<String>) -> Self {
+        Self(secret.into())
+    }
+
+    /// Returns the secret itself; only for building the upstream request.
+    pub fn expose_secret(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for AppSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(REDACTED)
+    }
+}
+
+/// A user's `session_key` as returned by `jscode2session` (base64 text, 16 bytes decoded).
+///
+/// It must stay on the server: whoever holds it can forge open data for that user.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct SessionKey(String);
+
+impl SessionKey {
+    /// Wraps a base64 `session_key` exactly as WeChat returned it.
+    pub fn new(key_b64: impl Into<String>) -> Self {
+        Self(key_b64.into())
+    }
+
+    /// Returns the base64 text of the key; only for crypto and storage.
+    pub fn expose_secret(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SessionKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(REDACTED)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_is_redacted() {
+        assert_eq!(format!("{:?}", AppSecret::new("topsecret")), "<redacted>");
+        assert_eq!(
+            format!("{:?}", SessionKey::new("c2Vzc2lvbg==")),
+            "<redacted>"
+        );
+    }
+
+    #[test]
+    fn expose_returns_value() {
+        assert_eq!(AppSecret::new("abc").expose_secret(), "abc");
+        assert_eq!(SessionKey::new("a2V5").expose_secret(), "a2V5");
+    }
+}
