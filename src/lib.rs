@@ -8,6 +8,7 @@ pub mod layer;
 pub mod rejection;
 pub mod store;
 pub mod token;
+pub mod users;
 pub mod wechat;
 
 pub use crate::{

@@ -1,0 +1,187 @@
+//! Users who have logged in through the mini-program, and where they are kept.
+//!
+//! A login calls [`UserStore::upsert_login`] with the `openid` (and `unionid`,
+//! when WeChat sends one) from `code2Session`, plus whatever profile the client
+//! sent. The first login creates the user; later logins record the login time
+//! and merge in only the profile fields they actually carry, so a login without
+//! `getUserProfile` data never wipes a nickname stored earlier.
+//!
+//! ```
+//! use mpauthx::users::{Profile, SqliteUserStore, UserStore};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let dir = tempfile::tempdir()?;
+//! # let path = dir.path().join("users.db");
+//! let store = SqliteUserStore::open(&path).await?;
+//!
+//! let profile = Profile { nick_name: Some("Ada".into()), ..Profile::default() };
+//! store.upsert_login("o-abc", None, Some(&profile)).await?;
+//!
+//! // A later login without a profile keeps the stored nickname.
+//! let user = store.upsert_login("o-abc", Some("u-xyz"), None).await?;
+//! assert_eq!(user.nick_name.as_deref(), Some("Ada"));
+//! assert_eq!(user.union_id.as_deref(), Some("u-xyz"));
+//! # Ok(())
+//! # }
+//! ```
+
+use std::error::Error as StdError;
+use std::fmt::Debug;
+use std::future::Future;
+
+use serde::{Deserialize, Serialize};
+
+pub mod sqlite;
+
+pub use sqlite::{SqliteUserStore, SqliteUserStoreBuilder};
+
+/// Boxed source of a [`UserStoreError`], so the trait does not tie callers to one backend's error types.
+pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
+
+/// Profile data a client may send at login; `None` means "not sent", never "clear it".
+///
+/// Deserializes from snake_case and also from the camelCase names of WeChat's
+/// `userInfo` object (`nickName`, `avatarUrl`), so the client's payload can be
+/// passed through as is.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Profile {
+    /// Display name (`userInfo.nickName`).
+    #[serde(alias = "nickName")]
+    pub nick_name: Option<String>,
+    /// Avatar image URL (`userInfo.avatarUrl`).
+    #[serde(alias = "avatarUrl")]
+    pub avatar_url: Option<String>,
+    /// WeChat's gender code: 0 unknown, 1 male, 2 female.
+    pub gender: Option<i64>,
+    /// City name.
+    pub city: Option<String>,
+    /// Province name.
+    pub province: Option<String>,
+    /// Country name.
+    pub country: Option<String>,
+    /// Language of the profile strings, e.g. `zh_CN`.
+    pub language: Option<String>,
+}
+
+impl Profile {
+    /// Whether no field is set, i.e. merging this profile would change nothing.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// A stored user, serialized with snake_case field names (the `GET /me` body).
+///
+/// Times are unix seconds. Rows carried over from the original Node schema get
+/// the migration time as `created_at`/`updated_at`; rows a legacy writer adds
+/// after that, without timestamps, read as `0` until their next login here.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct User {
+    /// The user's openid for this mini-program.
+    pub open_id: String,
+    /// The user's unionid across the developer's apps, once WeChat has sent one.
+    pub union_id: Option<String>,
+    /// Display name.
+    pub nick_name: Option<String>,
+    /// Avatar image URL.
+    pub avatar_url: Option<String>,
+    /// WeChat's gender code: 0 unknown, 1 male, 2 female.
+    pub gender: Option<i64>,
+    /// City name.
+    pub city: Option<String>,
+    /// Province name.
+    pub province: Option<String>,
+    /// Country name.
+    pub country: Option<String>,
+    /// Language of the profile strings.
+    pub language: Option<String>,
+    /// When the user was first stored, in unix seconds.
+    pub created_at: i64,
+    /// When the union id or a profile field last changed, in unix seconds.
+    pub updated_at: i64,
+    /// When the user last logged in through this store, in unix seconds; `None` for legacy rows not yet seen.
+    pub last_login_at: Option<i64>,
+}
+
+impl User {
+    /// The profile part of this user.
+    pub fn profile(&self) -> Profile {
+        Profile {
+            nick_name: self.nick_name.clone(),
+            avatar_url: self.avatar_url.clone(),
+            gender: self.gender,
+            city: self.city.clone(),
+            province: self.province.clone(),
+            country: self.country.clone(),
+            language: self.language.clone(),
+        }
+    }
+}
+
+/// Why a [`UserStore`] call failed.
+///
+/// Messages name only the kind of failure; the boxed source carries the
+/// backend's own message, which never includes the values bound to a query.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum UserStoreError {
+    /// Another connection held the lock for longer than the busy timeout (`SQLITE_BUSY`/`SQLITE_LOCKED`).
+    #[error("user store is busy or locked")]
+    Busy(#[source] BoxError),
+    /// The database cannot be written: opened read-only, or the file or medium refuses writes.
+    #[error("user store is read-only")]
+    ReadOnly(#[source] BoxError),
+    /// Any other database failure, such as corruption, a full disk or an unexpected schema.
+    #[error("user store database error")]
+    Database(#[source] BoxError),
+    /// No connection could be had from the pool in time.
+    #[error("user store connection pool error")]
+    Pool(#[source] BoxError),
+    /// The blocking task running the query panicked or was cancelled by runtime shutdown.
+    #[error("user store task failed")]
+    Task(#[source] BoxError),
+}
+
+impl UserStoreError {
+    /// Whether retrying the same call later may succeed (lock contention, pool exhaustion).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Busy(_) | Self::Pool(_))
+    }
+}
+
+/// Persistent storage of [`User`]s, in the style of tower-sessions' `SessionStore`.
+pub trait UserStore: Debug + Clone + Send + Sync + 'static {
+    /// Records a login: creates the user if missing, else sets `last_login_at` and merges the given fields.
+    ///
+    /// `union_id` and each profile field overwrite the stored value only when
+    /// they are `Some`. Concurrent first logins of one `open_id` create one user.
+    fn upsert_login(
+        &self,
+        open_id: &str,
+        union_id: Option<&str>,
+        profile: Option<&Profile>,
+    ) -> impl Future<Output = Result<User, UserStoreError>> + Send;
+
+    /// Looks a user up by openid.
+    fn get(
+        &self,
+        open_id: &str,
+    ) -> impl Future<Output = Result<Option<User>, UserStoreError>> + Send;
+
+    /// Looks a user up by unionid; if several rows share it, the most recent login wins.
+    fn get_by_union_id(
+        &self,
+        union_id: &str,
+    ) -> impl Future<Output = Result<Option<User>, UserStoreError>> + Send;
+
+    /// Merges the `Some` fields of `profile` into an existing user without counting as a login; `None` if no such user.
+    fn update_profile(
+        &self,
+        open_id: &str,
+        profile: &Profile,
+    ) -> impl Future<Output = Result<Option<User>, UserStoreError>> + Send;
+
+    /// Deletes a user; returns whether one was deleted.
+    fn delete(&self, open_id: &str) -> impl Future<Output = Result<bool, UserStoreError>> + Send;
+}

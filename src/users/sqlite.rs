@@ -1,0 +1,566 @@
+//! [`UserStore`] backed by a SQLite file, shared with the original Node package.
+//!
+//! The table is the Node package's `user` table, with its camelCase column
+//! names; opening a store adds the columns this crate needs (`avatarUrl`,
+//! `unionId`, `created_at`, `updated_at`, `last_login_at`) and an index on
+//! `unionId` to an existing file, so a deployment can switch over in place.
+//! Every query runs on Tokio's blocking pool, so calls must be made from inside
+//! a Tokio runtime.
+//!
+//! ```
+//! use std::time::Duration;
+//! use mpauthx::users::{SqliteUserStore, UserStore};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let dir = tempfile::tempdir()?;
+//! # let path = dir.path().join("users.db");
+//! let store = SqliteUserStore::builder(&path)
+//!     .with_max_connections(4)
+//!     .with_busy_timeout(Duration::from_secs(2))
+//!     .open()
+//!     .await?;
+//! assert!(store.get("o-nobody").await?.is_none());
+//! # Ok(())
+//! # }
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use r2d2::{ManageConnection, Pool};
+use r2d2_sqlite::SqliteConnectionManager;
+use rusqlite::types::ValueRef;
+use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, Row, TransactionBehavior};
+
+use super::{Profile, User, UserStore, UserStoreError};
+
+const DEFAULT_MAX_CONNECTIONS: u32 = 8;
+const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+const DEFAULT_CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Bumped with each migration; recorded so later, non-additive migrations have something to key on.
+const SCHEMA_VERSION: i64 = 1;
+
+/// The original Node package's definition, kept verbatim so fresh and migrated files end up identical.
+const CREATE_LEGACY_TABLE: &str = "CREATE TABLE IF NOT EXISTS user(openId text primary key not null, \
+     city text, country text, gender integer, language text, nickName text, province text)";
+
+const CREATE_UNION_ID_INDEX: &str = "CREATE INDEX IF NOT EXISTS user_unionId ON user(unionId)";
+
+/// Columns the store reads or writes, with the statement that adds each one to an older table.
+///
+/// `openId` is absent: as the primary key it cannot be added afterwards.
+const COLUMNS: &[(&str, &str)] = &[
+    ("city", "ALTER TABLE user ADD COLUMN city text"),
+    ("country", "ALTER TABLE user ADD COLUMN country text"),
+    ("gender", "ALTER TABLE user ADD COLUMN gender integer"),
+    ("language", "ALTER TABLE user ADD COLUMN language text"),
+    ("nickName", "ALTER TABLE user ADD COLUMN nickName text"),
+    ("province", "ALTER TABLE user ADD COLUMN province text"),
+    ("avatarUrl", "ALTER TABLE user ADD COLUMN avatarUrl text"),
+    ("unionId", "ALTER TABLE user ADD COLUMN unionId text"),
+    (
+        "created_at",
+        "ALTER TABLE user ADD COLUMN created_at integer",
+    ),
+    (
+        "updated_at",
+        "ALTER TABLE user ADD COLUMN updated_at integer",
+    ),
+    (
+        "last_login_at",
+        "ALTER TABLE user ADD COLUMN last_login_at integer",
+    ),
+];
+
+/// Column list shared by every query, in the order [`user_from_row`] reads it.
+macro_rules! user_columns {
+    () => {
+        "openId, unionId, nickName, avatarUrl, gender, city, province, country, language, \
+         created_at, updated_at, last_login_at"
+    };
+}
+
+/// True when merging the given values (SQL expressions, `NULL` for "not sent") changes the stored row.
+///
+/// Shared by the upsert and the plain profile update so `updated_at` means
+/// "data changed" in both, not "someone logged in".
+macro_rules! changed_condition {
+    ($union:literal, $nick:literal, $avatar:literal, $gender:literal,
+     $city:literal, $province:literal, $country:literal, $language:literal) => {
+        concat!(
+            "coalesce(",
+            $union,
+            ", user.unionId) IS NOT user.unionId",
+            " OR coalesce(",
+            $nick,
+            ", user.nickName) IS NOT user.nickName",
+            " OR coalesce(",
+            $avatar,
+            ", user.avatarUrl) IS NOT user.avatarUrl",
+            " OR coalesce(",
+            $gender,
+            ", user.gender) IS NOT user.gender",
+            " OR coalesce(",
+            $city,
+            ", user.city) IS NOT user.city",
+            " OR coalesce(",
+            $province,
+            ", user.province) IS NOT user.province",
+            " OR coalesce(",
+            $country,
+            ", user.country) IS NOT user.country",
+            " OR coalesce(",
+            $language,
+            ", user.language) IS NOT user.language",
+        )
+    };
+}
+
+// One statement so that concurrent first logins race inside SQLite's write
+// lock rather than between a SELECT and an INSERT: exactly one inserts, the
+// rest take the DO UPDATE branch.
+const UPSERT_LOGIN: &str = concat!(
+    "INSERT INTO user (openId, unionId, nickName, avatarUrl, gender, city, province, country, \
+     language, created_at, updated_at, last_login_at) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?10) \
+     ON CONFLICT(openId) DO UPDATE SET \
+     unionId = coalesce(excluded.unionId, user.unionId), \
+     nickName = coalesce(excluded.nickName, user.nickName), \
+     avatarUrl = coalesce(excluded.avatarUrl, user.avatarUrl), \
+     gender = coalesce(excluded.gender, user.gender), \
+     city = coalesce(excluded.city, user.city), \
+     province = coalesce(excluded.province, user.province), \
+     country = coalesce(excluded.country, user.country), \
+     language = coalesce(excluded.language, user.language), \
+     created_at = coalesce(user.created_at, excluded.created_at), \
+     updated_at = CASE WHEN ",
+    changed_condition!(
+        "excluded.unionId",
+        "excluded.nickName",
+        "excluded.avatarUrl",
+        "excluded.gender",
+        "excluded.city",
+        "excluded.province",
+        "excluded.country",
+        "excluded.language"
+    ),
+    " THEN excluded.updated_at ELSE coalesce(user.updated_at, excluded.updated_at) END, \
+     last_login_at = excluded.last_login_at \
+     RETURNING ",
+    user_columns!()
+);
+
+const UPDATE_PROFILE: &str = concat!(
+    "UPDATE user SET \
+     nickName = coalesce(?2, nickName), \
+     avatarUrl = coalesce(?3, avatarUrl), \
+     gender = coalesce(?4, gender), \
+     city = coalesce(?5, city), \
+     province = coalesce(?6, province), \
+     country = coalesce(?7, country), \
+     language = coalesce(?8, language), \
+     created_at = coalesce(created_at, ?9), \
+     updated_at = CASE WHEN ",
+    changed_condition!("NULL", "?2", "?3", "?4", "?5", "?6", "?7", "?8"),
+    " THEN ?9 ELSE coalesce(updated_at, ?9) END \
+     WHERE openId = ?1 RETURNING ",
+    user_columns!()
+);
+
+const SELECT_BY_OPEN_ID: &str = concat!("SELECT ", user_columns!(), " FROM user WHERE openId = ?1");
+
+const SELECT_BY_UNION_ID: &str = concat!(
+    "SELECT ",
+    user_columns!(),
+    " FROM user WHERE unionId = ?1 ORDER BY last_login_at DESC NULLS LAST, created_at DESC LIMIT 1"
+);
+
+const DELETE_BY_OPEN_ID: &str = "DELETE FROM user WHERE openId = ?1";
+
+/// A [`UserStore`] on a pooled set of SQLite connections to one file.
+#[derive(Debug, Clone)]
+pub struct SqliteUserStore {
+    pool: Pool<SqliteConnectionManager>,
+}
+
+/// Options for opening a [`SqliteUserStore`]; get one from [`SqliteUserStore::builder`].
+#[derive(Debug, Clone)]
+#[must_use = "a builder does nothing until `open` is awaited"]
+pub struct SqliteUserStoreBuilder {
+    path: PathBuf,
+    max_connections: u32,
+    busy_timeout: Duration,
+    connection_timeout: Duration,
+    read_only: bool,
+}
+
+impl SqliteUserStoreBuilder {
+    /// Sets the most pooled connections (default 8; values below 1 count as 1).
+    pub fn with_max_connections(mut self, max_connections: u32) -> Self {
+        self.max_connections = max_connections.max(1);
+        self
+    }
+
+    /// Sets how long a statement waits for another writer's lock before failing with [`UserStoreError::Busy`] (default 5 s).
+    pub fn with_busy_timeout(mut self, busy_timeout: Duration) -> Self {
+        self.busy_timeout = busy_timeout;
+        self
+    }
+
+    /// Sets how long a call waits for a free pooled connection before failing with [`UserStoreError::Pool`] (default 30 s).
+    pub fn with_connection_timeout(mut self, connection_timeout: Duration) -> Self {
+        // r2d2 panics on a zero timeout.
+        self.connection_timeout = connection_timeout.max(Duration::from_millis(1));
+        self
+    }
+
+    /// Opens the file read-only (default `false`); writes then fail with [`UserStoreError::ReadOnly`].
+    ///
+    /// The file must already hold the current schema, since a read-only
+    /// connection cannot create or migrate it.
+    pub fn with_read_only(mut self, read_only: bool) -> Self {
+        self.read_only = read_only;
+        self
+    }
+
+    /// Opens the pool, creating or migrating the schema first.
+    pub async fn open(self) -> Result<SqliteUserStore, UserStoreError> {
+        let flags = if self.read_only {
+            OpenFlags::SQLITE_OPEN_READ_ONLY
+                | OpenFlags::SQLITE_OPEN_URI
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        } else {
+            OpenFlags::default()
+        };
+        let manager = SqliteConnectionManager::file(&self.path)
+            .with_flags(flags)
+            .with_init(connection_init(self.busy_timeout, !self.read_only));
+        let builder = Pool::builder()
+            .max_size(self.max_connections)
+            .connection_timeout(self.connection_timeout);
+        SqliteUserStore::from_manager(manager, builder).await
+    }
+}
+
+impl SqliteUserStore {
+    /// Opens (creating if needed) the database at `path` with default options.
+    pub async fn open(path: impl AsRef<Path>) -> Result<Self, UserStoreError> {
+        Self::builder(path).open().await
+    }
+
+    /// Starts configuring a store for the database at `path`, which may also be a `file:` URI.
+    pub fn builder(path: impl AsRef<Path>) -> SqliteUserStoreBuilder {
+        SqliteUserStoreBuilder {
+            path: path.as_ref().to_path_buf(),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            busy_timeout: DEFAULT_BUSY_TIMEOUT,
+            connection_timeout: DEFAULT_CONNECTION_TIMEOUT,
+            read_only: false,
+        }
+    }
+
+    /// Opens a private in-memory database, for tests; it lives as long as the store and its clones.
+    pub async fn open_in_memory() -> Result<Self, UserStoreError> {
+        let manager = SqliteConnectionManager::memory()
+            .with_init(connection_init(DEFAULT_BUSY_TIMEOUT, false));
+        // A shared-cache memory database reports table-lock conflicts as
+        // SQLITE_LOCKED, which busy_timeout does not retry, so one connection
+        // serializes callers instead.
+        let builder = Pool::builder()
+            .max_size(1)
+            .connection_timeout(DEFAULT_CONNECTION_TIMEOUT);
+        Self::from_manager(manager, builder).await
+    }
+
+    async fn from_manager(
+        manager: SqliteConnectionManager,
+        builder: r2d2::Builder<SqliteConnectionManager>,
+    ) -> Result<Self, UserStoreError> {
+        let pool = tokio::task::spawn_blocking(move || {
+            // Migrate on a connection of our own rather than through the pool:
+            // r2d2 would retry a failing connect until its timeout and then
+            // report only a string, losing the busy/read-only distinction.
+            let mut conn = manager.connect().map_err(db_error)?;
+            migrate(&mut conn).map_err(db_error)?;
+            drop(conn);
+            Ok::<_, UserStoreError>(
+                builder
+                    // A local file connection cannot go stale, so the check
+                    // would only add a query to every call.
+                    .test_on_check_out(false)
+                    .build_unchecked(manager),
+            )
+        })
+        .await
+        .map_err(|err| UserStoreError::Task(Box::new(err)))??;
+        Ok(Self { pool })
+    }
+
+    /// Runs `f` on a pooled connection on the blocking thread pool.
+    async fn with_conn<T, F>(&self, f: F) -> Result<T, UserStoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let pool = self.pool.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = pool
+                .get()
+                .map_err(|err| UserStoreError::Pool(Box::new(err)))?;
+            f(&mut conn).map_err(db_error)
+        })
+        .await
+        .map_err(|err| UserStoreError::Task(Box::new(err)))?
+    }
+}
+
+impl UserStore for SqliteUserStore {
+    fn upsert_login(
+        &self,
+        open_id: &str,
+        union_id: Option<&str>,
+        profile: Option<&Profile>,
+    ) -> impl Future<Output = Result<User, UserStoreError>> + Send {
+        let open_id = open_id.to_owned();
+        let union_id = union_id.map(str::to_owned);
+        let profile = profile.cloned().unwrap_or_default();
+        async move {
+            self.with_conn(move |conn| {
+                let p = &profile;
+                conn.prepare_cached(UPSERT_LOGIN)?.query_row(
+                    rusqlite::params![
+                        open_id,
+                        union_id,
+                        p.nick_name,
+                        p.avatar_url,
+                        p.gender,
+                        p.city,
+                        p.province,
+                        p.country,
+                        p.language,
+                        unix_now(),
+                    ],
+                    user_from_row,
+                )
+            })
+            .await
+        }
+    }
+
+    fn get(
+        &self,
+        open_id: &str,
+    ) -> impl Future<Output = Result<Option<User>, UserStoreError>> + Send {
+        let open_id = open_id.to_owned();
+        async move {
+            self.with_conn(move |conn| {
+                conn.prepare_cached(SELECT_BY_OPEN_ID)?
+                    .query_row([open_id], user_from_row)
+                    .optional()
+            })
+            .await
+        }
+    }
+
+    fn get_by_union_id(
+        &self,
+        union_id: &str,
+    ) -> impl Future<Output = Result<Option<User>, UserStoreError>> + Send {
+        let union_id = union_id.to_owned();
+        async move {
+            self.with_conn(move |conn| {
+                conn.prepare_cached(SELECT_BY_UNION_ID)?
+                    .query_row([union_id], user_from_row)
+                    .optional()
+            })
+            .await
+        }
+    }
+
+    fn update_profile(
+        &self,
+        open_id: &str,
+        profile: &Profile,
+    ) -> impl Future<Output = Result<Option<User>, UserStoreError>> + Send {
+        let open_id = open_id.to_owned();
+        let profile = profile.clone();
+        async move {
+            self.with_conn(move |conn| {
+                let p = &profile;
+                conn.prepare_cached(UPDATE_PROFILE)?
+                    .query_row(
+                        rusqlite::params![
+                            open_id,
+                            p.nick_name,
+                            p.avatar_url,
+                            p.gender,
+                            p.city,
+                            p.province,
+                            p.country,
+                            p.language,
+                            unix_now(),
+                        ],
+                        user_from_row,
+                    )
+                    .optional()
+            })
+            .await
+        }
+    }
+
+    fn delete(&self, open_id: &str) -> impl Future<Output = Result<bool, UserStoreError>> + Send {
+        let open_id = open_id.to_owned();
+        async move {
+            self.with_conn(move |conn| {
+                Ok(conn.prepare_cached(DELETE_BY_OPEN_ID)?.execute([open_id])? > 0)
+            })
+            .await
+        }
+    }
+}
+
+/// Per-connection settings; none of these persist in the file except `journal_mode`.
+fn connection_init(
+    busy_timeout: Duration,
+    writable: bool,
+) -> impl Fn(&mut Connection) -> rusqlite::Result<()> + Send + Sync + 'static {
+    move |conn| {
+        // First, so that the journal-mode switch below also waits for other writers.
+        conn.busy_timeout(busy_timeout)?;
+        // WAL lets readers proceed while a login writes. Switching needs write
+        // access, so read-only connections use whatever mode the file has.
+        if writable {
+            enable_wal(conn, busy_timeout)?;
+        }
+        conn.execute_batch("PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;")
+    }
+}
+
+fn enable_wal(conn: &Connection, busy_timeout: Duration) -> rusqlite::Result<()> {
+    let deadline = Instant::now() + busy_timeout;
+    loop {
+        match conn.query_row("PRAGMA journal_mode=WAL", [], |row| row.get::<_, String>(0)) {
+            Ok(mode) => {
+                if !mode.eq_ignore_ascii_case("wal") {
+                    tracing::debug!(%mode, "sqlite user store is not in WAL mode");
+                }
+                return Ok(());
+            }
+            // When two connections race to convert a file, SQLite fails one at
+            // once instead of calling the busy handler (waiting could deadlock),
+            // so the busy timeout has to be honoured here by hand.
+            Err(err) if is_busy(&err) && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(err) => return Err(err),
+        }
+    }
+}
+
+fn is_busy(err: &rusqlite::Error) -> bool {
+    matches!(
+        err.sqlite_error_code(),
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
+    )
+}
+
+/// Creates the table or brings an older one (such as the Node package's) up to date.
+///
+/// Safe to run from several processes at once: the check is repeated under
+/// `BEGIN IMMEDIATE`, so whoever gets the write lock second finds nothing to do.
+fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    // Checked outside a write transaction first so read-only stores can open a current file.
+    if missing_columns(conn)?.is_empty() && union_id_index_exists(conn)? {
+        return Ok(());
+    }
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    tx.execute(CREATE_LEGACY_TABLE, [])?;
+    let missing = missing_columns(&tx)?;
+    for (name, add_column) in COLUMNS {
+        if missing.contains(name) {
+            tracing::info!(column = name, "adding column to sqlite user table");
+            tx.execute(add_column, [])?;
+        }
+    }
+    // Earlier rows have no recorded creation time; the migration time is the best known bound.
+    let now = unix_now();
+    tx.execute(
+        "UPDATE user SET created_at = ?1 WHERE created_at IS NULL",
+        [now],
+    )?;
+    tx.execute(
+        "UPDATE user SET updated_at = ?1 WHERE updated_at IS NULL",
+        [now],
+    )?;
+    tx.execute(CREATE_UNION_ID_INDEX, [])?;
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    tx.commit()
+}
+
+/// Names from [`COLUMNS`] the `user` table lacks; all of them when it does not exist.
+fn missing_columns(conn: &Connection) -> rusqlite::Result<Vec<&'static str>> {
+    let mut stmt = conn.prepare("SELECT name FROM pragma_table_info('user')")?;
+    let present = stmt
+        .query_map([], |row| row.get::<_, String>(0))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(COLUMNS
+        .iter()
+        .map(|(name, _)| *name)
+        .filter(|name| !present.iter().any(|p| p.eq_ignore_ascii_case(name)))
+        .collect())
+}
+
+fn union_id_index_exists(conn: &Connection) -> rusqlite::Result<bool> {
+    conn.query_row(
+        "SELECT EXISTS(SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'user_unionId')",
+        [],
+        |row| row.get(0),
+    )
+}
+
+fn user_from_row(row: &Row<'_>) -> rusqlite::Result<User> {
+    Ok(User {
+        open_id: row.get(0)?,
+        union_id: row.get(1)?,
+        nick_name: row.get(2)?,
+        avatar_url: row.get(3)?,
+        gender: lenient_integer(row.get_ref(4)?),
+        city: row.get(5)?,
+        province: row.get(6)?,
+        country: row.get(7)?,
+        language: row.get(8)?,
+        // NULL only in rows a legacy writer added after the migration.
+        created_at: row.get::<_, Option<i64>>(9)?.unwrap_or(0),
+        updated_at: row.get::<_, Option<i64>>(10)?.unwrap_or(0),
+        last_login_at: row.get(11)?,
+    })
+}
+
+/// Reads `gender` without failing on whatever the Node package may have stored there.
+fn lenient_integer(value: ValueRef<'_>) -> Option<i64> {
+    match value {
+        ValueRef::Integer(i) => Some(i),
+        // Saturating float-to-int conversion is acceptable for a small enum code.
+        ValueRef::Real(f) if f.is_finite() => Some(f as i64),
+        ValueRef::Text(t) => std::str::from_utf8(t).ok()?.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+fn db_error(err: rusqlite::Error) -> UserStoreError {
+    if is_busy(&err) {
+        UserStoreError::Busy(Box::new(err))
+    } else if err.sqlite_error_code() == Some(ErrorCode::ReadOnly) {
+        UserStoreError::ReadOnly(Box::new(err))
+    } else {
+        UserStoreError::Database(Box::new(err))
+    }
+}

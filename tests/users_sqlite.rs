@@ -1,0 +1,618 @@
+//! `SqliteUserStore` against real database files in a temporary directory.
+
+use std::error::Error as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mpauthx::users::{Profile, SqliteUserStore, User, UserStore, UserStoreError};
+use rusqlite::Connection;
+use tempfile::TempDir;
+
+const LEGACY_SCHEMA: &str = "CREATE TABLE user(openId text primary key not null, city text, \
+     country text, gender integer, language text, nickName text, province text);";
+
+fn temp_db() -> (TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("users.db");
+    (dir, path)
+}
+
+/// A connection of the test's own, so assertions do not go through the code under test.
+fn raw(path: &Path) -> Connection {
+    Connection::open(path).expect("open raw connection")
+}
+
+fn count_rows(path: &Path, open_id: &str) -> i64 {
+    raw(path)
+        .query_row(
+            "SELECT count(*) FROM user WHERE openId = ?1",
+            [open_id],
+            |r| r.get(0),
+        )
+        .expect("count rows")
+}
+
+fn columns(path: &Path) -> Vec<String> {
+    let conn = raw(path);
+    let mut stmt = conn
+        .prepare("SELECT name FROM pragma_table_info('user')")
+        .unwrap();
+    stmt.query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+fn table_exists(path: &Path) -> bool {
+    raw(path)
+        .query_row(
+            "SELECT EXISTS(SELECT 1 FROM sqlite_master WHERE type='table' AND name='user')",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap()
+}
+
+fn full_profile() -> Profile {
+    Profile {
+        nick_name: Some("Ada".into()),
+        avatar_url: Some("https://example.invalid/a.png".into()),
+        gender: Some(2),
+        city: Some("Hangzhou".into()),
+        province: Some("Zhejiang".into()),
+        country: Some("China".into()),
+        language: Some("zh_CN".into()),
+    }
+}
+
+/// The whole error chain as text, as a log line would show it.
+fn chain(err: &UserStoreError) -> String {
+    let mut out = format!("{err} / {err:?}");
+    let mut source = err.source();
+    while let Some(s) = source {
+        out.push_str(&format!(" / {s}"));
+        source = s.source();
+    }
+    out
+}
+
+const ALL_COLUMNS: [&str; 12] = [
+    "openId",
+    "city",
+    "country",
+    "gender",
+    "language",
+    "nickName",
+    "province",
+    "avatarUrl",
+    "unionId",
+    "created_at",
+    "updated_at",
+    "last_login_at",
+];
+
+#[tokio::test]
+async fn fresh_file_gets_schema_wal_and_index() {
+    let (_dir, path) = temp_db();
+    let _store = SqliteUserStore::open(&path).await.unwrap();
+
+    assert_eq!(columns(&path), ALL_COLUMNS);
+    let conn = raw(&path);
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+    let indexed: String = conn
+        .query_row(
+            "SELECT name FROM pragma_index_info('user_unionId')",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(indexed, "unionId");
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, 1);
+}
+
+#[tokio::test]
+async fn migrates_original_node_schema_keeping_rows() {
+    let (_dir, path) = temp_db();
+    {
+        let conn = raw(&path);
+        conn.execute_batch(LEGACY_SCHEMA).unwrap();
+        conn.execute(
+            "INSERT INTO user (openId, city, country, gender, language, nickName, province) \
+             VALUES ('o-legacy', 'Shenzhen', 'China', 1, 'zh_CN', '老用户', 'Guangdong')",
+            [],
+        )
+        .unwrap();
+    }
+
+    let store = SqliteUserStore::open(&path).await.unwrap();
+    assert_eq!(columns(&path), ALL_COLUMNS);
+
+    let user = store
+        .get("o-legacy")
+        .await
+        .unwrap()
+        .expect("legacy row kept");
+    assert_eq!(user.nick_name.as_deref(), Some("老用户"));
+    assert_eq!(user.city.as_deref(), Some("Shenzhen"));
+    assert_eq!(user.province.as_deref(), Some("Guangdong"));
+    assert_eq!(user.country.as_deref(), Some("China"));
+    assert_eq!(user.language.as_deref(), Some("zh_CN"));
+    assert_eq!(user.gender, Some(1));
+    assert_eq!(user.avatar_url, None);
+    assert_eq!(user.union_id, None);
+    assert!(user.created_at > 0, "backfilled at migration");
+    assert_eq!(user.updated_at, user.created_at);
+    assert_eq!(
+        user.last_login_at, None,
+        "never logged in through this store"
+    );
+
+    let user = store
+        .upsert_login("o-legacy", Some("u-1"), None)
+        .await
+        .unwrap();
+    assert_eq!(user.nick_name.as_deref(), Some("老用户"));
+    assert!(user.last_login_at.is_some());
+    assert_eq!(count_rows(&path, "o-legacy"), 1);
+}
+
+#[tokio::test]
+async fn reopening_is_a_no_op() {
+    let (_dir, path) = temp_db();
+    let store = SqliteUserStore::open(&path).await.unwrap();
+    let first = store.upsert_login("o-1", None, None).await.unwrap();
+    drop(store);
+
+    let store = SqliteUserStore::open(&path).await.unwrap();
+    assert_eq!(store.get("o-1").await.unwrap(), Some(first));
+    assert_eq!(columns(&path), ALL_COLUMNS);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_opens_of_a_legacy_file_all_succeed() {
+    let (_dir, path) = temp_db();
+    {
+        let conn = raw(&path);
+        conn.execute_batch(LEGACY_SCHEMA).unwrap();
+        conn.execute("INSERT INTO user (openId) VALUES ('o-legacy')", [])
+            .unwrap();
+    }
+    // Separate stores have separate connections, which is what SQLite sees from two processes.
+    let opens: Vec<_> = (0..8)
+        .map(|_| tokio::spawn(SqliteUserStore::open(path.clone())))
+        .collect();
+    for open in opens {
+        let store = open.await.unwrap().expect("every opener succeeds");
+        assert!(store.get("o-legacy").await.unwrap().is_some());
+    }
+    assert_eq!(columns(&path), ALL_COLUMNS);
+}
+
+#[tokio::test]
+async fn upsert_inserts_then_merges_only_present_fields() {
+    let (_dir, path) = temp_db();
+    let store = SqliteUserStore::open(&path).await.unwrap();
+
+    let created = store
+        .upsert_login("o-1", None, Some(&full_profile()))
+        .await
+        .unwrap();
+    assert_eq!(created.open_id, "o-1");
+    assert_eq!(created.profile(), full_profile());
+    assert_eq!(created.last_login_at, Some(created.created_at));
+
+    let again = store.upsert_login("o-1", None, None).await.unwrap();
+    assert_eq!(
+        again.profile(),
+        full_profile(),
+        "no profile keeps every field"
+    );
+    assert_eq!(again.created_at, created.created_at);
+
+    let empty = store
+        .upsert_login("o-1", None, Some(&Profile::default()))
+        .await
+        .unwrap();
+    assert_eq!(
+        empty.profile(),
+        full_profile(),
+        "all-None profile keeps every field"
+    );
+
+    let partial = Profile {
+        nick_name: Some("Grace".into()),
+        gender: Some(1),
+        ..Profile::default()
+    };
+    let merged = store
+        .upsert_login("o-1", None, Some(&partial))
+        .await
+        .unwrap();
+    let expected = Profile {
+        nick_name: Some("Grace".into()),
+        gender: Some(1),
+        ..full_profile()
+    };
+    assert_eq!(merged.profile(), expected);
+    assert_eq!(store.get("o-1").await.unwrap(), Some(merged));
+    assert_eq!(count_rows(&path, "o-1"), 1);
+}
+
+#[tokio::test]
+async fn updated_at_moves_only_when_data_changes() {
+    let (_dir, path) = temp_db();
+    let store = SqliteUserStore::open(&path).await.unwrap();
+    store
+        .upsert_login("o-1", Some("u-1"), Some(&full_profile()))
+        .await
+        .unwrap();
+    // Backdate, since the store's clock has one-second resolution.
+    raw(&path)
+        .execute("UPDATE user SET updated_at = 1, last_login_at = 1", [])
+        .unwrap();
+
+    let same = store
+        .upsert_login("o-1", Some("u-1"), Some(&full_profile()))
+        .await
+        .unwrap();
+    assert_eq!(same.updated_at, 1, "same data is not a change");
+    assert!(same.last_login_at.unwrap() > 1, "but it is a login");
+
+    let changed = store
+        .upsert_login(
+            "o-1",
+            None,
+            Some(&Profile {
+                city: Some("Beijing".into()),
+                ..Profile::default()
+            }),
+        )
+        .await
+        .unwrap();
+    assert!(changed.updated_at > 1);
+}
+
+#[tokio::test]
+async fn union_id_is_set_when_given_and_kept_otherwise() {
+    let (_dir, path) = temp_db();
+    let store = SqliteUserStore::open(&path).await.unwrap();
+
+    let user = store.upsert_login("o-1", None, None).await.unwrap();
+    assert_eq!(user.union_id, None);
+    let user = store.upsert_login("o-1", Some("u-1"), None).await.unwrap();
+    assert_eq!(user.union_id.as_deref(), Some("u-1"));
+    let user = store.upsert_login("o-1", None, None).await.unwrap();
+    assert_eq!(user.union_id.as_deref(), Some("u-1"), "kept when not given");
+    let user = store.upsert_login("o-1", Some("u-2"), None).await.unwrap();
+    assert_eq!(user.union_id.as_deref(), Some("u-2"));
+
+    let found = store.get_by_union_id("u-2").await.unwrap().unwrap();
+    assert_eq!(found.open_id, "o-1");
+    assert!(store.get_by_union_id("u-1").await.unwrap().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_first_logins_create_exactly_one_row() {
+    let (_dir, path) = temp_db();
+    let store = SqliteUserStore::open(&path).await.unwrap();
+    let barrier = Arc::new(tokio::sync::Barrier::new(50));
+
+    let tasks: Vec<_> = (0..50)
+        .map(|i| {
+            let store = store.clone();
+            let barrier = barrier.clone();
+            tokio::spawn(async move {
+                let profile = Profile {
+                    nick_name: Some(format!("n{i}")),
+                    ..Profile::default()
+                };
+                barrier.wait().await;
+                store.upsert_login("o-race", None, Some(&profile)).await
+            })
+        })
+        .collect();
+    let mut created = std::collections::HashSet::new();
+    for task in tasks {
+        let user = task.await.unwrap().expect("every login succeeds");
+        assert_eq!(user.open_id, "o-race");
+        created.insert(user.created_at);
+    }
+    assert_eq!(count_rows(&path, "o-race"), 1);
+    let total: i64 = raw(&path)
+        .query_row("SELECT count(*) FROM user", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(total, 1);
+    assert!(
+        created.len() <= 2,
+        "all logins saw the one row's creation time"
+    );
+}
+
+#[tokio::test]
+async fn injection_looking_open_id_is_stored_verbatim() {
+    let (_dir, path) = temp_db();
+    let store = SqliteUserStore::open(&path).await.unwrap();
+    store.upsert_login("o-bystander", None, None).await.unwrap();
+
+    let hostile = "x'); DROP TABLE user;--";
+    let profile = Profile {
+        nick_name: Some("Robert'); DELETE FROM user; --".into()),
+        ..Profile::default()
+    };
+    let user = store
+        .upsert_login(hostile, Some("' OR 1=1 --"), Some(&profile))
+        .await
+        .unwrap();
+    assert_eq!(user.open_id, hostile);
+
+    assert!(table_exists(&path));
+    assert_eq!(count_rows(&path, hostile), 1);
+    assert_eq!(count_rows(&path, "o-bystander"), 1);
+    let stored = store.get(hostile).await.unwrap().unwrap();
+    assert_eq!(stored.nick_name, profile.nick_name);
+    assert_eq!(stored.union_id.as_deref(), Some("' OR 1=1 --"));
+    assert!(
+        store
+            .get_by_union_id("' OR 1=1 --")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        !store.delete("' OR 1=1 --").await.unwrap(),
+        "no such open_id"
+    );
+    assert_eq!(count_rows(&path, "o-bystander"), 1);
+}
+
+#[tokio::test]
+async fn read_only_flag_rejects_writes_without_a_row() {
+    let (_dir, path) = temp_db();
+    let _writer = SqliteUserStore::open(&path).await.unwrap();
+    let reader = SqliteUserStore::builder(&path)
+        .with_read_only(true)
+        .open()
+        .await
+        .unwrap();
+
+    assert!(
+        reader.get("o-1").await.unwrap().is_none(),
+        "reads still work"
+    );
+    let err = reader.upsert_login("o-1", None, None).await.unwrap_err();
+    assert!(matches!(err, UserStoreError::ReadOnly(_)), "{err:?}");
+    assert!(!err.is_transient());
+    let err = reader.delete("o-1").await.unwrap_err();
+    assert!(matches!(err, UserStoreError::ReadOnly(_)), "{err:?}");
+    assert_eq!(count_rows(&path, "o-1"), 0);
+}
+
+#[tokio::test]
+async fn read_only_uri_rejects_writes_without_a_row() {
+    let (_dir, path) = temp_db();
+    let _writer = SqliteUserStore::open(&path).await.unwrap();
+    let uri = format!("file:{}?mode=ro", path.display());
+    let reader = SqliteUserStore::open(&uri).await.unwrap();
+
+    let err = reader
+        .upsert_login("o-1", None, Some(&full_profile()))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, UserStoreError::ReadOnly(_)), "{err:?}");
+    assert_eq!(count_rows(&path, "o-1"), 0);
+}
+
+#[tokio::test]
+async fn read_only_open_of_an_unmigrated_file_fails_as_read_only() {
+    let (_dir, path) = temp_db();
+    raw(&path).execute_batch(LEGACY_SCHEMA).unwrap();
+    let err = SqliteUserStore::builder(&path)
+        .with_read_only(true)
+        .open()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, UserStoreError::ReadOnly(_)), "{err:?}");
+    assert_eq!(columns(&path).len(), 7, "left as it was");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exclusive_lock_gives_busy_within_the_timeout_and_no_row() {
+    let (_dir, path) = temp_db();
+    let busy_timeout = Duration::from_millis(300);
+    let store = SqliteUserStore::builder(&path)
+        .with_busy_timeout(busy_timeout)
+        .open()
+        .await
+        .unwrap();
+    let secret_looking_id = "o-3f9c2e-do-not-echo";
+
+    let holder = raw(&path);
+    holder.execute_batch("BEGIN EXCLUSIVE").unwrap();
+
+    let started = Instant::now();
+    let err = store
+        .upsert_login(secret_looking_id, Some("u-do-not-echo"), None)
+        .await
+        .unwrap_err();
+    let elapsed = started.elapsed();
+
+    assert!(matches!(err, UserStoreError::Busy(_)), "{err:?}");
+    assert!(err.is_transient());
+    assert!(
+        elapsed >= busy_timeout / 2,
+        "waited for the lock: {elapsed:?}"
+    );
+    assert!(
+        elapsed < busy_timeout + Duration::from_secs(3),
+        "gave up: {elapsed:?}"
+    );
+    let text = chain(&err);
+    assert!(!text.contains("do-not-echo"), "parameters leaked: {text}");
+
+    holder.execute_batch("ROLLBACK").unwrap();
+    assert_eq!(count_rows(&path, secret_looking_id), 0);
+    // The store recovers once the lock is gone.
+    store
+        .upsert_login(secret_looking_id, None, None)
+        .await
+        .unwrap();
+    assert_eq!(count_rows(&path, secret_looking_id), 1);
+}
+
+#[tokio::test]
+async fn open_under_an_exclusive_lock_fails_busy() {
+    let (_dir, path) = temp_db();
+    let holder = raw(&path);
+    holder.execute_batch("BEGIN EXCLUSIVE").unwrap();
+
+    let started = Instant::now();
+    let err = SqliteUserStore::builder(&path)
+        .with_busy_timeout(Duration::from_millis(200))
+        .open()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, UserStoreError::Busy(_)), "{err:?}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    holder.execute_batch("ROLLBACK").unwrap();
+}
+
+#[tokio::test]
+async fn update_profile_get_and_delete() {
+    let (_dir, path) = temp_db();
+    let store = SqliteUserStore::open(&path).await.unwrap();
+    let partial = Profile {
+        avatar_url: Some("https://example.invalid/b.png".into()),
+        ..Profile::default()
+    };
+
+    assert_eq!(store.update_profile("o-1", &partial).await.unwrap(), None);
+    assert_eq!(count_rows(&path, "o-1"), 0, "update does not create");
+
+    store
+        .upsert_login("o-1", Some("u-1"), Some(&full_profile()))
+        .await
+        .unwrap();
+    raw(&path)
+        .execute("UPDATE user SET last_login_at = 1, updated_at = 1", [])
+        .unwrap();
+    let user = store
+        .update_profile("o-1", &partial)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(user.avatar_url, partial.avatar_url);
+    assert_eq!(user.nick_name, full_profile().nick_name);
+    assert_eq!(user.union_id.as_deref(), Some("u-1"));
+    assert_eq!(user.last_login_at, Some(1), "not a login");
+    assert!(user.updated_at > 1);
+
+    assert!(store.delete("o-1").await.unwrap());
+    assert!(!store.delete("o-1").await.unwrap());
+    assert_eq!(store.get("o-1").await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn legacy_gender_stored_as_text_still_reads() {
+    let (_dir, path) = temp_db();
+    {
+        let conn = raw(&path);
+        conn.execute_batch(LEGACY_SCHEMA).unwrap();
+        conn.execute(
+            "INSERT INTO user (openId, gender) VALUES ('o-a', 'male'), ('o-b', '2'), ('o-c', 1.0)",
+            [],
+        )
+        .unwrap();
+    }
+    let store = SqliteUserStore::open(&path).await.unwrap();
+    assert_eq!(store.get("o-a").await.unwrap().unwrap().gender, None);
+    assert_eq!(store.get("o-b").await.unwrap().unwrap().gender, Some(2));
+    assert_eq!(store.get("o-c").await.unwrap().unwrap().gender, Some(1));
+}
+
+#[tokio::test]
+async fn other_failures_are_database_errors() {
+    let (dir, _path) = temp_db();
+    // A directory cannot be opened as a database.
+    let err = SqliteUserStore::open(dir.path()).await.unwrap_err();
+    assert!(matches!(err, UserStoreError::Database(_)), "{err:?}");
+    assert!(!err.is_transient());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_memory_store_works_and_is_private() {
+    let a = SqliteUserStore::open_in_memory().await.unwrap();
+    let b = SqliteUserStore::open_in_memory().await.unwrap();
+    let tasks: Vec<_> = (0..10)
+        .map(|_| {
+            let a = a.clone();
+            tokio::spawn(async move { a.upsert_login("o-1", None, None).await })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    assert!(a.get("o-1").await.unwrap().is_some());
+    assert!(b.get("o-1").await.unwrap().is_none());
+}
+
+#[test]
+fn user_serializes_with_snake_case_fields() {
+    let user = User {
+        open_id: "o-1".into(),
+        union_id: Some("u-1".into()),
+        nick_name: Some("Ada".into()),
+        avatar_url: None,
+        gender: Some(2),
+        city: None,
+        province: None,
+        country: None,
+        language: Some("zh_CN".into()),
+        created_at: 10,
+        updated_at: 11,
+        last_login_at: Some(12),
+    };
+    let json = serde_json::to_value(&user).unwrap();
+    assert_eq!(
+        json,
+        serde_json::json!({
+            "open_id": "o-1",
+            "union_id": "u-1",
+            "nick_name": "Ada",
+            "avatar_url": null,
+            "gender": 2,
+            "city": null,
+            "province": null,
+            "country": null,
+            "language": "zh_CN",
+            "created_at": 10,
+            "updated_at": 11,
+            "last_login_at": 12
+        })
+    );
+}
+
+#[test]
+fn profile_accepts_wechat_user_info() {
+    let profile: Profile = serde_json::from_str(
+        r#"{"nickName":"Ada","avatarUrl":"https://example.invalid/a.png","gender":2,
+            "city":"","province":"","country":"","language":"zh_CN"}"#,
+    )
+    .unwrap();
+    assert_eq!(profile.nick_name.as_deref(), Some("Ada"));
+    assert_eq!(
+        profile.avatar_url.as_deref(),
+        Some("https://example.invalid/a.png")
+    );
+    assert_eq!(profile.gender, Some(2));
+    let snake: Profile = serde_json::from_str(r#"{"nick_name":"Ada"}"#).unwrap();
+    assert_eq!(snake.nick_name.as_deref(), Some("Ada"));
+    assert!(!snake.is_empty());
+    assert!(Profile::default().is_empty());
+}
