@@ -117,3 +117,121 @@ mod tests {
         }
     }
 }
+
+/// Which WeChat id names a user: the key of the user row and of their tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Identity {
+    /// The openid, unique per user and mini-program. The default.
+    #[default]
+    OpenId,
+    /// The unionid when WeChat returns one, else the openid (the Node original's
+    /// behaviour), so that one user is one row across the mini-programs of a company.
+    ///
+    /// Pitfall: WeChat returns a unionid only once the app is bound to an Open Platform
+    /// account (and, for some apps, the user has followed it). A user seen before that is
+    /// stored under their openid and appears under a new id afterwards; migrate such rows
+    /// (`UserStore::get_by_union_id` helps) before switching an existing app to this mode.
+    UnionIdWhenPresent,
+}
+
+/// Everything [`MpAuth`](crate::MpAuth) needs to know about the mini-program and its
+/// tokens. `Debug` redacts the app secret.
+///
+/// ```
+/// use std::time::Duration;
+/// use mpauthx::MpAuthConfig;
+///
+/// let config = MpAuthConfig::new("wx4f4bc4dec97d474b", "app-secret", "demo")?
+///     .with_token_ttl(Duration::from_secs(7 * 24 * 3600))
+///     .with_max_tokens_per_user(3);
+/// assert!(!format!("{config:?}").contains("app-secret"));
+/// # Ok::<(), mpauthx::ConfigError>(())
+/// ```
+#[derive(Clone)]
+pub struct MpAuthConfig {
+    pub(crate) app_id: String,
+    pub(crate) app_secret: crate::wechat::AppSecret,
+    pub(crate) sku: Sku,
+    pub(crate) token_ttl: std::time::Duration,
+    pub(crate) max_tokens_per_user: u32,
+    pub(crate) identity: Identity,
+    pub(crate) profile_max_age: Option<std::time::Duration>,
+}
+
+impl fmt::Debug for MpAuthConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MpAuthConfig")
+            .field("app_id", &self.app_id)
+            .field("app_secret", &"<redacted>")
+            .field("sku", &self.sku)
+            .field("token_ttl", &self.token_ttl)
+            .field("max_tokens_per_user", &self.max_tokens_per_user)
+            .field("identity", &self.identity)
+            .field("profile_max_age", &self.profile_max_age)
+            .finish()
+    }
+}
+
+impl MpAuthConfig {
+    /// The mini-program's app id and secret, and the sku its tokens carry.
+    /// Tokens live 72 hours, ten per user; users are named by openid.
+    pub fn new(
+        app_id: impl Into<String>,
+        app_secret: impl Into<String>,
+        sku: impl AsRef<str>,
+    ) -> Result<Self, ConfigError> {
+        Ok(Self {
+            app_id: app_id.into(),
+            app_secret: crate::wechat::AppSecret::new(app_secret),
+            sku: Sku::new(sku)?,
+            token_ttl: crate::store::DEFAULT_TOKEN_TTL,
+            max_tokens_per_user: crate::store::DEFAULT_MAX_TOKENS_PER_USER,
+            identity: Identity::OpenId,
+            profile_max_age: None,
+        })
+    }
+
+    /// How long a token lives. Default: 72 hours.
+    pub fn with_token_ttl(mut self, ttl: std::time::Duration) -> Self {
+        self.token_ttl = ttl;
+        self
+    }
+
+    /// How many live tokens (devices) one user may hold; logging in on one more device
+    /// logs out the oldest. Default: 10.
+    pub fn with_max_tokens_per_user(mut self, max: u32) -> Self {
+        self.max_tokens_per_user = max;
+        self
+    }
+
+    /// Which WeChat id names a user. Default: [`Identity::OpenId`]; read the pitfall
+    /// of [`Identity::UnionIdWhenPresent`] before changing it.
+    pub fn with_identity(mut self, identity: Identity) -> Self {
+        self.identity = identity;
+        self
+    }
+
+    /// Rejects encrypted profiles whose watermark is older than `max_age`, so a
+    /// captured `encryptedData` cannot be replayed forever. Default: no limit.
+    pub fn with_profile_max_age(mut self, max_age: std::time::Duration) -> Self {
+        self.profile_max_age = Some(max_age);
+        self
+    }
+
+    /// The app id.
+    pub fn app_id(&self) -> &str {
+        &self.app_id
+    }
+
+    /// The sku.
+    pub fn sku(&self) -> &Sku {
+        &self.sku
+    }
+
+    /// How a token is issued under this configuration.
+    pub fn issue_options(&self) -> crate::store::IssueOptions {
+        crate::store::IssueOptions::new(self.token_ttl)
+            .with_max_tokens_per_user(self.max_tokens_per_user)
+    }
+}

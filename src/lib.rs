@@ -2,8 +2,12 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs, unreachable_pub, missing_debug_implementations)]
 
+pub mod auth;
 pub mod config;
+pub mod error;
 pub mod extract;
+#[cfg(feature = "axum")]
+pub mod handlers;
 pub mod layer;
 pub mod rejection;
 pub mod store;
@@ -12,7 +16,9 @@ pub mod users;
 pub mod wechat;
 
 pub use crate::{
-    config::{ConfigError, Sku},
+    auth::{AuthorizeRequest, Authorized, MpAuth},
+    config::{ConfigError, Identity, MpAuthConfig, Sku},
+    error::Error,
     extract::AuthedUser,
     layer::{MpAuthLayer, MpAuthService},
     rejection::{AuthRejection, RejectionKind},

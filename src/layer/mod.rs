@@ -41,7 +41,7 @@ use crate::{
 
 mod body;
 pub mod future;
-mod header;
+pub(crate) mod header;
 
 pub use self::body::ResponseBody;
 use self::future::ResponseFuture;

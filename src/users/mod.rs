@@ -26,9 +26,7 @@
 //! # }
 //! ```
 
-use std::error::Error as StdError;
-use std::fmt::Debug;
-use std::future::Future;
+use std::{error::Error as StdError, fmt::Debug, future::Future};
 
 use serde::{Deserialize, Serialize};
 

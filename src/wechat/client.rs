@@ -5,15 +5,14 @@
 //! into a [`WeChatError`] or a log line. ureq itself logs full request URLs only at the `log`
 //! crate's TRACE level for target `ureq`; keep that target below TRACE in production.
 
-use std::fmt;
-use std::future::Future;
-use std::sync::Arc;
-use std::time::Duration;
+use std::{fmt, future::Future, sync::Arc, time::Duration};
 
 use serde::Deserialize;
 
-use super::error::WeChatError;
-use super::secret::{AppSecret, SessionKey};
+use super::{
+    error::WeChatError,
+    secret::{AppSecret, SessionKey},
+};
 
 /// WeChat's production API host.
 pub const DEFAULT_BASE_URL: &str = "https://api.weixin.qq.com";

@@ -6,22 +6,24 @@
 //! [`DecryptError::Invalid`] (no padding oracle) and why the decrypted watermark and openid
 //! are checked against what the server already knows.
 
-use std::borrow::Cow;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::{
+    borrow::Cow,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
 
 use aes::Aes128;
-use base64::Engine as _;
-use base64::engine::general_purpose::{STANDARD, STANDARD_PAD_INDIFFERENT};
-use cbc::cipher::block_padding::Pkcs7;
-use cbc::cipher::{BlockModeDecrypt as _, BlockModeEncrypt as _, KeyIvInit as _};
+use base64::{
+    Engine as _,
+    engine::general_purpose::{STANDARD, STANDARD_PAD_INDIFFERENT},
+};
+use cbc::cipher::{
+    BlockModeDecrypt as _, BlockModeEncrypt as _, KeyIvInit as _, block_padding::Pkcs7,
+};
 use serde::de::DeserializeOwned;
 use sha1::{Digest as _, Sha1};
 use subtle::ConstantTimeEq as _;
 
-use super::client::Session;
-use super::error::DecryptError;
-use super::profile::Profile;
-use super::secret::SessionKey;
+use super::{client::Session, error::DecryptError, profile::Profile, secret::SessionKey};
 
 type Aes128CbcDec = cbc::Decryptor<Aes128>;
 type Aes128CbcEnc = cbc::Encryptor<Aes128>;

@@ -260,9 +260,8 @@ impl Inner {
     /// `<prefix>:{<sku>:<openid>}:` — everything of one user shares this tag.
     fn user_tag(&self, sku: &str, open_id: &str) -> String {
         // Room for the longest key built from it: `t:` and a token id.
-        let mut tag = String::with_capacity(
-            self.prefix.len() + sku.len() + open_id.len() + 7 + TOKEN_ID_LEN,
-        );
+        let mut tag =
+            String::with_capacity(self.prefix.len() + sku.len() + open_id.len() + 7 + TOKEN_ID_LEN);
         tag.push_str(&self.prefix);
         tag.push_str(":{");
         tag.push_str(sku);

@@ -1,0 +1,202 @@
+//! [`Error`]: why a login, refresh or logout failed, and the HTTP answer for it.
+//!
+//! Every variant maps to a status, a stable snake_case `error` and the Node original's
+//! numeric `code`; with the `axum` feature it renders as
+//! `{"error", "error_description", "code"}`. Descriptions never carry secrets or
+//! backend internals: 5xx answers from the stores say only what failed.
+
+use http::{HeaderValue, Response, StatusCode, header};
+
+use crate::{
+    store::StoreError,
+    token::TokenError,
+    users::UserStoreError,
+    wechat::{DecryptError, WeChatError},
+};
+
+/// A login, refresh or logout failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The request is malformed: a required field is missing or the body is not JSON.
+    #[error("{0}")]
+    InvalidRequest(&'static str),
+    /// The request body is larger than the handlers accept.
+    #[error("request body is too large")]
+    PayloadTooLarge,
+    /// WeChat refused the code or could not be reached.
+    #[error(transparent)]
+    WeChat(#[from] WeChatError),
+    /// The encrypted profile or its signature did not check out.
+    #[error(transparent)]
+    Decrypt(#[from] DecryptError),
+    /// The user could not be stored or read.
+    #[error(transparent)]
+    Users(#[from] UserStoreError),
+    /// The token store could not answer.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The request carries no bearer token.
+    #[error("an Authorization: Bearer <token> header is required")]
+    MissingToken,
+    /// The token is unknown, expired, revoked, malformed or of another sku.
+    #[error("invalid, expired or revoked token")]
+    InvalidToken,
+    /// A user id cannot be put in a token (not `[A-Za-z0-9_-]{1,64}`).
+    #[error("the user id cannot be put in a token")]
+    UnusableId,
+    /// No such user in the user store.
+    #[error("no such user")]
+    UnknownUser,
+    /// A token could not be drawn (the system random number generator failed).
+    #[error("could not draw a token")]
+    Token(#[source] TokenError),
+}
+
+impl Error {
+    /// The HTTP status to answer with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::InvalidRequest(_) => StatusCode::BAD_REQUEST,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::WeChat(e) => e.status(),
+            Self::Decrypt(e) => e.status(),
+            Self::Users(e) if e.is_transient() => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Users(_) | Self::Token(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::InvalidToken | Self::MissingToken => StatusCode::UNAUTHORIZED,
+            Self::UnusableId => StatusCode::BAD_GATEWAY,
+            Self::UnknownUser => StatusCode::NOT_FOUND,
+        }
+    }
+
+    /// The stable snake_case `error` of the JSON body.
+    pub fn error(&self) -> &'static str {
+        match self {
+            Self::InvalidRequest(_) => "invalid_request",
+            Self::PayloadTooLarge => "payload_too_large",
+            Self::WeChat(e) => e.error(),
+            Self::Decrypt(e) => e.error(),
+            Self::Users(_) => "user_store_unavailable",
+            Self::Store(_) => "temporarily_unavailable",
+            Self::InvalidToken => "invalid_token",
+            Self::MissingToken => "missing_token",
+            Self::UnusableId => "invalid_response",
+            Self::UnknownUser => "unknown_user",
+            Self::Token(_) => "server_error",
+        }
+    }
+
+    /// The Node original's numeric status code.
+    pub fn code(&self) -> u16 {
+        match self {
+            Self::InvalidRequest(_) | Self::PayloadTooLarge | Self::MissingToken => 6001,
+            Self::WeChat(e) => e.code(),
+            Self::Decrypt(DecryptError::AppIdMismatch | DecryptError::OpenIdMismatch) => 6009,
+            Self::Decrypt(_) => 6011,
+            Self::Users(_) | Self::Store(_) => 6000,
+            Self::InvalidToken => 6007,
+            Self::UnusableId => 6008,
+            Self::UnknownUser => 6010,
+            Self::Token(_) => 9999,
+        }
+    }
+
+    /// The client-facing description: this error's message, or for store failures
+    /// only what failed (the backend's message stays in the logs).
+    pub fn description(&self) -> String {
+        match self {
+            Self::Users(_) => "the user store is unavailable".to_owned(),
+            Self::Store(_) => "the token store is unavailable; retry later".to_owned(),
+            other => other.to_string(),
+        }
+    }
+
+    /// The response, with `body` made from the JSON text.
+    pub fn into_response_with<B>(self, body: impl FnOnce(String) -> B) -> Response<B> {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::warn!(error = %self, source = ?std::error::Error::source(&self), "request failed");
+        } else {
+            tracing::debug!(error = self.error(), "request refused");
+        }
+        let json = serde_json::json!({
+            "error": self.error(),
+            "error_description": self.description(),
+            "code": self.code(),
+        });
+        let mut response = Response::new(body(json.to_string()));
+        *response.status_mut() = status;
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        match self {
+            Self::InvalidToken => {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(r#"Bearer error="invalid_token""#),
+                );
+            }
+            Self::MissingToken => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            _ => {}
+        }
+        if matches!(
+            status,
+            StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS
+        ) {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
+
+#[cfg(feature = "axum")]
+impl axum_core::response::IntoResponse for Error {
+    fn into_response(self) -> axum_core::response::Response {
+        self.into_response_with(axum_core::body::Body::from)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_failures_are_503_and_say_nothing_internal() {
+        let error = Error::Store(StoreError::Protocol("internal detail"));
+        let response = error.into_response_with(|b| b);
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+        let body: serde_json::Value = serde_json::from_str(response.body()).unwrap();
+        assert_eq!(body["error"], "temporarily_unavailable");
+        assert_eq!(body["code"], 6000);
+        assert!(!response.body().contains("internal detail"));
+    }
+
+    #[test]
+    fn invalid_tokens_are_401_with_a_challenge() {
+        let response = Error::InvalidToken.into_response_with(|b| b);
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        assert!(
+            response.headers()[header::WWW_AUTHENTICATE]
+                .to_str()
+                .unwrap()
+                .contains("invalid_token")
+        );
+    }
+
+    #[test]
+    fn missing_fields_keep_the_node_code() {
+        let error = Error::InvalidRequest("missing required field `code`");
+        assert_eq!(
+            (error.status(), error.code()),
+            (StatusCode::BAD_REQUEST, 6001)
+        );
+        assert_eq!(error.description(), "missing required field `code`");
+    }
+}

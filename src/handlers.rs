@@ -1,0 +1,168 @@
+//! HTTP handlers for the login contract, usable as axum handlers.
+//!
+//! | route | request | answer |
+//! |---|---|---|
+//! | `POST /auth/authorize` | JSON [`AuthorizeRequest`] | 200 `{"token", "token_type": "Bearer", "expires_in"}` |
+//! | `POST /auth/refresh` | `Authorization: Bearer <token>` | 200, a new token; the old one is revoked |
+//! | `POST /auth/logout` | `Authorization: Bearer <token>` | 204, the token revoked |
+//! | `POST /auth/logout_all` | `Authorization: Bearer <token>` | 204, every token of the user revoked |
+//!
+//! Errors are [`Error`] responses: JSON `{"error", "error_description", "code"}` with a
+//! fitting status. Bodies over [`MAX_BODY_BYTES`] are refused with 413.
+//!
+//! ```
+//! use axum::{Router, routing::post};
+//! use mpauthx::{MemoryTokenStore, MpAuth, MpAuthConfig, users::SqliteUserStore};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = MpAuthConfig::new("wx-app-id", "app-secret", "demo")?;
+//! let users = SqliteUserStore::open_in_memory().await?;
+//! let auth = MpAuth::new(config, MemoryTokenStore::new(), users);
+//! let app: Router = Router::new()
+//!     .route("/auth/authorize", post(auth.authorize_handler()))
+//!     .route("/auth/refresh", post(auth.refresh_handler()))
+//!     .route("/auth/logout", post(auth.logout_handler()))
+//!     .route("/auth/logout_all", post(auth.logout_all_handler()));
+//! # Ok(()) }
+//! ```
+//!
+//! [`AuthorizeRequest`]: crate::AuthorizeRequest
+//! [`Error`]: crate::Error
+
+use std::{future::Future, pin::Pin};
+
+use axum_core::{
+    extract::Request,
+    response::{IntoResponse, Response},
+};
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use http_body_util::{BodyExt as _, LengthLimitError, Limited};
+
+use crate::{
+    auth::{AuthorizeRequest, Authorized, MpAuth},
+    error::Error,
+    layer::header::{Credentials, bearer},
+    store::TokenStore,
+    users::UserStore,
+};
+
+/// The largest request body accepted, in bytes: an `encryptedData` is a few KiB.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// The future of a handler.
+pub type HandlerFuture = Pin<Box<dyn Future<Output = Response> + Send>>;
+
+impl<T: TokenStore, U: UserStore> MpAuth<T, U> {
+    /// `POST /auth/authorize`: logs a user in.
+    pub fn authorize_handler(
+        &self,
+    ) -> impl Fn(Request) -> HandlerFuture + Clone + Send + Sync + 'static {
+        self.handler(|auth, request| async move {
+            let login: AuthorizeRequest = read_json(request).await?;
+            auth.authorize(&login).await.map(token_response)
+        })
+    }
+
+    /// `POST /auth/refresh`: rotates the bearer token.
+    pub fn refresh_handler(
+        &self,
+    ) -> impl Fn(Request) -> HandlerFuture + Clone + Send + Sync + 'static {
+        self.handler(|auth, request| async move {
+            let token = bearer_token(request.headers())?;
+            auth.refresh(&token).await.map(token_response)
+        })
+    }
+
+    /// `POST /auth/logout`: revokes the bearer token.
+    pub fn logout_handler(
+        &self,
+    ) -> impl Fn(Request) -> HandlerFuture + Clone + Send + Sync + 'static {
+        self.handler(|auth, request| async move {
+            let token = bearer_token(request.headers())?;
+            auth.logout(&token).await?;
+            Ok(StatusCode::NO_CONTENT.into_response())
+        })
+    }
+
+    /// `POST /auth/logout_all`: revokes every token of the bearer token's user.
+    pub fn logout_all_handler(
+        &self,
+    ) -> impl Fn(Request) -> HandlerFuture + Clone + Send + Sync + 'static {
+        self.handler(|auth, request| async move {
+            let token = bearer_token(request.headers())?;
+            let user = auth.validate(&token).await?;
+            auth.logout_all(user.open_id()).await?;
+            Ok(StatusCode::NO_CONTENT.into_response())
+        })
+    }
+
+    fn handler<F, Fut>(
+        &self,
+        flow: F,
+    ) -> impl Fn(Request) -> HandlerFuture + Clone + Send + Sync + 'static
+    where
+        F: Fn(Self, Request) -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future<Output = Result<Response, Error>> + Send + 'static,
+    {
+        let auth = self.clone();
+        move |request| {
+            let flow = flow(auth.clone(), request);
+            Box::pin(async move { flow.await.unwrap_or_else(IntoResponse::into_response) })
+        }
+    }
+}
+
+/// The bearer token, owned: the request is consumed by the flows that follow.
+fn bearer_token(headers: &HeaderMap) -> Result<String, Error> {
+    match bearer(headers) {
+        Credentials::Bearer(token) => Ok(token.to_owned()),
+        Credentials::Absent => Err(Error::MissingToken),
+        Credentials::Malformed => Err(Error::InvalidRequest("malformed Authorization header")),
+    }
+}
+
+async fn read_json<T: serde::de::DeserializeOwned>(request: Request) -> Result<T, Error> {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > MAX_BODY_BYTES as u64) {
+        return Err(Error::PayloadTooLarge);
+    }
+    let body = Limited::new(request.into_body(), MAX_BODY_BYTES)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.downcast_ref::<LengthLimitError>().is_some() {
+                Error::PayloadTooLarge
+            } else {
+                Error::InvalidRequest("could not read the request body")
+            }
+        })?
+        .to_bytes();
+    serde_json::from_slice(&body)
+        .map_err(|_| Error::InvalidRequest("the request body is not the expected JSON"))
+}
+
+fn token_response(authorized: Authorized) -> Response {
+    let body = serde_json::json!({
+        "token": authorized.token.expose(),
+        "token_type": "Bearer",
+        "expires_in": authorized.expires_in,
+    });
+    let mut response = (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body.to_string(),
+    )
+        .into_response();
+    // RFC 6749 §5.1: responses carrying tokens must not be cached.
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
