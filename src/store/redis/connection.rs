@@ -6,13 +6,82 @@
 //! instead marks a connection broken when a command on it fails at the transport level
 //! or times out, and checkout tests only that mark, which costs no round trip.
 
-use std::sync::{
-    Arc,
-    atomic::{AtomicBool, Ordering},
+use std::{
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{SystemTime, UNIX_EPOCH},
 };
 
 use bb8_redis::bb8;
 use redis::{AsyncConnectionConfig, Client, RedisError, aio::MultiplexedConnection};
+use tokio::sync::{Notify, futures::Notified};
+
+const MARKED_BROKEN: &str = "connection marked broken";
+
+/// At most one warning about failed connects per this many milliseconds.
+const WARN_EVERY_MS: u64 = 5_000;
+
+/// Failed connection attempts, told to the requests waiting on the pool.
+///
+/// bb8 hands connect errors only to its error sink and lets `Pool::get` wait out the
+/// whole timeout; with this sink a waiting request learns at once that Redis refused,
+/// and why.
+#[derive(Debug, Clone, Default)]
+pub(super) struct ConnectFailures(Arc<FailureState>);
+
+#[derive(Debug, Default)]
+struct FailureState {
+    notify: Notify,
+    last: Mutex<Option<RedisError>>,
+    warned_at_ms: AtomicU64,
+}
+
+impl ConnectFailures {
+    /// Resolves at the next failed connect after this call.
+    pub(super) fn notified(&self) -> Notified<'_> {
+        self.0.notify.notified()
+    }
+
+    /// The most recent connect error.
+    pub(super) fn last(&self) -> Option<RedisError> {
+        self.0
+            .last
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+impl bb8::ErrorSink<RedisError> for ConnectFailures {
+    fn sink(&self, error: RedisError) {
+        // bb8 also sinks failed checkout checks: a retired connection is no failure to
+        // connect, and the pool goes on to open a fresh one.
+        if error.to_string().contains(MARKED_BROKEN) {
+            return;
+        }
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let warned = self.0.warned_at_ms.load(Ordering::Relaxed);
+        if now.saturating_sub(warned) >= WARN_EVERY_MS
+            && self
+                .0
+                .warned_at_ms
+                .compare_exchange(warned, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(%error, "cannot connect to Redis");
+        }
+        *self.0.last.lock().unwrap_or_else(PoisonError::into_inner) = Some(error);
+        self.0.notify.notify_waiters();
+    }
+
+    fn boxed_clone(&self) -> Box<dyn bb8::ErrorSink<RedisError>> {
+        Box::new(self.clone())
+    }
+}
 
 /// A multiplexed connection plus the mark shared by all its clones.
 #[derive(Clone)]
@@ -64,10 +133,7 @@ impl bb8::ManageConnection for Manager {
 
     async fn is_valid(&self, conn: &mut Connection) -> Result<(), RedisError> {
         if conn.broken.load(Ordering::Relaxed) {
-            Err(RedisError::from((
-                redis::ErrorKind::Io,
-                "connection marked broken",
-            )))
+            Err(RedisError::from((redis::ErrorKind::Io, MARKED_BROKEN)))
         } else {
             Ok(())
         }

@@ -16,7 +16,7 @@ use bb8_redis::bb8;
 use redis::{AsyncConnectionConfig, RedisError, RedisResult, Script, aio::MultiplexedConnection};
 use tokio::time::{Instant, timeout_at};
 
-use self::connection::{Connection, Manager};
+use self::connection::{ConnectFailures, Connection, Manager};
 use super::{IssueOptions, Issued, StoreError, TokenInfo, TokenStore};
 use crate::{
     config::Sku,
@@ -62,6 +62,7 @@ pub struct RedisTokenStore {
 
 struct Inner {
     pool: bb8::Pool<Manager>,
+    failures: ConnectFailures,
     prefix: Box<str>,
     connect_timeout: Duration,
     command_timeout: Duration,
@@ -168,6 +169,7 @@ impl RedisTokenStoreBuilder {
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.connect_timeout))
             .set_response_timeout(Some(self.command_timeout));
+        let failures = ConnectFailures::default();
         let pool = bb8::Pool::builder()
             .max_size(self.pool_size)
             .min_idle(Some(1))
@@ -176,10 +178,12 @@ impl RedisTokenStoreBuilder {
             .connection_timeout(self.connect_timeout)
             // Fail fast while Redis is down rather than retrying up to the timeout.
             .retry_connection(false)
+            .error_sink(Box::new(failures.clone()))
             .build_unchecked(Manager::new(client, config));
         let store = RedisTokenStore {
             inner: Arc::new(Inner {
                 pool,
+                failures,
                 prefix: self.prefix.into_boxed_str(),
                 connect_timeout: self.connect_timeout,
                 command_timeout: self.command_timeout,
@@ -225,12 +229,20 @@ impl Inner {
         Fut: Future<Output = RedisResult<T>>,
     {
         let deadline = Instant::now() + self.command_timeout;
-        let conn: Connection = match timeout_at(deadline, self.pool.get()).await {
-            // Clone the handle and return the pooled slot at once: requests share it.
-            Ok(Ok(pooled)) => pooled.clone(),
-            Ok(Err(bb8::RunError::User(e))) => return Err(self.error(e)),
-            Ok(Err(bb8::RunError::TimedOut)) | Err(_) => {
-                return Err(StoreError::Timeout(self.command_timeout));
+        let connect_failed = self.failures.notified();
+        let conn: Connection = tokio::select! {
+            biased;
+            got = timeout_at(deadline, self.pool.get()) => match got {
+                // Clone the handle and return the pooled slot at once: requests share it.
+                Ok(Ok(pooled)) => pooled.clone(),
+                Ok(Err(bb8::RunError::User(e))) => return Err(self.error(e)),
+                Ok(Err(bb8::RunError::TimedOut)) | Err(_) => {
+                    return Err(StoreError::Timeout(self.command_timeout));
+                }
+            },
+            () = connect_failed => {
+                let e = self.failures.last().expect("set before notifying");
+                return Err(self.error(e));
             }
         };
         match timeout_at(deadline, op(conn.redis.clone())).await {
