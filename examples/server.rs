@@ -22,8 +22,8 @@ use axum::{
     routing::{get, post},
 };
 use mpauthx::{
-    AuthedUser, IssueOptions, MemoryTokenStore, MpAuth, MpAuthConfig, RedisTokenStore, Sku,
-    Token, TokenStore,
+    AuthedUser, IssueOptions, MemoryTokenStore, MpAuth, MpAuthConfig, RedisTokenStore, Sku, Token,
+    TokenStore,
     users::{SqliteUserStore, UserStore},
     wechat::{AppSecret, WeChatClient},
 };
@@ -126,7 +126,8 @@ async fn serve<T: TokenStore>(store: T, settings: Settings) -> Result<(), String
     let config = MpAuthConfig::new(&app_id, &secret, settings.sku.as_str())
         .map_err(|e| format!("MPAUTHX_SKU: {e}"))?
         .with_token_ttl(settings.ttl);
-    let wechat = WeChatClient::new(app_id, AppSecret::new(secret)).with_base_url(settings.wechat_api);
+    let wechat =
+        WeChatClient::new(app_id, AppSecret::new(secret)).with_base_url(settings.wechat_api);
     let options = config.issue_options();
     let auth = MpAuth::with_parts(config, store, users, wechat);
 
@@ -163,8 +164,9 @@ async fn me<T: TokenStore>(State(app): State<App<T>>, user: AuthedUser) -> Respo
     match app.auth.users().get(user.open_id()).await {
         Ok(Some(stored)) => Json(stored).into_response(),
         // Demo tokens name users that never logged in through WeChat.
-        Ok(None) => Json(json!({ "open_id": user.open_id(), "sku": user.sku().as_str() }))
-            .into_response(),
+        Ok(None) => {
+            Json(json!({ "open_id": user.open_id(), "sku": user.sku().as_str() })).into_response()
+        }
         Err(e) => mpauthx::Error::from(e).into_response(),
     }
 }

@@ -1,9 +1,11 @@
 //! `SqliteUserStore` against real database files in a temporary directory.
 
-use std::error::Error as _;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::{
+    error::Error as _,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use mpauthx::users::{Profile, SqliteUserStore, User, UserStore, UserStoreError};
 use rusqlite::Connection;

@@ -2,10 +2,12 @@
 
 mod fake_wechat;
 
-use std::io::Write;
-use std::net::TcpListener;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::{
+    io::Write,
+    net::TcpListener,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
 
 use fake_wechat::{FakeWeChat, Reply};
 use http::StatusCode;

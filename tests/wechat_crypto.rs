@@ -3,10 +3,8 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aes::Aes128;
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
-use cbc::cipher::block_padding::NoPadding;
-use cbc::cipher::{BlockModeEncrypt as _, KeyIvInit as _};
+use base64::{Engine as _, engine::general_purpose::STANDARD};
+use cbc::cipher::{BlockModeEncrypt as _, KeyIvInit as _, block_padding::NoPadding};
 use http::StatusCode;
 use mpauthx::wechat::{
     DecryptError, DecryptOptions, Profile, Session, SessionKey, Watermark, decrypt_profile,
