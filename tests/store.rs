@@ -309,42 +309,37 @@ mod redis_layout {
         let a = issue(&store, "o-alice", &options).await;
         let b = issue(&store, "o-alice", &options).await;
 
-        let keys = server.keys();
-        let index = "app:{demo:o-alice}:u".to_owned();
-        let mut expected = vec![
-            format!("app:{{demo:o-alice}}:t:{}", a.hash().id()),
-            format!("app:{{demo:o-alice}}:t:{}", b.hash().id()),
-            index.clone(),
-        ];
-        expected.sort();
-        assert_eq!(keys, expected);
+        let c = issue(&store, "o-bob", &options).await;
 
-        // Neither keys nor values nor index members hold a token or its secret.
-        let mut dump = keys.join("\n");
-        for key in &keys[..2] {
-            dump.push_str(&server.cli(&["GET", key]).unwrap());
+        // One hash per user, named by prefix and a {sku:openid} Cluster hash tag.
+        assert_eq!(server.keys(), ["app:{demo:o-alice}", "app:{demo:o-bob}"]);
+        assert_eq!(server.cli(&["TYPE", "app:{demo:o-alice}"]).unwrap(), "hash");
+        assert_eq!(server.cli(&["HLEN", "app:{demo:o-alice}"]).unwrap(), "2");
+        assert_eq!(server.cli(&["HLEN", "app:{demo:o-bob}"]).unwrap(), "1");
+
+        // Nothing in Redis holds a token or its secret.
+        let mut dump = String::new();
+        for key in server.keys() {
+            dump.push_str(&server.cli(&["HGETALL", &key]).unwrap());
         }
-        dump.push_str(&server.cli(&["ZRANGE", &index, "0", "-1"]).unwrap());
-        for token in [&a, &b] {
+        for token in [&a, &b, &c] {
             let secret = token.expose().rsplit('.').next().unwrap();
-            assert!(!dump.contains(secret));
+            assert!(!dump.contains(secret), "{dump}");
         }
+        assert!(dump.contains("|iPad"), "values carry the device: {dump}");
 
-        // Every key expires; the index lives as long as its longest-lived token.
-        for key in &keys {
-            let pttl: i64 = server.cli(&["PTTL", key]).unwrap().parse().unwrap();
+        // Every key expires with its longest-lived token.
+        for key in server.keys() {
+            let pttl: i64 = server.cli(&["PTTL", &key]).unwrap().parse().unwrap();
             assert!(pttl > 590_000 && pttl <= 600_000, "{key}: {pttl}");
         }
 
-        // The same slot for all of one user's keys (Redis Cluster hash tag).
-        let slots: HashSet<String> = keys
-            .iter()
-            .map(|k| server.cli(&["CLUSTER", "KEYSLOT", k]).unwrap_or_default())
-            .collect();
-        assert_eq!(slots.len(), 1, "{slots:?}");
-
         store.revoke_all(&sku(), "o-alice").await.unwrap();
-        assert!(server.keys().is_empty(), "logout everywhere leaves nothing");
+        assert_eq!(
+            server.keys(),
+            ["app:{demo:o-bob}"],
+            "logout everywhere leaves nothing"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

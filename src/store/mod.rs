@@ -238,7 +238,7 @@ pub trait TokenStore: std::fmt::Debug + Clone + Send + Sync + 'static {
 }
 
 /// Milliseconds since the Unix epoch on this machine's clock.
-fn now_millis() -> u64 {
+pub(crate) fn now_millis() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))

@@ -1,27 +1,48 @@
--- Shared by the scripts that add a token. Redis clock, so that every application
--- instance agrees on expiry.
+-- Shared by every script. A user's tokens are the fields of one hash: the field is the
+-- token's SHA-256 (32 raw bytes), the value `<expires ms>|<issued ms>|<device>`.
+
+-- Redis's clock, so that every application instance agrees on expiry.
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
--- Records a token and indexes it under its user, first dropping the user's expired
--- entries and evicting the tokens closest to expiry beyond the limit. The index's own
--- TTL follows its longest-lived token so that an idle user leaves nothing behind.
-local function add_token(token_key, index_key, token_prefix, member, ttl, max, device)
-  local now = now_ms()
-  redis.call('ZREMRANGEBYSCORE', index_key, '-inf', now)
-  local excess = redis.call('ZCARD', index_key) - max + 1
-  if excess > 0 then
-    local evicted = redis.call('ZPOPMIN', index_key, excess)
-    for i = 1, #evicted, 2 do
-      redis.call('DEL', token_prefix .. evicted[i])
+local function expires_of(value)
+  return tonumber(string.match(value, '^(%d+)|'))
+end
+
+-- Drops the user's expired tokens and returns the live ones as {field, expires, value},
+-- soonest to expire first.
+local function live_tokens(key, now)
+  local all = redis.call('HGETALL', key)
+  local live = {}
+  for i = 1, #all, 2 do
+    local expires = expires_of(all[i + 1])
+    if expires and expires > now then
+      live[#live + 1] = { all[i], expires, all[i + 1] }
+    else
+      redis.call('HDEL', key, all[i])
     end
   end
+  table.sort(live, function(a, b) return a[2] < b[2] end)
+  return live
+end
+
+-- Records a token, first evicting the soonest to expire beyond the limit. The hash lives
+-- as long as its longest-lived token, so an idle user leaves nothing behind.
+local function add_token(key, field, ttl, max, device)
+  local now = now_ms()
+  local live = live_tokens(key, now)
+  local evict = math.max(#live - max + 1, 0)
+  for i = 1, evict do
+    redis.call('HDEL', key, live[i][1])
+  end
   local expires = now + ttl
-  redis.call('SET', token_key, string.format('%d|%s', now, device), 'PX', ttl)
-  redis.call('ZADD', index_key, expires, member)
-  local last = redis.call('ZRANGE', index_key, -1, -1, 'WITHSCORES')
-  redis.call('PEXPIREAT', index_key, last[2])
+  redis.call('HSET', key, field, string.format('%d|%d|%s', expires, now, device))
+  local longest = expires
+  if #live > evict and live[#live][2] > longest then
+    longest = live[#live][2]
+  end
+  redis.call('PEXPIREAT', key, longest)
   return { now, expires }
 end

@@ -1,4 +1,11 @@
--- KEYS: token key, user index. ARGV: token id.
-local live = redis.call('DEL', KEYS[1])
-redis.call('ZREM', KEYS[2], ARGV[1])
-return live
+-- KEYS: user key. ARGV: token hash. Returns 1 if the token was live.
+local value = redis.call('HGET', KEYS[1], ARGV[1])
+if not value then
+  return 0
+end
+redis.call('HDEL', KEYS[1], ARGV[1])
+local expires = expires_of(value)
+if expires and expires > now_ms() then
+  return 1
+end
+return 0
