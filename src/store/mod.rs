@@ -142,6 +142,23 @@ pub struct TokenInfo {
     pub device: Option<String>,
 }
 
+impl TokenInfo {
+    /// A record, for [`TokenStore`] implementations outside this crate.
+    pub fn new(
+        hash: TokenHash,
+        issued_at_ms: u64,
+        expires_at_ms: u64,
+        device: Option<String>,
+    ) -> Self {
+        Self {
+            hash,
+            issued_at_ms,
+            expires_at_ms,
+            device,
+        }
+    }
+}
+
 /// A freshly issued token and what the store recorded about it.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -150,6 +167,13 @@ pub struct Issued {
     pub token: Token,
     /// What the store recorded.
     pub info: TokenInfo,
+}
+
+impl Issued {
+    /// A new token and its record, for [`TokenStore`] implementations outside this crate.
+    pub fn new(token: Token, info: TokenInfo) -> Self {
+        Self { token, info }
+    }
 }
 
 /// A token store failed. Every variant but [`InvalidConfig`](Self::InvalidConfig), which
