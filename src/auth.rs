@@ -27,7 +27,7 @@ use crate::{
     layer::MpAuthLayer,
     store::{IssueOptions, TokenStore},
     token::{ParsedToken, Token},
-    users::{Profile, User, UserStore},
+    users::{User, UserStore},
     wechat::{DecryptOptions, WeChatClient, decrypt_profile, verify_signature},
 };
 
@@ -254,15 +254,7 @@ impl<T: TokenStore, U: UserStore> MpAuth<T, U> {
             (Identity::UnionIdWhenPresent, Some(union_id)) => union_id.clone(),
             _ => session.open_id.clone(),
         };
-        let profile = decrypted.as_ref().map(|p| Profile {
-            nick_name: p.nick_name.clone(),
-            avatar_url: p.avatar_url.clone(),
-            gender: p.gender,
-            city: p.city.clone(),
-            province: p.province.clone(),
-            country: p.country.clone(),
-            language: p.language.clone(),
-        });
+        let profile = decrypted.as_ref().map(crate::wechat::Profile::to_stored);
 
         let token = Token::generate(&self.inner.config.sku, &identity).map_err(|e| match e {
             crate::TokenError::InvalidOpenId => Error::UnusableId,

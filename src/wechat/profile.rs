@@ -44,3 +44,18 @@ pub struct Watermark {
     /// Unix time (seconds) at which WeChat produced the data.
     pub timestamp: u64,
 }
+
+impl Profile {
+    /// The fields a [`UserStore`](crate::users::UserStore) keeps.
+    pub fn to_stored(&self) -> crate::users::Profile {
+        crate::users::Profile {
+            nick_name: self.nick_name.clone(),
+            avatar_url: self.avatar_url.clone(),
+            gender: self.gender,
+            city: self.city.clone(),
+            province: self.province.clone(),
+            country: self.country.clone(),
+            language: self.language.clone(),
+        }
+    }
+}
