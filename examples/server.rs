@@ -1,195 +1,500 @@
 //! The example server: `cargo run --example server`.
 //!
-//! With no settings it runs offline on an in-memory token store and an sqlite file.
-//! Settings (environment): `MPAUTHX_LISTEN` (default `127.0.0.1:3000`), `MPAUTHX_APP_ID`,
-//! `MPAUTHX_APP_SECRET`, `MPAUTHX_SKU` (default `demo`), `MPAUTHX_TOKEN_TTL` (seconds,
-//! default 259200), `MPAUTHX_REDIS_URL` (unset: in memory), `MPAUTHX_DATABASE` (default
-//! `mpauthx.db`), `MPAUTHX_WECHAT_API` (default `https://api.weixin.qq.com`).
+//! With no settings it runs offline: tokens in memory, users in `./mpauthx.db`, and a
+//! built-in WeChat simulator under `/sim` (`POST /sim/login` mints a login code for a
+//! named test user). README.md walks the whole flow with curl.
 //!
-//! Routes: `POST /auth/refresh`, `/auth/logout`, `/auth/logout_all`, `GET /me` (behind
-//! `MpAuthLayer`, the stored user as JSON) and `GET /healthz`. With an app secret,
-//! `POST /auth/authorize` logs users in through WeChat. Without one (demo mode) there is
-//! `POST /dev/token?open_id=…` instead, which mints a token for any openid so the layer
-//! can be tried with curl offline; it exists only in demo mode, never expose such a route.
+//! Settings (environment; empty counts as unset):
+//!
+//! | variable | default | |
+//! |---|---|---|
+//! | `MPAUTHX_LISTEN` | `127.0.0.1:3000` | address and port to listen on |
+//! | `MPAUTHX_APP_ID` | `wx-simulator` | the mini-program's app id |
+//! | `MPAUTHX_APP_SECRET` | unset: the simulator | its app secret; set, logins go to WeChat |
+//! | `MPAUTHX_WECHAT_API` | `https://api.weixin.qq.com` | WeChat's API (needs the secret) |
+//! | `MPAUTHX_SKU` | `demo` | the sku in every token, `[A-Za-z0-9_-]{1,32}` |
+//! | `MPAUTHX_TOKEN_TTL` | `259200` | token lifetime in seconds, at most a year |
+//! | `MPAUTHX_REDIS_URL` | unset: in memory | the token store, `redis://[:password@]host:port/db` |
+//! | `MPAUTHX_DATABASE` | `mpauthx.db` | the sqlite file of users |
+//!
+//! Routes: `POST /auth/authorize`, `/auth/refresh`, `/auth/logout`, `/auth/logout_all`,
+//! `GET /me` (behind `MpAuthLayer`: the stored user as JSON), `GET /healthz`, and with
+//! the simulator `POST /sim/login` and `GET /sim/sns/jscode2session`.
+//!
+//! Logs go to stderr (`RUST_LOG` filters them; default `info,mpauthx=debug`). A bad
+//! setting is one `ERROR` line naming it and exit code 1. SIGINT or SIGTERM stops the
+//! server gracefully: requests in flight get up to 10 s to finish, then it exits 0.
 
-use std::{collections::HashMap, env, net::SocketAddr, process::ExitCode, time::Duration};
+use std::{
+    env,
+    io::IsTerminal as _,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    path::PathBuf,
+    process::ExitCode,
+    time::{Duration, Instant},
+};
 
 use axum::{
     Json, Router,
-    extract::{Query, State},
-    http::StatusCode,
+    extract::{Request, State},
+    http::{StatusCode, Uri},
+    middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::{get, post},
 };
 use mpauthx::{
-    AuthedUser, IssueOptions, MemoryTokenStore, MpAuth, MpAuthConfig, RedisTokenStore, Sku, Token,
-    TokenStore,
+    AuthedUser, MemoryTokenStore, MpAuth, MpAuthConfig, RedisTokenStore, Sku, Token, TokenStore,
+    testing::WeChatSimulator,
     users::{SqliteUserStore, UserStore},
-    wechat::{AppSecret, WeChatClient},
+    wechat::{AppSecret, WeChatClient, client::DEFAULT_BASE_URL},
 };
+use rand::TryRng as _;
 use serde_json::json;
+use tokio::{net::TcpListener, sync::watch};
+use tracing::{Instrument as _, Level};
+use tracing_subscriber::{EnvFilter, filter::filter_fn, prelude::*};
+
+const DEFAULT_LISTEN: &str = "127.0.0.1:3000";
+const DEFAULT_SKU: &str = "demo";
+const DEFAULT_DATABASE: &str = "mpauthx.db";
+const SIMULATOR_APP_ID: &str = "wx-simulator";
+/// Longer-lived tokens belong in a refresh flow, not in one token.
+const MAX_TOKEN_TTL_SECS: u64 = 365 * 24 * 3600;
+/// How long requests in flight may run on after a shutdown signal.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// A setting the server cannot start with: the variable and what is wrong with it.
+struct BadSetting {
+    setting: &'static str,
+    message: String,
+}
+
+impl BadSetting {
+    fn new(setting: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            setting,
+            message: message.into(),
+        }
+    }
+}
+
+/// Where logins are checked.
+enum WeChat {
+    /// The real WeChat API (or a fake of it) with the mini-program's credentials.
+    Api {
+        app_id: String,
+        secret: AppSecret,
+        base_url: String,
+    },
+    /// The built-in simulator, served under `/sim` on the server's own listener.
+    Simulator { app_id: String },
+}
 
 struct Settings {
     listen: SocketAddr,
+    wechat: WeChat,
     sku: Sku,
-    ttl: Duration,
+    token_ttl: Duration,
     redis_url: Option<String>,
-    app: Option<(String, String)>,
-    database: String,
-    wechat_api: String,
+    database: PathBuf,
 }
 
-fn settings() -> Result<Settings, String> {
-    let var = |name: &str| env::var(name).ok().filter(|v| !v.is_empty());
-    let listen = var("MPAUTHX_LISTEN").unwrap_or_else(|| "127.0.0.1:3000".into());
-    let listen = listen
-        .parse()
-        .map_err(|_| format!("MPAUTHX_LISTEN={listen:?} is not a socket address"))?;
-    let sku = var("MPAUTHX_SKU").unwrap_or_else(|| "demo".into());
-    let sku = Sku::new(&sku).map_err(|e| format!("MPAUTHX_SKU: {e}"))?;
-    let ttl = match var("MPAUTHX_TOKEN_TTL") {
+/// An environment variable; empty counts as unset.
+fn var(name: &'static str) -> Result<Option<String>, BadSetting> {
+    match env::var(name) {
+        Ok(value) if value.is_empty() => Ok(None),
+        Ok(value) => Ok(Some(value)),
+        Err(env::VarError::NotPresent) => Ok(None),
+        Err(env::VarError::NotUnicode(_)) => {
+            Err(BadSetting::new(name, format!("{name} is not valid UTF-8")))
+        }
+    }
+}
+
+fn settings() -> Result<Settings, BadSetting> {
+    let listen = var("MPAUTHX_LISTEN")?.unwrap_or_else(|| DEFAULT_LISTEN.into());
+    let listen = listen.parse().map_err(|_| {
+        BadSetting::new(
+            "MPAUTHX_LISTEN",
+            format!(
+                "MPAUTHX_LISTEN={listen:?} is not an IP address and port such as {DEFAULT_LISTEN}"
+            ),
+        )
+    })?;
+
+    let sku = var("MPAUTHX_SKU")?.unwrap_or_else(|| DEFAULT_SKU.into());
+    let sku = Sku::new(&sku)
+        .map_err(|e| BadSetting::new("MPAUTHX_SKU", format!("MPAUTHX_SKU={sku:?}: {e}")))?;
+
+    let token_ttl = match var("MPAUTHX_TOKEN_TTL")? {
         None => mpauthx::store::DEFAULT_TOKEN_TTL,
-        Some(s) => match s.parse::<u64>() {
-            Ok(secs) if secs > 0 => Duration::from_secs(secs),
+        Some(ttl) => match ttl.parse::<u64>() {
+            Ok(secs @ 1..=MAX_TOKEN_TTL_SECS) => Duration::from_secs(secs),
             _ => {
-                return Err(format!(
-                    "MPAUTHX_TOKEN_TTL={s:?} is not a positive number of seconds"
+                return Err(BadSetting::new(
+                    "MPAUTHX_TOKEN_TTL",
+                    format!(
+                        "MPAUTHX_TOKEN_TTL={ttl:?} is not a number of seconds from 1 to {MAX_TOKEN_TTL_SECS}"
+                    ),
                 ));
             }
         },
     };
-    let app = match (var("MPAUTHX_APP_ID"), var("MPAUTHX_APP_SECRET")) {
-        (Some(id), Some(secret)) => Some((id, secret)),
-        (None, None) => None,
-        _ => return Err("set both MPAUTHX_APP_ID and MPAUTHX_APP_SECRET, or neither".into()),
+
+    let app_id = var("MPAUTHX_APP_ID")?;
+    let wechat_api = var("MPAUTHX_WECHAT_API")?;
+    // The secret is never echoed, not even in an error.
+    let wechat = match (var("MPAUTHX_APP_SECRET")?, app_id) {
+        (Some(secret), Some(app_id)) => WeChat::Api {
+            app_id,
+            secret: AppSecret::new(secret),
+            base_url: match wechat_api {
+                Some(url) => checked_base_url(url)?,
+                None => DEFAULT_BASE_URL.to_owned(),
+            },
+        },
+        (Some(_), None) => {
+            return Err(BadSetting::new(
+                "MPAUTHX_APP_ID",
+                "MPAUTHX_APP_SECRET is set but MPAUTHX_APP_ID is not: set both, or neither for the simulator",
+            ));
+        }
+        (None, app_id) => {
+            if wechat_api.is_some() {
+                return Err(BadSetting::new(
+                    "MPAUTHX_WECHAT_API",
+                    "MPAUTHX_WECHAT_API needs MPAUTHX_APP_ID and MPAUTHX_APP_SECRET: without a secret the built-in simulator answers for WeChat",
+                ));
+            }
+            WeChat::Simulator {
+                app_id: app_id.unwrap_or_else(|| SIMULATOR_APP_ID.into()),
+            }
+        }
     };
+
     Ok(Settings {
         listen,
+        wechat,
         sku,
-        ttl,
-        redis_url: var("MPAUTHX_REDIS_URL"),
-        app,
-        database: var("MPAUTHX_DATABASE").unwrap_or_else(|| "mpauthx.db".into()),
-        wechat_api: var("MPAUTHX_WECHAT_API")
-            .unwrap_or_else(|| mpauthx::wechat::client::DEFAULT_BASE_URL.into()),
+        token_ttl,
+        redis_url: var("MPAUTHX_REDIS_URL")?,
+        database: var("MPAUTHX_DATABASE")?
+            .unwrap_or_else(|| DEFAULT_DATABASE.into())
+            .into(),
     })
 }
 
-#[derive(Clone)]
-struct App<T> {
-    auth: MpAuth<T, SqliteUserStore>,
-    options: IssueOptions,
+fn checked_base_url(url: String) -> Result<String, BadSetting> {
+    let valid = url.parse::<Uri>().is_ok_and(|uri| {
+        matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some()
+    });
+    if valid {
+        Ok(url)
+    } else {
+        Err(BadSetting::new(
+            "MPAUTHX_WECHAT_API",
+            format!("MPAUTHX_WECHAT_API={url:?} is not an http:// or https:// URL"),
+        ))
+    }
+}
+
+/// The URL with any password and query (which may hold one) masked, for messages.
+fn redacted_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "<not a URL>".to_owned();
+    };
+    let (rest, query) = match rest.split_once('?') {
+        Some((rest, _)) => (rest, "?***"),
+        None => (rest, ""),
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://***@{}{query}", &rest[at + 1..]),
+        None => format!("{scheme}://{rest}{query}"),
+    }
+}
+
+fn init_logging() {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,mpauthx=debug"));
+    tracing_subscriber::registry()
+        .with(filter)
+        // At TRACE, ureq logs request URLs in full: jscode2session's carry the app
+        // secret and the login code.
+        .with(filter_fn(|meta| {
+            !(*meta.level() == Level::TRACE && meta.target().starts_with("ureq"))
+        }))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::stderr().is_terminal()),
+        )
+        .init();
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,mpauthx=debug".into()),
-        )
-        .init();
-    let settings = match settings() {
-        Ok(settings) => settings,
-        Err(message) => {
-            tracing::error!("{message}");
+    init_logging();
+    // Installed first, so that a signal during startup is not lost.
+    let shutdown = match shutdown_signal() {
+        Ok(shutdown) => shutdown,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot install the SIGINT and SIGTERM handlers");
             return ExitCode::FAILURE;
         }
     };
-    let result = match settings.redis_url.clone() {
-        Some(url) => match RedisTokenStore::connect(url).await {
-            Ok(store) => serve(store, settings).await,
-            Err(e) => Err(format!("cannot use MPAUTHX_REDIS_URL: {e}")),
-        },
-        None => {
-            tracing::info!("MPAUTHX_REDIS_URL unset: tokens are kept in memory");
-            serve(MemoryTokenStore::new(), settings).await
-        }
+    let result = match settings() {
+        Ok(settings) => run(settings, shutdown).await,
+        Err(bad) => Err(bad),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
-            tracing::error!("{message}");
+        Err(bad) => {
+            tracing::error!(setting = bad.setting, "{}", bad.message);
             ExitCode::FAILURE
         }
     }
 }
 
-async fn serve<T: TokenStore>(store: T, settings: Settings) -> Result<(), String> {
-    let users = SqliteUserStore::open(&settings.database)
-        .await
-        .map_err(|e| format!("cannot use MPAUTHX_DATABASE={:?}: {e}", settings.database))?;
-    let demo = settings.app.is_none();
-    let (app_id, secret) = settings
-        .app
-        .unwrap_or_else(|| ("demo-app".into(), String::new()));
-    let config = MpAuthConfig::new(&app_id, &secret, settings.sku.as_str())
-        .map_err(|e| format!("MPAUTHX_SKU: {e}"))?
-        .with_token_ttl(settings.ttl);
-    let wechat =
-        WeChatClient::new(app_id, AppSecret::new(secret)).with_base_url(settings.wechat_api);
-    let options = config.issue_options();
-    let auth = MpAuth::with_parts(config, store, users, wechat);
+/// Becomes `true` at the first SIGINT or SIGTERM.
+fn shutdown_signal() -> std::io::Result<watch::Receiver<bool>> {
+    let (sender, receiver) = watch::channel(false);
+    #[cfg(unix)]
+    let signalled = {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        let mut terminate = signal(SignalKind::terminate())?;
+        async move {
+            tokio::select! {
+                _ = interrupt.recv() => "SIGINT",
+                _ = terminate.recv() => "SIGTERM",
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let signalled = async {
+        let _ = tokio::signal::ctrl_c().await;
+        "Ctrl-C"
+    };
+    tokio::spawn(async move {
+        let name = signalled.await;
+        tracing::info!(signal = name, "shutting down: finishing requests in flight");
+        let _ = sender.send(true);
+    });
+    Ok(receiver)
+}
 
-    let mut router = Router::new()
+async fn stopped(mut shutdown: watch::Receiver<bool>) {
+    // An error means the sender is gone, which it only is after sending.
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+async fn run(settings: Settings, shutdown: watch::Receiver<bool>) -> Result<(), BadSetting> {
+    let listener = TcpListener::bind(settings.listen).await.map_err(|e| {
+        BadSetting::new(
+            "MPAUTHX_LISTEN",
+            format!("cannot listen on MPAUTHX_LISTEN={}: {e}", settings.listen),
+        )
+    })?;
+    match settings.redis_url.as_deref() {
+        Some(url) => {
+            let store = RedisTokenStore::connect(url).await.map_err(|e| {
+                BadSetting::new(
+                    "MPAUTHX_REDIS_URL",
+                    format!("cannot use MPAUTHX_REDIS_URL={}: {e}", redacted_url(url)),
+                )
+            })?;
+            tracing::info!(url = %redacted_url(url), "tokens are kept in Redis");
+            serve(listener, store, settings, shutdown).await
+        }
+        None => {
+            tracing::info!("MPAUTHX_REDIS_URL unset: tokens are kept in memory");
+            serve(listener, MemoryTokenStore::new(), settings, shutdown).await
+        }
+    }
+}
+
+async fn serve<T: TokenStore>(
+    listener: TcpListener,
+    tokens: T,
+    settings: Settings,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), BadSetting> {
+    let database = &settings.database;
+    let users = SqliteUserStore::open(database).await.map_err(|e| {
+        let cause = std::error::Error::source(&e)
+            .map(|s| format!(": {s}"))
+            .unwrap_or_default();
+        BadSetting::new(
+            "MPAUTHX_DATABASE",
+            format!("cannot use MPAUTHX_DATABASE={database:?}: {e}{cause}"),
+        )
+    })?;
+    let local = listener.local_addr().map_err(|e| {
+        BadSetting::new(
+            "MPAUTHX_LISTEN",
+            format!("cannot read the listening address: {e}"),
+        )
+    })?;
+
+    let (app_id, secret, wechat, simulator) = match settings.wechat {
+        WeChat::Api {
+            app_id,
+            secret,
+            base_url,
+        } => {
+            tracing::info!(app_id, api = base_url, "logins are checked with WeChat");
+            let client = WeChatClient::new(app_id.clone(), secret.clone()).with_base_url(base_url);
+            (app_id, secret, client, None)
+        }
+        WeChat::Simulator { app_id } => {
+            let secret = random_secret()?;
+            let simulator = WeChatSimulator::new(&app_id, secret.expose_secret());
+            // The WeChat client calls the simulator on this very listener.
+            let client = simulator.client(format!("http://{}/sim", loopback(local)));
+            (app_id, secret, client, Some(simulator))
+        }
+    };
+    let config = MpAuthConfig::new(app_id, secret.expose_secret(), settings.sku.as_str())
+        .map_err(|e| BadSetting::new("MPAUTHX_SKU", e.to_string()))?
+        .with_token_ttl(settings.token_ttl);
+    let probe = Token::generate(&settings.sku, "healthz")
+        .expect("the system random number generator works");
+    let auth = MpAuth::with_parts(config, tokens, users, wechat);
+
+    let mut app = Router::new()
         .route("/me", get(me::<T>))
         .route_layer(auth.layer())
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(healthz::<T>))
+        .route("/auth/authorize", post(auth.authorize_handler()))
         .route("/auth/refresh", post(auth.refresh_handler()))
         .route("/auth/logout", post(auth.logout_handler()))
         .route("/auth/logout_all", post(auth.logout_all_handler()));
-    if demo {
-        tracing::warn!("MPAUTHX_APP_SECRET unset: demo mode, POST /dev/token mints tokens");
-        router = router.route("/dev/token", post(mint::<T>));
-    } else {
-        router = router.route("/auth/authorize", post(auth.authorize_handler()));
+    if let Some(simulator) = &simulator {
+        app = app
+            .route("/sim/login", post(simulator.mint_handler()))
+            .route(
+                "/sim/sns/jscode2session",
+                get(simulator.jscode2session_handler()),
+            );
     }
-    let router = router.with_state(App {
-        auth: auth.clone(),
-        options,
-    });
-    let listener = tokio::net::TcpListener::bind(settings.listen)
-        .await
-        .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;
-    tracing::info!("listening on http://{}", settings.listen);
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await
-        .map_err(|e| format!("server failed: {e}"))
+    let app = app
+        .with_state(AppState { auth, probe })
+        .layer(middleware::from_fn(log_request));
+
+    tracing::info!(
+        addr = %local,
+        sku = %settings.sku,
+        token_ttl_secs = settings.token_ttl.as_secs(),
+        database = %database.display(),
+        "listening on http://{local}"
+    );
+    if simulator.is_some() && !local.ip().is_loopback() {
+        tracing::warn!(
+            "the simulator is reachable from other machines: anyone who can reach {local} can log in as anyone"
+        );
+    }
+    if simulator.is_some() {
+        tracing::warn!(
+            "MPAUTHX_APP_SECRET unset: the built-in WeChat simulator answers logins; \
+             mint one with POST http://{local}/sim/login {{\"user\": \"alice\"}}"
+        );
+    }
+
+    let server = axum::serve(listener, app).with_graceful_shutdown(stopped(shutdown.clone()));
+    let grace_over = async {
+        stopped(shutdown).await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    tokio::select! {
+        served = server => served.map_err(|e| {
+            BadSetting::new("MPAUTHX_LISTEN", format!("the server failed: {e}"))
+        })?,
+        () = grace_over => {
+            tracing::warn!("requests still running {SHUTDOWN_GRACE:?} after the signal; exiting anyway");
+        }
+    }
+    tracing::info!("stopped");
+    Ok(())
 }
 
-async fn me<T: TokenStore>(State(app): State<App<T>>, user: AuthedUser) -> Response {
-    match app.auth.users().get(user.open_id()).await {
+/// Where this server can reach itself: the listening address, with a wildcard IP
+/// replaced by loopback.
+fn loopback(local: SocketAddr) -> SocketAddr {
+    let ip = match local.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    SocketAddr::new(ip, local.port())
+}
+
+/// A fresh secret for the simulator, known to this process only.
+fn random_secret() -> Result<AppSecret, BadSetting> {
+    let mut bytes = [0u8; 16];
+    rand::rngs::SysRng.try_fill_bytes(&mut bytes).map_err(|e| {
+        BadSetting::new(
+            "MPAUTHX_APP_SECRET",
+            format!("cannot draw a simulator secret: {e}"),
+        )
+    })?;
+    Ok(AppSecret::new(hex::encode(bytes)))
+}
+
+#[derive(Clone)]
+struct AppState<T> {
+    auth: MpAuth<T, SqliteUserStore>,
+    /// A well-formed token that was never issued: looking it up exercises the store.
+    probe: Token,
+}
+
+/// `GET /me`: the stored user behind the bearer token.
+async fn me<T: TokenStore>(State(state): State<AppState<T>>, user: AuthedUser) -> Response {
+    match state.auth.users().get(user.open_id()).await {
         Ok(Some(stored)) => Json(stored).into_response(),
-        // Demo tokens name users that never logged in through WeChat.
-        Ok(None) => {
-            Json(json!({ "open_id": user.open_id(), "sku": user.sku().as_str() })).into_response()
-        }
+        Ok(None) => mpauthx::Error::UnknownUser.into_response(),
         Err(e) => mpauthx::Error::from(e).into_response(),
     }
 }
 
-async fn mint<T: TokenStore>(
-    State(app): State<App<T>>,
-    Query(query): Query<HashMap<String, String>>,
-) -> Response {
-    let open_id = query.get("open_id").map_or("o-demo-user", String::as_str);
-    let token = match Token::generate(app.auth.config().sku(), open_id) {
-        Ok(token) => token,
-        Err(e) => return (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+/// `GET /healthz`: 200 when both stores answer, else 503.
+async fn healthz<T: TokenStore>(State(state): State<AppState<T>>) -> Response {
+    let tokens = state
+        .auth
+        .tokens()
+        .validate(&state.probe.parsed())
+        .await
+        .is_ok();
+    let users = state.auth.users().get("healthz").await.is_ok();
+    let word = |ok: bool| if ok { "ok" } else { "unavailable" };
+    let status = if tokens && users {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
     };
-    match app.auth.tokens().issue(&token, &app.options).await {
-        Ok(info) => Json(json!({
-            "token": token.expose(),
-            "token_type": "Bearer",
-            "expires_in": (info.expires_at_ms - info.issued_at_ms) / 1000,
-        }))
-        .into_response(),
-        Err(e) => {
-            tracing::warn!(error = %e, "token store unavailable");
-            StatusCode::SERVICE_UNAVAILABLE.into_response()
-        }
+    let body =
+        json!({ "status": word(tokens && users), "tokens": word(tokens), "users": word(users) });
+    (status, Json(body)).into_response()
+}
+
+/// One line per request. Only the path is logged: a query string may carry
+/// credentials (jscode2session's carries the app secret and the login code).
+async fn log_request(request: Request, next: Next) -> Response {
+    let span = tracing::info_span!(
+        "request",
+        method = %request.method(),
+        path = request.uri().path(),
+    );
+    async move {
+        let started = Instant::now();
+        let response = next.run(request).await;
+        tracing::info!(
+            status = response.status().as_u16(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "served"
+        );
+        response
     }
+    .instrument(span)
+    .await
 }

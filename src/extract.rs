@@ -56,6 +56,8 @@ impl AuthedUser {
 /// Set by an optional [`MpAuthLayer`](crate::MpAuthLayer) on a request without
 /// credentials: tells "no user" apart from "no layer".
 #[derive(Debug, Clone)]
+// Read only by the axum extractors; without them the marker is still set, harmlessly.
+#[cfg_attr(not(feature = "axum"), allow(dead_code))]
 pub(crate) struct Anonymous(pub(crate) Arc<Policy>);
 
 #[cfg(feature = "axum")]

@@ -11,6 +11,8 @@ pub mod handlers;
 pub mod layer;
 pub mod rejection;
 pub mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod token;
 pub mod users;
 pub mod wechat;

@@ -1,0 +1,811 @@
+//! [`WeChatSimulator`]: login codes, sessions and encrypted profiles, without WeChat.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    fmt,
+    sync::{Arc, Mutex, PoisonError},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use base64::{
+    Engine as _,
+    engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD},
+};
+use rand::TryRng as _;
+use serde::Serialize;
+use sha1::Sha1;
+use sha2::{Digest as _, Sha256};
+use subtle::ConstantTimeEq as _;
+
+use crate::{
+    auth::AuthorizeRequest,
+    wechat::{AppSecret, Profile, Session, SessionKey, Watermark, WeChatClient, encrypt_profile},
+};
+
+/// How long a minted code can be exchanged: five minutes, like WeChat's.
+pub const DEFAULT_CODE_TTL: Duration = Duration::from_secs(300);
+
+/// How many codes the simulator remembers, used ones included; minting one more
+/// forgets the oldest. It bounds the simulator's memory.
+pub const DEFAULT_MAX_CODES: usize = 10_000;
+
+/// The longest test user name accepted, in characters.
+pub const MAX_USER_LEN: usize = 64;
+
+/// Random bytes in a code: 24 bytes are 32 base64url characters, a real code's length.
+const CODE_BYTES: usize = 24;
+/// AES-128: key and IV are 16 bytes.
+const BLOCK_BYTES: usize = 16;
+/// Characters of an openid or unionid, as on WeChat (`o` + 27).
+const ID_LEN: usize = 28;
+
+/// A WeChat errcode with its errmsg, as `jscode2session` answers it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("errcode {errcode}: {errmsg}")]
+#[non_exhaustive]
+pub struct Errcode {
+    /// WeChat's errcode.
+    pub errcode: i64,
+    /// WeChat's errmsg.
+    pub errmsg: &'static str,
+}
+
+impl Errcode {
+    /// 40002: `grant_type` is not `authorization_code`.
+    pub const INVALID_GRANT_TYPE: Self = Self::new(40002, "invalid grant_type");
+    /// 40013: the app id is not this simulator's.
+    pub const INVALID_APP_ID: Self = Self::new(40013, "invalid appid");
+    /// 40029: the code is unknown, expired or forgotten.
+    pub const INVALID_CODE: Self = Self::new(40029, "invalid code");
+    /// 40125: the secret is not this simulator's.
+    pub const INVALID_APP_SECRET: Self = Self::new(40125, "invalid appsecret");
+    /// 40163: the code was exchanged before.
+    pub const CODE_USED: Self = Self::new(40163, "code been used");
+    /// 41002: no `appid` parameter.
+    pub const MISSING_APP_ID: Self = Self::new(41002, "appid missing");
+    /// 41004: no `secret` parameter.
+    pub const MISSING_APP_SECRET: Self = Self::new(41004, "appsecret missing");
+    /// 41008: no `js_code` parameter.
+    pub const MISSING_CODE: Self = Self::new(41008, "missing code");
+
+    const fn new(errcode: i64, errmsg: &'static str) -> Self {
+        Self { errcode, errmsg }
+    }
+}
+
+/// Why a login could not be minted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SimulatorError {
+    /// The user name is empty, longer than [`MAX_USER_LEN`] or has control characters.
+    #[error("user must be 1 to 64 characters without control characters")]
+    InvalidUser,
+    /// The operating system's random number generator failed.
+    #[error("the system random number generator is unavailable")]
+    Rng,
+}
+
+/// A simulated WeChat for one mini-program (app id and app secret).
+///
+/// Cheap to clone; clones share their codes, so a clone serving HTTP sees the codes
+/// minted through another. `Debug` redacts the secret.
+///
+/// ```
+/// use mpauthx::testing::{Errcode, WeChatSimulator};
+///
+/// let sim = WeChatSimulator::new("wx-test-app", "test-secret");
+/// let login = sim.login("alice")?;
+/// let session = sim.jscode2session("wx-test-app", "test-secret", &login.code).unwrap();
+/// assert_eq!(session.open_id, sim.open_id("alice"));
+/// assert_eq!(
+///     sim.jscode2session("wx-test-app", "test-secret", &login.code),
+///     Err(Errcode::CODE_USED),
+/// );
+/// # Ok::<(), mpauthx::testing::SimulatorError>(())
+/// ```
+#[derive(Clone)]
+pub struct WeChatSimulator {
+    config: Arc<Config>,
+    codes: Arc<Mutex<Codes>>,
+}
+
+#[derive(Clone)]
+struct Config {
+    app_id: String,
+    secret: AppSecret,
+    union_ids: bool,
+    code_ttl: Duration,
+    max_codes: usize,
+}
+
+/// Codes by value, and in minting order so the oldest can be forgotten first.
+#[derive(Default)]
+struct Codes {
+    by_code: HashMap<String, Pending>,
+    order: VecDeque<(Instant, String)>,
+}
+
+struct Pending {
+    /// `None` once exchanged: a second exchange answers 40163 rather than 40029.
+    session: Option<Session>,
+    expires_at: Instant,
+}
+
+impl Codes {
+    fn forget_expired(&mut self, now: Instant) {
+        while let Some((expires_at, _)) = self.order.front() {
+            if *expires_at > now {
+                break;
+            }
+            self.forget_oldest();
+        }
+    }
+
+    fn forget_oldest(&mut self) {
+        if let Some((_, code)) = self.order.pop_front() {
+            self.by_code.remove(&code);
+        }
+    }
+}
+
+impl fmt::Debug for WeChatSimulator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WeChatSimulator")
+            .field("app_id", &self.config.app_id)
+            .field("secret", &self.config.secret)
+            .field("union_ids", &self.config.union_ids)
+            .field("code_ttl", &self.config.code_ttl)
+            .field("max_codes", &self.config.max_codes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WeChatSimulator {
+    /// A simulated WeChat that knows one mini-program: `app_id` and `app_secret`.
+    /// Sessions carry no unionid; codes live [`DEFAULT_CODE_TTL`].
+    pub fn new(app_id: impl Into<String>, app_secret: impl Into<String>) -> Self {
+        Self {
+            config: Arc::new(Config {
+                app_id: app_id.into(),
+                secret: AppSecret::new(app_secret),
+                union_ids: false,
+                code_ttl: DEFAULT_CODE_TTL,
+                max_codes: DEFAULT_MAX_CODES,
+            }),
+            codes: Arc::default(),
+        }
+    }
+
+    /// Also hands out unionids, as WeChat does once the app is bound to an Open Platform
+    /// account. A unionid depends on the user name only, so it is the same across
+    /// simulators of different app ids.
+    #[must_use]
+    pub fn with_union_ids(mut self, union_ids: bool) -> Self {
+        Arc::make_mut(&mut self.config).union_ids = union_ids;
+        self
+    }
+
+    /// How long a minted code can be exchanged. Default: [`DEFAULT_CODE_TTL`].
+    #[must_use]
+    pub fn with_code_ttl(mut self, ttl: Duration) -> Self {
+        Arc::make_mut(&mut self.config).code_ttl = ttl;
+        self
+    }
+
+    /// How many codes are remembered at most (at least one). Default:
+    /// [`DEFAULT_MAX_CODES`].
+    #[must_use]
+    pub fn with_max_codes(mut self, max: usize) -> Self {
+        Arc::make_mut(&mut self.config).max_codes = max.max(1);
+        self
+    }
+
+    /// The app id.
+    pub fn app_id(&self) -> &str {
+        &self.config.app_id
+    }
+
+    /// The app secret, for configuring the server under test.
+    pub fn app_secret(&self) -> &AppSecret {
+        &self.config.secret
+    }
+
+    /// A WeChat client with this simulator's credentials, for a simulator whose
+    /// `/sns/jscode2session` is served under `base_url`.
+    pub fn client(&self, base_url: impl Into<String>) -> WeChatClient {
+        WeChatClient::new(self.config.app_id.clone(), self.config.secret.clone())
+            .with_base_url(base_url)
+    }
+
+    /// The openid of a test user: derived from the name and the app id, so the same
+    /// name is the same user across runs, and differs between mini-programs as on WeChat.
+    pub fn open_id(&self, user: &str) -> String {
+        derived_id('o', &[self.config.app_id.as_bytes(), user.as_bytes()])
+    }
+
+    /// The unionid of a test user, when [`with_union_ids`](Self::with_union_ids) is on.
+    pub fn union_id(&self, user: &str) -> Option<String> {
+        self.config
+            .union_ids
+            .then(|| derived_id('u', &[b"unionid", user.as_bytes()]))
+    }
+
+    /// Mints a one-time login code for `user`, as `wx.login()` would.
+    pub fn login(&self, user: &str) -> Result<SimulatedLogin, SimulatorError> {
+        self.mint(user, false, Instant::now(), SystemTime::now())
+    }
+
+    /// Mints a one-time login code for `user` together with encrypted profile data
+    /// (nickname `user`), as `wx.login()` plus `wx.getUserInfo()` would.
+    pub fn login_with_profile(&self, user: &str) -> Result<SimulatedLogin, SimulatorError> {
+        self.mint(user, true, Instant::now(), SystemTime::now())
+    }
+
+    /// Exchanges a code as `GET /sns/jscode2session` does: the session on success,
+    /// else WeChat's errcode. A code is exchanged at most once; a wrong app id or
+    /// secret does not use it up.
+    pub fn jscode2session(
+        &self,
+        app_id: &str,
+        secret: &str,
+        code: &str,
+    ) -> Result<Session, Errcode> {
+        self.exchange(app_id, secret, code, Instant::now())
+    }
+
+    /// The JSON body WeChat answers to `GET /sns/jscode2session?<query>` (with HTTP 200,
+    /// errors included): `{"session_key", "openid", "unionid"?}` or
+    /// `{"errcode", "errmsg"}`.
+    pub fn jscode2session_query(&self, query: &str) -> String {
+        let mut app_id = None;
+        let mut secret = None;
+        let mut code = None;
+        let mut grant_type = None;
+        for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+            let slot = match &*key {
+                "appid" => &mut app_id,
+                "secret" => &mut secret,
+                "js_code" => &mut code,
+                "grant_type" => &mut grant_type,
+                _ => continue,
+            };
+            if !value.is_empty() {
+                slot.get_or_insert(value);
+            }
+        }
+        let answer = match (app_id, secret, code) {
+            (None, ..) => Err(Errcode::MISSING_APP_ID),
+            (_, None, _) => Err(Errcode::MISSING_APP_SECRET),
+            (.., None) => Err(Errcode::MISSING_CODE),
+            _ if grant_type.as_deref() != Some("authorization_code") => {
+                Err(Errcode::INVALID_GRANT_TYPE)
+            }
+            (Some(app_id), Some(secret), Some(code)) => {
+                self.jscode2session(&app_id, &secret, &code)
+            }
+        };
+        let json = match &answer {
+            Ok(session) => serde_json::to_string(&SessionAnswer {
+                session_key: session.session_key.expose_secret(),
+                openid: &session.open_id,
+                unionid: session.union_id.as_deref(),
+            }),
+            Err(e) => serde_json::to_string(&ErrorAnswer {
+                errcode: e.errcode,
+                errmsg: e.errmsg,
+            }),
+        };
+        json.expect("answers serialize")
+    }
+
+    fn exchange(
+        &self,
+        app_id: &str,
+        secret: &str,
+        code: &str,
+        now: Instant,
+    ) -> Result<Session, Errcode> {
+        let result = self.exchange_checked(app_id, secret, code, now);
+        match &result {
+            Ok(session) => tracing::debug!(open_id = %session.open_id, "simulated jscode2session"),
+            Err(e) => tracing::debug!(errcode = e.errcode, "simulated jscode2session refused"),
+        }
+        result
+    }
+
+    fn exchange_checked(
+        &self,
+        app_id: &str,
+        secret: &str,
+        code: &str,
+        now: Instant,
+    ) -> Result<Session, Errcode> {
+        if app_id != self.config.app_id {
+            return Err(Errcode::INVALID_APP_ID);
+        }
+        let expected = self.config.secret.expose_secret().as_bytes();
+        // Differing lengths compare unequal without looking at the contents.
+        if !bool::from(secret.as_bytes().ct_eq(expected)) {
+            return Err(Errcode::INVALID_APP_SECRET);
+        }
+        let mut codes = self.lock_codes();
+        codes.forget_expired(now);
+        match codes.by_code.get_mut(code) {
+            Some(pending) if pending.expires_at > now => {
+                pending.session.take().ok_or(Errcode::CODE_USED)
+            }
+            _ => Err(Errcode::INVALID_CODE),
+        }
+    }
+
+    fn mint(
+        &self,
+        user: &str,
+        with_profile: bool,
+        now: Instant,
+        wall_clock: SystemTime,
+    ) -> Result<SimulatedLogin, SimulatorError> {
+        if user.is_empty()
+            || user.chars().count() > MAX_USER_LEN
+            || user.chars().any(char::is_control)
+        {
+            return Err(SimulatorError::InvalidUser);
+        }
+        let mut random = [0u8; CODE_BYTES + 2 * BLOCK_BYTES];
+        rand::rngs::SysRng
+            .try_fill_bytes(&mut random)
+            .map_err(|_| SimulatorError::Rng)?;
+        let (code, rest) = random.split_at(CODE_BYTES);
+        let (key, iv) = rest.split_at(BLOCK_BYTES);
+        let code = URL_SAFE_NO_PAD.encode(code);
+        let session = Session {
+            open_id: self.open_id(user),
+            union_id: self.union_id(user),
+            session_key: SessionKey::new(STANDARD.encode(key)),
+        };
+        let profile = if with_profile {
+            let iv = iv.try_into().expect("split at the block size");
+            Some(simulated_profile(
+                &self.config.app_id,
+                user,
+                &session,
+                iv,
+                wall_clock,
+            ))
+        } else {
+            None
+        };
+        let login = SimulatedLogin {
+            code: code.clone(),
+            open_id: session.open_id.clone(),
+            union_id: session.union_id.clone(),
+            profile,
+        };
+        let expires_at = now + self.config.code_ttl;
+        let mut codes = self.lock_codes();
+        codes.forget_expired(now);
+        while codes.by_code.len() >= self.config.max_codes {
+            codes.forget_oldest();
+        }
+        codes.by_code.insert(
+            code.clone(),
+            Pending {
+                session: Some(session),
+                expires_at,
+            },
+        );
+        codes.order.push_back((expires_at, code));
+        drop(codes);
+        tracing::debug!(open_id = %login.open_id, profile = with_profile, "simulator minted a login code");
+        Ok(login)
+    }
+
+    fn lock_codes(&self) -> std::sync::MutexGuard<'_, Codes> {
+        // Every update leaves the maps consistent, so a panic elsewhere poisons nothing real.
+        self.codes.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    #[cfg(test)]
+    fn remembered_codes(&self) -> usize {
+        self.lock_codes().by_code.len()
+    }
+}
+
+/// `prefix` and 27 base64url characters of SHA-256 over the NUL-separated parts.
+fn derived_id(prefix: char, parts: &[&[u8]]) -> String {
+    let mut hasher = Sha256::new();
+    for part in parts {
+        hasher.update(part);
+        hasher.update([0]);
+    }
+    let mut id = String::with_capacity(ID_LEN + 16);
+    id.push(prefix);
+    URL_SAFE_NO_PAD.encode_string(hasher.finalize(), &mut id);
+    id.truncate(ID_LEN);
+    id
+}
+
+/// A successful `jscode2session` answer, in WeChat's field order.
+#[derive(Serialize)]
+struct SessionAnswer<'a> {
+    session_key: &'a str,
+    openid: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    unionid: Option<&'a str>,
+}
+
+/// A refused `jscode2session`.
+#[derive(Serialize)]
+struct ErrorAnswer {
+    errcode: i64,
+    errmsg: &'static str,
+}
+
+/// The `userInfo` part of a profile, which `rawData` carries in clear.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RawUserInfo<'a> {
+    nick_name: &'a str,
+    gender: i64,
+    language: &'a str,
+}
+
+fn simulated_profile(
+    app_id: &str,
+    user: &str,
+    session: &Session,
+    iv: [u8; BLOCK_BYTES],
+    wall_clock: SystemTime,
+) -> SimulatedProfile {
+    let info = RawUserInfo {
+        nick_name: user,
+        gender: 0,
+        language: "zh_CN",
+    };
+    let profile = Profile {
+        open_id: session.open_id.clone(),
+        union_id: session.union_id.clone(),
+        nick_name: Some(info.nick_name.to_owned()),
+        gender: Some(info.gender),
+        city: None,
+        province: None,
+        country: None,
+        avatar_url: None,
+        language: Some(info.language.to_owned()),
+        watermark: Watermark {
+            appid: app_id.to_owned(),
+            timestamp: wall_clock
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |elapsed| elapsed.as_secs()),
+        },
+    };
+    let plaintext = serde_json::to_string(&profile).expect("a profile serializes");
+    let encrypted = encrypt_profile(&session.session_key, iv, &plaintext)
+        .expect("the simulator's session keys are 16 bytes");
+    let raw_data = serde_json::to_string(&info).expect("user info serializes");
+    let mut hasher = Sha1::new();
+    hasher.update(raw_data.as_bytes());
+    hasher.update(session.session_key.expose_secret().as_bytes());
+    let signature = hex::encode(hasher.finalize());
+    SimulatedProfile {
+        encrypted_data: encrypted.encrypted_data,
+        iv: encrypted.iv,
+        raw_data,
+        signature,
+    }
+}
+
+/// What a mini-program holds after `wx.login()` (and `wx.getUserInfo()`): send it to
+/// the server under test. `Debug` redacts the code.
+#[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SimulatedLogin {
+    /// The one-time login code.
+    pub code: String,
+    /// The openid the code stands for (WeChat tells only the server; the simulator
+    /// tells the test, to check against).
+    pub open_id: String,
+    /// The unionid, when the simulator hands them out.
+    pub union_id: Option<String>,
+    /// The encrypted profile, when one was asked for.
+    pub profile: Option<SimulatedProfile>,
+}
+
+impl SimulatedLogin {
+    /// The body of `POST /auth/authorize` for this login.
+    pub fn authorize_request(&self) -> AuthorizeRequest {
+        let request = AuthorizeRequest::new(&self.code);
+        match &self.profile {
+            Some(profile) => request
+                .with_encrypted_profile(&profile.encrypted_data, &profile.iv)
+                .with_signature(&profile.raw_data, &profile.signature),
+            None => request,
+        }
+    }
+}
+
+impl fmt::Debug for SimulatedLogin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SimulatedLogin")
+            .field("code", &"<redacted>")
+            .field("open_id", &self.open_id)
+            .field("union_id", &self.union_id)
+            .field("profile", &self.profile)
+            .finish()
+    }
+}
+
+/// Encrypted profile data as `wx.getUserInfo()` returns it, made with the code's
+/// session key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SimulatedProfile {
+    /// Base64 AES-128-CBC ciphertext of the profile JSON (`encryptedData`).
+    pub encrypted_data: String,
+    /// Base64 IV, fresh for each login (`iv`).
+    pub iv: String,
+    /// The user info in clear (`rawData`).
+    pub raw_data: String,
+    /// `hex(sha1(rawData + session_key))` (`signature`).
+    pub signature: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wechat::{DecryptOptions, decrypt_profile, verify_signature};
+
+    const APP: &str = "wx-sim-app";
+    const SECRET: &str = "sim-secret";
+
+    fn sim() -> WeChatSimulator {
+        WeChatSimulator::new(APP, SECRET)
+    }
+
+    fn query(code: &str) -> String {
+        format!("appid={APP}&secret={SECRET}&js_code={code}&grant_type=authorization_code")
+    }
+
+    #[test]
+    fn a_code_is_exchanged_once_for_its_user() {
+        let sim = sim();
+        let login = sim.login("alice").unwrap();
+        assert_eq!(login.code.len(), 32);
+        assert!(login.profile.is_none());
+        let session = sim.jscode2session(APP, SECRET, &login.code).unwrap();
+        assert_eq!(session.open_id, login.open_id);
+        assert_eq!(session.open_id, sim.open_id("alice"));
+        assert_eq!(session.union_id, None);
+        let key = STANDARD
+            .decode(session.session_key.expose_secret())
+            .unwrap();
+        assert_eq!(key.len(), 16);
+        assert_eq!(
+            sim.jscode2session(APP, SECRET, &login.code),
+            Err(Errcode::CODE_USED)
+        );
+    }
+
+    #[test]
+    fn codes_and_session_keys_are_fresh_for_every_login() {
+        let sim = sim();
+        let (a, b) = (sim.login("alice").unwrap(), sim.login("alice").unwrap());
+        assert_ne!(a.code, b.code);
+        assert_eq!(a.open_id, b.open_id);
+        let ka = sim
+            .jscode2session(APP, SECRET, &a.code)
+            .unwrap()
+            .session_key;
+        let kb = sim
+            .jscode2session(APP, SECRET, &b.code)
+            .unwrap()
+            .session_key;
+        assert_ne!(ka, kb);
+    }
+
+    #[test]
+    fn unknown_codes_are_invalid() {
+        assert_eq!(
+            sim().jscode2session(APP, SECRET, "never-minted"),
+            Err(Errcode::INVALID_CODE)
+        );
+    }
+
+    #[test]
+    fn wrong_credentials_are_refused_without_using_the_code() {
+        let sim = sim();
+        let login = sim.login("alice").unwrap();
+        assert_eq!(
+            sim.jscode2session("wx-other", SECRET, &login.code),
+            Err(Errcode::INVALID_APP_ID)
+        );
+        for wrong in ["", "sim-secreT", "sim-secret-", "sim-secre"] {
+            assert_eq!(
+                sim.jscode2session(APP, wrong, &login.code),
+                Err(Errcode::INVALID_APP_SECRET),
+                "{wrong:?}"
+            );
+        }
+        assert!(sim.jscode2session(APP, SECRET, &login.code).is_ok());
+    }
+
+    #[test]
+    fn codes_expire() {
+        let sim = sim().with_code_ttl(Duration::from_secs(300));
+        let start = Instant::now();
+        let login = sim.mint("alice", false, start, SystemTime::now()).unwrap();
+        let late = start + Duration::from_secs(300);
+        assert_eq!(
+            sim.exchange(APP, SECRET, &login.code, late),
+            Err(Errcode::INVALID_CODE)
+        );
+        assert_eq!(sim.remembered_codes(), 0, "expired codes are forgotten");
+        let login = sim.mint("alice", false, start, SystemTime::now()).unwrap();
+        let in_time = start + Duration::from_secs(299);
+        assert!(sim.exchange(APP, SECRET, &login.code, in_time).is_ok());
+    }
+
+    #[test]
+    fn the_oldest_codes_are_forgotten_beyond_the_cap() {
+        let sim = sim().with_max_codes(2);
+        let logins: Vec<_> = (0..3).map(|_| sim.login("alice").unwrap()).collect();
+        assert_eq!(sim.remembered_codes(), 2);
+        assert_eq!(
+            sim.jscode2session(APP, SECRET, &logins[0].code),
+            Err(Errcode::INVALID_CODE)
+        );
+        assert!(sim.jscode2session(APP, SECRET, &logins[1].code).is_ok());
+        assert!(sim.jscode2session(APP, SECRET, &logins[2].code).is_ok());
+        // Used codes count too (they answer 40163), and stay bounded.
+        for _ in 0..10 {
+            let login = sim.login("bob").unwrap();
+            sim.jscode2session(APP, SECRET, &login.code).unwrap();
+        }
+        assert_eq!(sim.remembered_codes(), 2);
+    }
+
+    #[test]
+    fn clones_share_codes() {
+        let sim = sim();
+        let login = sim.clone().login("alice").unwrap();
+        assert!(sim.jscode2session(APP, SECRET, &login.code).is_ok());
+    }
+
+    #[test]
+    fn open_ids_are_stable_per_user_and_app() {
+        let sim = sim();
+        let id = sim.open_id("alice");
+        assert_eq!(id.len(), 28);
+        assert!(id.starts_with('o'));
+        assert!(crate::config::is_token_part(&id, 64), "{id}");
+        assert_eq!(id, sim.open_id("alice"));
+        assert_ne!(id, sim.open_id("bob"));
+        assert_ne!(
+            id,
+            WeChatSimulator::new("wx-other", SECRET).open_id("alice")
+        );
+        // The separator keeps ("ab", "c") and ("a", "bc") apart.
+        assert_ne!(
+            WeChatSimulator::new("ab", SECRET).open_id("c"),
+            WeChatSimulator::new("a", SECRET).open_id("bc")
+        );
+    }
+
+    #[test]
+    fn union_ids_are_shared_across_apps() {
+        assert_eq!(sim().union_id("alice"), None);
+        let a = sim().with_union_ids(true);
+        let b = WeChatSimulator::new("wx-other", SECRET).with_union_ids(true);
+        let union_id = a.union_id("alice").unwrap();
+        assert_eq!(union_id.len(), 28);
+        assert!(union_id.starts_with('u'));
+        assert_eq!(b.union_id("alice").as_ref(), Some(&union_id));
+        assert_ne!(a.open_id("alice"), b.open_id("alice"));
+        let login = a.login("alice").unwrap();
+        let session = a.jscode2session(APP, SECRET, &login.code).unwrap();
+        assert_eq!(session.union_id, Some(union_id));
+    }
+
+    #[test]
+    fn profiles_decrypt_and_verify_with_the_session_key() {
+        let sim = sim().with_union_ids(true);
+        let login = sim.login_with_profile("Zoë").unwrap();
+        let profile = login.profile.clone().unwrap();
+        let session = sim.jscode2session(APP, SECRET, &login.code).unwrap();
+        let options = DecryptOptions::new(APP).with_max_age(Duration::from_secs(60));
+        let decrypted = decrypt_profile(
+            &options,
+            &session,
+            &profile.encrypted_data,
+            &profile.iv,
+            SystemTime::now(),
+        )
+        .unwrap();
+        assert_eq!(decrypted.open_id, sim.open_id("Zoë"));
+        assert_eq!(decrypted.union_id, sim.union_id("Zoë"));
+        assert_eq!(decrypted.nick_name.as_deref(), Some("Zoë"));
+        assert_eq!(decrypted.watermark.appid, APP);
+        verify_signature(&profile.raw_data, &session.session_key, &profile.signature).unwrap();
+        assert_eq!(
+            profile.raw_data,
+            r#"{"nickName":"Zoë","gender":0,"language":"zh_CN"}"#
+        );
+        let request = login.authorize_request();
+        assert_eq!(request.code.as_deref(), Some(login.code.as_str()));
+        assert_eq!(request.encrypted_data, Some(profile.encrypted_data));
+        assert_eq!(request.signature, Some(profile.signature));
+    }
+
+    #[test]
+    fn ivs_are_fresh_for_every_profile() {
+        let sim = sim();
+        let a = sim.login_with_profile("alice").unwrap().profile.unwrap();
+        let b = sim.login_with_profile("alice").unwrap().profile.unwrap();
+        assert_ne!(a.iv, b.iv);
+        assert_ne!(a.encrypted_data, b.encrypted_data);
+    }
+
+    #[test]
+    fn user_names_are_checked() {
+        let sim = sim();
+        for bad in [String::new(), "a\nb".into(), "x".repeat(MAX_USER_LEN + 1)] {
+            assert_eq!(sim.login(&bad), Err(SimulatorError::InvalidUser), "{bad:?}");
+        }
+        assert!(sim.login(&"é".repeat(MAX_USER_LEN)).is_ok());
+    }
+
+    #[test]
+    fn queries_are_answered_like_wechat() {
+        let sim = sim().with_union_ids(true);
+        let login = sim.login("alice").unwrap();
+        let answer: serde_json::Value =
+            serde_json::from_str(&sim.jscode2session_query(&query(&login.code))).unwrap();
+        assert_eq!(answer["openid"], sim.open_id("alice"));
+        assert_eq!(answer["unionid"], sim.union_id("alice").unwrap());
+        assert_eq!(answer["session_key"].as_str().unwrap().len(), 24);
+        assert!(answer.get("errcode").is_none());
+
+        let errcode = |query: &str| -> i64 {
+            let answer: serde_json::Value =
+                serde_json::from_str(&sim.jscode2session_query(query)).unwrap();
+            assert!(answer["errmsg"].is_string());
+            answer["errcode"].as_i64().unwrap()
+        };
+        assert_eq!(errcode(&query(&login.code)), 40163);
+        assert_eq!(errcode(&query("nope")), 40029);
+        assert_eq!(errcode(""), 41002);
+        assert_eq!(errcode(&format!("appid={APP}&js_code=x")), 41004);
+        assert_eq!(errcode(&format!("appid={APP}&secret={SECRET}")), 41008);
+        let fresh = sim.login("alice").unwrap();
+        let no_grant = format!("appid={APP}&secret={SECRET}&js_code={}", fresh.code);
+        assert_eq!(errcode(&no_grant), 40002);
+        assert_eq!(
+            errcode(&query(&fresh.code).replace("wx-sim-app", "wx-x")),
+            40013
+        );
+        assert_eq!(
+            errcode(&query(&fresh.code).replace("sim-secret", "s")),
+            40125
+        );
+        // Percent-encoding is decoded; the refusals above did not use the code up.
+        let encoded = query(&fresh.code).replace("wx-sim-app", "wx%2Dsim%2Dapp");
+        assert!(sim.jscode2session_query(&encoded).contains("session_key"));
+    }
+
+    #[test]
+    fn answers_without_a_unionid_leave_it_out() {
+        let sim = sim();
+        let login = sim.login("alice").unwrap();
+        let answer = sim.jscode2session_query(&query(&login.code));
+        assert!(!answer.contains("unionid"), "{answer}");
+    }
+
+    #[test]
+    fn debug_redacts_secrets() {
+        let sim = sim();
+        let login = sim.login("alice").unwrap();
+        let shown = format!("{sim:?} {login:?}");
+        assert!(!shown.contains(SECRET), "{shown}");
+        assert!(!shown.contains(&login.code), "{shown}");
+    }
+}

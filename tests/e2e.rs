@@ -1,0 +1,680 @@
+//! End to end: the example server, built and started as a process, walked over real
+//! HTTP, once on its embedded defaults (memory store, built-in WeChat simulator) and
+//! once on Redis with real-WeChat settings pointed at a simulator run by the test.
+//! Also: bad settings exit 1 with one clear error, and signals stop it gracefully.
+
+mod common;
+
+use std::{
+    io::{BufRead as _, BufReader, Read},
+    net::TcpListener,
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus, Stdio},
+    sync::{Arc, Mutex, OnceLock, mpsc},
+    thread::{self, JoinHandle},
+    time::{Duration, Instant},
+};
+
+use axum::routing::{get, post};
+use common::{RedisServer, free_port};
+use mpauthx::testing::WeChatSimulator;
+use serde_json::{Value, json};
+
+/// How long the server may take to start listening, or to exit.
+const PATIENCE: Duration = Duration::from_secs(20);
+
+/// The example binary, built once per test run (`cargo build --example server`, which
+/// the crate's self dev-dependency gives the `testing` feature).
+fn server_binary() -> &'static Path {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY.get_or_init(|| {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let mut build = Command::new(cargo);
+        // What cargo sets for this test process describes this package; build scripts
+        // that watch those variables (ring's does) would rebuild on every run if the
+        // nested cargo saw them.
+        for (name, _) in std::env::vars_os() {
+            let name = name.to_string_lossy();
+            let about_this_package = [
+                "CARGO_PKG_",
+                "CARGO_MANIFEST_",
+                "CARGO_CRATE_",
+                "CARGO_BIN_",
+            ]
+            .iter()
+            .any(|prefix| name.starts_with(prefix))
+                || ["CARGO_PRIMARY_PACKAGE", "CARGO_TARGET_TMPDIR", "OUT_DIR"].contains(&&*name);
+            if about_this_package {
+                build.env_remove(&*name);
+            }
+        }
+        let output = build
+            .args([
+                "build",
+                "--example",
+                "server",
+                "--message-format=json-render-diagnostics",
+                "--quiet",
+            ])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("run cargo build");
+        assert!(
+            output.status.success(),
+            "cargo build --example server failed"
+        );
+        // Cargo says where the executable is, whatever the target directory.
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "server")
+            .find_map(|m| m["executable"].as_str().map(PathBuf::from))
+            .expect("cargo reports the server executable")
+    })
+}
+
+/// The server's stdout and stderr, as they arrive.
+#[derive(Clone, Default)]
+struct Log(Arc<Mutex<String>>);
+
+impl Log {
+    fn text(&self) -> String {
+        self.0.lock().unwrap().clone()
+    }
+
+    fn follow(
+        &self,
+        stream: impl Read + Send + 'static,
+        lines: mpsc::Sender<String>,
+    ) -> JoinHandle<()> {
+        let log = self.clone();
+        thread::spawn(move || {
+            for line in BufReader::new(stream).lines() {
+                let Ok(line) = line else { break };
+                log.0.lock().unwrap().push_str(&format!("{line}\n"));
+                let _ = lines.send(line);
+            }
+        })
+    }
+}
+
+/// A running example server; killed on drop, so none outlives its test.
+struct Server {
+    child: Child,
+    log: Log,
+    lines: mpsc::Receiver<String>,
+    readers: Vec<JoinHandle<()>>,
+}
+
+impl Server {
+    /// Starts the binary with exactly these settings (nothing inherited), in `dir`.
+    fn spawn(settings: &[(&str, &str)], dir: &Path) -> Self {
+        let mut command = Command::new(server_binary());
+        command
+            .env_clear()
+            .env("RUST_LOG", "debug")
+            .envs(settings.iter().copied())
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().expect("start the example server");
+        let log = Log::default();
+        let (sender, lines) = mpsc::channel();
+        let readers = vec![
+            log.follow(child.stdout.take().unwrap(), sender.clone()),
+            log.follow(child.stderr.take().unwrap(), sender),
+        ];
+        Self {
+            child,
+            log,
+            lines,
+            readers,
+        }
+    }
+
+    /// Starts the binary and waits until it listens; returns it and its base URL.
+    fn start(settings: &[(&str, &str)], dir: &Path) -> (Self, Http) {
+        let mut server = Self::spawn(settings, dir);
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match server.lines.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(rest) = line.split("listening on http://").nth(1) {
+                        let addr = rest.split_whitespace().next().unwrap().to_owned();
+                        return (server, Http::new(format!("http://{addr}")));
+                    }
+                }
+                Err(_) => {
+                    let status = server.child.try_wait().unwrap();
+                    panic!(
+                        "the server did not start ({status:?}):\n{}",
+                        server.log.text()
+                    );
+                }
+            }
+        }
+    }
+
+    /// Waits for the process to exit; its status and everything it wrote.
+    fn wait(mut self, patience: Duration) -> (ExitStatus, String) {
+        let deadline = Instant::now() + patience;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the server did not exit within {patience:?}:\n{}",
+                self.log.text()
+            );
+            thread::sleep(Duration::from_millis(20));
+        };
+        for reader in self.readers.drain(..) {
+            reader.join().unwrap();
+        }
+        (status, self.log.text())
+    }
+
+    fn signal(&self, signal: &str) {
+        let sent = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success(), "kill {signal}");
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An HTTP answer.
+struct Answer {
+    status: u16,
+    headers: http::HeaderMap,
+    body: String,
+}
+
+impl Answer {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
+    }
+
+    fn header(&self, name: &str) -> &str {
+        self.headers.get(name).map_or("", |v| v.to_str().unwrap())
+    }
+
+    /// Asserts the status and the JSON `error` of a refusal.
+    fn refused(&self, status: u16, error: &str) {
+        assert_eq!(
+            (self.status, self.json()["error"].as_str()),
+            (status, Some(error)),
+            "{}",
+            self.body
+        );
+    }
+}
+
+/// A blocking HTTP client for one base URL.
+struct Http {
+    agent: ureq::Agent,
+    base: String,
+}
+
+impl Http {
+    fn new(base: String) -> Self {
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(10)))
+            .build()
+            .new_agent();
+        Self { agent, base }
+    }
+
+    fn get(&self, path: &str, token: Option<&str>) -> Answer {
+        let mut request = self.agent.get(format!("{}{path}", self.base));
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        Self::answer(request.call())
+    }
+
+    fn post(&self, path: &str, token: Option<&str>, body: Option<&Value>) -> Answer {
+        let mut request = self.agent.post(format!("{}{path}", self.base));
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        Self::answer(match body {
+            Some(body) => request
+                .header("content-type", "application/json")
+                .send(body.to_string()),
+            None => request.send_empty(),
+        })
+    }
+
+    fn answer(result: Result<http::Response<ureq::Body>, ureq::Error>) -> Answer {
+        let response = result.expect("the server answers");
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = response.into_body().read_to_string().unwrap();
+        Answer {
+            status,
+            headers,
+            body,
+        }
+    }
+}
+
+/// What a login walk handed out: none of it may appear in the server's log.
+#[derive(Default)]
+struct Handed(Vec<String>);
+
+/// Mints a login for `user` (at `mint`) and logs it in (at `server`) from `device`.
+fn log_in(server: &Http, mint: &Http, user: &str, device: &str, handed: &mut Handed) -> String {
+    let minted = mint.post("/sim/login", None, Some(&json!({ "user": user })));
+    assert_eq!(minted.status, 200, "{}", minted.body);
+    let mut body = minted.json();
+    handed.0.push(body["code"].as_str().unwrap().to_owned());
+    body["device"] = json!(device);
+    let authorized = server.post("/auth/authorize", None, Some(&body));
+    assert_eq!(authorized.status, 200, "{}", authorized.body);
+    let token = authorized.json()["token"].as_str().unwrap().to_owned();
+    handed.0.push(token.clone());
+    token
+}
+
+/// The whole flow over HTTP. `mint` serves the simulator's `POST /sim/login`.
+fn walk(server: &Http, mint: &Http, sku: &str, ttl: u64) -> Handed {
+    let mut handed = Handed::default();
+
+    let health = server.get("/healthz", None);
+    assert_eq!(health.status, 200);
+    assert_eq!(
+        health.json(),
+        json!({ "status": "ok", "tokens": "ok", "users": "ok" })
+    );
+    let anonymous = server.get("/me", None);
+    anonymous.refused(401, "missing_token");
+    assert!(anonymous.header("www-authenticate").starts_with("Bearer"));
+
+    // Log in with a profile: the code and the encrypted data a mini-program would send.
+    let minted = mint.post(
+        "/sim/login",
+        None,
+        Some(&json!({ "user": "alice", "profile": true })),
+    );
+    assert_eq!(minted.status, 200, "{}", minted.body);
+    assert_eq!(minted.header("cache-control"), "no-store");
+    let login = minted.json();
+    let code = login["code"].as_str().unwrap();
+    let alice = login["open_id"].as_str().unwrap().to_owned();
+    assert_eq!((code.len(), alice.len()), (32, 28));
+    for field in ["encryptedData", "iv", "rawData", "signature"] {
+        let value = login[field]
+            .as_str()
+            .unwrap_or_else(|| panic!("{field} in {login}"));
+        handed.0.push(value.to_owned());
+    }
+    handed.0.push(code.to_owned());
+
+    let authorized = server.post("/auth/authorize", None, Some(&login));
+    assert_eq!(authorized.status, 200, "{}", authorized.body);
+    assert_eq!(authorized.header("cache-control"), "no-store");
+    let body = authorized.json();
+    assert_eq!(body["token_type"], "Bearer");
+    assert_eq!(body["expires_in"], ttl);
+    let first = body["token"].as_str().unwrap().to_owned();
+    assert!(first.starts_with(&format!("{sku}.{alice}.")), "{first}");
+    handed.0.push(first.clone());
+
+    // Codes are one-time.
+    server
+        .post("/auth/authorize", None, Some(&login))
+        .refused(401, "invalid_code");
+
+    let me = server.get("/me", Some(&first));
+    assert_eq!(me.status, 200, "{}", me.body);
+    let user = me.json();
+    assert_eq!(user["open_id"], alice);
+    assert_eq!(user["nick_name"], "alice");
+    assert_eq!(user["language"], "zh_CN");
+    assert_eq!(user["gender"], 0);
+    assert_eq!(user["union_id"], Value::Null);
+
+    // Refresh: a new token; the old one is rejected from now on.
+    let refreshed = server.post("/auth/refresh", Some(&first), None);
+    assert_eq!(refreshed.status, 200, "{}", refreshed.body);
+    assert_eq!(refreshed.header("cache-control"), "no-store");
+    let second = refreshed.json()["token"].as_str().unwrap().to_owned();
+    handed.0.push(second.clone());
+    assert_ne!(second, first);
+    assert!(second.starts_with(&format!("{sku}.{alice}.")));
+    let stale = server.get("/me", Some(&first));
+    stale.refused(401, "invalid_token");
+    let challenge = stale.header("www-authenticate");
+    assert!(challenge.starts_with("Bearer ") && challenge.contains(r#"error="invalid_token""#));
+    server
+        .post("/auth/refresh", Some(&first), None)
+        .refused(401, "invalid_token");
+    assert_eq!(server.get("/me", Some(&second)).json()["open_id"], alice);
+
+    // Log out: 204, and the token is rejected.
+    let logout = server.post("/auth/logout", Some(&second), None);
+    assert_eq!((logout.status, logout.body.as_str()), (204, ""));
+    server
+        .get("/me", Some(&second))
+        .refused(401, "invalid_token");
+    server
+        .post("/auth/logout", Some(&second), None)
+        .refused(401, "invalid_token");
+
+    // Two devices of one user hold two live tokens; logging out one keeps the other.
+    let phone = log_in(server, mint, "bob", "phone", &mut handed);
+    let tablet = log_in(server, mint, "bob", "tablet", &mut handed);
+    assert_ne!(phone, tablet);
+    for token in [&phone, &tablet] {
+        let me = server.get("/me", Some(token));
+        assert_eq!(me.status, 200, "{}", me.body);
+        let bob = me.json();
+        assert_ne!(bob["open_id"], alice);
+        assert_eq!(
+            bob["nick_name"],
+            Value::Null,
+            "bob logged in without a profile"
+        );
+    }
+    assert_eq!(server.post("/auth/logout", Some(&phone), None).status, 204);
+    server
+        .get("/me", Some(&phone))
+        .refused(401, "invalid_token");
+    assert_eq!(server.get("/me", Some(&tablet)).status, 200);
+
+    // Logging out everywhere ends every device of that user, and only that user's.
+    let laptop = log_in(server, mint, "bob", "laptop", &mut handed);
+    let carol = log_in(server, mint, "carol", "phone", &mut handed);
+    assert_eq!(
+        server.post("/auth/logout_all", Some(&laptop), None).status,
+        204
+    );
+    server
+        .get("/me", Some(&tablet))
+        .refused(401, "invalid_token");
+    server
+        .get("/me", Some(&laptop))
+        .refused(401, "invalid_token");
+    assert_eq!(server.get("/me", Some(&carol)).status, 200);
+
+    // Bad input.
+    server
+        .post("/auth/authorize", None, Some(&json!({})))
+        .refused(400, "invalid_request");
+    server
+        .post(
+            "/auth/authorize",
+            None,
+            Some(&json!({ "code": "never-minted" })),
+        )
+        .refused(401, "invalid_code");
+    server
+        .get("/me", Some("not-a-token"))
+        .refused(401, "invalid_token");
+    mint.post("/sim/login", None, Some(&json!({ "user": "" })))
+        .refused(400, "invalid_request");
+    handed
+}
+
+/// Asserts that the log shows the flow and none of the handed-out secrets.
+fn assert_clean_log(log: &str, handed: &Handed, secrets: &[&str]) {
+    assert!(
+        log.contains("mpauthx::"),
+        "the crate's own logs are checked too:\n{log}"
+    );
+    assert!(log.contains("path=\"/auth/refresh\""), "{log}");
+    for secret in handed
+        .0
+        .iter()
+        .map(String::as_str)
+        .chain(secrets.iter().copied())
+    {
+        assert!(!log.contains(secret), "the log leaks {secret:?}:\n{log}");
+        // Tokens' secret parts alone, too.
+        let tail = secret.rsplit('.').next().unwrap();
+        assert!(!log.contains(tail), "the log leaks {tail:?}:\n{log}");
+    }
+}
+
+#[test]
+fn walk_on_embedded_defaults() {
+    // No settings but a free port: in-memory tokens, ./mpauthx.db, the built-in simulator.
+    let dir = tempfile::tempdir().unwrap();
+    let (server, http) = Server::start(&[("MPAUTHX_LISTEN", "127.0.0.1:0")], dir.path());
+    let handed = walk(&http, &http, "demo", 259_200);
+    assert!(dir.path().join("mpauthx.db").is_file());
+    // The simulator's own jscode2session, as WeChat answers an unknown code.
+    let exchange = http.get(
+        "/sim/sns/jscode2session?appid=wx-simulator&secret=wrong&js_code=x&grant_type=authorization_code",
+        None,
+    );
+    assert_eq!(
+        (exchange.status, exchange.json()["errcode"].as_i64()),
+        (200, Some(40125))
+    );
+
+    server.signal("-TERM");
+    let (status, log) = server.wait(PATIENCE);
+    assert_eq!(status.code(), Some(0), "{log}");
+    assert!(log.contains("built-in WeChat simulator"), "{log}");
+    assert!(
+        !log.contains("secret=wrong"),
+        "queries are not logged:\n{log}"
+    );
+    assert_clean_log(&log, &handed, &[]);
+}
+
+/// A WeChat simulator served by the test, standing in for api.weixin.qq.com.
+struct OutsideWeChat {
+    http: Http,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl OutsideWeChat {
+    fn start(app_id: &str, secret: &str) -> Self {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let sim = WeChatSimulator::new(app_id, secret);
+        let app = axum::Router::new()
+            .route("/sns/jscode2session", get(sim.jscode2session_handler()))
+            .route("/sim/login", post(sim.mint_handler()));
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        runtime.spawn(async move { axum::serve(listener, app).await });
+        Self {
+            http: Http::new(base),
+            _runtime: runtime,
+        }
+    }
+}
+
+#[test]
+fn walk_on_redis_with_wechat_settings() {
+    const SECRET: &str = "e2e-app-secret-3f9a";
+    let mut redis = RedisServer::start();
+    let wechat = OutsideWeChat::start("wx-e2e", SECRET);
+    let dir = tempfile::tempdir().unwrap();
+    let database = dir.path().join("users.db");
+    let redis_url = redis.url();
+    let (server, http) = Server::start(
+        &[
+            ("MPAUTHX_LISTEN", "127.0.0.1:0"),
+            ("MPAUTHX_APP_ID", "wx-e2e"),
+            ("MPAUTHX_APP_SECRET", SECRET),
+            ("MPAUTHX_WECHAT_API", &wechat.http.base),
+            ("MPAUTHX_REDIS_URL", &redis_url),
+            ("MPAUTHX_SKU", "e2e"),
+            ("MPAUTHX_TOKEN_TTL", "600"),
+            ("MPAUTHX_DATABASE", database.to_str().unwrap()),
+            // Everything, including the HTTP client's and server's own logs.
+            ("RUST_LOG", "trace"),
+        ],
+        dir.path(),
+    );
+    // With an app secret there is no simulator on the server.
+    assert_eq!(
+        http.post("/sim/login", None, Some(&json!({ "user": "x" })))
+            .status,
+        404
+    );
+
+    let handed = walk(&http, &wechat.http, "e2e", 600);
+    assert!(database.is_file());
+    let keys = redis.keys();
+    assert!(!keys.is_empty());
+    for key in &keys {
+        assert!(key.starts_with("mpauthx:{e2e:"), "{key}");
+        for secret in &handed.0 {
+            assert!(!key.contains(secret.rsplit('.').next().unwrap()), "{key}");
+        }
+    }
+
+    // A Redis outage is 503, and the server recovers by itself.
+    redis.stop();
+    let health = http.get("/healthz", None);
+    assert_eq!(
+        (health.status, health.json()["tokens"].as_str()),
+        (503, Some("unavailable"))
+    );
+    redis.restart();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while http.get("/healthz", None).status != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "no recovery after Redis came back"
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+
+    server.signal("-INT");
+    let (status, log) = server.wait(PATIENCE);
+    assert_eq!(status.code(), Some(0), "{log}");
+    assert!(log.contains("tokens are kept in Redis"), "{log}");
+    assert!(!log.contains("built-in WeChat simulator"), "{log}");
+    assert_clean_log(&log, &handed, &[SECRET]);
+}
+
+#[test]
+fn signals_stop_the_server_gracefully_and_promptly() {
+    for signal in ["-TERM", "-INT"] {
+        let dir = tempfile::tempdir().unwrap();
+        let (server, http) = Server::start(&[("MPAUTHX_LISTEN", "127.0.0.1:0")], dir.path());
+        // The agent keeps this connection open: an idle keep-alive must not delay exit.
+        assert_eq!(http.get("/healthz", None).status, 200);
+        let sent = Instant::now();
+        server.signal(signal);
+        let (status, log) = server.wait(PATIENCE);
+        assert!(
+            sent.elapsed() < Duration::from_secs(3),
+            "{signal} took {:?}",
+            sent.elapsed()
+        );
+        assert_eq!(status.code(), Some(0), "{signal}:\n{log}");
+        let name = if signal == "-TERM" {
+            "SIGTERM"
+        } else {
+            "SIGINT"
+        };
+        assert!(log.contains(&format!("signal=\"{name}\"")), "{log}");
+        assert!(log.contains("stopped"), "{log}");
+    }
+}
+
+#[test]
+fn bad_settings_exit_1_with_one_clear_error() {
+    const SECRET: &str = "never-print-me-7c1e";
+    let dir = tempfile::tempdir().unwrap();
+    let busy = TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = busy.local_addr().unwrap().to_string();
+    let unreachable_redis = format!("redis://:hunter2-redis-pw@127.0.0.1:{}/", free_port());
+    let cases: &[(&str, &str, &str)] = &[
+        ("MPAUTHX_LISTEN", "MPAUTHX_LISTEN", "localhost:port"),
+        ("MPAUTHX_LISTEN", "MPAUTHX_LISTEN", &busy),
+        ("MPAUTHX_TOKEN_TTL", "MPAUTHX_TOKEN_TTL", "soon"),
+        ("MPAUTHX_TOKEN_TTL", "MPAUTHX_TOKEN_TTL", "0"),
+        ("MPAUTHX_TOKEN_TTL", "MPAUTHX_TOKEN_TTL", "99999999999"),
+        ("MPAUTHX_SKU", "MPAUTHX_SKU", "has.dot"),
+        ("MPAUTHX_REDIS_URL", "MPAUTHX_REDIS_URL", &unreachable_redis),
+        ("MPAUTHX_REDIS_URL", "MPAUTHX_REDIS_URL", "not a url"),
+        (
+            "MPAUTHX_DATABASE",
+            "MPAUTHX_DATABASE",
+            "/nonexistent/dir/x.db",
+        ),
+        (
+            "MPAUTHX_WECHAT_API",
+            "MPAUTHX_WECHAT_API",
+            "ftp://api.example.com",
+        ),
+    ];
+    let mut runs: Vec<(String, Vec<(&str, &str)>)> = cases
+        .iter()
+        .map(|&(named, variable, value)| {
+            let settings = vec![
+                ("MPAUTHX_LISTEN", "127.0.0.1:0"),
+                ("MPAUTHX_APP_ID", "wx-e2e"),
+                ("MPAUTHX_APP_SECRET", SECRET),
+                (variable, value),
+            ];
+            (named.to_owned(), settings)
+        })
+        .collect();
+    // A secret without an app id, and a WeChat API without a secret.
+    runs.push((
+        "MPAUTHX_APP_ID".into(),
+        vec![
+            ("MPAUTHX_LISTEN", "127.0.0.1:0"),
+            ("MPAUTHX_APP_SECRET", SECRET),
+        ],
+    ));
+    runs.push((
+        "MPAUTHX_WECHAT_API".into(),
+        vec![
+            ("MPAUTHX_LISTEN", "127.0.0.1:0"),
+            ("MPAUTHX_WECHAT_API", "http://127.0.0.1:9/"),
+        ],
+    ));
+
+    // One process per case, all at once.
+    let servers: Vec<_> = runs
+        .iter()
+        .map(|(_, settings)| Server::spawn(settings, dir.path()))
+        .collect();
+    for ((named, settings), server) in runs.iter().zip(servers) {
+        let (status, log) = server.wait(PATIENCE);
+        let case = format!("{settings:?}:\n{log}");
+        assert_eq!(status.code(), Some(1), "{case}");
+        let errors: Vec<_> = log.lines().filter(|l| l.contains("ERROR")).collect();
+        assert_eq!(errors.len(), 1, "one error line: {case}");
+        assert!(
+            errors[0].contains(named.as_str()),
+            "the error names {named}: {case}"
+        );
+        assert!(!log.contains(SECRET), "the secret leaks: {case}");
+        assert!(!log.contains("hunter2"), "the Redis password leaks: {case}");
+        assert!(!log.contains("listening on"), "{case}");
+    }
+    assert!(
+        !dir.path().join("mpauthx.db").exists(),
+        "bad settings create no database"
+    );
+}
