@@ -91,6 +91,11 @@ pub(super) struct Connection {
 }
 
 impl Connection {
+    /// Whether the connection was retired.
+    pub(super) fn is_broken(&self) -> bool {
+        self.broken.load(Ordering::Relaxed)
+    }
+
     /// Retires the connection: the pool drops it at its next checkout.
     pub(super) fn mark_broken(&self) {
         self.broken.store(true, Ordering::Relaxed);

@@ -1,4 +1,5 @@
-//! The production token store: Redis through a bb8 pool of multiplexed connections.
+//! The production token store: Redis through a shared multiplexed connection, taken
+//! from a bb8 pool.
 //!
 //! One hash per user, `<prefix>:{<sku>:<openid>}` (`{…}` is a Redis Cluster hash tag):
 //! each field is a token's SHA-256 (32 raw bytes), each value
@@ -12,7 +13,11 @@
 //! Lua script: atomic, and valid on Redis Cluster. Nothing uses `KEYS` or `SCAN`, and
 //! Redis never sees a token.
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{
+    future::Future,
+    sync::{Arc, Mutex, PoisonError},
+    time::Duration,
+};
 
 use bb8_redis::bb8;
 use redis::{AsyncConnectionConfig, RedisError, RedisResult, Script, aio::MultiplexedConnection};
@@ -39,10 +44,11 @@ pub const DEFAULT_POOL_SIZE: u32 = 4;
 
 /// Keeps tokens in Redis (standalone), shared by every instance of the application.
 ///
-/// Requests share a few multiplexed connections: an operation borrows a connection from
-/// the pool only long enough to clone its handle, so concurrent requests pipeline onto
-/// the same sockets instead of queueing for one each. A connection that fails or times
-/// out is replaced on its next checkout; checkout itself sends nothing to Redis.
+/// Requests share one multiplexed connection, so concurrent requests pipeline onto the
+/// same socket instead of queueing for one each (the load benchmark in BENCHMARKS.md
+/// found one socket cheaper per request, for the server and for Redis, than several).
+/// The connection comes from a pool; one that fails or times out is retired, and the
+/// next request takes a fresh one from the pool. Checkout itself sends nothing to Redis.
 /// Every operation is bounded by the command timeout, so an outage turns into a prompt
 /// [`StoreError`] (and a 503 from [`MpAuthLayer`](crate::MpAuthLayer)).
 ///
@@ -70,6 +76,10 @@ struct Inner {
     connect_timeout: Duration,
     command_timeout: Duration,
     scripts: Scripts,
+    /// The connection requests use while it works, taken from the pool: one multiplexed
+    /// socket pipelines concurrent requests best, and using it skips the pool's lock.
+    /// A broken one is left to the pool, which replaces it at the next checkout.
+    current: Mutex<Option<Connection>>,
 }
 
 struct Scripts {
@@ -150,8 +160,9 @@ impl RedisTokenStoreBuilder {
         self
     }
 
-    /// How many multiplexed connections to keep (each serves many requests at once).
-    /// Default: 4.
+    /// How many multiplexed connections the pool may hold (each serves many requests at
+    /// once). Requests use one at a time, until it breaks; the others stand by as its
+    /// replacement. Default: 4.
     pub fn with_pool_size(mut self, size: u32) -> Self {
         self.pool_size = size.max(1);
         self
@@ -191,6 +202,7 @@ impl RedisTokenStoreBuilder {
                 connect_timeout: self.connect_timeout,
                 command_timeout: self.command_timeout,
                 scripts: Scripts::new(),
+                current: Mutex::new(None),
             }),
         };
         store.ping().await?;
@@ -232,20 +244,12 @@ impl Inner {
         Fut: Future<Output = RedisResult<T>>,
     {
         let deadline = Instant::now() + self.command_timeout;
-        let connect_failed = self.failures.notified();
-        let conn: Connection = tokio::select! {
-            biased;
-            got = timeout_at(deadline, self.pool.get()) => match got {
-                // Clone the handle and return the pooled slot at once: requests share it.
-                Ok(Ok(pooled)) => pooled.clone(),
-                Ok(Err(bb8::RunError::User(e))) => return Err(self.error(e)),
-                Ok(Err(bb8::RunError::TimedOut)) | Err(_) => {
-                    return Err(StoreError::Timeout(self.command_timeout));
-                }
-            },
-            () = connect_failed => {
-                let e = self.failures.last().expect("set before notifying");
-                return Err(self.error(e));
+        let conn = match self.current_connection() {
+            Some(conn) => conn,
+            None => {
+                let conn = self.checkout(deadline).await?;
+                *self.current.lock().unwrap_or_else(PoisonError::into_inner) = Some(conn.clone());
+                conn
             }
         };
         match timeout_at(deadline, op(conn.redis.clone())).await {
@@ -260,6 +264,36 @@ impl Inner {
                 // A connection that stops answering may be half-open; start afresh.
                 conn.mark_broken();
                 Err(StoreError::Timeout(self.command_timeout))
+            }
+        }
+    }
+
+    /// The current connection, unless there is none or it broke.
+    fn current_connection(&self) -> Option<Connection> {
+        self.current
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .filter(|conn| !conn.is_broken())
+            .cloned()
+    }
+
+    /// A working connection from the pool, which opens one when needed.
+    async fn checkout(&self, deadline: Instant) -> Result<Connection, StoreError> {
+        let connect_failed = self.failures.notified();
+        tokio::select! {
+            biased;
+            got = timeout_at(deadline, self.pool.get()) => match got {
+                // Clone the handle and return the pooled slot at once: requests share it.
+                Ok(Ok(pooled)) => Ok(pooled.clone()),
+                Ok(Err(bb8::RunError::User(e))) => Err(self.error(e)),
+                Ok(Err(bb8::RunError::TimedOut)) | Err(_) => {
+                    Err(StoreError::Timeout(self.command_timeout))
+                }
+            },
+            () = connect_failed => {
+                let e = self.failures.last().expect("set before notifying");
+                Err(self.error(e))
             }
         }
     }
