@@ -19,7 +19,9 @@
 //!
 //! Routes: `POST /auth/authorize`, `/auth/refresh`, `/auth/logout`, `/auth/logout_all`,
 //! `GET /me` (behind `MpAuthLayer`: the stored user as JSON), `GET /healthz`, and with
-//! the simulator `POST /sim/login` and `GET /sim/sns/jscode2session`.
+//! the simulator `POST /sim/login` and `GET /sim/sns/jscode2session`. `GET /ping` and
+//! `GET /me/ping` answer `pong` from the same handler, the second behind `MpAuthLayer`:
+//! the load benchmark (`benches/load.sh`) compares them to measure the layer.
 //!
 //! Logs go to stderr (`RUST_LOG` filters them; default `info,mpauthx=debug`). A bad
 //! setting is one `ERROR` line naming it and exit code 1. SIGINT or SIGTERM stops the
@@ -364,7 +366,9 @@ async fn serve<T: TokenStore>(
 
     let mut app = Router::new()
         .route("/me", get(me::<T>))
+        .route("/me/ping", get(ping))
         .route_layer(auth.layer())
+        .route("/ping", get(ping))
         .route("/healthz", get(healthz::<T>))
         .route("/auth/authorize", post(auth.authorize_handler()))
         .route("/auth/refresh", post(auth.refresh_handler()))
@@ -455,6 +459,11 @@ async fn me<T: TokenStore>(State(state): State<AppState<T>>, user: AuthedUser) -
         Ok(None) => mpauthx::Error::UnknownUser.into_response(),
         Err(e) => mpauthx::Error::from(e).into_response(),
     }
+}
+
+/// `GET /ping` and, behind the layer, `GET /me/ping`: `pong`, for the load benchmark.
+async fn ping() -> &'static str {
+    "pong"
 }
 
 /// `GET /healthz`: 200 when both stores answer, else 503.

@@ -1,0 +1,193 @@
+#!/usr/bin/env bash
+# The load benchmark: `bash benches/load.sh` (see BENCHMARKS.md).
+#
+# Starts its own redis-server (no persistence) and the example server in release mode on
+# free loopback ports, then measures in one run, at 64 connections with wrk:
+#   (a) GET /ping (no layer)   (b) GET /me/ping behind MpAuthLayer with a valid token
+#   (c) a malformed token      (d) a well-formed but unknown token
+# plus redis-benchmark's HGET of a real token field at the same concurrency, (b) again
+# with 1,000,000 live tokens, Redis bytes per token, and the login path with 1,000 and
+# 100,000 existing users. Prints a markdown table. Targets are reported, not asserted:
+# it exits non-zero only when the setup fails. Everything it starts is stopped on exit.
+#
+# Knobs (environment): DURATION (s per wrk run, default 10), WARMUP (s, 2), ROUNDS (2),
+# CONNECTIONS (64), FILL (live tokens for the second (b), 1000000), LOGINS (per login
+# run, 2000), LOGIN_CONCURRENCY (16).
+set -euo pipefail
+
+DURATION=${DURATION:-10}
+WARMUP=${WARMUP:-2}
+ROUNDS=${ROUNDS:-2}
+CONNECTIONS=${CONNECTIONS:-64}
+FILL=${FILL:-1000000}
+LOGINS=${LOGINS:-2000}
+LOGIN_CONCURRENCY=${LOGIN_CONCURRENCY:-16}
+SMALL=1000
+
+cd "$(dirname "$0")/.."
+say() { printf '\n== %s\n' "$*" >&2; }
+die() { printf 'load.sh: %s\n' "$*" >&2; exit 1; }
+
+install() {
+    command -v "$1" >/dev/null && return
+    say "installing $2"
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo=sudo
+    $sudo apt-get install -y "$2" >/dev/null || { $sudo apt-get update >/dev/null && $sudo apt-get install -y "$2" >/dev/null; }
+    command -v "$1" >/dev/null || die "cannot install $2"
+}
+install wrk wrk
+install redis-server redis-server
+install redis-benchmark redis-tools
+install curl curl
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+say "building the example server and the fixture (release)"
+cargo build --release --example server >&2
+cargo bench --bench fixture --no-run >&2
+fixture() { cargo bench -q --bench fixture -- "$@"; }
+
+REDIS_PORT=$(free_port)
+REDIS_URL="redis://127.0.0.1:$REDIS_PORT/"
+redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save "" --appendonly no \
+    --dir "$WORK" --logfile "$WORK/redis.log" &
+PIDS+=($!)
+rcli() { redis-cli -h 127.0.0.1 -p "$REDIS_PORT" "$@"; }
+for _ in $(seq 100); do rcli ping >/dev/null 2>&1 && break; sleep 0.1; done
+rcli ping >/dev/null || die "redis-server did not start"
+
+say "memory per token (100,000 tokens issued through RedisTokenStore)"
+rcli flushall >/dev/null
+MEM1=$(fixture memory --redis "$REDIS_URL" --tokens 100000 --per-user 1 | awk '/^BYTES_PER_TOKEN/ {print $2}')
+rcli flushall >/dev/null
+MEM10=$(fixture memory --redis "$REDIS_URL" --tokens 100000 --per-user 10 | awk '/^BYTES_PER_TOKEN/ {print $2}')
+rcli flushall >/dev/null
+
+SERVER_PORT=$(free_port)
+BASE="http://127.0.0.1:$SERVER_PORT"
+DB="$WORK/users.db"
+fixture users --db "$DB" --count "$SMALL"
+MPAUTHX_LISTEN="127.0.0.1:$SERVER_PORT" MPAUTHX_REDIS_URL="$REDIS_URL" MPAUTHX_DATABASE="$DB" \
+    RUST_LOG=warn target/release/examples/server 2>"$WORK/server.log" &
+SERVER_PID=$!
+PIDS+=("$SERVER_PID")
+for _ in $(seq 100); do curl -sf "$BASE/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
+curl -sf "$BASE/healthz" >/dev/null || { cat "$WORK/server.log" >&2; die "the server did not start"; }
+
+say "filling $SMALL live tokens"
+SAMPLE=$(fixture fill --redis "$REDIS_URL" --users "$SMALL" | awk '/^SAMPLE/ {print $2}')
+LOGIN=$(curl -sf "$BASE/sim/login" -H 'content-type: application/json' -d '{"user": "bench"}')
+TOKEN=$(curl -sf "$BASE/auth/authorize" -H 'content-type: application/json' -d "$LOGIN" |
+    sed -n 's/.*"token":"\([^"]*\)".*/\1/p')
+[ -n "$TOKEN" ] || die "no token from /auth/authorize"
+status() { curl -s -o /dev/null -w '%{http_code}' "$BASE$1" -H "Authorization: Bearer $2"; }
+[ "$(status /me/ping "$TOKEN")" = 200 ] || die "a fresh token is refused"
+[ "$(status /me/ping "$SAMPLE")" = 200 ] || die "a filled token is refused: the fill's layout is wrong"
+MALFORMED="demo.not-a-token"
+UNKNOWN="demo.oBenchNobody.$(printf 'A%.0s' $(seq 43))"
+[ "$(status /me/ping "$MALFORMED")" = 401 ] || die "the malformed token is not a 401"
+[ "$(status /me/ping "$UNKNOWN")" = 401 ] || die "the unknown token is not a 401"
+
+# wrk NAME PATH [TOKEN]: appends "NAME req/s p50ms p99ms non2xx" to $WORK/runs.
+wrk_run() {
+    local name=$1 path=$2 header=()
+    [ $# -ge 3 ] && header=(-H "Authorization: Bearer $3")
+    wrk -t2 -c"$CONNECTIONS" -d"${WARMUP}s" "${header[@]}" "$BASE$path" >/dev/null
+    wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" --latency "${header[@]}" "$BASE$path" >"$WORK/wrk.out"
+    awk -v name="$name" '
+        function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; if (v ~ /s$/) return v * 1000; return v }
+        /^ +50%/ { p50 = ms($2) } /^ +99%/ { p99 = ms($2) }
+        /^Requests\/sec:/ { rps = $2 } /Non-2xx or 3xx responses:/ { bad = $NF }
+        END { printf "%s %.0f %.3f %.3f %d\n", name, rps, p50, p99, bad }' "$WORK/wrk.out" >>"$WORK/runs"
+    tail -1 "$WORK/runs" >&2
+}
+: >"$WORK/runs"
+for round in $(seq "$ROUNDS"); do
+    say "round $round of $ROUNDS: (a) (b) (c) (d), ${DURATION}s each at $CONNECTIONS connections"
+    wrk_run a /ping
+    wrk_run b /me/ping "$TOKEN"
+    wrk_run c /me/ping "$MALFORMED"
+    wrk_run d /me/ping "$UNKNOWN"
+done
+
+say "redis-benchmark: HGET of a real token field at $CONNECTIONS connections"
+PROBE=$(fixture probe --redis "$REDIS_URL")
+KEY=$(awk '/^KEY/ {print $2}' <<<"$PROBE")
+FIELD_HEX=$(awk '/^FIELD/ {print $2}' <<<"$PROBE")
+FIELD=$(printf "$(sed 's/../\\x&/g' <<<"$FIELD_HEX")")
+[ "$(rcli hget "$KEY" "$FIELD" | cut -d'|' -f3)" = "" ] || die "the probe field is not found"
+redis-benchmark -h 127.0.0.1 -p "$REDIS_PORT" -c "$CONNECTIONS" -n $((DURATION * 60000)) --csv \
+    HGET "$KEY" "$FIELD" | tail -1 | tr -d '"' >"$WORK/redis.csv"
+# The test name holds the field's raw bytes, commas maybe: count columns from the end.
+read -r REDIS_RPS REDIS_P50 REDIS_P99 < <(awk -F, '{print $(NF - 6), $(NF - 3), $(NF - 1)}' "$WORK/redis.csv")
+
+say "login path with $SMALL existing users ($LOGINS logins each, $LOGIN_CONCURRENCY at a time)"
+L1C=$(fixture login --base "$BASE" --count "$LOGINS" --concurrency "$LOGIN_CONCURRENCY" --prefix code-small | awk '/^LOGIN/ {print $2, $3, $4, $5}')
+L1P=$(fixture login --base "$BASE" --count "$LOGINS" --concurrency "$LOGIN_CONCURRENCY" --prefix profile-small --profile | awk '/^LOGIN/ {print $2, $3, $4, $5}')
+
+say "filling to $FILL live tokens and 100,000 users"
+SAMPLE=$(fixture fill --redis "$REDIS_URL" --users $((FILL - SMALL)) --start "$SMALL" | awk '/^SAMPLE/ {print $2}')
+[ "$(status /me/ping "$SAMPLE")" = 200 ] || die "a filled token is refused"
+KEYS=$(rcli dbsize)
+fixture users --db "$DB" --count $((100000 - SMALL)) --start "$SMALL"
+for round in $(seq "$ROUNDS"); do
+    say "round $round of $ROUNDS with $FILL tokens: (a) (b)"
+    wrk_run A /ping
+    wrk_run B /me/ping "$TOKEN"
+done
+
+say "login path with 100,000 existing users"
+L2C=$(fixture login --base "$BASE" --count "$LOGINS" --concurrency "$LOGIN_CONCURRENCY" --prefix code-large | awk '/^LOGIN/ {print $2, $3, $4, $5}')
+L2P=$(fixture login --base "$BASE" --count "$LOGINS" --concurrency "$LOGIN_CONCURRENCY" --prefix profile-large --profile | awk '/^LOGIN/ {print $2, $3, $4, $5}')
+
+# mean NAME FIELD: the mean over the rounds of one column (2 req/s, 3 p50, 4 p99, 5 non-2xx).
+mean() { awk -v n="$1" -v f="$2" '$1 == n { s += $f; c++ } END { printf (f == 2 ? "%.0f" : "%.2f"), s / c }' "$WORK/runs"; }
+ratio() { awk -v x="$1" -v y="$2" 'BEGIN { printf "%.2f", x / y }'; }
+verdict() { awk -v r="$1" -v t="$2" 'BEGIN { print (r >= t ? "met" : "**not met**") }'; }
+A=$(mean a 2) B=$(mean b 2) C=$(mean c 2) D=$(mean d 2) A2=$(mean A 2) B2=$(mean B 2)
+RBA=$(ratio "$B" "$A") RCA=$(ratio "$C" "$A") RDA=$(ratio "$D" "$A") RBR=$(ratio "$B" "$REDIS_RPS")
+RB2=$(ratio "$B2" "$B") RB2A=$(ratio "$B2" "$A2")
+[ "$(mean a 5)" = 0.00 ] && [ "$(mean b 5)" = 0.00 ] && [ "$(mean B 5)" = 0.00 ] ||
+    echo "warning: (a) or (b) had non-2xx answers" >&2
+# Flat: (b)/(a) with $FILL tokens against (b)/(a) with $SMALL, each (b) beside its own (a),
+# so that a drift of the whole machine between the two phases cancels out.
+RFLAT=$(ratio "$RB2A" "$RBA")
+FLAT=$(awk -v r="$RFLAT" 'BEGIN { print (r >= 0.9 && r <= 1.1 ? "met" : "**not met**") }')
+
+cat <<EOF
+
+$(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), $(redis-server --version | cut -d' ' -f3), wrk -t2 -c$CONNECTIONS, ${DURATION}s per run after ${WARMUP}s warm-up, mean of $ROUNDS rounds
+
+| run | requests/s | p50 ms | p99 ms | ratio | target |
+|---|---:|---:|---:|---:|---|
+| (a) \`GET /ping\`, no layer | $A | $(mean a 3) | $(mean a 4) | 1.00 | |
+| (b) \`GET /me/ping\`, valid token, $SMALL tokens | $B | $(mean b 3) | $(mean b 4) | $RBA × (a) | ≥ 0.80: $(verdict "$RBA" 0.80) |
+| (c) malformed token (401) | $C | $(mean c 3) | $(mean c 4) | $RCA × (a) | ≥ 0.95: $(verdict "$RCA" 0.95) |
+| (d) unknown token (401) | $D | $(mean d 3) | $(mean d 4) | $RDA × (a) | |
+| redis-benchmark \`HGET\`, -c$CONNECTIONS | $REDIS_RPS | $REDIS_P50 | $REDIS_P99 | (b) = $RBR × Redis | |
+| (a) again, $KEYS keys / $FILL tokens | $A2 | $(mean A 3) | $(mean A 4) | | |
+| (b) again, $FILL tokens | $B2 | $(mean B 3) | $(mean B 4) | $RB2A × (a), i.e. $RFLAT × the ratio with $SMALL ($RB2 × (b) raw) | within 10 %: $FLAT |
+
+| Redis memory, 100,000 tokens issued through \`RedisTokenStore\` | bytes per token | target |
+|---|---:|---|
+| one token per user | $MEM1 | ≤ 256: $(awk -v m="$MEM1" 'BEGIN { print (m <= 256 ? "met" : "**not met**") }') |
+| ten tokens per user | $MEM10 | |
+
+| \`POST /auth/authorize\`, $LOGINS logins, $LOGIN_CONCURRENCY at a time | logins/s | p50 ms | p99 ms | failures |
+|---|---:|---:|---:|---:|
+| code only, $SMALL users | $(sed "s/ / | /g" <<<"$L1C") |
+| code + encrypted profile, $SMALL users | $(sed 's/ / | /g' <<<"$L1P") |
+| code only, 100,000 users | $(sed 's/ / | /g' <<<"$L2C") |
+| code + encrypted profile, 100,000 users | $(sed 's/ / | /g' <<<"$L2P") |
+EOF
