@@ -301,6 +301,20 @@ impl SqliteUserStore {
         Ok(Self { pool })
     }
 
+    /// The user a one-parameter `SELECT` finds, if any.
+    async fn find_one(
+        &self,
+        sql: &'static str,
+        key: String,
+    ) -> Result<Option<User>, UserStoreError> {
+        self.with_conn(move |conn| {
+            conn.prepare_cached(sql)?
+                .query_row([key], user_from_row)
+                .optional()
+        })
+        .await
+    }
+
     /// Runs `f` on a pooled connection on the blocking thread pool.
     async fn with_conn<T, F>(&self, f: F) -> Result<T, UserStoreError>
     where
@@ -356,30 +370,14 @@ impl UserStore for SqliteUserStore {
         &self,
         open_id: &str,
     ) -> impl Future<Output = Result<Option<User>, UserStoreError>> + Send {
-        let open_id = open_id.to_owned();
-        async move {
-            self.with_conn(move |conn| {
-                conn.prepare_cached(SELECT_BY_OPEN_ID)?
-                    .query_row([open_id], user_from_row)
-                    .optional()
-            })
-            .await
-        }
+        self.find_one(SELECT_BY_OPEN_ID, open_id.to_owned())
     }
 
     fn get_by_union_id(
         &self,
         union_id: &str,
     ) -> impl Future<Output = Result<Option<User>, UserStoreError>> + Send {
-        let union_id = union_id.to_owned();
-        async move {
-            self.with_conn(move |conn| {
-                conn.prepare_cached(SELECT_BY_UNION_ID)?
-                    .query_row([union_id], user_from_row)
-                    .optional()
-            })
-            .await
-        }
+        self.find_one(SELECT_BY_UNION_ID, union_id.to_owned())
     }
 
     fn update_profile(
