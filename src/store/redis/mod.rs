@@ -236,6 +236,37 @@ impl RedisTokenStore {
     }
 }
 
+impl RedisTokenStore {
+    /// Runs a single-key Lua script on the store's connection, within the command
+    /// timeout. Crate-internal: the login throttle keeps its counters beside the tokens.
+    #[allow(dead_code)] // used by the login throttle, which lands next
+    pub(crate) async fn invoke_script<R>(
+        &self,
+        script: &Script,
+        key: &str,
+        args: &[u64],
+    ) -> Result<R, StoreError>
+    where
+        R: redis::FromRedisValue + Send,
+    {
+        self.inner
+            .run(|mut c| async move {
+                let mut invocation = script.key(key);
+                for arg in args {
+                    invocation.arg(*arg);
+                }
+                invocation.invoke_async::<R>(&mut c).await
+            })
+            .await
+    }
+
+    /// This store's key prefix.
+    #[allow(dead_code)] // used by the login throttle, which lands next
+    pub(crate) fn key_prefix(&self) -> &str {
+        &self.inner.prefix
+    }
+}
+
 impl Inner {
     /// Runs one operation on a shared connection within the command timeout.
     async fn run<T, F, Fut>(&self, op: F) -> Result<T, StoreError>
