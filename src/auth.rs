@@ -26,6 +26,7 @@ use crate::{
     extract::AuthedUser,
     layer::MpAuthLayer,
     store::{IssueOptions, TokenStore},
+    throttle::{Decision, LoginThrottle},
     token::{ParsedToken, Token},
     users::{User, UserStore},
     wechat::{DecryptOptions, WeChatClient, decrypt_profile, verify_signature},
@@ -121,6 +122,7 @@ pub struct MpAuth<T, U> {
     inner: Arc<Inner<T, U>>,
 }
 
+#[derive(Clone)]
 struct Inner<T, U> {
     config: MpAuthConfig,
     tokens: T,
@@ -128,6 +130,7 @@ struct Inner<T, U> {
     wechat: WeChatClient,
     decrypt: DecryptOptions,
     issue: IssueOptions,
+    throttle: Option<LoginThrottle>,
 }
 
 impl<T, U> Clone for MpAuth<T, U> {
@@ -145,6 +148,7 @@ impl<T: fmt::Debug, U: fmt::Debug> fmt::Debug for MpAuth<T, U> {
             .field("tokens", &self.inner.tokens)
             .field("users", &self.inner.users)
             .field("wechat", &self.inner.wechat)
+            .field("throttle", &self.inner.throttle)
             .finish()
     }
 }
@@ -173,8 +177,24 @@ impl<T: TokenStore, U: UserStore> MpAuth<T, U> {
                 wechat,
                 decrypt,
                 issue,
+                throttle: None,
             }),
         }
+    }
+
+    /// Limits logins per client and per user; see [`LoginThrottle`]. Logins over a limit
+    /// get [`Error::Throttled`] (429 with `Retry-After`).
+    pub fn with_login_throttle(self, throttle: LoginThrottle) -> Self {
+        let mut inner = (*self.inner).clone();
+        inner.throttle = Some(throttle);
+        Self {
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// The login throttle, if one is set.
+    pub fn login_throttle(&self) -> Option<&LoginThrottle> {
+        self.inner.throttle.as_ref()
     }
 
     /// The configuration.
@@ -203,6 +223,18 @@ impl<T: TokenStore, U: UserStore> MpAuth<T, U> {
     /// A failed login stores nothing: the token is issued before the user is stored and
     /// revoked again if storing fails, and never leaves this function unless both worked.
     pub async fn authorize(&self, request: &AuthorizeRequest) -> Result<Authorized, Error> {
+        self.authorize_from(None, request).await
+    }
+
+    /// Like [`authorize`](Self::authorize), counting the attempt against the login limit
+    /// of `client` (a key from [`LoginThrottle::client_key`]) when a throttle is set.
+    /// The limits are checked after the request's own checks and before WeChat is
+    /// asked (per client), and as soon as WeChat names the user (per user).
+    pub async fn authorize_from(
+        &self,
+        client: Option<&str>,
+        request: &AuthorizeRequest,
+    ) -> Result<Authorized, Error> {
         let code = request
             .code
             .as_deref()
@@ -232,6 +264,9 @@ impl<T: TokenStore, U: UserStore> MpAuth<T, U> {
             }
         };
 
+        if let (Some(throttle), Some(client)) = (&self.inner.throttle, client) {
+            admit(throttle.check_client(client).await?)?;
+        }
         let session = self.inner.wechat.code2session(code).await?;
         if let Some((raw, signature)) = signed {
             verify_signature(raw, &session.session_key, signature)?;
@@ -254,6 +289,13 @@ impl<T: TokenStore, U: UserStore> MpAuth<T, U> {
             (Identity::UnionIdWhenPresent, Some(union_id)) => union_id.clone(),
             _ => session.open_id.clone(),
         };
+        if let Some(throttle) = &self.inner.throttle {
+            admit(
+                throttle
+                    .check_user(self.inner.config.sku.as_str(), &identity)
+                    .await?,
+            )?;
+        }
         let profile = decrypted.as_ref().map(crate::wechat::Profile::to_stored);
 
         let token = Token::generate(&self.inner.config.sku, &identity).map_err(|e| match e {
@@ -394,6 +436,20 @@ impl<T: TokenStore, U: UserStore> MpAuth<T, U> {
             .ok()
             .filter(|t| is_own_sku(&self.inner.config.sku, t))
             .ok_or(Error::InvalidToken)
+    }
+}
+
+/// Turns a throttle's refusal into [`Error::Throttled`].
+fn admit(decision: Decision) -> Result<(), Error> {
+    match decision {
+        Decision::Allowed => Ok(()),
+        Decision::Limited { retry_after } => {
+            tracing::info!(
+                retry_after_ms = retry_after.as_millis() as u64,
+                "login throttled"
+            );
+            Err(Error::Throttled { retry_after })
+        }
     }
 }
 

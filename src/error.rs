@@ -5,6 +5,8 @@
 //! `{"error", "error_description", "code"}`. Descriptions never carry secrets or
 //! backend internals: 5xx answers from the stores say only what failed.
 
+use std::time::Duration;
+
 use http::{HeaderValue, Response, StatusCode, header};
 
 use crate::{
@@ -51,6 +53,13 @@ pub enum Error {
     /// A token could not be drawn (the system random number generator failed).
     #[error("could not draw a token")]
     Token(#[source] TokenError),
+    /// Too many logins from this client or of this user: see
+    /// [`LoginThrottle`](crate::throttle::LoginThrottle).
+    #[error("too many logins; retry later")]
+    Throttled {
+        /// How long until a login is allowed again (sent as `Retry-After`).
+        retry_after: Duration,
+    },
 }
 
 impl Error {
@@ -67,6 +76,7 @@ impl Error {
             Self::InvalidToken | Self::MissingToken => StatusCode::UNAUTHORIZED,
             Self::UnusableId => StatusCode::BAD_GATEWAY,
             Self::UnknownUser => StatusCode::NOT_FOUND,
+            Self::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -84,6 +94,7 @@ impl Error {
             Self::UnusableId => "invalid_response",
             Self::UnknownUser => "unknown_user",
             Self::Token(_) => "server_error",
+            Self::Throttled { .. } => "too_many_requests",
         }
     }
 
@@ -99,6 +110,7 @@ impl Error {
             Self::UnusableId => 6008,
             Self::UnknownUser => 6010,
             Self::Token(_) => 9999,
+            Self::Throttled { .. } => 6012,
         }
     }
 
@@ -142,7 +154,11 @@ impl Error {
         } else if status == StatusCode::UNAUTHORIZED {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
-        if matches!(
+        if let Self::Throttled { retry_after } = self {
+            // Whole seconds, rounded up: retrying at the announced time succeeds.
+            let secs = retry_after.as_millis().div_ceil(1000).max(1);
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs as u64));
+        } else if matches!(
             status,
             StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS
         ) {

@@ -59,8 +59,12 @@ impl<T: TokenStore, U: UserStore> MpAuth<T, U> {
         &self,
     ) -> impl Fn(Request) -> HandlerFuture + Clone + Send + Sync + 'static {
         self.handler(|auth, request| async move {
-            let login: AuthorizeRequest = read_json(request).await?;
-            auth.authorize(&login).await.map(token_response)
+            let (parts, body) = request.into_parts();
+            let client = auth.login_throttle().and_then(|t| t.client_key(&parts));
+            let login: AuthorizeRequest = read_json(Request::from_parts(parts, body)).await?;
+            auth.authorize_from(client.as_deref(), &login)
+                .await
+                .map(token_response)
         })
     }
 

@@ -13,6 +13,7 @@ pub mod rejection;
 pub mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod throttle;
 pub mod token;
 pub mod users;
 pub mod wechat;

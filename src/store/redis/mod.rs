@@ -239,7 +239,6 @@ impl RedisTokenStore {
 impl RedisTokenStore {
     /// Runs a single-key Lua script on the store's connection, within the command
     /// timeout. Crate-internal: the login throttle keeps its counters beside the tokens.
-    #[allow(dead_code)] // used by the login throttle, which lands next
     pub(crate) async fn invoke_script<R>(
         &self,
         script: &Script,
@@ -261,7 +260,6 @@ impl RedisTokenStore {
     }
 
     /// This store's key prefix.
-    #[allow(dead_code)] // used by the login throttle, which lands next
     pub(crate) fn key_prefix(&self) -> &str {
         &self.inner.prefix
     }
