@@ -16,12 +16,18 @@
 //! | `MPAUTHX_TOKEN_TTL` | `259200` | token lifetime in seconds, at most a year |
 //! | `MPAUTHX_REDIS_URL` | unset: in memory | the token store, `redis://[:password@]host:port/db` |
 //! | `MPAUTHX_DATABASE` | `mpauthx.db` | the sqlite file of users |
+//! | `MPAUTHX_LOGIN_LIMIT_PER_CLIENT` | unset: no limit | logins per client, `<count>/<seconds>` such as `20/60` |
+//! | `MPAUTHX_LOGIN_LIMIT_PER_USER` | unset: no limit | logins per user, `<count>/<seconds>` such as `10/60` |
+//! | `MPAUTHX_CLIENT_IP_HEADER` | unset: the peer address | the header naming the client behind your proxy, e.g. `X-Forwarded-For` (its last entry counts) |
 //!
 //! Routes: `POST /auth/authorize`, `/auth/refresh`, `/auth/logout`, `/auth/logout_all`,
 //! `GET /me` (behind `MpAuthLayer`: the stored user as JSON), `GET /healthz`, and with
 //! the simulator `POST /sim/login` and `GET /sim/sns/jscode2session`. `GET /ping` and
 //! `GET /me/ping` answer `pong` from the same handler, the second behind `MpAuthLayer`:
 //! the load benchmark (`benches/load.sh`) compares them to measure the layer.
+//!
+//! Login limits are counted in Redis when `MPAUTHX_REDIS_URL` is set (shared by every
+//! instance), else in memory; a login over a limit gets 429 with `Retry-After`.
 //!
 //! Logs go to stderr (`RUST_LOG` filters them; default `info,mpauthx=debug`). A bad
 //! setting is one `ERROR` line naming it and exit code 1. SIGINT or SIGTERM stops the
@@ -38,7 +44,7 @@ use std::{
 
 use axum::{
     Json, Router,
-    extract::{Request, State},
+    extract::{ConnectInfo, Request, State},
     http::{StatusCode, Uri},
     middleware::{self, Next},
     response::{IntoResponse, Response},
@@ -47,6 +53,7 @@ use axum::{
 use mpauthx::{
     AuthedUser, MemoryTokenStore, MpAuth, MpAuthConfig, RedisTokenStore, Sku, Token, TokenStore,
     testing::WeChatSimulator,
+    throttle::{LoginThrottle, MemoryRateLimiter, RateLimit, RateLimiter},
     users::{SqliteUserStore, UserStore},
     wechat::{AppSecret, WeChatClient, client::DEFAULT_BASE_URL},
 };
@@ -99,6 +106,15 @@ struct Settings {
     token_ttl: Duration,
     redis_url: Option<String>,
     database: PathBuf,
+    limits: Limits,
+}
+
+/// The login limits; off unless set.
+struct Limits {
+    per_client: Option<RateLimit>,
+    per_user: Option<RateLimit>,
+    /// The header naming the client, else the peer address.
+    client_header: Option<axum::http::HeaderName>,
 }
 
 /// An environment variable; empty counts as unset.
@@ -183,7 +199,66 @@ fn settings() -> Result<Settings, BadSetting> {
         database: var("MPAUTHX_DATABASE")?
             .unwrap_or_else(|| DEFAULT_DATABASE.into())
             .into(),
+        limits: Limits {
+            per_client: rate_limit("MPAUTHX_LOGIN_LIMIT_PER_CLIENT")?,
+            per_user: rate_limit("MPAUTHX_LOGIN_LIMIT_PER_USER")?,
+            client_header: match var("MPAUTHX_CLIENT_IP_HEADER")? {
+                None => None,
+                Some(name) => Some(name.parse().map_err(|_| {
+                    BadSetting::new(
+                        "MPAUTHX_CLIENT_IP_HEADER",
+                        format!("MPAUTHX_CLIENT_IP_HEADER={name:?} is not a header name"),
+                    )
+                })?),
+            },
+        },
     })
+}
+
+/// A `<count>/<seconds>` limit such as `20/60`.
+fn rate_limit(name: &'static str) -> Result<Option<RateLimit>, BadSetting> {
+    let Some(value) = var(name)? else {
+        return Ok(None);
+    };
+    value
+        .split_once('/')
+        .and_then(|(count, secs)| Some((count.parse().ok()?, secs.parse().ok()?)))
+        .and_then(|(count, secs)| RateLimit::new(count, Duration::from_secs(secs)).ok())
+        .map(Some)
+        .ok_or_else(|| {
+            BadSetting::new(
+                name,
+                format!(
+                    "{name}={value:?} is not <count>/<seconds> with a count of 1 or more over at most a day, such as 20/60"
+                ),
+            )
+        })
+}
+
+/// The login throttle the settings ask for, counting in `limiter`.
+fn login_throttle(limits: &Limits, limiter: impl RateLimiter) -> Option<LoginThrottle> {
+    if limits.per_client.is_none() && limits.per_user.is_none() {
+        return None;
+    }
+    let mut throttle = LoginThrottle::new(limiter);
+    if let Some(limit) = limits.per_client {
+        throttle = match limits.client_header.clone() {
+            // Behind a proxy: the last entry is the one the proxy itself added.
+            Some(header) => throttle.per_client(limit, move |parts| {
+                let value = parts.headers.get(&header)?.to_str().ok()?;
+                let last = value.rsplit(',').next()?.trim();
+                (!last.is_empty()).then(|| last.to_owned())
+            }),
+            None => throttle.per_client(limit, |parts| {
+                let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>()?;
+                Some(peer.0.ip().to_string())
+            }),
+        };
+    }
+    if let Some(limit) = limits.per_user {
+        throttle = throttle.per_user(limit);
+    }
+    Some(throttle)
 }
 
 fn checked_base_url(url: String) -> Result<String, BadSetting> {
@@ -307,11 +382,20 @@ async fn run(settings: Settings, shutdown: watch::Receiver<bool>) -> Result<(), 
                 )
             })?;
             tracing::info!(url = %redacted_url(url), "tokens are kept in Redis");
-            serve(listener, store, settings, shutdown).await
+            let throttle = login_throttle(&settings.limits, store.clone());
+            serve(listener, store, throttle, settings, shutdown).await
         }
         None => {
             tracing::info!("MPAUTHX_REDIS_URL unset: tokens are kept in memory");
-            serve(listener, MemoryTokenStore::new(), settings, shutdown).await
+            let throttle = login_throttle(&settings.limits, MemoryRateLimiter::new());
+            serve(
+                listener,
+                MemoryTokenStore::new(),
+                throttle,
+                settings,
+                shutdown,
+            )
+            .await
         }
     }
 }
@@ -319,6 +403,7 @@ async fn run(settings: Settings, shutdown: watch::Receiver<bool>) -> Result<(), 
 async fn serve<T: TokenStore>(
     listener: TcpListener,
     tokens: T,
+    throttle: Option<LoginThrottle>,
     settings: Settings,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), BadSetting> {
@@ -362,7 +447,11 @@ async fn serve<T: TokenStore>(
         .with_token_ttl(settings.token_ttl);
     let probe = Token::generate(&settings.sku, "healthz")
         .expect("the system random number generator works");
-    let auth = MpAuth::with_parts(config, tokens, users, wechat);
+    let mut auth = MpAuth::with_parts(config, tokens, users, wechat);
+    if let Some(throttle) = throttle {
+        tracing::info!(?throttle, "logins are limited");
+        auth = auth.with_login_throttle(throttle);
+    }
 
     let mut app = Router::new()
         .route("/me", get(me::<T>))
@@ -405,6 +494,7 @@ async fn serve<T: TokenStore>(
         );
     }
 
+    let app = app.into_make_service_with_connect_info::<SocketAddr>();
     let server = axum::serve(listener, app).with_graceful_shutdown(stopped(shutdown.clone()));
     let grace_over = async {
         stopped(shutdown).await;

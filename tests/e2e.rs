@@ -259,6 +259,16 @@ impl Http {
         })
     }
 
+    /// `POST /auth/authorize` as a proxy would forward it for `client`.
+    fn authorize_for(&self, body: &Value, forwarded_for: &str) -> Answer {
+        let request = self
+            .agent
+            .post(format!("{}/auth/authorize", self.base))
+            .header("x-forwarded-for", forwarded_for)
+            .header("content-type", "application/json");
+        Self::answer(request.send(body.to_string()))
+    }
+
     fn answer(result: Result<http::Response<ureq::Body>, ureq::Error>) -> Answer {
         let response = result.expect("the server answers");
         let status = response.status().as_u16();
@@ -599,6 +609,62 @@ fn signals_stop_the_server_gracefully_and_promptly() {
     }
 }
 
+/// A fresh login body for `user` from the server's simulator.
+fn minted(http: &Http, user: &str) -> Value {
+    let minted = http.post("/sim/login", None, Some(&json!({ "user": user })));
+    assert_eq!(minted.status, 200, "{}", minted.body);
+    minted.json()
+}
+
+#[test]
+fn login_limits_answer_429_with_retry_after() {
+    let dir = tempfile::tempdir().unwrap();
+    // Per peer address: two logins a minute from 127.0.0.1, then 429.
+    let (server, http) = Server::start(
+        &[
+            ("MPAUTHX_LISTEN", "127.0.0.1:0"),
+            ("MPAUTHX_LOGIN_LIMIT_PER_CLIENT", "2/60"),
+        ],
+        dir.path(),
+    );
+    for user in ["ann", "ben"] {
+        let body = minted(&http, user);
+        assert_eq!(http.post("/auth/authorize", None, Some(&body)).status, 200);
+    }
+    let body = minted(&http, "cat");
+    let refused = http.post("/auth/authorize", None, Some(&body));
+    refused.refused(429, "too_many_requests");
+    let retry_after: u64 = refused.header("retry-after").parse().unwrap();
+    assert!((1..=30).contains(&retry_after), "Retry-After {retry_after}");
+    // WeChat (the simulator, on the same server) was asked for the two logins only.
+    let log = server.log.text();
+    let exchanges = log
+        .lines()
+        .filter(|line| line.contains("/sim/sns/jscode2session") && line.contains("served"))
+        .count();
+    assert_eq!(exchanges, 2, "{log}");
+    drop(server);
+
+    // Behind a proxy: the last X-Forwarded-For entry names the client; per user too.
+    let (_server, http) = Server::start(
+        &[
+            ("MPAUTHX_LISTEN", "127.0.0.1:0"),
+            ("MPAUTHX_LOGIN_LIMIT_PER_CLIENT", "1/60"),
+            ("MPAUTHX_LOGIN_LIMIT_PER_USER", "2/60"),
+            ("MPAUTHX_CLIENT_IP_HEADER", "X-Forwarded-For"),
+            ("MPAUTHX_DATABASE", "second.db"),
+        ],
+        dir.path(),
+    );
+    let login = |user: &str, chain: &str| http.authorize_for(&minted(&http, user), chain);
+    assert_eq!(login("dan", "6.6.6.6, 10.0.0.1").status, 200);
+    // The client-chosen first entry does not help: 10.0.0.1 is spent.
+    login("eve", "7.7.7.7, 10.0.0.1").refused(429, "too_many_requests");
+    assert_eq!(login("dan", "10.0.0.2").status, 200);
+    // dan's third login, from a third address, is over the per-user limit.
+    login("dan", "10.0.0.3").refused(429, "too_many_requests");
+}
+
 #[test]
 fn bad_settings_exit_1_with_one_clear_error() {
     const SECRET: &str = "never-print-me-7c1e";
@@ -613,6 +679,26 @@ fn bad_settings_exit_1_with_one_clear_error() {
         ("MPAUTHX_TOKEN_TTL", "MPAUTHX_TOKEN_TTL", "0"),
         ("MPAUTHX_TOKEN_TTL", "MPAUTHX_TOKEN_TTL", "99999999999"),
         ("MPAUTHX_SKU", "MPAUTHX_SKU", "has.dot"),
+        (
+            "MPAUTHX_LOGIN_LIMIT_PER_CLIENT",
+            "MPAUTHX_LOGIN_LIMIT_PER_CLIENT",
+            "lots",
+        ),
+        (
+            "MPAUTHX_LOGIN_LIMIT_PER_CLIENT",
+            "MPAUTHX_LOGIN_LIMIT_PER_CLIENT",
+            "0/60",
+        ),
+        (
+            "MPAUTHX_LOGIN_LIMIT_PER_USER",
+            "MPAUTHX_LOGIN_LIMIT_PER_USER",
+            "5/100000",
+        ),
+        (
+            "MPAUTHX_CLIENT_IP_HEADER",
+            "MPAUTHX_CLIENT_IP_HEADER",
+            "not a header",
+        ),
         ("MPAUTHX_REDIS_URL", "MPAUTHX_REDIS_URL", &unreachable_redis),
         ("MPAUTHX_REDIS_URL", "MPAUTHX_REDIS_URL", "not a url"),
         (
