@@ -108,9 +108,10 @@ impl Token {
         &self.text
     }
 
-    /// Consumes the token into its text. Treat it as a password.
-    pub fn into_exposed(self) -> String {
-        self.text
+    /// Consumes the token into its text. Treat it as a password: the returned `String`
+    /// is no longer overwritten on drop.
+    pub fn into_exposed(mut self) -> String {
+        std::mem::take(&mut self.text)
     }
 
     /// The token seen through the borrowed view that stores take.
@@ -135,6 +136,13 @@ impl Token {
     /// The SHA-256 of the token, which is all a store keeps.
     pub fn hash(&self) -> TokenHash {
         TokenHash::of(&self.text)
+    }
+}
+
+/// The text holds the secret: overwrite it when the token goes.
+impl Drop for Token {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.text);
     }
 }
 

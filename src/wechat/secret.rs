@@ -1,11 +1,13 @@
 //! Newtypes for credentials whose `Debug` output is redacted.
 //!
 //! Values are only reachable through the explicitly named `expose_secret`, so an accidental
-//! `{:?}` in a log line or error message cannot leak them.
+//! `{:?}` in a log line or error message cannot leak them, and are overwritten with zeros
+//! when dropped.
 
 use std::fmt;
 
 use serde::Deserialize;
+use zeroize::Zeroize as _;
 
 const REDACTED: &str = "<redacted>";
 
@@ -22,6 +24,12 @@ impl AppSecret {
     /// Returns the secret itself; only for building the upstream request.
     pub fn expose_secret(&self) -> &str {
         &self.0
+    }
+}
+
+impl Drop for AppSecret {
+    fn drop(&mut self) {
+        self.0.zeroize();
     }
 }
 
@@ -47,6 +55,12 @@ impl SessionKey {
     /// Returns the base64 text of the key; only for crypto and storage.
     pub fn expose_secret(&self) -> &str {
         &self.0
+    }
+}
+
+impl Drop for SessionKey {
+    fn drop(&mut self) {
+        self.0.zeroize();
     }
 }
 
