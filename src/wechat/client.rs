@@ -2,8 +2,9 @@
 //!
 //! The request carries the app secret and the one-time login code in its query string (as
 //! WeChat requires), so nothing derived from the URL or from ureq's own error text is ever put
-//! into a [`WeChatError`] or a log line. ureq itself logs full request URLs only at the `log`
-//! crate's TRACE level for target `ureq`; keep that target below TRACE in production.
+//! into a [`WeChatError`] or a log line. ureq itself records the full request line and every
+//! byte on the wire (the answer carries the `session_key`) through the `log` crate at TRACE;
+//! [`WeChatClient`] refuses to send a request while that would be recorded, see its docs.
 
 use std::{fmt, future::Future, sync::Arc, time::Duration};
 
@@ -41,6 +42,21 @@ pub struct Session {
 }
 
 /// Client for `GET {base}/sns/jscode2session`; cheap to clone, shareable across threads.
+///
+/// # Logging
+///
+/// The HTTP client, ureq, logs through the `log` crate, and at TRACE it records the request
+/// line with its query (the app secret and the login code) and a hex dump of every byte
+/// sent and received (the answer holds the user's `session_key`). This crate does not
+/// control the application's logger, so before each exchange the client asks the installed
+/// `log` logger whether TRACE is enabled for ureq's targets (`ureq`, `ureq::util`,
+/// `ureq_proto`, `ureq_proto::util`). If it is, nothing is sent: the exchange fails with
+/// [`WeChatError::SecretsWouldBeLogged`] (HTTP 500) and one `tracing` error names the fix.
+/// With no `log` logger installed, or with ureq's targets filtered below TRACE (for example
+/// `RUST_LOG=trace,ureq=debug,ureq_proto=debug` with `tracing-subscriber`'s `EnvFilter` and
+/// its `tracing-log` bridge), logins work as usual; ureq's DEBUG output redacts the query.
+/// The check is a comparison with `log::max_level()` and, only when that allows TRACE, a few
+/// calls to the logger's `enabled`.
 #[derive(Clone)]
 pub struct WeChatClient {
     inner: Arc<Inner>,
@@ -178,6 +194,10 @@ impl WeChatClient {
         if code.is_empty() {
             return Err(WeChatError::MissingCode);
         }
+        // Checked on the thread that makes the request, as a thread-local logger would be.
+        if ureq_would_log_secrets() {
+            return Err(WeChatError::SecretsWouldBeLogged);
+        }
         let attempts = self.inner.busy_attempts;
         let mut backoff = self.inner.busy_backoff;
         let mut attempt = 1;
@@ -297,6 +317,14 @@ impl WeChatClient {
                     "WeChat rejected the configured {wrong}: fix the Mini-Program credentials"
                 );
             }
+            WeChatError::SecretsWouldBeLogged => {
+                tracing::error!(
+                    app_id,
+                    "refusing to call WeChat: TRACE logging is enabled for ureq, which would record \
+                     the app secret and session keys; filter its log targets below TRACE \
+                     (e.g. RUST_LOG=...,ureq=debug,ureq_proto=debug)"
+                );
+            }
             WeChatError::Internal => {}
             _ if err.status().is_server_error() => {
                 tracing::warn!(app_id, error_code = err.code(), error = %err, "jscode2session failed");
@@ -323,6 +351,29 @@ impl Inner {
             .build()
             .new_agent();
     }
+}
+
+/// The `log` targets under which ureq 3 records request lines with their query
+/// (`ureq::util`'s `DebugUri`) and raw wire bytes (`ureq_proto::util`'s hex dump) at TRACE;
+/// the crate roots are checked too, in case a later ureq moves that code.
+const UREQ_LOG_TARGETS: [&str; 4] = ["ureq", "ureq::util", "ureq_proto", "ureq_proto::util"];
+
+/// Whether the installed `log` logger would record ureq's TRACE output, which holds the
+/// app secret, the login code and the session key. Mirrors the `log` macros' own test: the
+/// static and the global maximum level first (no logger installed: `Off`), then the logger.
+fn ureq_would_log_secrets() -> bool {
+    if log::Level::Trace > log::STATIC_MAX_LEVEL || log::Level::Trace > log::max_level() {
+        return false;
+    }
+    let logger = log::logger();
+    UREQ_LOG_TARGETS.iter().any(|target| {
+        logger.enabled(
+            &log::Metadata::builder()
+                .level(log::Level::Trace)
+                .target(target)
+                .build(),
+        )
+    })
 }
 
 /// The wire answer; deliberately not `Debug`, as it holds the session key.

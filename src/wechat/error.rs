@@ -74,6 +74,11 @@ pub enum WeChatError {
     /// The blocking worker failed (panicked or was cancelled).
     #[error("internal error while calling WeChat")]
     Internal,
+    /// Nothing was sent: the `log` crate's logger has TRACE enabled for ureq, which would
+    /// record the app secret, the login code and the session key. Filter ureq's targets
+    /// below TRACE (`ureq=debug,ureq_proto=debug`); see [`WeChatClient`](super::WeChatClient).
+    #[error("refusing to call WeChat: TRACE logging for ureq would record secrets")]
+    SecretsWouldBeLogged,
 }
 
 impl WeChatError {
@@ -87,7 +92,9 @@ impl WeChatError {
             Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Self::UserBlocked => StatusCode::FORBIDDEN,
             Self::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Misconfigured { .. } | Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Misconfigured { .. } | Self::Internal | Self::SecretsWouldBeLogged => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
             Self::Upstream { .. }
             | Self::HttpStatus { .. }
             | Self::EmptyResponse
@@ -100,7 +107,7 @@ impl WeChatError {
     /// Numeric code kept compatible with the Node.js original's error table.
     pub fn code(&self) -> u16 {
         match self {
-            Self::Internal => 6002,
+            Self::Internal | Self::SecretsWouldBeLogged => 6002,
             Self::EmptyResponse => 6003,
             Self::InvalidResponse { .. } => 6004,
             Self::HttpStatus { .. } => 6005,
@@ -131,6 +138,7 @@ impl WeChatError {
             Self::Transport { .. } => "transport_error",
             Self::Timeout { .. } => "upstream_timeout",
             Self::Internal => "internal_error",
+            Self::SecretsWouldBeLogged => "logging_misconfigured",
         }
     }
 }

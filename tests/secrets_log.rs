@@ -1,0 +1,642 @@
+//! No secret reaches the logs: every `tracing` event and every `log` record (ureq's among
+//! them, through `tracing_log::LogTracer`) is captured at TRACE during whole login flows,
+//! failing ones included, and searched for the app secret, session keys, tokens, login
+//! codes and encrypted profiles.
+//!
+//! ureq records the request line (query included) and a hex dump of every byte on the
+//! wire at TRACE, so the WeChat client refuses to call WeChat while that output would be
+//! recorded. One test shows the refusal under TRACE for everything, one that logins work
+//! with ureq's targets filtered to DEBUG, and a control shows that the capture does catch
+//! ureq's TRACE output, so the searches can fail.
+//!
+//! The subscriber is global (the WeChat exchange runs on Tokio's blocking pool, where a
+//! thread-local subscriber would see nothing), so the tests take turns.
+
+mod common;
+// Shared with other test binaries, which use the parts this one does not.
+#[allow(dead_code)]
+mod fake_wechat;
+
+use std::{
+    convert::Infallible,
+    io::Write,
+    sync::{Arc, Mutex, OnceLock},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use base64::{Engine as _, engine::general_purpose::STANDARD};
+use bytes::Bytes;
+use common::{RedisServer, unique_prefix};
+use fake_wechat::{FakeWeChat, Received, Reply};
+use http::{Request, Response, StatusCode, header::AUTHORIZATION};
+use http_body_util::Full;
+use mpauthx::{
+    AuthorizeRequest, Error, IssueOptions, MpAuth, MpAuthConfig, RedisTokenStore, Sku, Token,
+    TokenStore,
+    users::SqliteUserStore,
+    wechat::{AppSecret, Session, SessionKey, WeChatClient, WeChatError, encrypt_profile},
+};
+use sha1::{Digest as _, Sha1};
+use tower::{Layer as _, ServiceExt as _, service_fn};
+use tracing_subscriber::{EnvFilter, Registry, layer::SubscriberExt as _, reload};
+
+const APP_ID: &str = "wx5ecre7slog0app1";
+const SECRET: &str = "APPSECRETq8Zr4Lw2Vt6Nx1Kc9Hb3";
+/// The secret a misconfigured second server uses; WeChat answers it with errcode 40125.
+const WRONG_SECRET: &str = "WRONGSECRETm3Pj7Dy5Fs0Ga2Ue8";
+const SKU: &str = "logs";
+const OPEN_ID: &str = "oSecretsLog_user1";
+/// 16 bytes; its base64 text is the `session_key` the fake hands out.
+const SESSION_KEY_BYTES: &[u8; 16] = b"k3y-nEver-LOGGED";
+const IV: [u8; 16] = *b"iv-never-logged!";
+/// The filter of a production deployment that wants everything else at TRACE.
+const NORMAL_FILTER: &str = "trace,ureq=debug,ureq_proto=debug";
+
+fn session_key() -> String {
+    STANDARD.encode(SESSION_KEY_BYTES)
+}
+
+// ---------------------------------------------------------------------------------------
+// Capture: one global subscriber, its filter reloadable, writing into a buffer
+// ---------------------------------------------------------------------------------------
+
+#[derive(Clone, Default)]
+struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Buffer {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+struct Capture {
+    buffer: Buffer,
+    filter: reload::Handle<EnvFilter, Registry>,
+}
+
+/// Installs the global subscriber and the `log` bridge once.
+fn capture() -> &'static Capture {
+    static CAPTURE: OnceLock<Capture> = OnceLock::new();
+    CAPTURE.get_or_init(|| {
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let (filter, handle) = reload::Layer::new(EnvFilter::new("trace"));
+        let subscriber = tracing_subscriber::registry().with(filter).with(
+            tracing_subscriber::fmt::layer()
+                .with_ansi(false)
+                .without_time()
+                .with_target(true)
+                .with_writer(move || writer.clone()),
+        );
+        tracing::subscriber::set_global_default(subscriber).expect("first subscriber");
+        tracing_log::LogTracer::init().expect("first logger");
+        Capture {
+            buffer,
+            filter: handle,
+        }
+    })
+}
+
+/// Serializes the tests: they share the capture.
+static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+impl Capture {
+    /// Starts a capture with `filter` (an `EnvFilter` directive string).
+    fn start(&self, filter: &str) {
+        self.filter
+            .reload(EnvFilter::new(filter))
+            .expect("reload the filter");
+        self.buffer.0.lock().unwrap().clear();
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.buffer.0.lock().unwrap()).into_owned()
+    }
+}
+
+/// The bytes of ureq-proto's TRACE hex dumps (`0a1b 2c3d … ascii`), decoded, so that a
+/// secret split across dump rows is still found.
+fn hex_dumped_bytes(logs: &str) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    for line in logs.lines() {
+        let Some((_, row)) = line.split_once("ureq_proto::util: ") else {
+            continue;
+        };
+        for group in row.split(' ').take(8) {
+            for pair in group.as_bytes().chunks(2) {
+                if let Ok(byte) = u8::from_str_radix(std::str::from_utf8(pair).unwrap_or(""), 16) {
+                    bytes.push(byte);
+                }
+            }
+        }
+    }
+    bytes
+}
+
+fn contains_bytes(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// A `tracing` and a `log` record at TRACE, to show that the capture takes both.
+fn emit_trace_probes() {
+    tracing::trace!(target: "app", "tracing probe");
+    log::trace!(target: "app", "log probe");
+}
+
+#[track_caller]
+fn assert_trace_is_captured(logs: &str) {
+    for probe in ["TRACE app: tracing probe", "TRACE app: log probe"] {
+        assert!(logs.contains(probe), "no {probe:?} in:\n{logs}");
+    }
+}
+
+/// Every secret of a flow, with a name for the failure message.
+#[derive(Default)]
+struct Secrets(Vec<(String, String)>);
+
+impl Secrets {
+    fn with_defaults() -> Self {
+        let mut secrets = Self::default();
+        secrets.add("app secret", SECRET);
+        secrets.add("wrong app secret", WRONG_SECRET);
+        secrets.add("session_key (base64)", &session_key());
+        secrets.add("session_key (hex)", &hex::encode(SESSION_KEY_BYTES));
+        secrets.add("session_key (HEX)", &hex::encode_upper(SESSION_KEY_BYTES));
+        secrets.add(
+            "session_key (raw)",
+            std::str::from_utf8(SESSION_KEY_BYTES).unwrap(),
+        );
+        secrets
+    }
+
+    fn add(&mut self, name: &str, value: &str) {
+        assert!(value.len() >= 8, "{name} is too short to search for");
+        self.0.push((name.to_owned(), value.to_owned()));
+    }
+
+    fn add_token(&mut self, token: &str) {
+        self.add("token", token);
+        let secret_part = token.rsplit('.').next().unwrap();
+        assert_eq!(secret_part.len(), mpauthx::token::SECRET_LEN);
+        self.add("token secret part", secret_part);
+    }
+
+    /// None of the secrets appears in the text, nor in the bytes ureq dumped.
+    #[track_caller]
+    fn assert_absent_from(&self, logs: &str) {
+        let dumped = hex_dumped_bytes(logs);
+        for (name, value) in &self.0 {
+            assert!(
+                !logs.contains(value.as_str()),
+                "{name} {value:?} was logged:\n{logs}"
+            );
+            assert!(
+                !contains_bytes(&dumped, value.as_bytes()),
+                "{name} {value:?} was hex-dumped by ureq:\n{logs}"
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The flow: a fake WeChat, MpAuth over Redis and a sqlite file, and the layer
+// ---------------------------------------------------------------------------------------
+
+/// A WeChat that checks the app secret (40125 otherwise) and refuses codes starting
+/// with `bad` (40029); any other code logs in `OPEN_ID`.
+fn fake_wechat() -> FakeWeChat {
+    FakeWeChat::start(|request: &Received, _| {
+        let body = if request.param("secret") != Some(SECRET) {
+            serde_json::json!({ "errcode": 40125, "errmsg": "invalid appsecret" })
+        } else if request
+            .param("js_code")
+            .is_some_and(|c| c.starts_with("bad"))
+        {
+            serde_json::json!({ "errcode": 40029, "errmsg": "invalid code" })
+        } else {
+            serde_json::json!({ "openid": OPEN_ID, "session_key": session_key() })
+        };
+        Reply::json(body.to_string())
+    })
+}
+
+struct Flow {
+    auth: MpAuth<RedisTokenStore, SqliteUserStore>,
+    misconfigured: MpAuth<RedisTokenStore, SqliteUserStore>,
+    fake: FakeWeChat,
+    db: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Flow {
+    async fn new(test: &str) -> Self {
+        let fake = fake_wechat();
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("users.db");
+        let users = SqliteUserStore::open(&db).await.unwrap();
+        let tokens = RedisTokenStore::builder(RedisServer::shared().url())
+            .with_key_prefix(unique_prefix(test))
+            .build()
+            .await
+            .unwrap();
+        let client = |secret: &str| {
+            WeChatClient::new(APP_ID, AppSecret::new(secret))
+                .with_base_url(fake.base_url())
+                .with_read_timeout(Duration::from_secs(2))
+        };
+        let auth = MpAuth::with_parts(
+            MpAuthConfig::new(APP_ID, SECRET, SKU).unwrap(),
+            tokens.clone(),
+            users.clone(),
+            client(SECRET),
+        );
+        let misconfigured = MpAuth::with_parts(
+            MpAuthConfig::new(APP_ID, WRONG_SECRET, SKU).unwrap(),
+            tokens,
+            users,
+            client(WRONG_SECRET),
+        );
+        Self {
+            auth,
+            misconfigured,
+            fake,
+            db,
+            _dir: dir,
+        }
+    }
+
+    fn rows(&self) -> i64 {
+        rusqlite::Connection::open(&self.db)
+            .unwrap()
+            .query_row("SELECT count(*) FROM user", [], |row| row.get(0))
+            .unwrap()
+    }
+
+    /// What the layer answers to a request bearing `token`.
+    async fn through_layer(&self, token: &str) -> StatusCode {
+        let app = self
+            .auth
+            .layer()
+            .layer(service_fn(|request: Request<Full<Bytes>>| async move {
+                let user = request
+                    .extensions()
+                    .get::<mpauthx::AuthedUser>()
+                    .map(|u| u.open_id().to_owned());
+                Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(
+                    user.unwrap_or_default(),
+                ))))
+            }));
+        let request = Request::builder()
+            .uri("/me")
+            .header(AUTHORIZATION, format!("Bearer {token}"))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        app.oneshot(request).await.unwrap().status()
+    }
+}
+
+fn profile_json() -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    serde_json::json!({
+        "openId": OPEN_ID,
+        "nickName": "Ada",
+        "watermark": { "appid": APP_ID, "timestamp": now },
+    })
+    .to_string()
+}
+
+fn signature(raw_data: &str) -> String {
+    let mut hasher = Sha1::new();
+    hasher.update(raw_data.as_bytes());
+    hasher.update(session_key().as_bytes());
+    hex::encode(hasher.finalize())
+}
+
+/// A login code nobody could guess, recorded as a secret.
+fn code(secrets: &mut Secrets, label: &str) -> String {
+    let random = Token::generate(&Sku::new("c").unwrap(), "c").unwrap();
+    let random = random.expose().rsplit('.').next().unwrap();
+    let code: String = format!("{label}{random}")
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(32)
+        .collect();
+    secrets.add("login code", &code);
+    code
+}
+
+// ---------------------------------------------------------------------------------------
+// Tests
+// ---------------------------------------------------------------------------------------
+
+/// The normal case: everything at TRACE except ureq's targets at DEBUG. Every operation
+/// works, and nothing secret is logged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_flow_with_ureq_filtered_logs_in_and_leaks_nothing() {
+    let _turn = TURN.lock().await;
+    let capture = capture();
+    capture.start(NORMAL_FILTER);
+    emit_trace_probes();
+    let flow = Flow::new("filtered").await;
+    let mut secrets = Secrets::with_defaults();
+
+    // A login with an encrypted profile and a signed rawData.
+    let profile = encrypt_profile(&SessionKey::new(session_key()), IV, &profile_json()).unwrap();
+    secrets.add("encryptedData", &profile.encrypted_data);
+    secrets.add("iv", &profile.iv);
+    let raw_data = r#"{"nickName":"Ada","gender":2}"#;
+    let login = AuthorizeRequest::new(code(&mut secrets, "good"))
+        .with_encrypted_profile(&profile.encrypted_data, &profile.iv)
+        .with_signature(raw_data, signature(raw_data))
+        .with_device("Pixel 9");
+    let first = flow.auth.authorize(&login).await.expect("login works");
+    assert_eq!(
+        first.user.as_ref().unwrap().nick_name.as_deref(),
+        Some("Ada")
+    );
+    secrets.add_token(first.token.expose());
+
+    // Through the layer: the live token passes, a forged one is refused.
+    assert_eq!(
+        flow.through_layer(first.token.expose()).await,
+        StatusCode::OK
+    );
+    let forged = Token::generate(&Sku::new(SKU).unwrap(), OPEN_ID).unwrap();
+    secrets.add_token(forged.expose());
+    assert_eq!(
+        flow.through_layer(forged.expose()).await,
+        StatusCode::UNAUTHORIZED
+    );
+
+    // Refresh, then logout of the successor, then logout on every device.
+    let refreshed = flow.auth.refresh(first.token.expose()).await.unwrap();
+    secrets.add_token(refreshed.token.expose());
+    assert_eq!(
+        flow.through_layer(first.token.expose()).await,
+        StatusCode::UNAUTHORIZED
+    );
+    flow.auth.logout(refreshed.token.expose()).await.unwrap();
+    let phone = flow
+        .auth
+        .authorize(&AuthorizeRequest::new(code(&mut secrets, "good")))
+        .await
+        .unwrap();
+    secrets.add_token(phone.token.expose());
+    let tablet = flow
+        .auth
+        .authorize(&AuthorizeRequest::new(code(&mut secrets, "good")))
+        .await
+        .unwrap();
+    secrets.add_token(tablet.token.expose());
+    assert_eq!(flow.auth.logout_all(OPEN_ID).await.unwrap(), 2);
+
+    // Failing logins: a refused code, a tampered profile, a wrong app secret.
+    let error = flow
+        .auth
+        .authorize(&AuthorizeRequest::new(code(&mut secrets, "bad")))
+        .await
+        .unwrap_err();
+    assert_eq!(error.status(), StatusCode::UNAUTHORIZED, "{error:?}");
+    let mut tampered = STANDARD.decode(&profile.encrypted_data).unwrap();
+    let last = tampered.len() - 1;
+    tampered[last] ^= 0x55;
+    let tampered = STANDARD.encode(tampered);
+    secrets.add("tampered encryptedData", &tampered);
+    let error = flow
+        .auth
+        .authorize(
+            &AuthorizeRequest::new(code(&mut secrets, "good"))
+                .with_encrypted_profile(&tampered, &profile.iv),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(error, Error::Decrypt(_)), "{error:?}");
+    let error = flow
+        .misconfigured
+        .authorize(&AuthorizeRequest::new(code(&mut secrets, "good")))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            Error::WeChat(WeChatError::Misconfigured { errcode: 40125 })
+        ),
+        "{error:?}"
+    );
+    // The error responses themselves, as the handlers log and send them.
+    let response = error.into_response_with(|body| body);
+    assert!(!response.body().contains(WRONG_SECRET));
+
+    assert_eq!(flow.fake.requests().len(), 6, "every login reached WeChat");
+    assert_eq!(flow.rows(), 1);
+    let logs = capture.text();
+
+    // The capture saw the flow: our own events, and ureq's `log` records at DEBUG.
+    for expected in [
+        "user logged in",
+        "jscode2session refused",
+        "WeChat rejected the configured app secret",
+        "ureq::run",
+        "/******",
+    ] {
+        assert!(logs.contains(expected), "no {expected:?} in:\n{logs}");
+    }
+    assert!(
+        !logs
+            .lines()
+            .any(|l| l.starts_with("TRACE") && (l.contains("ureq::") || l.contains("ureq_proto::"))),
+        "ureq's TRACE output was not filtered:\n{logs}"
+    );
+    assert_trace_is_captured(&logs);
+    secrets.assert_absent_from(&logs);
+}
+
+/// TRACE for everything, ureq included: the client refuses to send the secret, says
+/// once how to fix the filter, and nothing secret is logged by any other operation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trace_for_everything_refuses_the_exchange_and_leaks_nothing() {
+    let _turn = TURN.lock().await;
+    let capture = capture();
+    capture.start("trace");
+    emit_trace_probes();
+    let flow = Flow::new("trace_all").await;
+    let mut secrets = Secrets::with_defaults();
+
+    let profile = encrypt_profile(&SessionKey::new(session_key()), IV, &profile_json()).unwrap();
+    secrets.add("encryptedData", &profile.encrypted_data);
+    secrets.add("iv", &profile.iv);
+    let raw_data = r#"{"nickName":"Ada"}"#;
+    let login = AuthorizeRequest::new(code(&mut secrets, "good"))
+        .with_encrypted_profile(&profile.encrypted_data, &profile.iv)
+        .with_signature(raw_data, signature(raw_data));
+    let error = flow.auth.authorize(&login).await.unwrap_err();
+    assert!(
+        matches!(error, Error::WeChat(WeChatError::SecretsWouldBeLogged)),
+        "{error:?}"
+    );
+    assert_eq!(error.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    for (auth, label) in [(&flow.auth, "bad"), (&flow.misconfigured, "good")] {
+        let error = auth
+            .authorize(&AuthorizeRequest::new(code(&mut secrets, label)))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, Error::WeChat(WeChatError::SecretsWouldBeLogged)),
+            "{error:?}"
+        );
+    }
+    assert!(
+        flow.fake.requests().is_empty(),
+        "a secret was sent while TRACE was on"
+    );
+    assert_eq!(flow.rows(), 0);
+    assert!(
+        flow.auth
+            .tokens()
+            .list(&Sku::new(SKU).unwrap(), OPEN_ID)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // Everything that does not call WeChat still works, and logs nothing secret.
+    let token = Token::generate(&Sku::new(SKU).unwrap(), OPEN_ID).unwrap();
+    flow.auth
+        .tokens()
+        .issue(&token, &IssueOptions::default())
+        .await
+        .unwrap();
+    secrets.add_token(token.expose());
+    assert_eq!(flow.through_layer(token.expose()).await, StatusCode::OK);
+    let refreshed = flow.auth.refresh(token.expose()).await.unwrap();
+    secrets.add_token(refreshed.token.expose());
+    assert_eq!(
+        flow.through_layer(token.expose()).await,
+        StatusCode::UNAUTHORIZED
+    );
+    flow.auth.logout(refreshed.token.expose()).await.unwrap();
+    assert_eq!(flow.auth.logout_all(OPEN_ID).await.unwrap(), 0);
+
+    let logs = capture.text();
+    let refusals: Vec<_> = logs
+        .lines()
+        .filter(|l| l.contains("refusing to call WeChat"))
+        .collect();
+    assert_eq!(refusals.len(), 3, "one error per refused login:\n{logs}");
+    for refusal in refusals {
+        assert!(refusal.starts_with("ERROR "), "{refusal}");
+        assert!(refusal.contains("ureq=debug,ureq_proto=debug"), "{refusal}");
+    }
+    assert_trace_is_captured(&logs);
+    secrets.assert_absent_from(&logs);
+}
+
+/// The control: under the same capture, ureq called directly does put the secret, the
+/// code and the session key into the logs, so the searches above can fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_the_capture_sees_what_ureq_logs_at_trace() {
+    let _turn = TURN.lock().await;
+    let capture = capture();
+    let fake = fake_wechat();
+    let url = format!(
+        "{}/sns/jscode2session?appid={APP_ID}&secret={SECRET}&js_code=controlcode1234",
+        fake.base_url()
+    );
+    let get = |url: String| {
+        tokio::task::spawn_blocking(move || {
+            ureq::get(&url)
+                .call()
+                .unwrap()
+                .body_mut()
+                .read_to_string()
+                .unwrap()
+        })
+    };
+
+    capture.start("trace");
+    let body = get(url.clone()).await.unwrap();
+    assert!(body.contains(&session_key()), "{body}");
+    let logs = capture.text();
+    assert!(
+        logs.contains(SECRET),
+        "the request line was not captured:\n{logs}"
+    );
+    let dumped = hex_dumped_bytes(&logs);
+    assert!(
+        contains_bytes(&dumped, session_key().as_bytes()),
+        "the response bytes were not captured:\n{logs}"
+    );
+    assert!(contains_bytes(&dumped, SECRET.as_bytes()));
+    let mut secrets = Secrets::with_defaults();
+    secrets.add("login code", "controlcode1234");
+    let caught = std::panic::catch_unwind(|| secrets.assert_absent_from(&logs));
+    assert!(caught.is_err(), "the detector missed a leak");
+
+    // And with the documented filter, ureq keeps them out.
+    capture.start(NORMAL_FILTER);
+    get(url).await.unwrap();
+    let logs = capture.text();
+    assert!(
+        logs.contains("ureq"),
+        "ureq's DEBUG records were not captured:\n{logs}"
+    );
+    secrets.assert_absent_from(&logs);
+}
+
+/// `Debug` of every type that holds a secret redacts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn debug_output_redacts_secrets() {
+    let flow = Flow::new("debug").await;
+    let profile = encrypt_profile(&SessionKey::new(session_key()), IV, &profile_json()).unwrap();
+    let token = Token::generate(&Sku::new(SKU).unwrap(), OPEN_ID).unwrap();
+    let request = AuthorizeRequest::new("codeDebug12345678")
+        .with_encrypted_profile(&profile.encrypted_data, &profile.iv)
+        .with_signature("rawDataDebug", "signatureDebug99")
+        .with_device("Pixel 9");
+    let session = Session {
+        open_id: OPEN_ID.to_owned(),
+        union_id: None,
+        session_key: SessionKey::new(session_key()),
+    };
+    let password = "hunter2-redis-pass";
+    let builder = RedisTokenStore::builder(format!("redis://:{password}@127.0.0.1:6379/0"));
+    let user_builder = RedisTokenStore::builder(format!("redis://admin:{password}@127.0.0.1/"));
+
+    let texts = [
+        format!("{:?}", MpAuthConfig::new(APP_ID, SECRET, SKU).unwrap()),
+        format!("{token:?}"),
+        format!("{:?}", token.parsed()),
+        format!("{request:?}"),
+        format!("{:?}", WeChatClient::new(APP_ID, AppSecret::new(SECRET))),
+        format!("{:?}", AppSecret::new(SECRET)),
+        format!("{session:?}"),
+        format!("{:?}", session.session_key),
+        format!("{builder:?}"),
+        format!("{user_builder:?}"),
+        format!("{:?}", flow.auth),
+    ];
+    let mut secrets = Secrets::with_defaults();
+    secrets.add_token(token.expose());
+    secrets.add("login code", "codeDebug12345678");
+    secrets.add("encryptedData", &profile.encrypted_data);
+    secrets.add("iv", &profile.iv);
+    secrets.add("rawData", "rawDataDebug");
+    secrets.add("signature", "signatureDebug99");
+    secrets.add("redis password", password);
+    for text in &texts {
+        secrets.assert_absent_from(text);
+    }
+    // They still say what they are.
+    assert!(texts[0].contains(APP_ID), "{}", texts[0]);
+    assert!(texts[3].contains("Pixel 9"), "{}", texts[3]);
+    assert!(texts[6].contains(OPEN_ID), "{}", texts[6]);
+    assert!(texts[8].contains("RedisTokenStoreBuilder"), "{}", texts[8]);
+}
