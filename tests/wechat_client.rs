@@ -199,6 +199,45 @@ fn busy_retry_count_is_configurable() {
 }
 
 #[test]
+fn total_timeout_bounds_a_slow_answer_within_the_read_timeout() {
+    // Each phase is within the 2 s read timeout; the whole exchange is not.
+    let server = FakeWeChat::start(|_, _| {
+        Reply::json(r#"{"openid":"o","session_key":"a2V5"}"#).with_delay(Duration::from_secs(1))
+    });
+    let client = client_for(&server)
+        .with_read_timeout(Duration::from_secs(2))
+        .with_total_timeout(Duration::from_millis(300));
+    let started = Instant::now();
+    let err = expect_err(&client, CODE);
+    let elapsed = started.elapsed();
+    assert!(matches!(err, WeChatError::Timeout { .. }), "{err:?}");
+    assert_eq!(err.status(), StatusCode::GATEWAY_TIMEOUT);
+    assert!(elapsed < Duration::from_millis(900), "took {elapsed:?}");
+}
+
+#[test]
+fn total_timeout_bounds_busy_retries() {
+    // Busy after 150 ms, ten attempts allowed, 100 ms backoff doubling: unbounded this
+    // would take about 100 s; the total timeout stops it within 600 ms.
+    let server = FakeWeChat::start(|_, _| {
+        Reply::json(errcode_body(-1)).with_delay(Duration::from_millis(150))
+    });
+    let client = client_for(&server)
+        .with_busy_retry(10, Duration::from_millis(100))
+        .with_total_timeout(Duration::from_millis(600));
+    let started = Instant::now();
+    let err = expect_err(&client, CODE);
+    let elapsed = started.elapsed();
+    assert!(
+        matches!(err, WeChatError::Busy { .. } | WeChatError::Timeout { .. }),
+        "{err:?}"
+    );
+    assert!(elapsed < Duration::from_millis(1200), "took {elapsed:?}");
+    let attempts = server.requests().len();
+    assert!((2..=3).contains(&attempts), "{attempts} attempts");
+}
+
+#[test]
 fn read_timeout_returns_promptly_as_504() {
     let server = FakeWeChat::start(|_, _| {
         Reply::json(r#"{"openid":"o","session_key":"a2V5"}"#).with_delay(Duration::from_secs(3))

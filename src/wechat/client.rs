@@ -6,7 +6,12 @@
 //! byte on the wire (the answer carries the `session_key`) through the `log` crate at TRACE;
 //! [`WeChatClient`] refuses to send a request while that would be recorded, see its docs.
 
-use std::{fmt, future::Future, sync::Arc, time::Duration};
+use std::{
+    fmt,
+    future::Future,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use serde::Deserialize;
 
@@ -19,6 +24,8 @@ use super::{
 pub const DEFAULT_BASE_URL: &str = "https://api.weixin.qq.com";
 /// Default connect and read timeout.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default bound on a whole exchange: every attempt and every retry delay included.
+pub const DEFAULT_TOTAL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default number of requests made while WeChat answers errcode -1 (system busy).
 pub const DEFAULT_BUSY_ATTEMPTS: u32 = 3;
 /// Default delay before the first retry after errcode -1; it doubles for each further retry.
@@ -69,6 +76,7 @@ struct Inner {
     base_url: String,
     connect_timeout: Duration,
     read_timeout: Duration,
+    total_timeout: Duration,
     busy_attempts: u32,
     busy_backoff: Duration,
     agent: ureq::Agent,
@@ -83,6 +91,7 @@ impl fmt::Debug for WeChatClient {
             .field("base_url", &inner.base_url)
             .field("connect_timeout", &inner.connect_timeout)
             .field("read_timeout", &inner.read_timeout)
+            .field("total_timeout", &inner.total_timeout)
             .field("busy_attempts", &inner.busy_attempts)
             .field("busy_backoff", &inner.busy_backoff)
             .finish_non_exhaustive()
@@ -98,6 +107,7 @@ impl WeChatClient {
             base_url: DEFAULT_BASE_URL.to_owned(),
             connect_timeout: DEFAULT_TIMEOUT,
             read_timeout: DEFAULT_TIMEOUT,
+            total_timeout: DEFAULT_TOTAL_TIMEOUT,
             busy_attempts: DEFAULT_BUSY_ATTEMPTS,
             busy_backoff: DEFAULT_BUSY_BACKOFF,
             agent: ureq::Agent::new_with_defaults(),
@@ -131,6 +141,16 @@ impl WeChatClient {
         let inner = Arc::make_mut(&mut self.inner);
         inner.read_timeout = timeout;
         inner.rebuild_agent();
+        self
+    }
+
+    /// Bounds a whole exchange: the connect and read phases of every attempt and the delays
+    /// between busy retries together. Default: [`DEFAULT_TOTAL_TIMEOUT`]. A login never
+    /// waits on WeChat longer than this; past it the exchange fails with
+    /// [`WeChatError::Timeout`] (504).
+    #[must_use]
+    pub fn with_total_timeout(mut self, timeout: Duration) -> Self {
+        Arc::make_mut(&mut self.inner).total_timeout = timeout;
         self
     }
 
@@ -198,29 +218,42 @@ impl WeChatClient {
         if ureq_would_log_secrets() {
             return Err(WeChatError::SecretsWouldBeLogged);
         }
+        let deadline = Instant::now() + self.inner.total_timeout;
         let attempts = self.inner.busy_attempts;
         let mut backoff = self.inner.busy_backoff;
         let mut attempt = 1;
         loop {
-            match self.exchange_once(code) {
-                Err(WeChatError::Busy { .. }) if attempt < attempts => {
+            match self.exchange_once(code, deadline) {
+                // A retry that could not even start before the deadline is not made.
+                Err(WeChatError::Busy { .. })
+                    if attempt < attempts && Instant::now() + backoff < deadline =>
+                {
                     tracing::warn!(attempt, ?backoff, "WeChat busy (errcode -1), retrying");
                     std::thread::sleep(backoff);
                     backoff = backoff.saturating_mul(2);
                     attempt += 1;
                 }
-                Err(WeChatError::Busy { .. }) => return Err(WeChatError::Busy { attempts }),
+                Err(WeChatError::Busy { .. }) => {
+                    return Err(WeChatError::Busy { attempts: attempt });
+                }
                 other => return other,
             }
         }
     }
 
-    fn exchange_once(&self, code: &str) -> Result<Session, WeChatError> {
+    fn exchange_once(&self, code: &str, deadline: Instant) -> Result<Session, WeChatError> {
         let inner = &self.inner;
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(WeChatError::Timeout { phase: "request" });
+        }
         let url = format!("{}{JSCODE2SESSION_PATH}", inner.base_url);
         let mut response = inner
             .agent
             .get(&url)
+            .config()
+            .timeout_global(Some(left))
+            .build()
             .query("appid", &inner.app_id)
             .query("secret", inner.secret.expose_secret())
             .query("js_code", code)
