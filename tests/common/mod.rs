@@ -14,6 +14,7 @@ use std::{
 };
 
 pub mod cluster;
+pub mod sentinel;
 
 /// A `redis-server` process owned by the test.
 ///
