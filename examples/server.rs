@@ -14,7 +14,7 @@
 //! | `MPAUTHX_WECHAT_API` | `https://api.weixin.qq.com` | WeChat's API (needs the secret) |
 //! | `MPAUTHX_SKU` | `demo` | the sku in every token, `[A-Za-z0-9_-]{1,32}` |
 //! | `MPAUTHX_TOKEN_TTL` | `259200` | token lifetime in seconds, at most a year |
-//! | `MPAUTHX_REDIS_URL` | unset: in memory | the token store, `redis://[:password@]host:port/db` |
+//! | `MPAUTHX_REDIS_URL` | unset: in memory | the token store: `redis://[:password@]host:port/db`, a cluster `redis+cluster://[:password@]host:port,host:port,…` or Sentinel `redis+sentinel://[:password@]host:port[,…]/<master name>[/db]` |
 //! | `MPAUTHX_DATABASE` | `mpauthx.db` | the sqlite file of users |
 //! | `MPAUTHX_LOGIN_LIMIT_PER_CLIENT` | unset: no limit | logins per client, `<count>/<seconds>` such as `20/60` |
 //! | `MPAUTHX_LOGIN_LIMIT_PER_USER` | unset: no limit | logins per user, `<count>/<seconds>` such as `10/60` |

@@ -13,6 +13,9 @@ use std::{
     time::{Duration, Instant},
 };
 
+pub mod cluster;
+pub mod sentinel;
+
 /// A `redis-server` process owned by the test.
 ///
 /// It runs under a small shell watchdog that kills it when the test process is gone, so

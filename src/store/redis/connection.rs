@@ -5,6 +5,10 @@
 //! restart a pool without that ping hands out dead connections forever. This manager
 //! instead marks a connection broken when a command on it fails at the transport level
 //! or times out, and checkout tests only that mark, which costs no round trip.
+//!
+//! Behind Sentinel, opening a connection first asks the Sentinels for the current
+//! primary, so the connection that replaces one broken by a failover reaches the new
+//! primary.
 
 use std::{
     sync::{
@@ -15,7 +19,9 @@ use std::{
 };
 
 use bb8_redis::bb8;
-use redis::{AsyncConnectionConfig, Client, RedisError, aio::MultiplexedConnection};
+use redis::{
+    AsyncConnectionConfig, Client, RedisError, aio::MultiplexedConnection, sentinel::SentinelClient,
+};
 use tokio::sync::{Notify, futures::Notified};
 
 const MARKED_BROKEN: &str = "connection marked broken";
@@ -104,8 +110,16 @@ impl Connection {
 
 /// Opens connections with bounded connect and response times.
 pub(super) struct Manager {
-    client: Client,
+    source: Source,
     config: AsyncConnectionConfig,
+}
+
+/// Where new connections go.
+pub(super) enum Source {
+    /// Always the same Redis.
+    Client(Client),
+    /// Whichever server the Sentinels name primary at the time of connecting.
+    Sentinel(tokio::sync::Mutex<SentinelClient>),
 }
 
 impl std::fmt::Debug for Manager {
@@ -116,8 +130,8 @@ impl std::fmt::Debug for Manager {
 }
 
 impl Manager {
-    pub(super) fn new(client: Client, config: AsyncConnectionConfig) -> Self {
-        Self { client, config }
+    pub(super) fn new(source: Source, config: AsyncConnectionConfig) -> Self {
+        Self { source, config }
     }
 }
 
@@ -126,10 +140,21 @@ impl bb8::ManageConnection for Manager {
     type Error = RedisError;
 
     async fn connect(&self) -> Result<Connection, RedisError> {
-        let redis = self
-            .client
-            .get_multiplexed_async_connection_with_config(&self.config)
-            .await?;
+        let redis = match &self.source {
+            Source::Client(client) => {
+                client
+                    .get_multiplexed_async_connection_with_config(&self.config)
+                    .await?
+            }
+            Source::Sentinel(sentinel) => {
+                // Asks the Sentinels, then checks that the server they name is a primary
+                // (ROLE): during a failover it may be down, or not yet promoted.
+                let client = sentinel.lock().await.async_get_client().await?;
+                client
+                    .get_multiplexed_async_connection_with_config(&self.config)
+                    .await?
+            }
+        };
         Ok(Connection {
             redis,
             broken: Arc::default(),

@@ -1,5 +1,6 @@
 //! The production token store: Redis through a shared multiplexed connection, taken
-//! from a bb8 pool.
+//! from a bb8 pool; or Redis Cluster through redis-rs's cluster connection; or the
+//! primary that Redis Sentinel names, through the same pool.
 //!
 //! One hash per user, `<prefix>:{<sku>:<openid>}` (`{…}` is a Redis Cluster hash tag):
 //! each field is a token's SHA-256 (32 raw bytes), each value
@@ -20,10 +21,19 @@ use std::{
 };
 
 use bb8_redis::bb8;
-use redis::{AsyncConnectionConfig, RedisError, RedisResult, Script, aio::MultiplexedConnection};
+use redis::{
+    AsyncConnectionConfig, ErrorKind, RedisConnectionInfo, RedisError, RedisResult, Script,
+    ServerErrorKind,
+    aio::MultiplexedConnection,
+    sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType},
+};
 use tokio::time::{Instant, timeout_at};
 
-use self::connection::{ConnectFailures, Connection, Manager};
+use self::{
+    cluster::{Cluster, is_topology_error, key_slot},
+    connection::{ConnectFailures, Connection, Manager, Source},
+    target::{NodeAuth, Target},
+};
 use super::{IssueOptions, Issued, StoreError, TokenInfo, TokenStore};
 use crate::{
     config::Sku,
@@ -31,7 +41,9 @@ use crate::{
     token::{ParsedToken, Token, TokenHash},
 };
 
+mod cluster;
 mod connection;
+mod target;
 
 /// The default key prefix.
 pub const DEFAULT_KEY_PREFIX: &str = "mpauthx";
@@ -42,7 +54,10 @@ pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(1);
 /// The default number of multiplexed connections.
 pub const DEFAULT_POOL_SIZE: u32 = 4;
 
-/// Keeps tokens in Redis (standalone), shared by every instance of the application.
+/// Keeps tokens in Redis, shared by every instance of the application: one standalone
+/// Redis ([`builder`](Self::builder)), a Redis Cluster
+/// ([`cluster_builder`](Self::cluster_builder)), or the primary that Redis Sentinel
+/// names ([`sentinel_builder`](Self::sentinel_builder)). All three behave alike.
 ///
 /// Requests share one multiplexed connection, so concurrent requests pipeline onto the
 /// same socket instead of queueing for one each (the load benchmark in BENCHMARKS.md
@@ -51,6 +66,11 @@ pub const DEFAULT_POOL_SIZE: u32 = 4;
 /// next request takes a fresh one from the pool. Checkout itself sends nothing to Redis.
 /// Every operation is bounded by the command timeout, so an outage turns into a prompt
 /// [`StoreError`] (and a 503 from [`MpAuthLayer`](crate::MpAuthLayer)).
+///
+/// On a cluster, each primary has such a pool, and each operation goes to the primary
+/// serving its user's hash slot (one slot per user), following `MOVED` and `ASK`
+/// redirections; a failed primary fails only its own slots. Behind Sentinel, a retired connection's replacement asks the Sentinels for the
+/// current primary, so the store follows a failover.
 ///
 /// ```no_run
 /// use std::time::Duration;
@@ -70,16 +90,70 @@ pub struct RedisTokenStore {
 }
 
 struct Inner {
-    pool: bb8::Pool<Manager>,
-    failures: ConnectFailures,
+    backend: Backend,
     prefix: Box<str>,
     connect_timeout: Duration,
     command_timeout: Duration,
     scripts: Scripts,
+}
+
+/// How commands reach Redis: an enum rather than a trait object, so the standalone hot
+/// path stays as direct as it was.
+// One per store, behind its `Arc`: the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
+enum Backend {
+    /// A standalone Redis, or the primary Sentinel names: pooled multiplexed connections.
+    Pooled(Pooled),
+    /// A Redis Cluster: a slot map and a pool per primary.
+    Cluster(Arc<Cluster>),
+}
+
+/// What every pool of a store shares.
+#[derive(Clone, Copy)]
+struct PoolSettings {
+    connect_timeout: Duration,
+    command_timeout: Duration,
+    pool_size: u32,
+}
+
+impl PoolSettings {
+    fn pool(&self, source: Source, follows_sentinel: bool) -> Pooled {
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.connect_timeout))
+            .set_response_timeout(Some(self.command_timeout));
+        let failures = ConnectFailures::default();
+        let pool = bb8::Pool::builder()
+            .max_size(self.pool_size)
+            .min_idle(Some(1))
+            // Cheap: the manager only looks at the connection's broken mark.
+            .test_on_check_out(true)
+            .connection_timeout(self.connect_timeout)
+            // Fail fast while Redis is down rather than retrying up to the timeout.
+            .retry_connection(false)
+            .error_sink(Box::new(failures.clone()))
+            .build_unchecked(Manager::new(source, config.clone()));
+        Pooled {
+            pool,
+            failures,
+            current: Mutex::new(None),
+            follows_sentinel,
+            config,
+        }
+    }
+}
+
+struct Pooled {
+    pool: bb8::Pool<Manager>,
+    failures: ConnectFailures,
     /// The connection requests use while it works, taken from the pool: one multiplexed
     /// socket pipelines concurrent requests best, and using it skips the pool's lock.
     /// A broken one is left to the pool, which replaces it at the next checkout.
     current: Mutex<Option<Connection>>,
+    /// Behind Sentinel: a `READONLY` reply means the server was demoted, so the
+    /// connection is retired and its replacement asks the Sentinels again.
+    follows_sentinel: bool,
+    /// How this pool's connections are opened.
+    config: AsyncConnectionConfig,
 }
 
 struct Scripts {
@@ -106,29 +180,48 @@ impl Scripts {
 
 impl std::fmt::Debug for RedisTokenStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let state = self.inner.pool.state();
-        f.debug_struct("RedisTokenStore")
-            .field("prefix", &self.inner.prefix)
+        let mut s = f.debug_struct("RedisTokenStore");
+        match &self.inner.backend {
+            Backend::Pooled(pooled) => s
+                .field(
+                    "backend",
+                    &if pooled.follows_sentinel {
+                        "sentinel"
+                    } else {
+                        "standalone"
+                    },
+                )
+                .field("connections", &pooled.pool.state().connections),
+            Backend::Cluster(_) => s.field("backend", &"cluster"),
+        };
+        s.field("prefix", &self.inner.prefix)
             .field("connect_timeout", &self.inner.connect_timeout)
             .field("command_timeout", &self.inner.command_timeout)
-            .field("connections", &state.connections)
             .finish_non_exhaustive()
     }
 }
 
 /// Settings for a [`RedisTokenStore`]; [`build`](Self::build) connects.
 pub struct RedisTokenStoreBuilder {
-    url: String,
+    target: Result<Target, &'static str>,
     prefix: String,
     connect_timeout: Duration,
     command_timeout: Duration,
     pool_size: u32,
+    primary_auth: Option<NodeAuth>,
 }
 
 impl std::fmt::Debug for RedisTokenStoreBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // The URL may hold a password.
+        // The URLs may hold a password.
+        let backend = match &self.target {
+            Ok(Target::Standalone(_)) => "standalone",
+            Ok(Target::Cluster(_)) => "cluster",
+            Ok(Target::Sentinel { .. }) => "sentinel",
+            Err(_) => "invalid",
+        };
         f.debug_struct("RedisTokenStoreBuilder")
+            .field("backend", &backend)
             .field("prefix", &self.prefix)
             .field("connect_timeout", &self.connect_timeout)
             .field("command_timeout", &self.command_timeout)
@@ -138,6 +231,17 @@ impl std::fmt::Debug for RedisTokenStoreBuilder {
 }
 
 impl RedisTokenStoreBuilder {
+    fn new(target: Result<Target, &'static str>) -> Self {
+        Self {
+            target,
+            prefix: DEFAULT_KEY_PREFIX.to_owned(),
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            command_timeout: DEFAULT_COMMAND_TIMEOUT,
+            pool_size: DEFAULT_POOL_SIZE,
+            primary_auth: None,
+        }
+    }
+
     /// Prefixes every key, so several applications can share one Redis.
     /// Default: `mpauthx`. It must not contain `{` or `}`, which would break the
     /// per-user hash tags.
@@ -154,7 +258,8 @@ impl RedisTokenStoreBuilder {
 
     /// Bounds one store operation, waiting for a connection included. Default: 1 s.
     ///
-    /// It is also how long a request waits before a Redis outage turns into a 503.
+    /// It is also how long a request waits before a Redis outage turns into a 503. On a
+    /// cluster it bounds redirections to other nodes too.
     pub fn with_command_timeout(mut self, timeout: Duration) -> Self {
         self.command_timeout = timeout;
         self
@@ -162,9 +267,33 @@ impl RedisTokenStoreBuilder {
 
     /// How many multiplexed connections the pool may hold (each serves many requests at
     /// once). Requests use one at a time, until it breaks; the others stand by as its
-    /// replacement. Default: 4.
+    /// replacement. Default: 4. On a cluster, each primary has a pool of this size.
     pub fn with_pool_size(mut self, size: u32) -> Self {
         self.pool_size = size.max(1);
+        self
+    }
+
+    /// Behind Sentinel: the credentials (`username` may be `None` for the default user)
+    /// and database for the primary, once the Sentinels have named it. The Sentinels
+    /// themselves are reached with the credentials in their own URLs. Replaces what a
+    /// `redis+sentinel://` URL said; [`build`](Self::build) rejects it for any other
+    /// kind of store.
+    pub fn with_primary_auth(
+        mut self,
+        username: Option<&str>,
+        password: Option<&str>,
+        db: i64,
+    ) -> Self {
+        let tls = match &self.target {
+            Ok(Target::Sentinel { node, .. }) => node.tls,
+            _ => false,
+        };
+        self.primary_auth = Some(NodeAuth {
+            username: username.map(str::to_owned),
+            password: password.map(str::to_owned),
+            db,
+            tls,
+        });
         self
     }
 
@@ -178,60 +307,199 @@ impl RedisTokenStoreBuilder {
         if self.connect_timeout.is_zero() || self.command_timeout.is_zero() {
             return Err(StoreError::InvalidConfig("timeouts must be non-zero"));
         }
-        let client = redis::Client::open(self.url.as_str())
-            .map_err(|_| StoreError::InvalidConfig("invalid Redis URL"))?;
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(self.connect_timeout))
-            .set_response_timeout(Some(self.command_timeout));
-        let failures = ConnectFailures::default();
-        let pool = bb8::Pool::builder()
-            .max_size(self.pool_size)
-            .min_idle(Some(1))
-            // Cheap: the manager only looks at the connection's broken mark.
-            .test_on_check_out(true)
-            .connection_timeout(self.connect_timeout)
-            // Fail fast while Redis is down rather than retrying up to the timeout.
-            .retry_connection(false)
-            .error_sink(Box::new(failures.clone()))
-            .build_unchecked(Manager::new(client, config));
+        let settings = PoolSettings {
+            connect_timeout: self.connect_timeout,
+            command_timeout: self.command_timeout,
+            pool_size: self.pool_size,
+        };
+        let backend = match self.target.clone().map_err(StoreError::InvalidConfig)? {
+            Target::Standalone(url) => {
+                self.only_for_sentinel()?;
+                let client = redis::Client::open(url.as_str())
+                    .map_err(|_| StoreError::InvalidConfig("invalid Redis URL"))?;
+                Backend::Pooled(settings.pool(Source::Client(client), false))
+            }
+            Target::Cluster(seeds) => {
+                self.only_for_sentinel()?;
+                let cluster = Cluster::new(&seeds, settings)?;
+                // Learn the slot map now: a cluster that cannot tell it is unusable.
+                let deadline = Instant::now() + self.connect_timeout + self.command_timeout;
+                timeout_at(deadline, cluster.refresh(self.command_timeout, true))
+                    .await
+                    .map_err(|_| StoreError::Timeout(self.command_timeout))??;
+                Backend::Cluster(Arc::new(cluster))
+            }
+            Target::Sentinel {
+                sentinels,
+                master,
+                node,
+            } => {
+                if master.is_empty() {
+                    return Err(StoreError::InvalidConfig("Sentinel master name is empty"));
+                }
+                let node = self.primary_auth.clone().unwrap_or(node);
+                let mut redis_info = RedisConnectionInfo::default().set_db(node.db);
+                if let Some(username) = &node.username {
+                    redis_info = redis_info.set_username(username);
+                }
+                if let Some(password) = &node.password {
+                    redis_info = redis_info.set_password(password);
+                }
+                let mut node_info =
+                    SentinelNodeConnectionInfo::default().set_redis_connection_info(redis_info);
+                if node.tls {
+                    node_info = node_info.set_tls_mode(redis::TlsMode::Secure);
+                }
+                let sentinel = SentinelClient::build(
+                    sentinels,
+                    master,
+                    Some(node_info),
+                    SentinelServerType::Master,
+                )
+                .map_err(|_| StoreError::InvalidConfig("invalid Sentinel URL"))?;
+                let source = Source::Sentinel(tokio::sync::Mutex::new(sentinel));
+                Backend::Pooled(settings.pool(source, true))
+            }
+        };
         let store = RedisTokenStore {
             inner: Arc::new(Inner {
-                pool,
-                failures,
+                backend,
                 prefix: self.prefix.into_boxed_str(),
                 connect_timeout: self.connect_timeout,
                 command_timeout: self.command_timeout,
                 scripts: Scripts::new(),
-                current: Mutex::new(None),
             }),
         };
         store.ping().await?;
         Ok(store)
     }
+
+    fn only_for_sentinel(&self) -> Result<(), StoreError> {
+        match self.primary_auth {
+            Some(_) => Err(StoreError::InvalidConfig(
+                "primary credentials apply only behind Sentinel",
+            )),
+            None => Ok(()),
+        }
+    }
 }
 
 impl RedisTokenStore {
-    /// Settings for a store at `url` (`redis://[:password@]host:port/db`, or
-    /// `rediss://` with TLS support enabled in `redis`).
+    /// Settings for a store at `url`:
+    ///
+    /// - `redis://[[user]:password@]host:port[/db]` (or `rediss://` with TLS support
+    ///   enabled in `redis`): one standalone Redis.
+    /// - `redis+cluster://[[user]:password@]host:port[,host:port…]`: a Redis Cluster,
+    ///   reached through any of the seed nodes listed; the credentials apply to every
+    ///   node. The same as [`cluster_builder`](Self::cluster_builder).
+    /// - `redis+sentinel://[[user]:password@]host:port[,host:port…]/<master name>[/db]`:
+    ///   the primary the Sentinels listed name `<master name>`; the credentials and the
+    ///   database apply to the primary, the Sentinels are reached without them. The same
+    ///   as [`sentinel_builder`](Self::sentinel_builder) with
+    ///   [`with_primary_auth`](RedisTokenStoreBuilder::with_primary_auth).
+    ///
+    /// A malformed multi-node URL makes [`build`](RedisTokenStoreBuilder::build) fail
+    /// with [`StoreError::InvalidConfig`].
+    ///
+    /// ```no_run
+    /// use mpauthx::RedisTokenStore;
+    ///
+    /// # async fn run() -> Result<(), mpauthx::StoreError> {
+    /// // Whichever MPAUTHX_REDIS_URL says: one node, a cluster or Sentinel.
+    /// let url = std::env::var("MPAUTHX_REDIS_URL")
+    ///     .unwrap_or_else(|_| "redis+cluster://10.0.0.1:7000,10.0.0.2:7000".into());
+    /// let store = RedisTokenStore::builder(url).build().await?;
+    /// # Ok(()) }
+    /// ```
     pub fn builder(url: impl Into<String>) -> RedisTokenStoreBuilder {
-        RedisTokenStoreBuilder {
-            url: url.into(),
-            prefix: DEFAULT_KEY_PREFIX.to_owned(),
-            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
-            command_timeout: DEFAULT_COMMAND_TIMEOUT,
-            pool_size: DEFAULT_POOL_SIZE,
-        }
+        RedisTokenStoreBuilder::new(Target::parse(&url.into()))
     }
 
-    /// Connects with default settings.
+    /// Settings for a store on a Redis Cluster, reached through `seeds`: the URLs
+    /// (`redis://[[user]:password@]host:port`) of some of its nodes, any one of which
+    /// suffices to discover the rest. Each user's tokens live in one hash slot, so
+    /// every operation stays a single-key, atomic command on one node.
+    ///
+    /// While a primary is down, operations on its slots fail with
+    /// [`StoreError::Unavailable`] or [`StoreError::Timeout`] (a 503, never a 401) and
+    /// the other slots keep working; once a replica is promoted, the connection learns
+    /// the new slot map and the failed slots work again.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use mpauthx::RedisTokenStore;
+    ///
+    /// # async fn run() -> Result<(), mpauthx::StoreError> {
+    /// let store = RedisTokenStore::cluster_builder([
+    ///     "redis://10.0.0.1:7000",
+    ///     "redis://10.0.0.2:7000",
+    ///     "redis://10.0.0.3:7000",
+    /// ])
+    /// .with_key_prefix("myapp")
+    /// .with_command_timeout(Duration::from_millis(500))
+    /// .build()
+    /// .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn cluster_builder<I, S>(seeds: I) -> RedisTokenStoreBuilder
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        RedisTokenStoreBuilder::new(Ok(Target::Cluster(
+            seeds.into_iter().map(Into::into).collect(),
+        )))
+    }
+
+    /// Settings for a store on the primary that the Sentinels at `sentinels`
+    /// (`redis://host:port` URLs, usually port 26379) monitor as `master_name`.
+    ///
+    /// Each new connection asks the Sentinels which server is the primary and checks
+    /// that it says so (`ROLE`). When the primary fails, operations fail with
+    /// [`StoreError::Unavailable`] or [`StoreError::Timeout`] (a 503, never a 401) and
+    /// the broken connection is retired; once the Sentinels have promoted a replica,
+    /// the next connection reaches it. Credentials for the primary go in
+    /// [`with_primary_auth`](RedisTokenStoreBuilder::with_primary_auth).
+    ///
+    /// ```no_run
+    /// use mpauthx::RedisTokenStore;
+    ///
+    /// # async fn run() -> Result<(), mpauthx::StoreError> {
+    /// let store = RedisTokenStore::sentinel_builder(
+    ///     ["redis://10.0.0.1:26379", "redis://10.0.0.2:26379"],
+    ///     "mymaster",
+    /// )
+    /// .with_primary_auth(None, Some("s3cret"), 0)
+    /// .build()
+    /// .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn sentinel_builder<I, S>(
+        sentinels: I,
+        master_name: impl Into<String>,
+    ) -> RedisTokenStoreBuilder
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        RedisTokenStoreBuilder::new(Ok(Target::Sentinel {
+            sentinels: sentinels.into_iter().map(Into::into).collect(),
+            master: master_name.into(),
+            node: NodeAuth::default(),
+        }))
+    }
+
+    /// Connects with default settings; `url` as in [`builder`](Self::builder).
     pub async fn connect(url: impl Into<String>) -> Result<Self, StoreError> {
         Self::builder(url).build().await
     }
 
-    /// Sends a `PING`, for health checks.
+    /// Sends a `PING`, for health checks (on a cluster, to one node).
     pub async fn ping(&self) -> Result<(), StoreError> {
         self.inner
-            .run(|mut c| async move { redis::cmd("PING").query_async::<()>(&mut c).await })
+            .run(None, |mut c| async move {
+                redis::cmd("PING").query_async::<()>(&mut c).await
+            })
             .await
     }
 }
@@ -239,6 +507,7 @@ impl RedisTokenStore {
 impl RedisTokenStore {
     /// Runs a single-key Lua script on the store's connection, within the command
     /// timeout. Crate-internal: the login throttle keeps its counters beside the tokens.
+    /// On a cluster the script runs on the node that holds `key`.
     pub(crate) async fn invoke_script<R>(
         &self,
         script: &Script,
@@ -249,7 +518,7 @@ impl RedisTokenStore {
         R: redis::FromRedisValue + Send,
     {
         self.inner
-            .run(|mut c| async move {
+            .run(Some(key), |mut c| async move {
                 let mut invocation = script.key(key);
                 for arg in args {
                     invocation.arg(*arg);
@@ -265,38 +534,7 @@ impl RedisTokenStore {
     }
 }
 
-impl Inner {
-    /// Runs one operation on a shared connection within the command timeout.
-    async fn run<T, F, Fut>(&self, op: F) -> Result<T, StoreError>
-    where
-        F: FnOnce(MultiplexedConnection) -> Fut,
-        Fut: Future<Output = RedisResult<T>>,
-    {
-        let deadline = Instant::now() + self.command_timeout;
-        let conn = match self.current_connection() {
-            Some(conn) => conn,
-            None => {
-                let conn = self.checkout(deadline).await?;
-                *self.current.lock().unwrap_or_else(PoisonError::into_inner) = Some(conn.clone());
-                conn
-            }
-        };
-        match timeout_at(deadline, op(conn.redis.clone())).await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(e)) => {
-                if e.is_unrecoverable_error() || e.is_io_error() || e.is_timeout() {
-                    conn.mark_broken();
-                }
-                Err(self.error(e))
-            }
-            Err(_) => {
-                // A connection that stops answering may be half-open; start afresh.
-                conn.mark_broken();
-                Err(StoreError::Timeout(self.command_timeout))
-            }
-        }
-    }
-
+impl Pooled {
     /// The current connection, unless there is none or it broke.
     fn current_connection(&self) -> Option<Connection> {
         self.current
@@ -307,32 +545,183 @@ impl Inner {
             .cloned()
     }
 
+    /// Runs one operation on this pool's shared connection by `deadline`. The outer
+    /// error is the store's (no connection, or no answer in time); the inner one is
+    /// Redis's answer. A connection that failed at the transport level, timed out or
+    /// (behind Sentinel) turned read-only is retired.
+    async fn run<T, F, Fut>(
+        &self,
+        deadline: Instant,
+        command_timeout: Duration,
+        op: F,
+    ) -> Result<RedisResult<T>, StoreError>
+    where
+        F: FnOnce(MultiplexedConnection) -> Fut,
+        Fut: Future<Output = RedisResult<T>>,
+    {
+        let conn = match self.current_connection() {
+            Some(conn) => conn,
+            None => {
+                let conn = self.checkout(deadline, command_timeout).await?;
+                *self.current.lock().unwrap_or_else(PoisonError::into_inner) = Some(conn.clone());
+                conn
+            }
+        };
+        match timeout_at(deadline, op(conn.redis.clone())).await {
+            Ok(Ok(value)) => Ok(Ok(value)),
+            Ok(Err(e)) => {
+                if e.is_unrecoverable_error()
+                    || e.is_io_error()
+                    || e.is_timeout()
+                    || (self.follows_sentinel && is_read_only(&e))
+                {
+                    conn.mark_broken();
+                }
+                Ok(Err(e))
+            }
+            Err(_) => {
+                // A connection that stops answering may be half-open; start afresh.
+                conn.mark_broken();
+                Err(StoreError::Timeout(command_timeout))
+            }
+        }
+    }
+
     /// A working connection from the pool, which opens one when needed.
-    async fn checkout(&self, deadline: Instant) -> Result<Connection, StoreError> {
+    async fn checkout(
+        &self,
+        deadline: Instant,
+        command_timeout: Duration,
+    ) -> Result<Connection, StoreError> {
         let connect_failed = self.failures.notified();
         tokio::select! {
             biased;
             got = timeout_at(deadline, self.pool.get()) => match got {
                 // Clone the handle and return the pooled slot at once: requests share it.
                 Ok(Ok(pooled)) => Ok(pooled.clone()),
-                Ok(Err(bb8::RunError::User(e))) => Err(self.error(e)),
+                Ok(Err(bb8::RunError::User(e))) => Err(store_error(e, command_timeout)),
                 Ok(Err(bb8::RunError::TimedOut)) | Err(_) => {
-                    Err(StoreError::Timeout(self.command_timeout))
+                    Err(StoreError::Timeout(command_timeout))
                 }
             },
             () = connect_failed => {
                 let e = self.failures.last().expect("set before notifying");
-                Err(self.error(e))
+                Err(store_error(e, command_timeout))
             }
         }
     }
+}
 
-    fn error(&self, e: RedisError) -> StoreError {
-        if e.is_timeout() {
-            StoreError::Timeout(self.command_timeout)
-        } else {
-            StoreError::Unavailable(Box::new(e))
+/// Whether Redis refused a write because the server is now a replica.
+fn is_read_only(e: &RedisError) -> bool {
+    e.kind() == ErrorKind::Server(ServerErrorKind::ReadOnly) || e.to_string().contains("READONLY")
+}
+
+/// A Redis failure as the store reports it: "try again later", in either form.
+fn store_error(e: RedisError, command_timeout: Duration) -> StoreError {
+    if e.is_timeout() {
+        StoreError::Timeout(command_timeout)
+    } else {
+        StoreError::Unavailable(Box::new(e))
+    }
+}
+
+/// How many `MOVED` redirections one cluster operation follows.
+const MAX_REDIRECTIONS: usize = 3;
+
+impl Inner {
+    /// Runs one operation on `key`'s connection within the command timeout; `None`
+    /// runs it anywhere. On a cluster `op` may run again after a `MOVED` reply.
+    async fn run<T, F, Fut>(&self, key: Option<&str>, op: F) -> Result<T, StoreError>
+    where
+        F: Fn(MultiplexedConnection) -> Fut,
+        Fut: Future<Output = RedisResult<T>>,
+    {
+        let deadline = Instant::now() + self.command_timeout;
+        match &self.backend {
+            Backend::Pooled(pooled) => pooled
+                .run(deadline, self.command_timeout, op)
+                .await?
+                .map_err(|e| store_error(e, self.command_timeout)),
+            Backend::Cluster(cluster) => self.run_on_cluster(cluster, key, deadline, op).await,
         }
+    }
+
+    async fn run_on_cluster<T, F, Fut>(
+        &self,
+        cluster: &Arc<Cluster>,
+        key: Option<&str>,
+        deadline: Instant,
+        op: F,
+    ) -> Result<T, StoreError>
+    where
+        F: Fn(MultiplexedConnection) -> Fut,
+        Fut: Future<Output = RedisResult<T>>,
+    {
+        let route = || match key {
+            Some(key) => cluster.owner(key_slot(key.as_bytes())),
+            None => cluster.any_node(),
+        };
+        let mut node = match route() {
+            Some(node) => node,
+            None => {
+                timeout_at(deadline, cluster.refresh(self.command_timeout, true))
+                    .await
+                    .map_err(|_| StoreError::Timeout(self.command_timeout))??;
+                route().ok_or(StoreError::Protocol("no cluster node serves the slot"))?
+            }
+        };
+        for _ in 0..=MAX_REDIRECTIONS {
+            let pooled = cluster.pool(&node)?;
+            let e = match pooled.run(deadline, self.command_timeout, &op).await {
+                Ok(Ok(value)) => return Ok(value),
+                Ok(Err(e)) => e,
+                Err(failed) => {
+                    // The node is down or stuck: its slots may be failing over.
+                    self.refresh_soon(cluster);
+                    return Err(failed);
+                }
+            };
+            if is_topology_error(&e) {
+                self.refresh_soon(cluster);
+            }
+            match (e.code(), e.redirect_node()) {
+                (Some("MOVED"), Some((to, slot))) => {
+                    cluster.moved(slot, to);
+                    node = Arc::from(to);
+                }
+                (Some("ASK"), Some((to, _))) => {
+                    // The slot is migrating: run once on the importing node, on a
+                    // private connection so that nothing slips between ASKING and `op`.
+                    let client = cluster.client(to)?;
+                    let config = pooled.config.clone();
+                    let asked = timeout_at(deadline, async {
+                        let mut conn = client
+                            .get_multiplexed_async_connection_with_config(&config)
+                            .await?;
+                        redis::cmd("ASKING").query_async::<()>(&mut conn).await?;
+                        op(conn).await
+                    });
+                    return match asked.await {
+                        Ok(result) => result.map_err(|e| store_error(e, self.command_timeout)),
+                        Err(_) => Err(StoreError::Timeout(self.command_timeout)),
+                    };
+                }
+                _ => return Err(store_error(e, self.command_timeout)),
+            }
+        }
+        Err(StoreError::Protocol("too many cluster redirections"))
+    }
+
+    /// Refreshes the cluster's slot map in the background, unless one is under way or
+    /// was done just now.
+    fn refresh_soon(&self, cluster: &Arc<Cluster>) {
+        let (cluster, command_timeout) = (Arc::clone(cluster), self.command_timeout);
+        tokio::spawn(async move {
+            if let Err(error) = cluster.refresh(command_timeout, false).await {
+                tracing::debug!(%error, "cannot refresh the Redis Cluster slot map");
+            }
+        });
     }
 
     /// `<prefix>:{<sku>:<openid>}`: all of one user's tokens.
@@ -392,17 +781,19 @@ impl TokenStore for RedisTokenStore {
         let ttl = options.ttl_millis();
         let max = options.max_tokens_per_user();
         async move {
+            let key = key.as_str();
+            let device = device.as_deref();
             let (issued_at_ms, expires_at_ms) = self
                 .inner
-                .run(|mut c| async move {
+                .run(Some(key), |mut c| async move {
                     self.inner
                         .scripts
                         .issue
-                        .key(&key)
+                        .key(key)
                         .arg(&hash.as_bytes()[..])
                         .arg(ttl)
                         .arg(max)
-                        .arg(device.as_deref().unwrap_or(""))
+                        .arg(device.unwrap_or(""))
                         .invoke_async::<(u64, u64)>(&mut c)
                         .await
                 })
@@ -424,10 +815,11 @@ impl TokenStore for RedisTokenStore {
         let hash = token.hash();
         let inner = Arc::clone(&self.inner);
         async move {
+            let key = key.as_str();
             let value = inner
-                .run(|mut c| async move {
+                .run(Some(key), |mut c| async move {
                     redis::cmd("HGET")
-                        .arg(&key)
+                        .arg(key)
                         .arg(&hash.as_bytes()[..])
                         .query_async::<Option<Vec<u8>>>(&mut c)
                         .await
@@ -449,12 +841,13 @@ impl TokenStore for RedisTokenStore {
         let key = self.inner.user_key(sku, open_id);
         let hash = *hash;
         async move {
+            let key = key.as_str();
             self.inner
-                .run(|mut c| async move {
+                .run(Some(key), |mut c| async move {
                     self.inner
                         .scripts
                         .revoke
-                        .key(&key)
+                        .key(key)
                         .arg(&hash.as_bytes()[..])
                         .invoke_async::<bool>(&mut c)
                         .await
@@ -470,12 +863,13 @@ impl TokenStore for RedisTokenStore {
     ) -> impl Future<Output = Result<usize, StoreError>> + Send {
         let key = self.inner.user_key(sku.as_str(), open_id);
         async move {
+            let key = key.as_str();
             self.inner
-                .run(|mut c| async move {
+                .run(Some(key), |mut c| async move {
                     self.inner
                         .scripts
                         .revoke_all
-                        .key(&key)
+                        .key(key)
                         .invoke_async::<usize>(&mut c)
                         .await
                 })
@@ -490,13 +884,14 @@ impl TokenStore for RedisTokenStore {
     ) -> impl Future<Output = Result<Vec<TokenInfo>, StoreError>> + Send {
         let key = self.inner.user_key(sku.as_str(), open_id);
         async move {
+            let key = key.as_str();
             let pairs = self
                 .inner
-                .run(|mut c| async move {
+                .run(Some(key), |mut c| async move {
                     self.inner
                         .scripts
                         .list
-                        .key(&key)
+                        .key(key)
                         .invoke_async::<Vec<(Vec<u8>, String)>>(&mut c)
                         .await
                 })
@@ -530,15 +925,16 @@ impl TokenStore for RedisTokenStore {
         let ttl = options.ttl_millis();
         let max = options.max_tokens_per_user();
         async move {
+            let key = key.as_str();
             let successor = successor.map_err(|e| StoreError::Unavailable(Box::new(e)))?;
             let new_hash = successor.hash();
             let reply = self
                 .inner
-                .run(|mut c| async move {
+                .run(Some(key), |mut c| async move {
                     self.inner
                         .scripts
                         .rotate
-                        .key(&key)
+                        .key(key)
                         .arg(&old_hash.as_bytes()[..])
                         .arg(&new_hash.as_bytes()[..])
                         .arg(ttl)

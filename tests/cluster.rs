@@ -1,0 +1,342 @@
+//! The Redis store on a real local Redis Cluster (3 primaries, 3 replicas): the store
+//! suite, the key layout across slots, atomicity under concurrency, and a primary's
+//! failure and its replica's promotion.
+
+mod common;
+#[macro_use]
+mod store_suite;
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    time::{Duration, Instant},
+};
+
+use common::{
+    cluster::{RedisCluster, cli, key_slot},
+    unique_prefix,
+};
+use mpauthx::{IssueOptions, RedisTokenStore, StoreError, Token, TokenStore};
+use store_suite::{LONG, issue, live, sku};
+use tokio::task::JoinSet;
+
+async fn shared_cluster() -> &'static RedisCluster {
+    tokio::task::spawn_blocking(RedisCluster::shared)
+        .await
+        .unwrap()
+}
+
+async fn cluster_store() -> RedisTokenStore {
+    RedisTokenStore::cluster_builder(shared_cluster().await.seeds())
+        .with_key_prefix(unique_prefix("suite"))
+        .build()
+        .await
+        .unwrap()
+}
+
+store_suite!(cluster, cluster_store().await);
+
+/// `<prefix>:{demo:<open_id>}`, the key the store keeps a user's tokens under.
+fn user_key(prefix: &str, open_id: &str) -> String {
+    format!("{prefix}:{{demo:{open_id}}}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_url_form_names_a_cluster() {
+    let cluster = shared_cluster().await;
+    let store = RedisTokenStore::builder(cluster.url())
+        .with_key_prefix(unique_prefix("url"))
+        .build()
+        .await
+        .unwrap();
+    assert!(format!("{store:?}").contains("cluster"), "{store:?}");
+    let token = issue(&store, "o-url", &IssueOptions::new(LONG)).await;
+    assert!(live(&store, &token).await);
+    store.ping().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_users_tokens_share_one_slot_and_users_spread_over_the_primaries() {
+    let cluster = shared_cluster().await;
+    let prefix = unique_prefix("slots");
+    let store = RedisTokenStore::cluster_builder(cluster.seeds())
+        .with_key_prefix(&prefix)
+        .build()
+        .await
+        .unwrap();
+    let options = IssueOptions::new(LONG);
+    let mut holders = BTreeSet::new();
+    for i in 0..24 {
+        let open_id = format!("o-slot-{i}");
+        for _ in 0..3 {
+            issue(&store, &open_id, &options).await;
+        }
+        let key = user_key(&prefix, &open_id);
+        let slot = key_slot(&key);
+        let port = cluster.any_running().port();
+        // Redis agrees on the slot, and it is the slot of the {sku:openid} tag alone.
+        let redis_slot = cli(port, &["CLUSTER", "KEYSLOT", &key]).unwrap();
+        assert_eq!(redis_slot, slot.to_string(), "{key}");
+        let tag_slot = cli(port, &["CLUSTER", "KEYSLOT", &format!("demo:{open_id}")]).unwrap();
+        assert_eq!(tag_slot, redis_slot, "{key}");
+        // The user's three tokens are one hash, on the primary that serves the slot.
+        let holder = cluster.primary_of_slot(slot);
+        assert_eq!(cli(holder, &["HLEN", &key]).unwrap(), "3", "{key}");
+        holders.insert(holder);
+    }
+    assert_eq!(holders.len(), 3, "24 users land on all three primaries");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_rotate_and_revoke_stay_atomic_across_the_cluster() {
+    let cluster = shared_cluster().await;
+    let prefix = unique_prefix("atomic");
+    let store = RedisTokenStore::cluster_builder(cluster.seeds())
+        .with_key_prefix(&prefix)
+        .build()
+        .await
+        .unwrap();
+    // Twelve users, so that every primary serves some of them.
+    let users: Vec<String> = (0..12).map(|i| format!("o-atomic-{i}")).collect();
+    let primaries: BTreeSet<u16> = users
+        .iter()
+        .map(|u| cluster.primary_of_slot(key_slot(&user_key(&prefix, u))))
+        .collect();
+    assert_eq!(primaries.len(), 3, "the users span all primaries");
+
+    // Concurrent issues, all users at once: each keeps exactly its limit.
+    let limited = IssueOptions::new(LONG).with_max_tokens_per_user(4);
+    let mut tasks = JoinSet::new();
+    for user in &users {
+        for _ in 0..10 {
+            let (store, user, options) = (store.clone(), user.clone(), limited.clone());
+            tasks.spawn(async move {
+                let token = Token::generate(&sku(), &user).unwrap();
+                store.issue(&token, &options).await.unwrap();
+                (user, token)
+            });
+        }
+    }
+    let mut issued: BTreeMap<String, Vec<Token>> = BTreeMap::new();
+    while let Some(done) = tasks.join_next().await {
+        let (user, token) = done.unwrap();
+        issued.entry(user).or_default().push(token);
+    }
+    for (user, tokens) in &issued {
+        let mut live_count = 0;
+        for token in tokens {
+            live_count += usize::from(live(&store, token).await);
+        }
+        assert_eq!(live_count, 4, "{user}");
+        assert_eq!(store.list(&sku(), user).await.unwrap().len(), 4, "{user}");
+    }
+
+    // Concurrent rotations of one token per user: one winner each.
+    let mut tasks = JoinSet::new();
+    for user in &users {
+        let token = issue(&store, user, &IssueOptions::new(LONG)).await;
+        for _ in 0..8 {
+            let (store, user, token) = (store.clone(), user.clone(), token.clone());
+            tasks.spawn(async move {
+                let rotated = store
+                    .rotate(&token.parsed(), &IssueOptions::new(LONG))
+                    .await
+                    .unwrap();
+                (user, rotated)
+            });
+        }
+    }
+    let mut winners: BTreeMap<String, Vec<Token>> = BTreeMap::new();
+    while let Some(done) = tasks.join_next().await {
+        let (user, rotated) = done.unwrap();
+        let entry = winners.entry(user).or_default();
+        entry.extend(rotated.map(|issued| issued.token));
+    }
+    assert_eq!(winners.len(), users.len());
+    for (user, won) in &winners {
+        assert_eq!(won.len(), 1, "{user}: exactly one rotation wins");
+        assert!(live(&store, &won[0]).await, "{user}");
+    }
+
+    // Concurrent revocations of each winner: exactly one reports it live.
+    let mut tasks = JoinSet::new();
+    for (user, won) in &winners {
+        for _ in 0..6 {
+            let (store, user, token) = (store.clone(), user.clone(), won[0].clone());
+            tasks.spawn(async move { (user, store.revoke(&token.parsed()).await.unwrap()) });
+        }
+    }
+    let mut revoked: BTreeMap<String, usize> = BTreeMap::new();
+    while let Some(done) = tasks.join_next().await {
+        let (user, was_live) = done.unwrap();
+        *revoked.entry(user).or_default() += usize::from(was_live);
+    }
+    assert!(revoked.values().all(|&n| n == 1), "{revoked:?}");
+    for (user, won) in &winners {
+        assert!(!live(&store, &won[0]).await, "{user}");
+    }
+}
+
+#[tokio::test]
+async fn an_unreachable_cluster_is_unavailable_and_bad_settings_are_rejected() {
+    let started = Instant::now();
+    let result = RedisTokenStore::cluster_builder(["redis://127.0.0.1:1/"])
+        .build()
+        .await;
+    assert!(
+        matches!(
+            result,
+            Err(StoreError::Unavailable(_) | StoreError::Timeout(_))
+        ),
+        "{result:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(3), "fails promptly");
+
+    for settings in [
+        RedisTokenStore::cluster_builder(Vec::<String>::new()),
+        RedisTokenStore::cluster_builder(["not a url"]),
+        RedisTokenStore::builder("redis+cluster://h:1/0"),
+        RedisTokenStore::builder("redis+cluster://h:1,,h:2"),
+        RedisTokenStore::cluster_builder(["redis://127.0.0.1:1/"]).with_key_prefix("a{b"),
+        RedisTokenStore::cluster_builder(["redis://127.0.0.1:1/"]).with_primary_auth(
+            None,
+            Some("pw"),
+            0,
+        ),
+    ] {
+        let described = format!("{settings:?}");
+        let result = settings.build().await;
+        assert!(
+            matches!(result, Err(StoreError::InvalidConfig(_))),
+            "{described}: {result:?}"
+        );
+    }
+}
+
+/// What one validation saw during the failover, and when.
+enum Seen {
+    Live,
+    NotLive,
+    Failed(StoreError),
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_primary_fails_only_its_slots_until_its_replica_takes_over() {
+    let mut cluster = tokio::task::spawn_blocking(RedisCluster::start)
+        .await
+        .unwrap();
+    let command_timeout = Duration::from_millis(500);
+    let store = RedisTokenStore::cluster_builder(cluster.seeds())
+        .with_key_prefix("fo")
+        .with_command_timeout(command_timeout)
+        .build()
+        .await
+        .unwrap();
+
+    // Users over all slots' primaries, each with a token.
+    let options = IssueOptions::new(LONG);
+    let mut users = Vec::new();
+    for i in 0..150 {
+        let open_id = format!("o-fo-{i}");
+        let token = issue(&store, &open_id, &options).await;
+        let primary = cluster.primary_of_slot(key_slot(&user_key("fo", &open_id)));
+        users.push((open_id, primary, token));
+    }
+    let victim = users[0].1;
+    let primaries: BTreeSet<u16> = users.iter().map(|u| u.1).collect();
+    assert_eq!(primaries.len(), 3);
+    // Every write reached the replicas, so a promoted replica has all tokens.
+    let cluster = tokio::task::spawn_blocking(move || {
+        cluster.wait_replicated(Duration::from_secs(10));
+        cluster.kill(victim);
+        cluster
+    })
+    .await
+    .unwrap();
+    let killed_at = Instant::now();
+    let failed_users = users.iter().filter(|u| u.1 == victim).count();
+    assert!(failed_users > 20 && failed_users < users.len() - 40);
+
+    // Until every user validates again: validate everyone, every 100 ms.
+    let mut failed_slot_errors = 0;
+    let mut first_recovery = None;
+    let mut slowest_healthy = Duration::ZERO;
+    let deadline = killed_at + Duration::from_secs(20);
+    loop {
+        let mut round = JoinSet::new();
+        for (open_id, primary, token) in &users {
+            let (store, token) = (store.clone(), token.clone());
+            let (open_id, on_victim) = (open_id.clone(), *primary == victim);
+            round.spawn(async move {
+                let started = Instant::now();
+                let seen = match store.validate(&token.parsed()).await {
+                    Ok(true) => Seen::Live,
+                    Ok(false) => Seen::NotLive,
+                    Err(
+                        e @ (StoreError::Unavailable(_)
+                        | StoreError::Timeout(_)
+                        | StoreError::Protocol(_)),
+                    ) => Seen::Failed(e),
+                    Err(e) => panic!("{open_id}: {e}"),
+                };
+                (open_id, on_victim, seen, started.elapsed())
+            });
+        }
+        let mut all_live = true;
+        while let Some(done) = round.join_next().await {
+            let (open_id, on_victim, seen, took) = done.unwrap();
+            match (on_victim, seen) {
+                (_, Seen::NotLive) => panic!("{open_id}: a live token reported not live"),
+                (false, Seen::Failed(e)) => {
+                    panic!("{open_id}: a healthy primary's slot failed after {took:?}: {e}")
+                }
+                (false, Seen::Live) => slowest_healthy = slowest_healthy.max(took),
+                (true, Seen::Failed(_)) => {
+                    failed_slot_errors += 1;
+                    all_live = false;
+                    assert!(took <= command_timeout + Duration::from_millis(300));
+                }
+                (true, Seen::Live) => {
+                    first_recovery.get_or_insert_with(|| killed_at.elapsed());
+                }
+            }
+        }
+        if all_live {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the failed slots never recovered"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let all_recovered = killed_at.elapsed();
+    assert!(
+        failed_slot_errors > 0,
+        "the failure was visible to its slots"
+    );
+    assert!(
+        slowest_healthy < command_timeout,
+        "healthy slots stayed prompt: {slowest_healthy:?}"
+    );
+
+    // The cluster agrees: a replica took over, and new tokens go to it.
+    let first_user = users[0].0.clone();
+    let _cluster = tokio::task::spawn_blocking(move || {
+        cluster.wait_state_ok(Duration::from_secs(10));
+        let now_serving = cluster.primary_of_slot(key_slot(&user_key("fo", &first_user)));
+        assert_ne!(now_serving, victim, "a replica serves the slot");
+        cluster
+    })
+    .await
+    .unwrap();
+    eprintln!(
+        "primary killed with {failed_users} of {} users on it: first of them live again \
+         after {:?}, all after {all_recovered:?}; {failed_slot_errors} failed validations; \
+         slowest healthy validation {slowest_healthy:?}",
+        users.len(),
+        first_recovery.expect("recovered"),
+    );
+    let fresh = issue(&store, &users[0].0, &options).await;
+    assert!(live(&store, &fresh).await);
+    assert_eq!(store.list(&sku(), &users[0].0).await.unwrap().len(), 2);
+}

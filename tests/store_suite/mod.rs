@@ -1,0 +1,261 @@
+//! The token store suite, generic over the store: every [`TokenStore`] must pass it.
+//! Test binaries run it with `store_suite!(name, <expression making a fresh store>)`,
+//! which adds one test per case in a module `name`.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::{collections::HashSet, time::Duration};
+
+use mpauthx::{IssueOptions, Sku, Token, TokenHash, TokenStore};
+
+pub const LONG: Duration = Duration::from_secs(600);
+
+pub fn sku() -> Sku {
+    Sku::new("demo").unwrap()
+}
+
+pub async fn issue<S: TokenStore>(store: &S, open_id: &str, options: &IssueOptions) -> Token {
+    let token = Token::generate(&sku(), open_id).unwrap();
+    store.issue(&token, options).await.unwrap();
+    token
+}
+
+pub async fn live<S: TokenStore>(store: &S, token: &Token) -> bool {
+    store.validate(&token.parsed()).await.unwrap()
+}
+
+/// The shared cases.
+pub async fn issue_validate_revoke<S: TokenStore>(store: S) {
+    let token = issue(&store, "o-alice", &IssueOptions::new(LONG)).await;
+    assert!(live(&store, &token).await);
+
+    let never_issued = Token::generate(&sku(), "o-alice").unwrap();
+    assert!(!live(&store, &never_issued).await);
+
+    assert!(store.revoke(&token.parsed()).await.unwrap());
+    assert!(!live(&store, &token).await);
+    assert!(
+        !store.revoke(&token.parsed()).await.unwrap(),
+        "second revoke"
+    );
+    assert!(store.list(&sku(), "o-alice").await.unwrap().is_empty());
+}
+
+pub async fn a_secret_is_bound_to_its_user<S: TokenStore>(store: S) {
+    let token = issue(&store, "o-alice", &IssueOptions::new(LONG)).await;
+    let secret = token.expose().rsplit('.').next().unwrap();
+    for forged in [
+        format!("demo.o-mallory.{secret}"),
+        format!("other.o-alice.{secret}"),
+    ] {
+        let forged: Token = forged.parse().unwrap();
+        assert!(!live(&store, &forged).await, "{forged:?}");
+    }
+    assert!(
+        !store
+            .revoke_hash("demo", "o-mallory", &token.hash())
+            .await
+            .unwrap(),
+        "revoking another user's token by hash"
+    );
+    assert!(live(&store, &token).await);
+}
+
+pub async fn tokens_expire<S: TokenStore>(store: S) {
+    let options = IssueOptions::new(Duration::from_millis(300));
+    let token = issue(&store, "o-brief", &options).await;
+    assert!(live(&store, &token).await);
+    assert_eq!(store.list(&sku(), "o-brief").await.unwrap().len(), 1);
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    assert!(!live(&store, &token).await);
+    assert!(store.list(&sku(), "o-brief").await.unwrap().is_empty());
+    assert!(
+        store
+            .rotate(&token.parsed(), &options)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(!store.revoke(&token.parsed()).await.unwrap());
+}
+
+pub async fn device_limit_evicts_the_oldest<S: TokenStore>(store: S) {
+    let options = IssueOptions::new(LONG).with_max_tokens_per_user(3);
+    let mut tokens = Vec::new();
+    for _ in 0..5 {
+        tokens.push(issue(&store, "o-many", &options).await);
+        // Distinct issue times make "oldest" well defined.
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+    for (i, token) in tokens.iter().enumerate() {
+        assert_eq!(live(&store, token).await, i >= 2, "token {i}");
+    }
+    let listed: Vec<TokenHash> = store
+        .list(&sku(), "o-many")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|info| info.hash)
+        .collect();
+    let expected: Vec<TokenHash> = tokens[2..].iter().map(Token::hash).collect();
+    assert_eq!(listed, expected, "soonest to expire first");
+}
+
+pub async fn list_reports_times_and_devices<S: TokenStore>(store: S) {
+    let phone = issue(
+        &store,
+        "o-dev",
+        &IssueOptions::new(LONG).with_device("iPhone|15"),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(3)).await;
+    let bare = issue(&store, "o-dev", &IssueOptions::new(LONG)).await;
+    let list = store.list(&sku(), "o-dev").await.unwrap();
+    assert_eq!(list.len(), 2);
+    assert_eq!(list[0].hash, phone.hash());
+    assert_eq!(list[0].device.as_deref(), Some("iPhone|15"));
+    assert_eq!(list[1].hash, bare.hash());
+    assert_eq!(list[1].device, None);
+    for info in &list {
+        assert_eq!(info.expires_at_ms - info.issued_at_ms, 600_000);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        assert!(info.issued_at_ms.abs_diff(now) < 5_000, "clock skew");
+    }
+}
+
+pub async fn revoke_all_is_per_user_and_sku<S: TokenStore>(store: S) {
+    let options = IssueOptions::new(LONG);
+    let mine = [
+        issue(&store, "o-out", &options).await,
+        issue(&store, "o-out", &options).await,
+        issue(&store, "o-out", &options).await,
+    ];
+    let neighbour = issue(&store, "o-stay", &options).await;
+    let other_sku = Sku::new("other").unwrap();
+    let elsewhere = Token::generate(&other_sku, "o-out").unwrap();
+    store.issue(&elsewhere, &options).await.unwrap();
+
+    assert_eq!(store.revoke_all(&sku(), "o-out").await.unwrap(), 3);
+    for token in &mine {
+        assert!(!live(&store, token).await);
+    }
+    assert!(live(&store, &neighbour).await);
+    assert!(live(&store, &elsewhere).await);
+    assert!(store.list(&sku(), "o-out").await.unwrap().is_empty());
+    assert_eq!(store.list(&other_sku, "o-out").await.unwrap().len(), 1);
+    assert_eq!(store.revoke_all(&sku(), "o-out").await.unwrap(), 0);
+}
+
+pub async fn rotate_replaces_and_keeps_the_device<S: TokenStore>(store: S) {
+    let options = IssueOptions::new(LONG).with_device("Pixel");
+    let old = issue(&store, "o-rot", &options).await;
+    let issued = store
+        .rotate(&old.parsed(), &IssueOptions::new(LONG))
+        .await
+        .unwrap()
+        .expect("live token rotates");
+    assert_ne!(issued.token.expose(), old.expose());
+    assert_eq!(issued.token.open_id(), "o-rot");
+    assert_eq!(issued.info.hash, issued.token.hash());
+    assert_eq!(issued.info.device.as_deref(), Some("Pixel"));
+    assert!(!live(&store, &old).await);
+    assert!(live(&store, &issued.token).await);
+    assert!(
+        store
+            .rotate(&old.parsed(), &options)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let list = store.list(&sku(), "o-rot").await.unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0].hash, issued.token.hash());
+}
+
+pub async fn concurrent_rotations_have_one_winner<S: TokenStore>(store: S) {
+    let options = IssueOptions::new(LONG);
+    let old = issue(&store, "o-race", &options).await;
+    let tasks: Vec<_> = (0..32)
+        .map(|_| {
+            let (store, old, options) = (store.clone(), old.clone(), options.clone());
+            tokio::spawn(async move { store.rotate(&old.parsed(), &options).await.unwrap() })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    for task in tasks {
+        if let Some(issued) = task.await.unwrap() {
+            winners.push(issued);
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one rotation wins");
+    assert!(live(&store, &winners[0].token).await);
+    let list = store.list(&sku(), "o-race").await.unwrap();
+    assert_eq!(list.len(), 1);
+}
+
+pub async fn concurrent_issues_respect_the_limit<S: TokenStore>(store: S) {
+    let options = IssueOptions::new(LONG).with_max_tokens_per_user(5);
+    let tasks: Vec<_> = (0..60)
+        .map(|_| {
+            let (store, options) = (store.clone(), options.clone());
+            tokio::spawn(async move {
+                let token = Token::generate(&sku(), "o-crowd").unwrap();
+                store.issue(&token, &options).await.unwrap();
+                token
+            })
+        })
+        .collect();
+    let mut tokens = Vec::new();
+    for task in tasks {
+        tokens.push(task.await.unwrap());
+    }
+    let mut live_count = 0;
+    for token in &tokens {
+        live_count += usize::from(live(&store, token).await);
+    }
+    assert_eq!(live_count, 5);
+    let listed: HashSet<TokenHash> = store
+        .list(&sku(), "o-crowd")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| i.hash)
+        .collect();
+    assert_eq!(listed.len(), 5);
+    for token in &tokens {
+        assert_eq!(listed.contains(&token.hash()), live(&store, token).await);
+    }
+}
+
+/// One `#[tokio::test]` per case, each on a store made by `$make`.
+macro_rules! store_suite {
+    ($name:ident, $make:expr) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            store_suite!(@cases $make;
+                issue_validate_revoke,
+                a_secret_is_bound_to_its_user,
+                tokens_expire,
+                device_limit_evicts_the_oldest,
+                list_reports_times_and_devices,
+                revoke_all_is_per_user_and_sku,
+                rotate_replaces_and_keeps_the_device,
+                concurrent_rotations_have_one_winner,
+                concurrent_issues_respect_the_limit,
+            );
+        }
+    };
+    (@cases $make:expr; $($case:ident,)*) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                crate::store_suite::$case($make).await;
+            }
+        )*
+    };
+}
