@@ -340,3 +340,45 @@ async fn a_dead_primary_fails_only_its_slots_until_its_replica_takes_over() {
     assert!(live(&store, &fresh).await);
     assert_eq!(store.list(&sku(), &users[0].0).await.unwrap().len(), 2);
 }
+
+/// Login throttle counters live on the cluster too: each key on the primary of its own
+/// slot, counted atomically there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_throttle_counts_on_the_cluster() {
+    use mpauthx::throttle::{Decision, LoginThrottle, RateLimit};
+
+    let cluster = shared_cluster().await;
+    let prefix = unique_prefix("throttle");
+    let store = RedisTokenStore::cluster_builder(cluster.seeds())
+        .with_key_prefix(&prefix)
+        .build()
+        .await
+        .unwrap();
+    let limit = RateLimit::new(2, Duration::from_secs(60)).unwrap();
+    let throttle = LoginThrottle::new(store).per_user(limit);
+    let mut ports = BTreeSet::new();
+    for i in 0..12 {
+        let user = format!("o-throttle-{i}");
+        for _ in 0..2 {
+            assert_eq!(
+                throttle.check_user("demo", &user).await.unwrap(),
+                Decision::Allowed
+            );
+        }
+        assert!(matches!(
+            throttle.check_user("demo", &user).await.unwrap(),
+            Decision::Limited { .. }
+        ));
+        let key = format!("{prefix}:throttle:user:demo:{user}");
+        let port = cluster.primary_of_slot(key_slot(&key));
+        assert!(
+            cli(port, &["EXISTS", &key]).unwrap() == "1",
+            "{key} is on the primary of its slot"
+        );
+        ports.insert(port);
+    }
+    assert!(
+        ports.len() > 1,
+        "the counters spread over primaries: {ports:?}"
+    );
+}
