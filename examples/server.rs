@@ -16,12 +16,18 @@
 //! | `MPAUTHX_TOKEN_TTL` | `259200` | token lifetime in seconds, at most a year |
 //! | `MPAUTHX_REDIS_URL` | unset: in memory | the token store, `redis://[:password@]host:port/db` |
 //! | `MPAUTHX_DATABASE` | `mpauthx.db` | the sqlite file of users |
+//! | `MPAUTHX_VALIDATION_CACHE_MS` | `0`: off | keep token checks this long, at most 60000 (see below) |
 //!
 //! Routes: `POST /auth/authorize`, `/auth/refresh`, `/auth/logout`, `/auth/logout_all`,
 //! `GET /me` (behind `MpAuthLayer`: the stored user as JSON), `GET /healthz`, and with
 //! the simulator `POST /sim/login` and `GET /sim/sns/jscode2session`. `GET /ping` and
 //! `GET /me/ping` answer `pong` from the same handler, the second behind `MpAuthLayer`:
 //! the load benchmark (`benches/load.sh`) compares them to measure the layer.
+//!
+//! `MPAUTHX_VALIDATION_CACHE_MS` puts a `CachedTokenStore` in front of the token store:
+//! each token's check is kept that many milliseconds, so that a token revoked by another
+//! server stays usable here for up to that long (revocations through this server apply
+//! at once). Off by default.
 //!
 //! Logs go to stderr (`RUST_LOG` filters them; default `info,mpauthx=debug`). A bad
 //! setting is one `ERROR` line naming it and exit code 1. SIGINT or SIGTERM stops the
@@ -45,7 +51,8 @@ use axum::{
     routing::{get, post},
 };
 use mpauthx::{
-    AuthedUser, MemoryTokenStore, MpAuth, MpAuthConfig, RedisTokenStore, Sku, Token, TokenStore,
+    AuthedUser, CachedTokenStore, MemoryTokenStore, MpAuth, MpAuthConfig, RedisTokenStore, Sku,
+    Token, TokenStore,
     testing::WeChatSimulator,
     users::{SqliteUserStore, UserStore},
     wechat::{AppSecret, WeChatClient, client::DEFAULT_BASE_URL},
@@ -99,6 +106,8 @@ struct Settings {
     token_ttl: Duration,
     redis_url: Option<String>,
     database: PathBuf,
+    /// How long token checks are cached; zero: not at all.
+    validation_cache: Duration,
 }
 
 /// An environment variable; empty counts as unset.
@@ -137,6 +146,22 @@ fn settings() -> Result<Settings, BadSetting> {
                     "MPAUTHX_TOKEN_TTL",
                     format!(
                         "MPAUTHX_TOKEN_TTL={ttl:?} is not a number of seconds from 1 to {MAX_TOKEN_TTL_SECS}"
+                    ),
+                ));
+            }
+        },
+    };
+
+    let max_cache_ms = mpauthx::store::MAX_CACHE_TTL.as_millis();
+    let validation_cache = match var("MPAUTHX_VALIDATION_CACHE_MS")? {
+        None => Duration::ZERO,
+        Some(ms) => match ms.parse::<u64>() {
+            Ok(ms) if u128::from(ms) <= max_cache_ms => Duration::from_millis(ms),
+            _ => {
+                return Err(BadSetting::new(
+                    "MPAUTHX_VALIDATION_CACHE_MS",
+                    format!(
+                        "MPAUTHX_VALIDATION_CACHE_MS={ms:?} is not a number of milliseconds from 0 (off) to {max_cache_ms}"
                     ),
                 ));
             }
@@ -183,6 +208,7 @@ fn settings() -> Result<Settings, BadSetting> {
         database: var("MPAUTHX_DATABASE")?
             .unwrap_or_else(|| DEFAULT_DATABASE.into())
             .into(),
+        validation_cache,
     })
 }
 
@@ -307,13 +333,32 @@ async fn run(settings: Settings, shutdown: watch::Receiver<bool>) -> Result<(), 
                 )
             })?;
             tracing::info!(url = %redacted_url(url), "tokens are kept in Redis");
-            serve(listener, store, settings, shutdown).await
+            serve_cached(listener, store, settings, shutdown).await
         }
         None => {
             tracing::info!("MPAUTHX_REDIS_URL unset: tokens are kept in memory");
-            serve(listener, MemoryTokenStore::new(), settings, shutdown).await
+            serve_cached(listener, MemoryTokenStore::new(), settings, shutdown).await
         }
     }
+}
+
+/// Serves with the validation cache in front of `tokens` when it is on.
+async fn serve_cached<T: TokenStore>(
+    listener: TcpListener,
+    tokens: T,
+    settings: Settings,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), BadSetting> {
+    let ttl = settings.validation_cache;
+    if ttl.is_zero() {
+        return serve(listener, tokens, settings, shutdown).await;
+    }
+    tracing::warn!(
+        cache_ms = ttl.as_millis() as u64,
+        "token checks are cached: a token revoked by another server stays usable here for up to {ttl:?}"
+    );
+    let tokens = CachedTokenStore::new(tokens).with_ttl(ttl);
+    serve(listener, tokens, settings, shutdown).await
 }
 
 async fn serve<T: TokenStore>(
@@ -360,8 +405,6 @@ async fn serve<T: TokenStore>(
     let config = MpAuthConfig::new(app_id, secret.expose_secret(), settings.sku.as_str())
         .map_err(|e| BadSetting::new("MPAUTHX_SKU", e.to_string()))?
         .with_token_ttl(settings.token_ttl);
-    let probe = Token::generate(&settings.sku, "healthz")
-        .expect("the system random number generator works");
     let auth = MpAuth::with_parts(config, tokens, users, wechat);
 
     let mut app = Router::new()
@@ -383,7 +426,10 @@ async fn serve<T: TokenStore>(
             );
     }
     let app = app
-        .with_state(AppState { auth, probe })
+        .with_state(AppState {
+            auth,
+            sku: settings.sku.clone(),
+        })
         .layer(middleware::from_fn(log_request));
 
     tracing::info!(
@@ -448,8 +494,8 @@ fn random_secret() -> Result<AppSecret, BadSetting> {
 #[derive(Clone)]
 struct AppState<T> {
     auth: MpAuth<T, SqliteUserStore>,
-    /// A well-formed token that was never issued: looking it up exercises the store.
-    probe: Token,
+    /// For `/healthz`'s probe tokens.
+    sku: Sku,
 }
 
 /// `GET /me`: the stored user behind the bearer token.
@@ -468,12 +514,12 @@ async fn ping() -> &'static str {
 
 /// `GET /healthz`: 200 when both stores answer, else 503.
 async fn healthz<T: TokenStore>(State(state): State<AppState<T>>) -> Response {
-    let tokens = state
-        .auth
-        .tokens()
-        .validate(&state.probe.parsed())
-        .await
-        .is_ok();
+    // A well-formed token that was never issued, drawn anew each time so that a
+    // validation cache cannot answer for the store.
+    let tokens = match Token::generate(&state.sku, "healthz") {
+        Ok(probe) => state.auth.tokens().validate(&probe.parsed()).await.is_ok(),
+        Err(_) => false,
+    };
     let users = state.auth.users().get("healthz").await.is_ok();
     let word = |ok: bool| if ok { "ok" } else { "unavailable" };
     let status = if tokens && users {
