@@ -49,6 +49,7 @@ install wrk wrk
 install redis-server redis-server
 install redis-benchmark redis-tools
 install curl curl
+install /usr/bin/time time
 if [ "$PROFILE_REQUESTS" -gt 0 ]; then
     install valgrind valgrind
     install strace strace
@@ -75,7 +76,8 @@ REDIS_PORT=$(free_port)
 REDIS_URL="redis://127.0.0.1:$REDIS_PORT/"
 redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save "" --appendonly no \
     --dir "$WORK" --logfile "$WORK/redis.log" &
-PIDS+=($!)
+REDIS_PID=$!
+PIDS+=("$REDIS_PID")
 rcli() { redis-cli -h 127.0.0.1 -p "$REDIS_PORT" "$@"; }
 for _ in $(seq 100); do rcli ping >/dev/null 2>&1 && break; sleep 0.1; done
 rcli ping >/dev/null || die "redis-server did not start"
@@ -122,17 +124,27 @@ UNKNOWN="demo.oBenchNobody.$(printf 'A%.0s' $(seq 43))"
 [ "$(status /me/ping "$MALFORMED")" = 401 ] || die "the malformed token is not a 401"
 [ "$(status /me/ping "$UNKNOWN")" = 401 ] || die "the unknown token is not a 401"
 
-# wrk NAME URL [TOKEN]: appends "NAME req/s p50ms p99ms non2xx round" to $WORK/runs.
+# ticks PID: the CPU time (user + system, in clock ticks) a process has used so far.
+ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+TICK_US=$((1000000 / $(getconf CLK_TCK)))
+# wrk NAME URL [TOKEN]: appends "NAME req/s p50ms p99ms non2xx round server-us redis-us
+# wrk-us" to $WORK/runs, the last three being CPU time per request of each process.
 wrk_run() {
-    local name=$1 url=$2 header=()
+    local name=$1 url=$2 header=() pid=$SERVER_PID server redis
     [ $# -ge 3 ] && header=(-H "Authorization: Bearer $3")
+    case $name in bc | Bc) pid=$CACHED_PID ;; esac
     wrk -t2 -c"$CONNECTIONS" -d"${WARMUP}s" "${header[@]}" "$url" >/dev/null
-    wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" --latency "${header[@]}" "$url" >"$WORK/wrk.out"
-    awk -v name="$name" -v round="$round" '
+    server=$(ticks "$pid") redis=$(ticks "$REDIS_PID")
+    /usr/bin/time -f '%U %S' -o "$WORK/wrk.time" \
+        wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" --latency "${header[@]}" "$url" >"$WORK/wrk.out"
+    server=$(($(ticks "$pid") - server)) redis=$(($(ticks "$REDIS_PID") - redis))
+    awk -v name="$name" -v round="$round" -v server="$server" -v redis="$redis" -v tick="$TICK_US" \
+        -v wrk="$(awk '{ print $1 + $2 }' "$WORK/wrk.time")" '
         function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; if (v ~ /s$/) return v * 1000; return v }
-        /^ +50%/ { p50 = ms($2) } /^ +99%/ { p99 = ms($2) }
+        /^ +50%/ { p50 = ms($2) } /^ +99%/ { p99 = ms($2) } / requests in / { n = $1 }
         /^Requests\/sec:/ { rps = $2 } /Non-2xx or 3xx responses:/ { bad = $NF }
-        END { printf "%s %.0f %.3f %.3f %d %d\n", name, rps, p50, p99, bad, round }' "$WORK/wrk.out" >>"$WORK/runs"
+        END { printf "%s %.0f %.3f %.3f %d %d %.2f %.2f %.2f\n", name, rps, p50, p99, bad, round,
+            server * tick / n, redis * tick / n, wrk * 1000000 / n }' "$WORK/wrk.out" >>"$WORK/runs"
     tail -1 "$WORK/runs" >&2
 }
 : >"$WORK/runs"
@@ -262,7 +274,8 @@ if [ "$PROFILE_REQUESTS" -gt 0 ]; then
 fi
 load "at the end"
 
-# mean NAME FIELD: the mean over the rounds of one column (2 req/s, 3 p50, 4 p99, 5 non-2xx).
+# mean NAME FIELD: the mean over the rounds of one column (2 req/s, 3 p50, 4 p99, 5 non-2xx,
+# 7 to 9 CPU µs per request of the server, Redis and wrk).
 mean() { awk -v n="$1" -v f="$2" '$1 == n { s += $f; c++ } END { printf (f == 2 ? "%.0f" : "%.2f"), s / c }' "$WORK/runs"; }
 ratio() { awk -v x="$1" -v y="$2" 'BEGIN { printf "%.2f", x / y }'; }
 verdict() { awk -v r="$1" -v t="$2" 'BEGIN { print (r >= t ? "met" : "**not met**") }'; }
@@ -313,6 +326,18 @@ $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ /
 | (d) / (a) | $(spread d a) |
 | (b) / (a), $FILL tokens | $(spread B A) |
 | (b') / (a), $FILL tokens | $(spread Bc A) |
+
+CPU time per request (user + system, µs; mean of the rounds): with both cores busy,
+requests/s is about 2 cores / the total, so (a)'s total over another's predicts the
+ratio of requests/s without depending on how the cores were shared.
+
+| run | server | Redis | wrk | total | (a)'s total / this total |
+|---|---:|---:|---:|---:|---:|
+$(for n in a b bc c d; do
+    awk -v n="$n" -v title="$(case $n in a) echo "(a) no layer" ;; b) echo "(b) valid token" ;; bc) echo "(b') valid token, cache on" ;; c) echo "(c) malformed token" ;; d) echo "(d) unknown token" ;; esac)" '
+        $1 == "a" { ta += $7 + $8 + $9; ca++ } $1 == n { s += $7; r += $8; w += $9; c++ }
+        END { t = (s + r + w) / c; printf "| %s | %.1f | %.1f | %.1f | %.1f | %.2f |\n", title, s / c, r / c, w / c, t, (ta / ca) / t }' "$WORK/runs"
+done)
 
 Load averages (1, 5, 15 min) during the run:
 
