@@ -1,12 +1,15 @@
 //! Micro-benchmarks of the work the layer does before any I/O: reading the bearer
-//! header, parsing the token and hashing it, and the store's in-memory validation.
+//! header, parsing the token and hashing it, the store's in-memory validation, and the
+//! validation cache (`CachedTokenStore`): a hit, and the scan `revoke_all` does.
 //!
 //! `cargo bench --bench hot_path`
 
 use std::{hint::black_box, time::Duration};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use mpauthx::{IssueOptions, MemoryTokenStore, ParsedToken, Sku, Token, TokenStore};
+use mpauthx::{
+    CachedTokenStore, IssueOptions, MemoryTokenStore, ParsedToken, Sku, Token, TokenStore,
+};
 
 fn token_parsing(c: &mut Criterion) {
     let sku = Sku::new("demo").unwrap();
@@ -43,5 +46,42 @@ fn memory_validation(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, token_parsing, memory_validation);
+fn validation_cache(c: &mut Criterion) {
+    const CACHED: usize = 100_000;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let sku = Sku::new("demo").unwrap();
+    let store = CachedTokenStore::new(MemoryTokenStore::new())
+        .with_ttl(Duration::from_secs(60))
+        .with_capacity(CACHED);
+    let options = IssueOptions::new(Duration::from_secs(3600));
+    let tokens: Vec<Token> = (0..CACHED)
+        .map(|i| Token::generate(&sku, &format!("o-user{i}")).unwrap())
+        .collect();
+    runtime.block_on(async {
+        for token in &tokens {
+            store.issue(token, &options).await.unwrap();
+            assert!(store.validate(&token.parsed()).await.unwrap());
+        }
+    });
+    let token = &tokens[0];
+    c.bench_function("cached validate, hit", |b| {
+        b.iter(|| runtime.block_on(store.validate(&token.parsed())).unwrap())
+    });
+    let cached = store.valid_len();
+    c.bench_function(
+        &format!("cached revoke_all, {cached} live tokens cached"),
+        |b| {
+            b.iter(|| {
+                runtime
+                    .block_on(store.revoke_all(&sku, black_box("o-nobody")))
+                    .unwrap()
+            })
+        },
+    );
+}
+
+criterion_group!(benches, token_parsing, memory_validation, validation_cache);
 criterion_main!(benches);

@@ -5,14 +5,20 @@
 # free loopback ports, then measures in one run, at 64 connections with wrk:
 #   (a) GET /ping (no layer)   (b) GET /me/ping behind MpAuthLayer with a valid token
 #   (c) a malformed token      (d) a well-formed but unknown token
+#   (b') = (b) against a second server whose token checks go through CachedTokenStore
 # plus redis-benchmark's HGET of a real token field at the same concurrency, (b) again
 # with 1,000,000 live tokens, Redis bytes per token, and the login path with 1,000 and
-# 100,000 existing users. Prints a markdown table. Targets are reported, not asserted:
-# it exits non-zero only when the setup fails. Everything it starts is stopped on exit.
+# 100,000 existing users, then instructions (callgrind) and system calls (strace) per
+# request in the server process for each kind, over a fixed number of requests sent
+# one after another on one connection. Prints markdown tables, with the load averages
+# seen during the run. Targets are reported, not asserted: it exits non-zero only when
+# the setup fails. Everything it starts is stopped on exit.
 #
 # Knobs (environment): DURATION (s per wrk run, default 10), WARMUP (s, 2), ROUNDS (2),
 # CONNECTIONS (64), FILL (live tokens for the second (b), 1000000), LOGINS (per login
-# run, 2000), LOGIN_CONCURRENCY (16).
+# run, 2000), LOGIN_CONCURRENCY (16), CACHE_MS (the (b') server's cache TTL, 1000),
+# PROFILE_REQUESTS (requests per kind under callgrind and strace, 2000; 0 skips them),
+# PROFILE_DIR (where the callgrind dumps are kept, target/load-profile).
 set -euo pipefail
 
 DURATION=${DURATION:-10}
@@ -22,6 +28,9 @@ CONNECTIONS=${CONNECTIONS:-64}
 FILL=${FILL:-1000000}
 LOGINS=${LOGINS:-2000}
 LOGIN_CONCURRENCY=${LOGIN_CONCURRENCY:-16}
+CACHE_MS=${CACHE_MS:-1000}
+PROFILE_REQUESTS=${PROFILE_REQUESTS:-2000}
+PROFILE_DIR=${PROFILE_DIR:-target/load-profile}
 SMALL=1000
 
 cd "$(dirname "$0")/.."
@@ -40,6 +49,11 @@ install wrk wrk
 install redis-server redis-server
 install redis-benchmark redis-tools
 install curl curl
+install /usr/bin/time time
+if [ "$PROFILE_REQUESTS" -gt 0 ]; then
+    install valgrind valgrind
+    install strace strace
+fi
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
@@ -62,7 +76,8 @@ REDIS_PORT=$(free_port)
 REDIS_URL="redis://127.0.0.1:$REDIS_PORT/"
 redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save "" --appendonly no \
     --dir "$WORK" --logfile "$WORK/redis.log" &
-PIDS+=($!)
+REDIS_PID=$!
+PIDS+=("$REDIS_PID")
 rcli() { redis-cli -h 127.0.0.1 -p "$REDIS_PORT" "$@"; }
 for _ in $(seq 100); do rcli ping >/dev/null 2>&1 && break; sleep 0.1; done
 rcli ping >/dev/null || die "redis-server did not start"
@@ -84,6 +99,15 @@ SERVER_PID=$!
 PIDS+=("$SERVER_PID")
 for _ in $(seq 100); do curl -sf "$BASE/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
 curl -sf "$BASE/healthz" >/dev/null || { cat "$WORK/server.log" >&2; die "the server did not start"; }
+# (b'): the same server with the validation cache on, on the same Redis.
+CACHED_PORT=$(free_port)
+CACHED="http://127.0.0.1:$CACHED_PORT"
+MPAUTHX_LISTEN="127.0.0.1:$CACHED_PORT" MPAUTHX_REDIS_URL="$REDIS_URL" MPAUTHX_DATABASE="$WORK/users-cached.db" \
+    MPAUTHX_VALIDATION_CACHE_MS="$CACHE_MS" RUST_LOG=warn target/release/examples/server 2>"$WORK/cached.log" &
+CACHED_PID=$!
+PIDS+=("$CACHED_PID")
+for _ in $(seq 100); do curl -sf "$CACHED/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
+curl -sf "$CACHED/healthz" >/dev/null || { cat "$WORK/cached.log" >&2; die "the cached server did not start"; }
 
 say "filling $SMALL live tokens"
 SAMPLE=$(fixture fill --redis "$REDIS_URL" --users "$SMALL" | awk '/^SAMPLE/ {print $2}')
@@ -91,34 +115,50 @@ LOGIN=$(curl -sf "$BASE/sim/login" -H 'content-type: application/json' -d '{"use
 TOKEN=$(curl -sf "$BASE/auth/authorize" -H 'content-type: application/json' -d "$LOGIN" |
     sed -n 's/.*"token":"\([^"]*\)".*/\1/p')
 [ -n "$TOKEN" ] || die "no token from /auth/authorize"
-status() { curl -s -o /dev/null -w '%{http_code}' "$BASE$1" -H "Authorization: Bearer $2"; }
+status() { curl -s -o /dev/null -w '%{http_code}' "${3:-$BASE}$1" -H "Authorization: Bearer $2"; }
 [ "$(status /me/ping "$TOKEN")" = 200 ] || die "a fresh token is refused"
+[ "$(status /me/ping "$TOKEN" "$CACHED")" = 200 ] || die "the cached server refuses a fresh token"
 [ "$(status /me/ping "$SAMPLE")" = 200 ] || die "a filled token is refused: the fill's layout is wrong"
 MALFORMED="demo.not-a-token"
 UNKNOWN="demo.oBenchNobody.$(printf 'A%.0s' $(seq 43))"
 [ "$(status /me/ping "$MALFORMED")" = 401 ] || die "the malformed token is not a 401"
 [ "$(status /me/ping "$UNKNOWN")" = 401 ] || die "the unknown token is not a 401"
 
-# wrk NAME PATH [TOKEN]: appends "NAME req/s p50ms p99ms non2xx" to $WORK/runs.
+# ticks PID: the CPU time (user + system, in clock ticks) a process has used so far.
+ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+TICK_US=$((1000000 / $(getconf CLK_TCK)))
+# wrk NAME URL [TOKEN]: appends "NAME req/s p50ms p99ms non2xx round server-us redis-us
+# wrk-us" to $WORK/runs, the last three being CPU time per request of each process.
 wrk_run() {
-    local name=$1 path=$2 header=()
+    local name=$1 url=$2 header=() pid=$SERVER_PID server redis
     [ $# -ge 3 ] && header=(-H "Authorization: Bearer $3")
-    wrk -t2 -c"$CONNECTIONS" -d"${WARMUP}s" "${header[@]}" "$BASE$path" >/dev/null
-    wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" --latency "${header[@]}" "$BASE$path" >"$WORK/wrk.out"
-    awk -v name="$name" '
+    case $name in bc | Bc) pid=$CACHED_PID ;; esac
+    wrk -t2 -c"$CONNECTIONS" -d"${WARMUP}s" "${header[@]}" "$url" >/dev/null
+    server=$(ticks "$pid") redis=$(ticks "$REDIS_PID")
+    /usr/bin/time -f '%U %S' -o "$WORK/wrk.time" \
+        wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" --latency "${header[@]}" "$url" >"$WORK/wrk.out"
+    server=$(($(ticks "$pid") - server)) redis=$(($(ticks "$REDIS_PID") - redis))
+    awk -v name="$name" -v round="$round" -v server="$server" -v redis="$redis" -v tick="$TICK_US" \
+        -v wrk="$(awk '{ print $1 + $2 }' "$WORK/wrk.time")" '
         function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; if (v ~ /s$/) return v * 1000; return v }
-        /^ +50%/ { p50 = ms($2) } /^ +99%/ { p99 = ms($2) }
+        /^ +50%/ { p50 = ms($2) } /^ +99%/ { p99 = ms($2) } / requests in / { n = $1 }
         /^Requests\/sec:/ { rps = $2 } /Non-2xx or 3xx responses:/ { bad = $NF }
-        END { printf "%s %.0f %.3f %.3f %d\n", name, rps, p50, p99, bad }' "$WORK/wrk.out" >>"$WORK/runs"
+        END { printf "%s %.0f %.3f %.3f %d %d %.2f %.2f %.2f\n", name, rps, p50, p99, bad, round,
+            server * tick / n, redis * tick / n, wrk * 1000000 / n }' "$WORK/wrk.out" >>"$WORK/runs"
     tail -1 "$WORK/runs" >&2
 }
 : >"$WORK/runs"
+: >"$WORK/load"
+load() { printf '%s: %s\n' "$1" "$(cut -d' ' -f1-3 /proc/loadavg)" >>"$WORK/load"; }
+load "before the rounds"
 for round in $(seq "$ROUNDS"); do
-    say "round $round of $ROUNDS: (a) (b) (c) (d), ${DURATION}s each at $CONNECTIONS connections"
-    wrk_run a /ping
-    wrk_run b /me/ping "$TOKEN"
-    wrk_run c /me/ping "$MALFORMED"
-    wrk_run d /me/ping "$UNKNOWN"
+    say "round $round of $ROUNDS: (a) (b) (b') (c) (d), ${DURATION}s each at $CONNECTIONS connections"
+    wrk_run a "$BASE/ping"
+    wrk_run b "$BASE/me/ping" "$TOKEN"
+    wrk_run bc "$CACHED/me/ping" "$TOKEN"
+    wrk_run c "$BASE/me/ping" "$MALFORMED"
+    wrk_run d "$BASE/me/ping" "$UNKNOWN"
+    load "after round $round"
 done
 
 say "redis-benchmark: HGET of a real token field at $CONNECTIONS connections"
@@ -141,43 +181,167 @@ SAMPLE=$(fixture fill --redis "$REDIS_URL" --users $((FILL - SMALL)) --start "$S
 [ "$(status /me/ping "$SAMPLE")" = 200 ] || die "a filled token is refused"
 KEYS=$(rcli dbsize)
 fixture users --db "$DB" --count $((100000 - SMALL)) --start "$SMALL"
+[ "$(status /me/ping "$SAMPLE" "$CACHED")" = 200 ] || die "the cached server refuses a filled token"
 for round in $(seq "$ROUNDS"); do
-    say "round $round of $ROUNDS with $FILL tokens: (a) (b)"
-    wrk_run A /ping
-    wrk_run B /me/ping "$TOKEN"
+    say "round $round of $ROUNDS with $FILL tokens: (a) (b) (b')"
+    wrk_run A "$BASE/ping"
+    wrk_run B "$BASE/me/ping" "$TOKEN"
+    wrk_run Bc "$CACHED/me/ping" "$TOKEN"
+    load "after round $round with $FILL tokens"
 done
 
 say "login path with 100,000 existing users"
 L2C=$(fixture login --base "$BASE" --count "$LOGINS" --concurrency "$LOGIN_CONCURRENCY" --prefix code-large | awk '/^LOGIN/ {print $2, $3, $4, $5}')
 L2P=$(fixture login --base "$BASE" --count "$LOGINS" --concurrency "$LOGIN_CONCURRENCY" --prefix profile-large --profile | awk '/^LOGIN/ {print $2, $3, $4, $5}')
 
-# mean NAME FIELD: the mean over the rounds of one column (2 req/s, 3 p50, 4 p99, 5 non-2xx).
+# send BASE KIND COUNT: COUNT requests of one kind, one after another on one keep-alive
+# connection; checks every status.
+send() {
+    local base=$1 kind=$2 count=$3 path=/me/ping token="" want=200 args=()
+    case $kind in
+        a) path=/ping ;;
+        b) token=$TOKEN ;;
+        c) token=$MALFORMED want=401 ;;
+        d) token=$UNKNOWN want=401 ;;
+    esac
+    [ -n "$token" ] && args=(-H "Authorization: Bearer $token")
+    for _ in $(seq "$count"); do args+=(-o /dev/null "$base$path"); done
+    local got
+    got=$(curl -s -w '%{http_code}\n' "${args[@]}" | sort | uniq -c | awk '{print $2 "x" $1}' | paste -sd' ')
+    [ "$got" = "${want}x$count" ] || die "($kind): expected $count answers $want, got $got"
+}
+# callgrind_server LABEL CACHE_MS KIND...: a fresh server under callgrind (same Redis);
+# after a warm-up, COUNT requests of each kind, the counters dumped after each. Appends
+# "LABEL KIND instructions-per-request" to $WORK/profile.
+callgrind_server() {
+    local label=$1 cache=$2 port pid kind n=0
+    shift 2
+    port=$(free_port)
+    MPAUTHX_LISTEN="127.0.0.1:$port" MPAUTHX_REDIS_URL="$REDIS_URL" MPAUTHX_DATABASE="$WORK/users-$label.db" \
+        MPAUTHX_VALIDATION_CACHE_MS="$cache" RUST_LOG=warn \
+        valgrind --tool=callgrind --callgrind-out-file="$PROFILE_DIR/$label.%p" \
+        target/release/examples/server 2>"$WORK/callgrind-$label.log" &
+    pid=$!
+    PIDS+=("$pid")
+    for _ in $(seq 600); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
+    curl -sf "http://127.0.0.1:$port/healthz" >/dev/null || { cat "$WORK/callgrind-$label.log" >&2; die "the server under callgrind did not start"; }
+    for kind in "$@"; do send "http://127.0.0.1:$port" "$kind" 200; done
+    callgrind_control --zero "$pid" >/dev/null
+    for kind in "$@"; do
+        send "http://127.0.0.1:$port" "$kind" "$PROFILE_REQUESTS"
+        callgrind_control --dump="$kind" "$pid" >/dev/null
+        n=$((n + 1))
+        local dump="$PROFILE_DIR/$label.$pid.$n"
+        for _ in $(seq 100); do [ -s "$dump" ] && grep -q '^totals:' "$dump" && break; sleep 0.1; done
+        awk -v l="$label" -v k="$kind" -v c="$PROFILE_REQUESTS" '/^totals:/ { printf "%s %s %.0f\n", l, k, $2 / c }' "$dump" >>"$WORK/profile"
+        tail -1 "$WORK/profile" >&2
+    done
+    kill "$pid" && wait "$pid" 2>/dev/null || true
+}
+# strace_server LABEL PID BASE KIND...: system calls per request of each kind, all the
+# server's threads traced. Appends "LABEL KIND syscalls-per-request top-calls" to $WORK/syscalls.
+strace_server() {
+    local label=$1 pid=$2 base=$3 kind tracer
+    shift 3
+    for kind in "$@"; do
+        send "$base" "$kind" 200
+        strace -f -c -o "$WORK/strace.out" -p "$(ls /proc/"$pid"/task | paste -sd,)" 2>/dev/null &
+        tracer=$!
+        sleep 1
+        send "$base" "$kind" "$PROFILE_REQUESTS"
+        kill -INT "$tracer"
+        wait "$tracer" 2>/dev/null || true
+        local total top
+        total=$(awk '$NF == "total" { print $4 }' "$WORK/strace.out")
+        top=$(awk '$1 ~ /^[0-9.]+$/ && $NF != "total" { print $NF, $4 }' "$WORK/strace.out" | sort -k2,2nr | head -4 |
+            awk -v c="$PROFILE_REQUESTS" '{ printf "%s%s %.2f", (NR > 1 ? ", " : ""), $1, $2 / c }')
+        awk -v l="$label" -v k="$kind" -v c="$PROFILE_REQUESTS" -v t="$total" -v top="$top" \
+            'BEGIN { printf "%s %s %.2f %s\n", l, k, t / c, top }' >>"$WORK/syscalls"
+        tail -1 "$WORK/syscalls" >&2
+    done
+}
+: >"$WORK/profile"
+: >"$WORK/syscalls"
+if [ "$PROFILE_REQUESTS" -gt 0 ]; then
+    say "system calls per request (strace, $PROFILE_REQUESTS requests of each kind on one connection)"
+    strace_server plain "$SERVER_PID" "$BASE" a b c d
+    strace_server cached "$CACHED_PID" "$CACHED" b d
+    say "instructions per request (callgrind, $PROFILE_REQUESTS requests of each kind on one connection)"
+    mkdir -p "$PROFILE_DIR"
+    rm -f "$PROFILE_DIR"/plain.* "$PROFILE_DIR"/cached.*
+    callgrind_server plain 0 a b c d
+    callgrind_server cached "$CACHE_MS" b d
+fi
+load "at the end"
+
+# mean NAME FIELD: the mean over the rounds of one column (2 req/s, 3 p50, 4 p99, 5 non-2xx,
+# 7 to 9 CPU µs per request of the server, Redis and wrk).
 mean() { awk -v n="$1" -v f="$2" '$1 == n { s += $f; c++ } END { printf (f == 2 ? "%.0f" : "%.2f"), s / c }' "$WORK/runs"; }
 ratio() { awk -v x="$1" -v y="$2" 'BEGIN { printf "%.2f", x / y }'; }
 verdict() { awk -v r="$1" -v t="$2" 'BEGIN { print (r >= t ? "met" : "**not met**") }'; }
-A=$(mean a 2) B=$(mean b 2) C=$(mean c 2) D=$(mean d 2) A2=$(mean A 2) B2=$(mean B 2)
-RBA=$(ratio "$B" "$A") RCA=$(ratio "$C" "$A") RDA=$(ratio "$D" "$A") RBR=$(ratio "$B" "$REDIS_RPS")
-RB2=$(ratio "$B2" "$B") RB2A=$(ratio "$B2" "$A2")
-[ "$(mean a 5)" = 0.00 ] && [ "$(mean b 5)" = 0.00 ] && [ "$(mean B 5)" = 0.00 ] ||
-    echo "warning: (a) or (b) had non-2xx answers" >&2
+# spread NAME BASE: "min / median / max" over the rounds of NAME's req/s over BASE's in
+# the same round.
+spread() {
+    awk -v n="$1" -v b="$2" '$1 == n { x[$6] = $2 } $1 == b { y[$6] = $2 }
+        END { for (r in x) print x[r] / y[r] }' "$WORK/runs" | sort -g |
+        awk '{ v[NR] = $1 } END { m = (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2)
+            printf "%.2f / %.2f / %.2f", v[1], m, v[NR] }'
+}
+A=$(mean a 2) B=$(mean b 2) BC=$(mean bc 2) C=$(mean c 2) D=$(mean d 2)
+A2=$(mean A 2) B2=$(mean B 2) BC2=$(mean Bc 2)
+RBA=$(ratio "$B" "$A") RBCA=$(ratio "$BC" "$A") RCA=$(ratio "$C" "$A") RDA=$(ratio "$D" "$A")
+RBR=$(ratio "$B" "$REDIS_RPS")
+RB2=$(ratio "$B2" "$B") RB2A=$(ratio "$B2" "$A2") RBC2A=$(ratio "$BC2" "$A2")
+[ "$(mean a 5)" = 0.00 ] && [ "$(mean b 5)" = 0.00 ] && [ "$(mean bc 5)" = 0.00 ] &&
+    [ "$(mean B 5)" = 0.00 ] && [ "$(mean Bc 5)" = 0.00 ] ||
+    echo "warning: (a), (b) or (b') had non-2xx answers" >&2
 # Flat: (b)/(a) with $FILL tokens against (b)/(a) with $SMALL, each (b) beside its own (a),
 # so that a drift of the whole machine between the two phases cancels out.
 RFLAT=$(ratio "$RB2A" "$RBA")
 FLAT=$(awk -v r="$RFLAT" 'BEGIN { print (r >= 0.9 && r <= 1.1 ? "met" : "**not met**") }')
+RFLATC=$(ratio "$RBC2A" "$RBCA")
+FLATC=$(awk -v r="$RFLATC" 'BEGIN { print (r >= 0.9 && r <= 1.1 ? "met" : "**not met**") }')
 
 cat <<EOF
 
-$(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), $(redis-server --version | cut -d' ' -f3), wrk -t2 -c$CONNECTIONS, ${DURATION}s per run after ${WARMUP}s warm-up, mean of $ROUNDS rounds
+$(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), $(redis-server --version | cut -d' ' -f3), wrk -t2 -c$CONNECTIONS, ${DURATION}s per run after ${WARMUP}s warm-up, mean of $ROUNDS rounds; (b') has a ${CACHE_MS} ms validation cache
 
 | run | requests/s | p50 ms | p99 ms | ratio | target |
 |---|---:|---:|---:|---:|---|
 | (a) \`GET /ping\`, no layer | $A | $(mean a 3) | $(mean a 4) | 1.00 | |
 | (b) \`GET /me/ping\`, valid token, $SMALL tokens | $B | $(mean b 3) | $(mean b 4) | $RBA × (a) | ≥ 0.80: $(verdict "$RBA" 0.80) |
+| (b') the same, validation cache on | $BC | $(mean bc 3) | $(mean bc 4) | $RBCA × (a) | ≥ 0.80: $(verdict "$RBCA" 0.80) |
 | (c) malformed token (401) | $C | $(mean c 3) | $(mean c 4) | $RCA × (a) | ≥ 0.95: $(verdict "$RCA" 0.95) |
 | (d) unknown token (401) | $D | $(mean d 3) | $(mean d 4) | $RDA × (a) | |
 | redis-benchmark \`HGET\`, -c$CONNECTIONS | $REDIS_RPS | $REDIS_P50 | $REDIS_P99 | (b) = $RBR × Redis | |
 | (a) again, $KEYS keys / $FILL tokens | $A2 | $(mean A 3) | $(mean A 4) | | |
 | (b) again, $FILL tokens | $B2 | $(mean B 3) | $(mean B 4) | $RB2A × (a), i.e. $RFLAT × the ratio with $SMALL ($RB2 × (b) raw) | within 10 %: $FLAT |
+| (b') again, $FILL tokens | $BC2 | $(mean Bc 3) | $(mean Bc 4) | $RBC2A × (a), i.e. $RFLATC × the ratio with $SMALL | within 10 %: $FLATC |
+
+| ratio to (a) of the same round, over $ROUNDS rounds | min / median / max |
+|---|---|
+| (b) / (a) | $(spread b a) |
+| (b') / (a) | $(spread bc a) |
+| (c) / (a) | $(spread c a) |
+| (d) / (a) | $(spread d a) |
+| (b) / (a), $FILL tokens | $(spread B A) |
+| (b') / (a), $FILL tokens | $(spread Bc A) |
+
+CPU time per request (user + system, µs; mean of the rounds): with both cores busy,
+requests/s is about 2 cores / the total, so (a)'s total over another's predicts the
+ratio of requests/s without depending on how the cores were shared.
+
+| run | server | Redis | wrk | total | (a)'s total / this total |
+|---|---:|---:|---:|---:|---:|
+$(for n in a b bc c d; do
+    awk -v n="$n" -v title="$(case $n in a) echo "(a) no layer" ;; b) echo "(b) valid token" ;; bc) echo "(b') valid token, cache on" ;; c) echo "(c) malformed token" ;; d) echo "(d) unknown token" ;; esac)" '
+        $1 == "a" { ta += $7 + $8 + $9; ca++ } $1 == n { s += $7; r += $8; w += $9; c++ }
+        END { t = (s + r + w) / c; printf "| %s | %.1f | %.1f | %.1f | %.1f | %.2f |\n", title, s / c, r / c, w / c, t, (ta / ca) / t }' "$WORK/runs"
+done)
+
+Load averages (1, 5, 15 min) during the run:
+
+$(sed 's/^/- /' "$WORK/load")
 
 | Redis memory, 100,000 tokens issued through \`RedisTokenStore\` | bytes per token | target |
 |---|---:|---|
@@ -191,3 +355,26 @@ $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ /
 | code only, 100,000 users | $(sed 's/ / | /g' <<<"$L2C") |
 | code + encrypted profile, 100,000 users | $(sed 's/ / | /g' <<<"$L2P") |
 EOF
+
+if [ "$PROFILE_REQUESTS" -gt 0 ]; then
+    # row LABEL KIND TITLE: one row of the per-request table.
+    row() {
+        local label=$1 kind=$2 title=$3
+        printf '| %s | %s | %s |\n' "$title" \
+            "$(awk -v l="$label" -v k="$kind" '$1 == l && $2 == k { print $3 }' "$WORK/profile")" \
+            "$(awk -v l="$label" -v k="$kind" '$1 == l && $2 == k { $1 = $2 = ""; sub(/^ +/, ""); sub(/ /, " ("); print $0 ")" }' "$WORK/syscalls")"
+    }
+    cat <<EOF
+
+Per request in the server process, $PROFILE_REQUESTS requests of each kind one after another on one connection (callgrind dumps in $PROFILE_DIR):
+
+| run | instructions (callgrind) | system calls (strace: all, then the most frequent) |
+|---|---:|---|
+$(row plain a "(a) \`GET /ping\`, no layer")
+$(row plain b "(b) valid token")
+$(row cached b "(b') valid token, validation cache on")
+$(row plain c "(c) malformed token")
+$(row plain d "(d) unknown token")
+$(row cached d "(d') unknown token, validation cache on")
+EOF
+fi

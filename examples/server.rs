@@ -19,6 +19,7 @@
 //! | `MPAUTHX_LOGIN_LIMIT_PER_CLIENT` | unset: no limit | logins per client, `<count>/<seconds>` such as `20/60` |
 //! | `MPAUTHX_LOGIN_LIMIT_PER_USER` | unset: no limit | logins per user, `<count>/<seconds>` such as `10/60` |
 //! | `MPAUTHX_CLIENT_IP_HEADER` | unset: the peer address | the header naming the client behind your proxy, e.g. `X-Forwarded-For` (its last entry counts) |
+//! | `MPAUTHX_VALIDATION_CACHE_MS` | `0`: off | keep token checks this long, at most 60000 (see below) |
 //!
 //! Routes: `POST /auth/authorize`, `/auth/refresh`, `/auth/logout`, `/auth/logout_all`,
 //! `GET /me` (behind `MpAuthLayer`: the stored user as JSON), `GET /healthz`, and with
@@ -28,6 +29,11 @@
 //!
 //! Login limits are counted in Redis when `MPAUTHX_REDIS_URL` is set (shared by every
 //! instance), else in memory; a login over a limit gets 429 with `Retry-After`.
+//!
+//! `MPAUTHX_VALIDATION_CACHE_MS` puts a `CachedTokenStore` in front of the token store:
+//! each token's check is kept that many milliseconds, so that a token revoked by another
+//! server stays usable here for up to that long (revocations through this server apply
+//! at once). Off by default.
 //!
 //! Logs go to stderr (`RUST_LOG` filters them; default `info,mpauthx=debug`). A bad
 //! setting is one `ERROR` line naming it and exit code 1. SIGINT or SIGTERM stops the
@@ -51,7 +57,8 @@ use axum::{
     routing::{get, post},
 };
 use mpauthx::{
-    AuthedUser, MemoryTokenStore, MpAuth, MpAuthConfig, RedisTokenStore, Sku, Token, TokenStore,
+    AuthedUser, CachedTokenStore, MemoryTokenStore, MpAuth, MpAuthConfig, RedisTokenStore, Sku,
+    Token, TokenStore,
     testing::WeChatSimulator,
     throttle::{LoginThrottle, MemoryRateLimiter, RateLimit, RateLimiter},
     users::{SqliteUserStore, UserStore},
@@ -107,6 +114,8 @@ struct Settings {
     redis_url: Option<String>,
     database: PathBuf,
     limits: Limits,
+    /// How long token checks are cached; zero: not at all.
+    validation_cache: Duration,
 }
 
 /// The login limits; off unless set.
@@ -153,6 +162,22 @@ fn settings() -> Result<Settings, BadSetting> {
                     "MPAUTHX_TOKEN_TTL",
                     format!(
                         "MPAUTHX_TOKEN_TTL={ttl:?} is not a number of seconds from 1 to {MAX_TOKEN_TTL_SECS}"
+                    ),
+                ));
+            }
+        },
+    };
+
+    let max_cache_ms = mpauthx::store::MAX_CACHE_TTL.as_millis();
+    let validation_cache = match var("MPAUTHX_VALIDATION_CACHE_MS")? {
+        None => Duration::ZERO,
+        Some(ms) => match ms.parse::<u64>() {
+            Ok(ms) if u128::from(ms) <= max_cache_ms => Duration::from_millis(ms),
+            _ => {
+                return Err(BadSetting::new(
+                    "MPAUTHX_VALIDATION_CACHE_MS",
+                    format!(
+                        "MPAUTHX_VALIDATION_CACHE_MS={ms:?} is not a number of milliseconds from 0 (off) to {max_cache_ms}"
                     ),
                 ));
             }
@@ -212,6 +237,7 @@ fn settings() -> Result<Settings, BadSetting> {
                 })?),
             },
         },
+        validation_cache,
     })
 }
 
@@ -383,21 +409,35 @@ async fn run(settings: Settings, shutdown: watch::Receiver<bool>) -> Result<(), 
             })?;
             tracing::info!(url = %redacted_url(url), "tokens are kept in Redis");
             let throttle = login_throttle(&settings.limits, store.clone());
-            serve(listener, store, throttle, settings, shutdown).await
+            serve_cached(listener, store, throttle, settings, shutdown).await
         }
         None => {
             tracing::info!("MPAUTHX_REDIS_URL unset: tokens are kept in memory");
             let throttle = login_throttle(&settings.limits, MemoryRateLimiter::new());
-            serve(
-                listener,
-                MemoryTokenStore::new(),
-                throttle,
-                settings,
-                shutdown,
-            )
-            .await
+            let tokens = MemoryTokenStore::new();
+            serve_cached(listener, tokens, throttle, settings, shutdown).await
         }
     }
+}
+
+/// Serves with the validation cache in front of `tokens` when it is on.
+async fn serve_cached<T: TokenStore>(
+    listener: TcpListener,
+    tokens: T,
+    throttle: Option<LoginThrottle>,
+    settings: Settings,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), BadSetting> {
+    let ttl = settings.validation_cache;
+    if ttl.is_zero() {
+        return serve(listener, tokens, throttle, settings, shutdown).await;
+    }
+    tracing::warn!(
+        cache_ms = ttl.as_millis() as u64,
+        "token checks are cached: a token revoked by another server stays usable here for up to {ttl:?}"
+    );
+    let tokens = CachedTokenStore::new(tokens).with_ttl(ttl);
+    serve(listener, tokens, throttle, settings, shutdown).await
 }
 
 async fn serve<T: TokenStore>(
@@ -445,8 +485,6 @@ async fn serve<T: TokenStore>(
     let config = MpAuthConfig::new(app_id, secret.expose_secret(), settings.sku.as_str())
         .map_err(|e| BadSetting::new("MPAUTHX_SKU", e.to_string()))?
         .with_token_ttl(settings.token_ttl);
-    let probe = Token::generate(&settings.sku, "healthz")
-        .expect("the system random number generator works");
     let mut auth = MpAuth::with_parts(config, tokens, users, wechat);
     if let Some(throttle) = throttle {
         tracing::info!(?throttle, "logins are limited");
@@ -472,7 +510,10 @@ async fn serve<T: TokenStore>(
             );
     }
     let app = app
-        .with_state(AppState { auth, probe })
+        .with_state(AppState {
+            auth,
+            sku: settings.sku.clone(),
+        })
         .layer(middleware::from_fn(log_request));
 
     tracing::info!(
@@ -538,8 +579,8 @@ fn random_secret() -> Result<AppSecret, BadSetting> {
 #[derive(Clone)]
 struct AppState<T> {
     auth: MpAuth<T, SqliteUserStore>,
-    /// A well-formed token that was never issued: looking it up exercises the store.
-    probe: Token,
+    /// For `/healthz`'s probe tokens.
+    sku: Sku,
 }
 
 /// `GET /me`: the stored user behind the bearer token.
@@ -558,12 +599,12 @@ async fn ping() -> &'static str {
 
 /// `GET /healthz`: 200 when both stores answer, else 503.
 async fn healthz<T: TokenStore>(State(state): State<AppState<T>>) -> Response {
-    let tokens = state
-        .auth
-        .tokens()
-        .validate(&state.probe.parsed())
-        .await
-        .is_ok();
+    // A well-formed token that was never issued, drawn anew each time so that a
+    // validation cache cannot answer for the store.
+    let tokens = match Token::generate(&state.sku, "healthz") {
+        Ok(probe) => state.auth.tokens().validate(&probe.parsed()).await.is_ok(),
+        Err(_) => false,
+    };
     let users = state.auth.users().get("healthz").await.is_ok();
     let word = |ok: bool| if ok { "ok" } else { "unavailable" };
     let status = if tokens && users {

@@ -26,8 +26,8 @@ pub use crate::{
     layer::{MpAuthLayer, MpAuthService},
     rejection::{AuthRejection, RejectionKind},
     store::{
-        IssueOptions, Issued, MemoryTokenStore, RedisTokenStore, RedisTokenStoreBuilder,
-        StoreError, TokenInfo, TokenStore,
+        CachedTokenStore, IssueOptions, Issued, MemoryTokenStore, RedisTokenStore,
+        RedisTokenStoreBuilder, StoreError, TokenInfo, TokenStore,
     },
     token::{ParsedToken, Token, TokenError, TokenHash, TokenId, extract_open_id, extract_sku},
 };

@@ -34,9 +34,13 @@ use crate::{
     token::{ParsedToken, Token, TokenHash},
 };
 
+mod cache;
 mod memory;
 mod redis;
 
+pub use cache::{
+    CachedTokenStore, DEFAULT_CACHE_CAPACITY, DEFAULT_CACHE_TTL, MAX_CACHE_CAPACITY, MAX_CACHE_TTL,
+};
 pub use memory::MemoryTokenStore;
 pub use redis::{
     DEFAULT_COMMAND_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEY_PREFIX, DEFAULT_POOL_SIZE,
