@@ -14,6 +14,8 @@
 # seen during the run. Targets are reported, not asserted: it exits non-zero only when
 # the setup fails. Everything it starts is stopped on exit.
 #
+# `MODE=cluster bash benches/load.sh` runs the cluster mode instead (benches/cluster.sh).
+#
 # Knobs (environment): DURATION (s per wrk run, default 10), WARMUP (s, 2), ROUNDS (2),
 # CONNECTIONS (64), FILL (live tokens for the second (b), 1000000), LOGINS (per login
 # run, 2000), LOGIN_CONCURRENCY (16), CACHE_MS (the (b') server's cache TTL, 1000),
@@ -34,6 +36,8 @@ PROFILE_DIR=${PROFILE_DIR:-target/load-profile}
 SMALL=1000
 
 cd "$(dirname "$0")/.."
+# The cluster mode compares one Redis with a Redis Cluster: benches/cluster.sh.
+[ "${MODE:-}" = cluster ] && exec bash benches/cluster.sh
 say() { printf '\n== %s\n' "$*" >&2; }
 die() { printf 'load.sh: %s\n' "$*" >&2; exit 1; }
 
