@@ -9,9 +9,10 @@
 //! map in the background (at most every [`REFRESH_EVERY`]), so once a replica has
 //! been promoted the failed slots go to it.
 //!
-//! redis-rs's own cluster connection was the first choice; in tests it stopped serving
-//! every slot, healthy ones included, after one primary was killed (its slot refresh
-//! never completed), so this store routes by itself.
+//! redis-rs's own cluster connection (1.8) was the first choice; in tests it stopped
+//! serving every slot, healthy ones included, after one primary was killed (its slot
+//! refresh never completed; redis-rs issue #2092 describes the same lock held across a
+//! refresh), so this store routes by itself over redis-rs's multiplexed connections.
 
 use std::{
     collections::HashMap,
