@@ -25,17 +25,9 @@ CONNECTIONS=${CONNECTIONS:-64}
 USERS=${USERS:-256}
 
 cd "$(dirname "$0")/.."
-say() { printf '\n== %s\n' "$*" >&2; }
-die() { printf 'cluster.sh: %s\n' "$*" >&2; exit 1; }
+NAME=cluster.sh
+source benches/common.sh
 
-install() {
-    command -v "$1" >/dev/null && return
-    say "installing $2"
-    local sudo=""
-    [ "$(id -u)" -eq 0 ] || sudo=sudo
-    $sudo apt-get install -y "$2" >/dev/null || { $sudo apt-get update >/dev/null && $sudo apt-get install -y "$2" >/dev/null; }
-    command -v "$1" >/dev/null || die "cannot install $2"
-}
 install wrk wrk
 install redis-server redis-server
 install redis-cli redis-tools
@@ -166,15 +158,6 @@ for round in $(seq "$ROUNDS"); do
 done
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 
-mean() { awk -v n="$1" -v f="$2" '$1 == n { s += $f; c++ } END { printf (f == 2 ? "%.0f" : "%.2f"), s / c }' "$WORK/runs"; }
-ratio() { awk -v x="$1" -v y="$2" 'BEGIN { printf "%.2f", x / y }'; }
-# spread NAME BASE: min / median / max over the rounds of NAME's req/s over BASE's.
-spread() {
-    awk -v n="$1" -v b="$2" '$1 == n { x[$6] = $2 } $1 == b { y[$6] = $2 }
-        END { for (r in x) print x[r] / y[r] }' "$WORK/runs" | sort -g |
-        awk '{ v[NR] = $1 } END { m = (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2)
-            printf "%.2f / %.2f / %.2f", v[1], m, v[NR] }'
-}
 [ "$(mean b1 5)" = 0.00 ] && [ "$(mean b3 5)" = 0.00 ] || echo "warning: (b1) or (b3) had non-2xx answers" >&2
 A=$(mean a 2) B1=$(mean b1 2) B3=$(mean b3 2)
 

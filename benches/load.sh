@@ -38,17 +38,9 @@ SMALL=1000
 cd "$(dirname "$0")/.."
 # The cluster mode compares one Redis with a Redis Cluster: benches/cluster.sh.
 [ "${MODE:-}" = cluster ] && exec bash benches/cluster.sh
-say() { printf '\n== %s\n' "$*" >&2; }
-die() { printf 'load.sh: %s\n' "$*" >&2; exit 1; }
+NAME=load.sh
+source benches/common.sh
 
-install() {
-    command -v "$1" >/dev/null && return
-    say "installing $2"
-    local sudo=""
-    [ "$(id -u)" -eq 0 ] || sudo=sudo
-    $sudo apt-get install -y "$2" >/dev/null || { $sudo apt-get update >/dev/null && $sudo apt-get install -y "$2" >/dev/null; }
-    command -v "$1" >/dev/null || die "cannot install $2"
-}
 install wrk wrk
 install redis-server redis-server
 install redis-benchmark redis-tools
@@ -278,19 +270,7 @@ if [ "$PROFILE_REQUESTS" -gt 0 ]; then
 fi
 load "at the end"
 
-# mean NAME FIELD: the mean over the rounds of one column (2 req/s, 3 p50, 4 p99, 5 non-2xx,
-# 7 to 9 CPU µs per request of the server, Redis and wrk).
-mean() { awk -v n="$1" -v f="$2" '$1 == n { s += $f; c++ } END { printf (f == 2 ? "%.0f" : "%.2f"), s / c }' "$WORK/runs"; }
-ratio() { awk -v x="$1" -v y="$2" 'BEGIN { printf "%.2f", x / y }'; }
 verdict() { awk -v r="$1" -v t="$2" 'BEGIN { print (r >= t ? "met" : "**not met**") }'; }
-# spread NAME BASE: "min / median / max" over the rounds of NAME's req/s over BASE's in
-# the same round.
-spread() {
-    awk -v n="$1" -v b="$2" '$1 == n { x[$6] = $2 } $1 == b { y[$6] = $2 }
-        END { for (r in x) print x[r] / y[r] }' "$WORK/runs" | sort -g |
-        awk '{ v[NR] = $1 } END { m = (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2)
-            printf "%.2f / %.2f / %.2f", v[1], m, v[NR] }'
-}
 A=$(mean a 2) B=$(mean b 2) BC=$(mean bc 2) C=$(mean c 2) D=$(mean d 2)
 A2=$(mean A 2) B2=$(mean B 2) BC2=$(mean Bc 2)
 RBA=$(ratio "$B" "$A") RBCA=$(ratio "$BC" "$A") RCA=$(ratio "$C" "$A") RDA=$(ratio "$D" "$A")
