@@ -45,15 +45,8 @@ while True:
     except OSError: pass'
 }
 
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+# A scratch directory; every process added to PIDS is stopped on exit.
+scratch
 
 say "building the example server (release)"
 cargo build --release --example server >&2

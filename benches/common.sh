@@ -26,3 +26,17 @@ spread() {
         awk '{ v[NR] = $1 } END { m = (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2)
             printf "%.2f / %.2f / %.2f", v[1], m, v[NR] }'
 }
+
+# scratch: makes the scratch directory WORK and arranges that on exit every process in
+# PIDS is stopped and WORK is removed.
+scratch() {
+    WORK=$(mktemp -d)
+    PIDS=()
+    trap cleanup EXIT
+    trap 'exit 130' INT TERM
+}
+cleanup() {
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+    rm -rf "$WORK"
+}
