@@ -19,11 +19,20 @@ pub const DEFAULT_CAPACITY: usize = 100_000;
 /// first; when every key is still counting, those closest to refilled go, so a flood of
 /// new clients can neither grow memory nor lock out the clients already counted the
 /// most.
-#[derive(Debug)]
 pub struct MemoryRateLimiter {
     capacity: usize,
     /// Key → the "theoretical arrival time" of its next event, ms since the epoch.
     tats: Mutex<HashMap<Box<str>, u64>>,
+}
+
+/// Shows the size, not the keys: they are client addresses and user ids.
+impl std::fmt::Debug for MemoryRateLimiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryRateLimiter")
+            .field("capacity", &self.capacity)
+            .field("len", &self.len())
+            .finish()
+    }
 }
 
 impl Default for MemoryRateLimiter {
@@ -117,6 +126,16 @@ mod tests {
             limiter.decide("k999", &limit),
             Decision::Limited { .. }
         ));
+    }
+
+    #[test]
+    fn debug_shows_no_keys() {
+        let limiter = MemoryRateLimiter::with_capacity(10);
+        let limit = RateLimit::new(1, Duration::from_secs(60)).unwrap();
+        limiter.decide("client:203.0.113.9", &limit);
+        let debug = format!("{limiter:?}");
+        assert!(!debug.contains("203.0.113.9"), "{debug}");
+        assert!(debug.contains("len: 1"), "{debug}");
     }
 
     #[test]
