@@ -217,7 +217,7 @@ async fn malformed_requests_do_not_count() {
 }
 
 #[tokio::test]
-async fn requests_without_a_client_key_are_limited_per_user_only() {
+async fn requests_without_a_client_key_are_not_limited_per_client() {
     let throttle = LoginThrottle::new(MemoryRateLimiter::new())
         .per_client(limit(1, Duration::from_secs(60)), |_| None);
     let service = Service::new(MemoryTokenStore::new(), throttle).await;

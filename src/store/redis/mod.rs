@@ -69,8 +69,9 @@ pub const DEFAULT_POOL_SIZE: u32 = 4;
 ///
 /// On a cluster, each primary has such a pool, and each operation goes to the primary
 /// serving its user's hash slot (one slot per user), following `MOVED` and `ASK`
-/// redirections; a failed primary fails only its own slots. Behind Sentinel, a retired connection's replacement asks the Sentinels for the
-/// current primary, so the store follows a failover.
+/// redirections; a failed primary fails only its own slots. Behind Sentinel, a retired
+/// connection's replacement asks the Sentinels for the current primary, so the store
+/// follows a failover.
 ///
 /// ```no_run
 /// use std::time::Duration;
