@@ -30,7 +30,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use common::{RedisServer, unique_prefix};
+use common::{RedisServer, blocking, unique_prefix};
 use fake_wechat::{FakeWeChat, Reply as FakeReply};
 use http::{Request, Response, StatusCode, header::AUTHORIZATION};
 use http_body_util::Full;
@@ -160,19 +160,6 @@ impl Load {
         }
         answers
     }
-}
-
-/// Runs a blocking `RedisServer` method off the runtime's workers.
-async fn blocking(
-    mut server: RedisServer,
-    f: impl FnOnce(&mut RedisServer) + Send + 'static,
-) -> RedisServer {
-    tokio::task::spawn_blocking(move || {
-        f(&mut server);
-        server
-    })
-    .await
-    .unwrap()
 }
 
 /// After `back` (Redis answering again) the first 200 came within [`RECOVERY`], and

@@ -20,7 +20,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use common::RedisServer;
+use common::{RedisServer, blocking};
 use http::{
     Request, Response, StatusCode,
     header::{AUTHORIZATION, RETRY_AFTER},
@@ -194,19 +194,6 @@ async fn expect_outage<T: Debug>(
     };
     assert!(elapsed < BOUND, "{what} took {elapsed:?} to fail: {error}");
     error
-}
-
-/// Runs a blocking `RedisServer` method off the runtime's workers.
-async fn blocking(
-    mut server: RedisServer,
-    f: impl FnOnce(&mut RedisServer) + Send + 'static,
-) -> RedisServer {
-    tokio::task::spawn_blocking(move || {
-        f(&mut server);
-        server
-    })
-    .await
-    .expect("server control panicked")
 }
 
 /// The pool's connection count, from the store's `Debug`.

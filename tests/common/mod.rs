@@ -172,3 +172,17 @@ pub fn unique_prefix(test: &str) -> String {
     static NEXT: AtomicU32 = AtomicU32::new(0);
     format!("t{}-{test}", NEXT.fetch_add(1, Ordering::Relaxed))
 }
+
+/// Runs a blocking `RedisServer` method (stop, restart, freeze, ...) off the runtime's
+/// workers, handing the server back.
+pub async fn blocking(
+    mut server: RedisServer,
+    f: impl FnOnce(&mut RedisServer) + Send + 'static,
+) -> RedisServer {
+    tokio::task::spawn_blocking(move || {
+        f(&mut server);
+        server
+    })
+    .await
+    .expect("server control panicked")
+}
