@@ -2,32 +2,54 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs, unreachable_pub, missing_debug_implementations)]
 
-pub mod auth;
-pub mod config;
-pub mod error;
-pub mod extract;
-#[cfg(feature = "axum")]
-pub mod handlers;
-pub mod layer;
-pub mod rejection;
-pub mod store;
+mod bearer;
+mod layer;
+#[cfg(feature = "wechat")]
+mod login;
+mod response;
+mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
-pub mod throttle;
-pub mod token;
-pub mod users;
-pub mod wechat;
+mod throttle;
+mod token;
+mod user;
+mod users;
+#[cfg(feature = "wechat")]
+mod wechat;
 
+#[cfg(all(feature = "wechat", feature = "axum"))]
+pub use crate::login::MAX_BODY_BYTES;
+#[cfg(feature = "wechat")]
+pub use crate::login::{
+    AuthorizeRequest, Authorized, ConfigError, Error, Identity, MpAuth, MpAuthBuilder,
+    MpAuthConfig,
+};
+#[cfg(feature = "redis")]
+pub use crate::store::{RedisTokenStore, RedisTokenStoreBuilder, RedisValidation};
+#[cfg(feature = "sqlite")]
+pub use crate::users::{SqliteUserStore, SqliteUserStoreBuilder};
+#[cfg(feature = "wechat")]
+pub use crate::wechat::{
+    AppSecret, DecryptError, DecryptOptions, DecryptedProfile, Session, SessionKey, Watermark,
+    WeChatClient, WeChatError, decrypt_profile, verify_signature,
+};
+#[cfg(feature = "testing")]
+pub use crate::wechat::{EncryptedProfile, encrypt_profile};
 pub use crate::{
-    auth::{AuthorizeRequest, Authorized, MpAuth},
-    config::{ConfigError, Identity, MpAuthConfig, Sku},
-    error::Error,
-    extract::AuthedUser,
-    layer::{MpAuthLayer, MpAuthService},
-    rejection::{AuthRejection, RejectionKind},
+    bearer::Credentials,
+    layer::{MpAuthLayer, MpAuthService, ResponseBody, ResponseFuture},
+    response::{AuthRejection, RejectionKind},
     store::{
-        CachedTokenStore, IssueOptions, Issued, MemoryTokenStore, RedisTokenStore,
-        RedisTokenStoreBuilder, StoreError, TokenInfo, TokenStore,
+        CachedTokenStore, CachedValidation, IssueOptions, MemoryTokenStore, StoreBuildError,
+        StoreError, TokenInfo, TokenStore,
     },
-    token::{ParsedToken, Token, TokenError, TokenHash, TokenId, extract_open_id, extract_sku},
+    throttle::{
+        Decision, InvalidRateLimit, LoginThrottle, MemoryRateLimiter, RateLimit, RateLimiter,
+    },
+    token::{
+        MAX_OPEN_ID_LEN, ParsedToken, Sku, Token, TokenError, TokenHash, TokenId,
+        extract_open_id, extract_sku,
+    },
+    user::AuthedUser,
+    users::{Profile, User, UserStore, UserStoreError},
 };

@@ -32,9 +32,10 @@ impl<B> ResponseBody<B> {
         }
     }
 
+    /// A rejection's body; an empty one (gRPC's trailers-only answer) ends at once.
     pub(crate) fn rejection(json: Bytes) -> Self {
         Self {
-            kind: Kind::Rejection(Some(json)),
+            kind: Kind::Rejection((!json.is_empty()).then_some(json)),
         }
     }
 }

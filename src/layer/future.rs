@@ -12,31 +12,31 @@ use http::{Request, Response};
 use pin_project::pin_project;
 use tower_service::Service;
 
-use super::{Policy, ResponseBody};
+use super::ResponseBody;
 use crate::{
-    extract::AuthedUser,
-    rejection::{AuthRejection, RejectionKind},
+    response::{AuthRejection, RejectionKind, Responder},
     store::StoreError,
+    user::AuthedUser,
 };
 
-type Check = Pin<Box<dyn Future<Output = Result<bool, StoreError>> + Send>>;
-
-/// Resolves to the inner service's response once the token checks out, or to the
-/// rejection.
+/// The future of [`MpAuthService`](super::MpAuthService): resolves to the inner
+/// service's response once the token checks out, or to the rejection. `V` is the token
+/// store's validation future, held in place: nothing on this path is boxed.
 #[pin_project]
-pub struct ResponseFuture<S, ReqBody>
+pub struct ResponseFuture<S, ReqBody, V>
 where
     S: Service<Request<ReqBody>>,
 {
     #[pin]
-    state: State<S, ReqBody, S::Future>,
+    state: State<S, ReqBody, S::Future, V>,
 }
 
 #[pin_project(project = StateProj)]
-enum State<S, ReqBody, F> {
+enum State<S, ReqBody, F, V> {
     /// Waiting for the token store; the rest is needed once it answers.
     Checking {
-        check: Check,
+        #[pin]
+        check: V,
         pending: Option<Pending<S, ReqBody>>,
     },
     Calling {
@@ -52,10 +52,10 @@ struct Pending<S, ReqBody> {
     inner: S,
     request: Request<ReqBody>,
     user: AuthedUser,
-    policy: Arc<Policy>,
+    responder: Arc<Responder>,
 }
 
-impl<S, ReqBody> ResponseFuture<S, ReqBody>
+impl<S, ReqBody, V> ResponseFuture<S, ReqBody, V>
 where
     S: Service<Request<ReqBody>>,
 {
@@ -74,11 +74,11 @@ where
     }
 
     pub(super) fn check(
-        check: Check,
+        check: V,
         inner: S,
         request: Request<ReqBody>,
         user: AuthedUser,
-        policy: Arc<Policy>,
+        responder: Arc<Responder>,
     ) -> Self {
         Self {
             state: State::Checking {
@@ -87,16 +87,17 @@ where
                     inner,
                     request,
                     user,
-                    policy,
+                    responder,
                 }),
             },
         }
     }
 }
 
-impl<S, ReqBody, ResBody> Future for ResponseFuture<S, ReqBody>
+impl<S, ReqBody, ResBody, V> Future for ResponseFuture<S, ReqBody, V>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    V: Future<Output = Result<bool, StoreError>>,
 {
     type Output = Result<Response<ResponseBody<ResBody>>, S::Error>;
 
@@ -105,34 +106,33 @@ where
         loop {
             match state.as_mut().project() {
                 StateProj::Checking { check, pending } => {
-                    let verdict = ready!(check.as_mut().poll(cx));
+                    let verdict = ready!(check.poll(cx));
                     let Pending {
                         mut inner,
                         mut request,
                         user,
-                        policy,
+                        responder,
                     } = pending.take().expect("polled after completion");
-                    let next = match verdict {
+                    let kind = match verdict {
                         Ok(true) => {
                             request.extensions_mut().insert(user);
-                            State::Calling {
-                                future: inner.call(request),
-                            }
+                            let future = inner.call(request);
+                            state.set(State::Calling { future });
+                            continue;
                         }
                         Ok(false) => {
                             tracing::debug!(rejection = "invalid_token", "request rejected");
-                            State::Rejected {
-                                rejection: Some(policy.reject(RejectionKind::InvalidToken)),
-                            }
+                            RejectionKind::InvalidToken
                         }
                         Err(error) => {
                             tracing::warn!(%error, "token store unavailable; answering 503");
-                            State::Rejected {
-                                rejection: Some(policy.reject(RejectionKind::StoreUnavailable)),
-                            }
+                            RejectionKind::StoreUnavailable
                         }
                     };
-                    state.set(next);
+                    let rejection = responder.reject(kind).for_request(request.headers());
+                    state.set(State::Rejected {
+                        rejection: Some(rejection),
+                    });
                 }
                 StateProj::Calling { future } => {
                     return future
@@ -148,7 +148,7 @@ where
     }
 }
 
-impl<S, ReqBody> fmt::Debug for ResponseFuture<S, ReqBody>
+impl<S, ReqBody, V> fmt::Debug for ResponseFuture<S, ReqBody, V>
 where
     S: Service<Request<ReqBody>>,
 {

@@ -3,8 +3,9 @@
 //! The layer reads `Authorization: Bearer <token>`, checks the token's shape and sku
 //! without I/O, asks the [`TokenStore`] whether it is live (one round trip), and on
 //! success inserts an [`AuthedUser`] into the request's extensions. Otherwise it answers
-//! itself, per RFC 6750 (see [`crate::rejection`]): it never fails the inner service
-//! with an error of its own, and a store outage is a 503, never a 401.
+//! itself, per RFC 6750 (see [`AuthRejection`](crate::AuthRejection)), or with a gRPC
+//! status for gRPC calls: it never fails the inner service with an error of its own,
+//! and a store outage is a 503 (gRPC `UNAVAILABLE`), never a 401.
 //!
 //! ```
 //! use axum::{Router, routing::get};
@@ -26,25 +27,21 @@ use std::{
     time::Duration,
 };
 
-use http::{HeaderValue, Request, Response};
+use http::{Request, Response};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use self::header::Credentials;
+pub use self::{body::ResponseBody, future::ResponseFuture};
 use crate::{
-    config::Sku,
-    extract::{Anonymous, AuthedUser},
-    rejection::{Challenges, DEFAULT_REALM, RejectionKind},
+    bearer::Credentials,
+    response::{RejectionKind, Responder},
     store::TokenStore,
-    token::ParsedToken,
+    token::{ParsedToken, Sku},
+    user::{Anonymous, AuthedUser},
 };
 
 mod body;
-pub mod future;
-pub(crate) mod header;
-
-pub use self::body::ResponseBody;
-use self::future::ResponseFuture;
+mod future;
 
 /// Authenticates requests by bearer token; see the [module docs](self).
 #[derive(Debug, Clone)]
@@ -53,18 +50,12 @@ pub struct MpAuthLayer<T> {
     policy: Arc<Policy>,
 }
 
+/// What every request through one layer is checked against.
 #[derive(Debug, Clone)]
-pub(crate) struct Policy {
+struct Policy {
     sku: Sku,
     optional: bool,
-    challenges: Challenges,
-    retry_after: HeaderValue,
-}
-
-impl Policy {
-    pub(crate) fn reject(&self, kind: RejectionKind) -> crate::AuthRejection {
-        self.challenges.reject(kind, &self.retry_after)
-    }
+    responder: Arc<Responder>,
 }
 
 impl<T: TokenStore> MpAuthLayer<T> {
@@ -75,10 +66,17 @@ impl<T: TokenStore> MpAuthLayer<T> {
             policy: Arc::new(Policy {
                 sku,
                 optional: false,
-                challenges: Challenges::new(DEFAULT_REALM),
-                retry_after: HeaderValue::from_static("1"),
+                responder: Arc::default(),
             }),
         }
+    }
+
+    /// Answers failures as `responder` says: the layer of an [`MpAuth`](crate::MpAuth)
+    /// rejects exactly as its handlers do.
+    #[cfg(feature = "wechat")]
+    pub(crate) fn with_responder(mut self, responder: Arc<Responder>) -> Self {
+        Arc::make_mut(&mut self.policy).responder = responder;
+        self
     }
 
     /// Lets requests without bearer credentials through, so that handlers can take
@@ -103,15 +101,16 @@ impl<T: TokenStore> MpAuthLayer<T> {
     /// # Panics
     /// If `realm` is not 1 to 64 visible ASCII characters without `"` or `\`.
     pub fn with_realm(mut self, realm: &str) -> Self {
-        Arc::make_mut(&mut self.policy).challenges = Challenges::new(realm);
+        let policy = Arc::make_mut(&mut self.policy);
+        policy.responder = Arc::new((*policy.responder).clone().with_realm(realm));
         self
     }
 
     /// Sets the `Retry-After` of 503 answers, rounded up to whole seconds.
     /// Default: 1 s.
     pub fn with_retry_after(mut self, after: Duration) -> Self {
-        let seconds = after.as_secs() + u64::from(after.subsec_nanos() > 0);
-        Arc::make_mut(&mut self.policy).retry_after = HeaderValue::from(seconds.max(1));
+        let policy = Arc::make_mut(&mut self.policy);
+        policy.responder = Arc::new((*policy.responder).clone().with_retry_after(after));
         self
     }
 }
@@ -165,7 +164,7 @@ where
 {
     type Response = Response<ResponseBody<ResBody>>;
     type Error = S::Error;
-    type Future = ResponseFuture<S, ReqBody>;
+    type Future = ResponseFuture<S, ReqBody, T::Validation>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -173,23 +172,22 @@ where
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
         let policy = &self.policy;
-        let token = match header::bearer(request.headers()) {
+        let token = match Credentials::from_headers(request.headers()) {
             Credentials::Bearer(text) => ParsedToken::parse(text)
                 .ok()
                 .filter(|token| policy.sku == *token.sku()),
             Credentials::Absent if policy.optional => {
-                request
-                    .extensions_mut()
-                    .insert(Anonymous(Arc::clone(policy)));
+                let anonymous = Anonymous(Arc::clone(&policy.responder));
+                request.extensions_mut().insert(anonymous);
                 return ResponseFuture::call(self.inner.call(request));
             }
             Credentials::Absent => {
-                return self.reject(RejectionKind::MissingCredentials);
+                return self.reject(RejectionKind::MissingCredentials, &request);
             }
-            Credentials::Malformed => return self.reject(RejectionKind::InvalidRequest),
+            Credentials::Malformed => return self.reject(RejectionKind::InvalidRequest, &request),
         };
         let Some(token) = token else {
-            return self.reject(RejectionKind::InvalidToken);
+            return self.reject(RejectionKind::InvalidToken, &request);
         };
         let user = AuthedUser::new(policy.sku.clone(), token.open_id());
         let check = self.store.validate(&token);
@@ -198,21 +196,26 @@ where
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
         ResponseFuture::check(
-            Box::pin(check),
+            check,
             inner,
             request,
             user,
-            Arc::clone(&self.policy),
+            Arc::clone(&self.policy.responder),
         )
     }
 }
 
 impl<S, T> MpAuthService<S, T> {
-    fn reject<ReqBody>(&self, kind: RejectionKind) -> ResponseFuture<S, ReqBody>
+    fn reject<ReqBody, F>(
+        &self,
+        kind: RejectionKind,
+        request: &Request<ReqBody>,
+    ) -> ResponseFuture<S, ReqBody, F>
     where
         S: Service<Request<ReqBody>>,
     {
-        tracing::debug!(rejection = kind.error(), "request rejected");
-        ResponseFuture::reject(self.policy.reject(kind))
+        tracing::debug!(rejection = kind.oauth_error(), "request rejected");
+        let rejection = self.policy.responder.reject(kind);
+        ResponseFuture::reject(rejection.for_request(request.headers()))
     }
 }

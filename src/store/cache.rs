@@ -5,40 +5,40 @@ use std::{
     future::Future,
     hash::{BuildHasher as _, RandomState},
     num::NonZeroUsize,
+    pin::Pin,
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
     },
+    task::{Context, Poll, ready},
     time::{Duration, Instant},
 };
 
+use pin_project::pin_project;
 use quick_cache::{
     DefaultHashBuilder, OptionsBuilder, UnitWeighter,
     sync::{Cache, DefaultLifecycle},
 };
 
-use super::{IssueOptions, Issued, StoreError, TokenInfo, TokenStore};
-use crate::{
-    config::Sku,
-    token::{ParsedToken, Token, TokenHash},
-};
+use super::{IssueOptions, StoreError, TokenInfo, TokenStore};
+use crate::token::{ParsedToken, Sku, Token, TokenHash};
 
 /// How long [`CachedTokenStore`] keeps an answer unless told otherwise: one second.
-pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(1);
+const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(1);
 
 /// The longest TTL [`CachedTokenStore::with_ttl`] accepts: one minute.
-pub const MAX_CACHE_TTL: Duration = Duration::from_secs(60);
+const MAX_CACHE_TTL: Duration = Duration::from_secs(60);
 
 /// How many live tokens, and separately how many unknown ones, [`CachedTokenStore`]
 /// keeps unless told otherwise: about 2.5 MB for both tables, full.
 ///
 /// An entry takes about 110 bytes (key, value, and the eviction policy's bookkeeping),
 /// up to twice that as the tables grow in powers of two.
-pub const DEFAULT_CACHE_CAPACITY: usize = 10_000;
+const DEFAULT_CACHE_CAPACITY: usize = 10_000;
 
 /// The largest capacity [`CachedTokenStore::with_capacity`] and
 /// [`CachedTokenStore::with_negative_capacity`] accept: 2^24 entries.
-pub const MAX_CACHE_CAPACITY: usize = 1 << 24;
+const MAX_CACHE_CAPACITY: usize = 1 << 24;
 
 /// A [`TokenStore`] that remembers [`validate`](TokenStore::validate) answers for a
 /// short time: an opt-in cache in front of any store.
@@ -50,7 +50,7 @@ pub const MAX_CACHE_CAPACITY: usize = 1 << 24;
 /// Every request behind [`MpAuthLayer`](crate::MpAuthLayer) asks the token store whether
 /// its token is live; with [`RedisTokenStore`](crate::RedisTokenStore) that is one round
 /// trip per request. The cache remembers each answer for a short time (one second by
-/// default, [`MAX_CACHE_TTL`] at most), so that a client sending several requests in that
+/// default, one minute at most), so that a client sending several requests in that
 /// time costs one lookup.
 ///
 /// # The tradeoff
@@ -158,8 +158,8 @@ struct Live {
 }
 
 impl<S: TokenStore> CachedTokenStore<S> {
-    /// Wraps `store` with a cache of [`DEFAULT_CACHE_TTL`] and
-    /// [`DEFAULT_CACHE_CAPACITY`] entries of each kind.
+    /// Wraps `store` with a cache that keeps answers for one second, at most 10,000
+    /// live and 10,000 unknown tokens (about 2.5 MB full).
     pub fn new(store: S) -> Self {
         Self {
             inner: store,
@@ -171,7 +171,7 @@ impl<S: TokenStore> CachedTokenStore<S> {
         }
     }
 
-    /// Keeps each answer for `ttl`, at most [`MAX_CACHE_TTL`]; this is also how long a
+    /// Keeps each answer for `ttl`, at most one minute; this is also how long a
     /// revocation by another process may go unnoticed here. A zero TTL caches nothing.
     pub fn with_ttl(self, ttl: Duration) -> Self {
         let shared = &self.shared;
@@ -179,7 +179,7 @@ impl<S: TokenStore> CachedTokenStore<S> {
         self.rebuilt(ttl.min(MAX_CACHE_TTL), capacity, negative)
     }
 
-    /// Keeps at most `capacity` live tokens (at most [`MAX_CACHE_CAPACITY`]; zero caches
+    /// Keeps at most `capacity` live tokens (at most 2^24; zero caches
     /// no live token). Above 32 entries per internal shard, the capacity is rounded down
     /// to a multiple of the shard count (a power of two, four per CPU).
     pub fn with_capacity(self, capacity: usize) -> Self {
@@ -187,7 +187,7 @@ impl<S: TokenStore> CachedTokenStore<S> {
         self.rebuilt(ttl, capacity.min(MAX_CACHE_CAPACITY), negative)
     }
 
-    /// Keeps at most `capacity` unknown tokens (at most [`MAX_CACHE_CAPACITY`]; zero
+    /// Keeps at most `capacity` unknown tokens (at most 2^24; zero
     /// turns negative caching off), rounded like [`with_capacity`](Self::with_capacity).
     pub fn with_negative_capacity(self, capacity: usize) -> Self {
         let (ttl, positive) = (self.shared.ttl, self.shared.capacity);
@@ -410,6 +410,8 @@ struct Lookup {
 }
 
 impl<S: TokenStore> TokenStore for CachedTokenStore<S> {
+    type Validation = CachedValidation<S::Validation>;
+
     async fn issue(&self, token: &Token, options: &IssueOptions) -> Result<TokenInfo, StoreError> {
         let issued = self.inner.issue(token, options).await;
         // Forget an "unknown" answer about this exact token, should there be one.
@@ -417,43 +419,29 @@ impl<S: TokenStore> TokenStore for CachedTokenStore<S> {
         issued
     }
 
-    fn validate(
-        &self,
-        token: &ParsedToken<'_>,
-    ) -> impl Future<Output = Result<bool, StoreError>> + Send + 'static {
+    fn validate(&self, token: &ParsedToken<'_>) -> Self::Validation {
         let hash = token.hash();
         let now = Instant::now();
         let state = match self.shared.cached(&hash, now) {
-            Some(live) => Err(live),
-            None => Ok((
-                Arc::clone(&self.shared),
-                Lookup {
+            Some(live) => Validation::Cached { live: Some(live) },
+            None => Validation::Asking {
+                lookup: Lookup {
                     hash,
                     started: now,
                     // Read before the store is asked: see `Shared::remember`.
                     epoch: self.shared.epoch.load(Ordering::SeqCst),
                     user: self.shared.user(token.sku(), token.open_id()),
                 },
-                self.inner.validate(token),
-            )),
+                shared: Arc::clone(&self.shared),
+                check: self.inner.validate(token),
+            },
         };
-        async move {
-            match state {
-                Err(cached) => Ok(cached),
-                Ok((shared, lookup, check)) => {
-                    let verdict = check.await;
-                    if let Ok(live) = verdict {
-                        shared.remember(&lookup, live);
-                    }
-                    verdict
-                }
-            }
-        }
+        CachedValidation { state }
     }
 
     async fn revoke_hash(
         &self,
-        sku: &str,
+        sku: &Sku,
         open_id: &str,
         hash: &TokenHash,
     ) -> Result<bool, StoreError> {
@@ -485,14 +473,68 @@ impl<S: TokenStore> TokenStore for CachedTokenStore<S> {
     async fn rotate(
         &self,
         token: &ParsedToken<'_>,
+        successor: &Token,
         options: &IssueOptions,
-    ) -> Result<Option<Issued>, StoreError> {
-        let rotated = self.inner.rotate(token, options).await;
-        match &rotated {
-            Ok(Some(issued)) => self.shared.changed(&[token.hash(), issued.token.hash()]),
-            _ => self.shared.changed(&[token.hash()]),
-        }
+    ) -> Result<Option<TokenInfo>, StoreError> {
+        let rotated = self.inner.rotate(token, successor, options).await;
+        self.shared.changed(&[token.hash(), successor.hash()]);
         rotated
+    }
+}
+
+/// The future of [`CachedTokenStore`]'s `validate`: a cached answer, ready at once and
+/// without allocating, or the wrapped store's lookup, remembered when it succeeds.
+#[pin_project]
+pub struct CachedValidation<F> {
+    #[pin]
+    state: Validation<F>,
+}
+
+#[pin_project(project = ValidationProj)]
+enum Validation<F> {
+    Cached {
+        live: Option<bool>,
+    },
+    Asking {
+        #[pin]
+        check: F,
+        shared: Arc<Shared>,
+        lookup: Lookup,
+    },
+}
+
+impl<F: Future<Output = Result<bool, StoreError>>> Future for CachedValidation<F> {
+    type Output = Result<bool, StoreError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().state.project() {
+            ValidationProj::Cached { live } => {
+                Poll::Ready(Ok(live.take().expect("polled after completion")))
+            }
+            ValidationProj::Asking {
+                check,
+                shared,
+                lookup,
+            } => {
+                let verdict = ready!(check.poll(cx));
+                if let Ok(live) = verdict {
+                    shared.remember(lookup, live);
+                }
+                Poll::Ready(verdict)
+            }
+        }
+    }
+}
+
+impl<F> fmt::Debug for CachedValidation<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match &self.state {
+            Validation::Cached { .. } => "cached",
+            Validation::Asking { .. } => "asking",
+        };
+        f.debug_struct("CachedValidation")
+            .field("state", &state)
+            .finish()
     }
 }
 
@@ -503,7 +545,7 @@ mod tests {
     use tokio::sync::Semaphore;
 
     use super::*;
-    use crate::MemoryTokenStore;
+    use crate::store::MemoryTokenStore;
 
     /// All of them: holding these closes the gate.
     const GATE_PERMITS: u32 = u32::MAX;
@@ -532,6 +574,8 @@ mod tests {
     }
 
     impl TokenStore for Probe {
+        type Validation = Pin<Box<dyn Future<Output = Result<bool, StoreError>> + Send>>;
+
         fn issue(
             &self,
             token: &Token,
@@ -540,23 +584,20 @@ mod tests {
             self.inner.issue(token, options)
         }
 
-        fn validate(
-            &self,
-            token: &ParsedToken<'_>,
-        ) -> impl Future<Output = Result<bool, StoreError>> + Send + 'static {
+        fn validate(&self, token: &ParsedToken<'_>) -> Self::Validation {
             self.lookups.fetch_add(1, Ordering::SeqCst);
             let answer = self.inner.validate(token);
             let gate = Arc::clone(&self.gate);
-            async move {
+            Box::pin(async move {
                 let answer = answer.await;
                 let _permit = gate.acquire().await.expect("never closed");
                 answer
-            }
+            })
         }
 
         fn revoke_hash(
             &self,
-            sku: &str,
+            sku: &Sku,
             open_id: &str,
             hash: &TokenHash,
         ) -> impl Future<Output = Result<bool, StoreError>> + Send {
@@ -582,9 +623,10 @@ mod tests {
         fn rotate(
             &self,
             token: &ParsedToken<'_>,
+            successor: &Token,
             options: &IssueOptions,
-        ) -> impl Future<Output = Result<Option<Issued>, StoreError>> + Send {
-            self.inner.rotate(token, options)
+        ) -> impl Future<Output = Result<Option<TokenInfo>, StoreError>> + Send {
+            self.inner.rotate(token, successor, options)
         }
     }
 

@@ -2,15 +2,12 @@
 
 use std::{
     collections::HashMap,
-    future::{Future, ready},
+    future::{Future, Ready, ready},
     sync::{Arc, Mutex, MutexGuard, PoisonError},
 };
 
-use super::{IssueOptions, Issued, StoreError, TokenInfo, TokenStore, now_millis};
-use crate::{
-    config::Sku,
-    token::{ParsedToken, Token, TokenHash},
-};
+use super::{IssueOptions, StoreError, TokenInfo, TokenStore, now_millis};
+use crate::token::{ParsedToken, Sku, Token, TokenHash};
 
 /// Sweep every expired token out after this many issues, so that memory stays bounded
 /// by the live tokens even when nobody ever reads the expired ones again.
@@ -72,8 +69,11 @@ fn user_key(sku: &str, open_id: &str) -> String {
 }
 
 impl State {
+    /// Files `token` under the user `sku` + `open_id`.
     fn insert(
         &mut self,
+        sku: &str,
+        open_id: &str,
         token: &Token,
         options: &IssueOptions,
         device: Option<String>,
@@ -83,7 +83,7 @@ impl State {
         if self.issues_since_sweep >= SWEEP_EVERY {
             self.sweep(now);
         }
-        let user = user_key(token.sku(), token.open_id());
+        let user = user_key(sku, open_id);
         let hashes = self.users.entry(user.clone()).or_default();
         hashes.retain(|h| self.tokens.get(h).is_some_and(|e| e.expires_at_ms > now));
         let max = options.max_tokens_per_user() as usize;
@@ -143,21 +143,21 @@ impl Entry {
 }
 
 impl TokenStore for MemoryTokenStore {
+    type Validation = Ready<Result<bool, StoreError>>;
+
     fn issue(
         &self,
         token: &Token,
         options: &IssueOptions,
     ) -> impl Future<Output = Result<TokenInfo, StoreError>> + Send {
+        let device = options.device().map(str::to_owned);
         let info = self
             .lock()
-            .insert(token, options, options.device().map(str::to_owned));
+            .insert(token.sku(), token.open_id(), token, options, device);
         ready(Ok(info))
     }
 
-    fn validate(
-        &self,
-        token: &ParsedToken<'_>,
-    ) -> impl Future<Output = Result<bool, StoreError>> + Send + 'static {
+    fn validate(&self, token: &ParsedToken<'_>) -> Self::Validation {
         let hash = token.hash();
         let live = self
             .lock()
@@ -169,7 +169,7 @@ impl TokenStore for MemoryTokenStore {
 
     fn revoke_hash(
         &self,
-        sku: &str,
+        sku: &Sku,
         open_id: &str,
         hash: &TokenHash,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send {
@@ -177,7 +177,7 @@ impl TokenStore for MemoryTokenStore {
         let owned = state
             .tokens
             .get(hash)
-            .is_some_and(|e| e.user == user_key(sku, open_id));
+            .is_some_and(|e| e.user == user_key(sku.as_str(), open_id));
         let live = owned && state.remove(hash, now_millis()).is_some();
         ready(Ok(live))
     }
@@ -223,19 +223,13 @@ impl TokenStore for MemoryTokenStore {
     fn rotate(
         &self,
         token: &ParsedToken<'_>,
+        successor: &Token,
         options: &IssueOptions,
-    ) -> impl Future<Output = Result<Option<Issued>, StoreError>> + Send {
-        let result = Token::successor_of(token)
-            .map_err(|e| StoreError::Unavailable(Box::new(e)))
-            .map(|successor| {
-                let mut state = self.lock();
-                let old = state.remove(&token.hash(), now_millis())?;
-                let info = state.insert(&successor, options, old.device);
-                Some(Issued {
-                    token: successor,
-                    info,
-                })
-            });
-        ready(result)
+    ) -> impl Future<Output = Result<Option<TokenInfo>, StoreError>> + Send {
+        let mut state = self.lock();
+        let rotated = state
+            .remove(&token.hash(), now_millis())
+            .map(|old| state.insert(token.sku(), token.open_id(), successor, options, old.device));
+        ready(Ok(rotated))
     }
 }

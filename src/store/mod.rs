@@ -1,8 +1,8 @@
-//! Where live tokens are kept: the [`TokenStore`] trait and its two implementations,
-//! [`RedisTokenStore`] for production and [`MemoryTokenStore`] for tests and the
-//! embedded example.
+//! Where live tokens are kept: the [`TokenStore`] trait and its implementations,
+//! `RedisTokenStore` for production (feature `redis`), [`MemoryTokenStore`] for tests
+//! and the embedded example, and [`CachedTokenStore`] in front of either.
 //!
-//! Both keep only a SHA-256 of each token, expire tokens after their TTL, hold at most
+//! All keep only a SHA-256 of each token, expire tokens after their TTL, hold at most
 //! [`IssueOptions::max_tokens_per_user`] live tokens per user (evicting the one closest
 //! to expiry, which is the oldest when TTLs are equal), and rotate atomically: of
 //! several concurrent rotations of one token exactly one succeeds.
@@ -20,44 +20,42 @@
 //! store.issue(&token, &options).await?;
 //!
 //! assert!(store.validate(&token.parsed()).await?);
-//! let successor = store.rotate(&token.parsed(), &options).await?.expect("live token");
+//! let successor = Token::successor_of(&token.parsed())?;
+//! let rotated = store.rotate(&token.parsed(), &successor, &options).await?;
+//! assert!(rotated.is_some(), "the old token was live");
 //! assert!(!store.validate(&token.parsed()).await?);
-//! assert!(store.validate(&successor.token.parsed()).await?);
+//! assert!(store.validate(&successor.parsed()).await?);
 //! # Ok(())
 //! # }
 //! ```
 
 use std::{future::Future, num::NonZeroU32, time::Duration};
 
-use crate::{
-    config::Sku,
-    token::{ParsedToken, Token, TokenHash},
-};
+use crate::token::{ParsedToken, Sku, Token, TokenHash};
 
 mod cache;
 mod memory;
+#[cfg(feature = "redis")]
 mod redis;
 
-pub use cache::{
-    CachedTokenStore, DEFAULT_CACHE_CAPACITY, DEFAULT_CACHE_TTL, MAX_CACHE_CAPACITY, MAX_CACHE_TTL,
+pub use self::{
+    cache::{CachedTokenStore, CachedValidation},
+    memory::MemoryTokenStore,
 };
-pub use memory::MemoryTokenStore;
-pub use redis::{
-    DEFAULT_COMMAND_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEY_PREFIX, DEFAULT_POOL_SIZE,
-    RedisTokenStore, RedisTokenStoreBuilder,
-};
+#[cfg(feature = "redis")]
+pub use self::redis::{RedisTokenStore, RedisTokenStoreBuilder, RedisValidation};
 
 /// The default token lifetime: 72 hours, as in the Node original.
-pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(259_200);
+pub(crate) const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(259_200);
 
 /// The default number of live tokens (devices) one user may hold per sku.
-pub const DEFAULT_MAX_TOKENS_PER_USER: u32 = 10;
+pub(crate) const DEFAULT_MAX_TOKENS_PER_USER: u32 = 10;
 
 /// The longest device label kept, in bytes; longer labels are cut at a char boundary.
-pub const MAX_DEVICE_LEN: usize = 64;
+pub(crate) const MAX_DEVICE_LEN: usize = 64;
 
 /// The most live tokens per user a store accepts as a limit.
-pub const MAX_TOKENS_PER_USER_LIMIT: u32 = 1000;
+pub(crate) const MAX_TOKENS_PER_USER_LIMIT: u32 = 1000;
 
 /// How a token is issued: its lifetime, the per-user limit, and a device label.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,8 +72,8 @@ impl Default for IssueOptions {
 }
 
 impl IssueOptions {
-    /// Tokens that live for `ttl` (at least one millisecond), at most
-    /// [`DEFAULT_MAX_TOKENS_PER_USER`] per user, without a device label.
+    /// Tokens that live for `ttl` (at least one millisecond), at most ten per user,
+    /// without a device label.
     pub fn new(ttl: Duration) -> Self {
         Self {
             ttl: ttl.max(Duration::from_millis(1)),
@@ -99,7 +97,7 @@ impl IssueOptions {
     }
 
     /// Labels the token with the device it was issued to, for device lists. Control
-    /// characters are dropped and the label is cut to [`MAX_DEVICE_LEN`] bytes.
+    /// characters are dropped and the label is cut to 64 bytes.
     pub fn with_device(mut self, device: impl AsRef<str>) -> Self {
         let mut label = String::new();
         for c in device.as_ref().chars().filter(|c| !c.is_control()) {
@@ -127,7 +125,7 @@ impl IssueOptions {
         self.device.as_deref()
     }
 
-    fn ttl_millis(&self) -> u64 {
+    pub(crate) fn ttl_millis(&self) -> u64 {
         u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX)
     }
 }
@@ -163,26 +161,9 @@ impl TokenInfo {
     }
 }
 
-/// A freshly issued token and what the store recorded about it.
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct Issued {
-    /// The new token, to hand to the client.
-    pub token: Token,
-    /// What the store recorded.
-    pub info: TokenInfo,
-}
-
-impl Issued {
-    /// A new token and its record, for [`TokenStore`] implementations outside this crate.
-    pub fn new(token: Token, info: TokenInfo) -> Self {
-        Self { token, info }
-    }
-}
-
-/// A token store failed. Every variant but [`InvalidConfig`](Self::InvalidConfig), which
-/// only builders return, means "try again later": a caller answers 503, never 401,
-/// because the token may well be valid.
+/// A token store could not answer. Every variant means "try again later": a caller
+/// answers 503, never 401, because the token may well be valid. (Settings that cannot
+/// work are a [`StoreBuildError`], from the builders.)
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
@@ -195,9 +176,19 @@ pub enum StoreError {
     /// The store answered something this crate does not understand.
     #[error("token store answered unexpectedly: {0}")]
     Protocol(&'static str),
-    /// The store's settings are unusable.
+}
+
+/// A store could not be built: its settings are unusable, or it could not be reached
+/// to check them.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreBuildError {
+    /// The settings are unusable; the message says which and never repeats a password.
     #[error("invalid token store settings: {0}")]
-    InvalidConfig(&'static str),
+    InvalidSettings(&'static str),
+    /// The settings look right but the store did not answer.
+    #[error(transparent)]
+    Unreachable(#[from] StoreError),
 }
 
 /// A place to keep live tokens.
@@ -206,7 +197,21 @@ pub enum StoreError {
 /// keep each operation atomic with respect to the others. They store a token's
 /// [`TokenHash`], never its text. Every token names its user (`sku` + `open_id`), so a
 /// store can group a user's tokens for limits, listing and revocation.
+///
+/// # Time
+///
+/// Expiry is decided on the application server's clock, by every operation alike: a
+/// token issued at `now` on this machine expires at `now + ttl`, and `validate`,
+/// `revoke`, `list` and `rotate` compare against this machine's `now` too. Servers
+/// sharing a store should keep their clocks in step (NTP): a server whose clock runs
+/// `d` ahead of the one that issued a token sees it end `d` early, one running behind
+/// sees it live up to `d` longer. No operation mixes two clocks, so the skew never
+/// does more than shift expiry by `d`.
 pub trait TokenStore: std::fmt::Debug + Clone + Send + Sync + 'static {
+    /// The future [`validate`](Self::validate) returns: a named type, so that
+    /// [`MpAuthLayer`](crate::MpAuthLayer) holds it without boxing.
+    type Validation: Future<Output = Result<bool, StoreError>> + Send + 'static;
+
     /// Records a new token with the given lifetime; if the user then holds more than
     /// `options.max_tokens_per_user()` live tokens, evicts those closest to expiry.
     fn issue(
@@ -217,16 +222,13 @@ pub trait TokenStore: std::fmt::Debug + Clone + Send + Sync + 'static {
 
     /// Whether the token is live. This is the request hot path: one round trip, and the
     /// returned future owns what it needs, so middleware can hold it across the request.
-    fn validate(
-        &self,
-        token: &ParsedToken<'_>,
-    ) -> impl Future<Output = Result<bool, StoreError>> + Send + 'static;
+    fn validate(&self, token: &ParsedToken<'_>) -> Self::Validation;
 
     /// Revokes the token with this hash held by `open_id` under `sku`. Returns whether it
     /// was live.
     fn revoke_hash(
         &self,
-        sku: &str,
+        sku: &Sku,
         open_id: &str,
         hash: &TokenHash,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
@@ -236,8 +238,8 @@ pub trait TokenStore: std::fmt::Debug + Clone + Send + Sync + 'static {
         &self,
         token: &ParsedToken<'_>,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send {
-        let hash = token.hash();
-        async move { self.revoke_hash(token.sku(), token.open_id(), &hash).await }
+        let (sku, hash) = (token.to_sku(), token.hash());
+        async move { self.revoke_hash(&sku, token.open_id(), &hash).await }
     }
 
     /// Revokes every token of `open_id` under `sku` (logout everywhere). Returns how many
@@ -255,14 +257,19 @@ pub trait TokenStore: std::fmt::Debug + Clone + Send + Sync + 'static {
         open_id: &str,
     ) -> impl Future<Output = Result<Vec<TokenInfo>, StoreError>> + Send;
 
-    /// Atomically replaces a live token with a new one for the same user, keeping its
-    /// device label. `None` if the token was not live, including when a concurrent
-    /// rotation of the same token won.
+    /// Atomically replaces a live token with `successor`, keeping its device label, and
+    /// returns what was recorded about the successor. `None` if the token was not live,
+    /// including when a concurrent rotation of the same token won.
+    ///
+    /// The caller draws `successor` with [`Token::successor_of`], so it names the same
+    /// user; the store files it under `token`'s user whatever it says. Stores draw no
+    /// random numbers themselves, so a failing RNG is never mistaken for an outage.
     fn rotate(
         &self,
         token: &ParsedToken<'_>,
+        successor: &Token,
         options: &IssueOptions,
-    ) -> impl Future<Output = Result<Option<Issued>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Option<TokenInfo>, StoreError>> + Send;
 }
 
 /// Milliseconds since the Unix epoch on this machine's clock.

@@ -12,7 +12,8 @@ use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 use serde::{Deserialize, Serialize};
 
 use super::simulator::{SimulatorError, WeChatSimulator};
-use crate::handlers::HandlerFuture;
+/// The future of a handler, boxed as axum's are.
+type HandlerFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Response> + Send>>;
 
 /// A mint request is a user name and a flag; anything larger is not one.
 const MAX_MINT_BODY_BYTES: usize = 4 * 1024;
@@ -220,7 +221,7 @@ mod tests {
         .await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(minted["union_id"], sim.union_id("alice").unwrap());
-        let login: crate::AuthorizeRequest = serde_json::from_value(minted.clone()).unwrap();
+        let login: crate::login::AuthorizeRequest = serde_json::from_value(minted.clone()).unwrap();
         for field in [
             &login.code,
             &login.encrypted_data,

@@ -13,8 +13,7 @@
 //!
 //! ```
 //! use axum::{Router, routing::get};
-//! use mpauthx::{MemoryTokenStore, MpAuth, MpAuthConfig, testing::WeChatSimulator,
-//!     users::SqliteUserStore};
+//! use mpauthx::{MemoryTokenStore, MpAuth, MpAuthConfig, SqliteUserStore, testing::WeChatSimulator};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -24,9 +23,10 @@
 //! let base_url = format!("http://{}", listener.local_addr()?);
 //! tokio::spawn(async move { axum::serve(listener, wechat_api).await });
 //!
-//! let config = MpAuthConfig::new(sim.app_id(), sim.app_secret().expose_secret(), "demo")?;
+//! let config = MpAuthConfig::new(sim.app_id(), sim.app_secret().expose_secret(), "demo")?
+//!     .with_wechat_base_url(base_url);
 //! let users = SqliteUserStore::open_in_memory().await?;
-//! let auth = MpAuth::with_parts(config, MemoryTokenStore::new(), users, sim.client(&base_url));
+//! let auth = MpAuth::new(config, MemoryTokenStore::new(), users);
 //!
 //! let login = sim.login_with_profile("alice")?;
 //! let authorized = auth.authorize(&login.authorize_request()).await?;

@@ -18,8 +18,8 @@ use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq as _;
 
 use crate::{
-    auth::AuthorizeRequest,
-    wechat::{AppSecret, Profile, Session, SessionKey, Watermark, WeChatClient, encrypt_profile},
+    login::AuthorizeRequest,
+    wechat::{AppSecret, DecryptedProfile, Session, SessionKey, Watermark, WeChatClient, encrypt_profile},
 };
 
 /// How long a minted code can be exchanged: five minutes, like WeChat's.
@@ -462,7 +462,7 @@ fn simulated_profile(
         gender: 0,
         language: "zh_CN",
     };
-    let profile = Profile {
+    let profile = DecryptedProfile {
         open_id: session.open_id.clone(),
         union_id: session.union_id.clone(),
         nick_name: Some(info.nick_name.to_owned()),
@@ -677,7 +677,8 @@ mod tests {
         let id = sim.open_id("alice");
         assert_eq!(id.len(), 28);
         assert!(id.starts_with('o'));
-        assert!(crate::config::is_token_part(&id, 64), "{id}");
+        let sku = crate::token::Sku::new("demo").unwrap();
+        assert!(crate::token::Token::generate(&sku, &id).is_ok(), "{id}");
         assert_eq!(id, sim.open_id("alice"));
         assert_ne!(id, sim.open_id("bob"));
         assert_ne!(

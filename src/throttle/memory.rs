@@ -9,7 +9,7 @@ use super::{CheckFuture, Decision, RateLimit, RateLimiter, gcra};
 use crate::store::now_millis;
 
 /// The default number of keys a [`MemoryRateLimiter`] holds.
-pub const DEFAULT_CAPACITY: usize = 100_000;
+pub(crate) const DEFAULT_CAPACITY: usize = 100_000;
 
 /// Throttle counters in this process: for a single instance, or for tests. Behind a load
 /// balancer each instance counts on its own; use [`RedisTokenStore`](crate::RedisTokenStore)

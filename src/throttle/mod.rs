@@ -50,12 +50,13 @@ use sha2::{Digest as _, Sha256};
 use crate::store::StoreError;
 
 mod memory;
+#[cfg(feature = "redis")]
 mod redis;
 
-pub use self::memory::{DEFAULT_CAPACITY, MemoryRateLimiter};
+pub use self::memory::MemoryRateLimiter;
 
 /// The longest period a [`RateLimit`] may span: one day.
-pub const MAX_PERIOD: Duration = Duration::from_secs(24 * 60 * 60);
+pub(crate) const MAX_PERIOD: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// A limit: at most `max` events at once, refilled at `max` per `period`.
 ///
@@ -134,7 +135,7 @@ pub(crate) fn gcra(now_ms: u64, tat_ms: Option<u64>, limit: &RateLimit) -> (Deci
 }
 
 /// The future of a [`RateLimiter`] check.
-pub type CheckFuture<'a> = Pin<Box<dyn Future<Output = Result<Decision, StoreError>> + Send + 'a>>;
+pub(crate) type CheckFuture<'a> = Pin<Box<dyn Future<Output = Result<Decision, StoreError>> + Send + 'a>>;
 
 /// Where throttle counters live: one timestamp per key.
 ///

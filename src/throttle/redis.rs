@@ -5,7 +5,7 @@ use std::{sync::LazyLock, time::Duration};
 use redis::Script;
 
 use super::{CheckFuture, Decision, RateLimit, RateLimiter};
-use crate::RedisTokenStore;
+use crate::store::RedisTokenStore;
 
 /// One step of the generic cell rate algorithm on Redis's clock, atomic.
 static GCRA: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("gcra.lua")));

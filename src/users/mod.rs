@@ -7,7 +7,7 @@
 //! `getUserProfile` data never wipes a nickname stored earlier.
 //!
 //! ```
-//! use mpauthx::users::{Profile, SqliteUserStore, UserStore};
+//! use mpauthx::{Profile, SqliteUserStore, UserStore};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -30,12 +30,14 @@ use std::{error::Error as StdError, fmt::Debug, future::Future};
 
 use serde::{Deserialize, Serialize};
 
-pub mod sqlite;
+#[cfg(feature = "sqlite")]
+mod sqlite;
 
-pub use sqlite::{SqliteUserStore, SqliteUserStoreBuilder};
+#[cfg(feature = "sqlite")]
+pub use self::sqlite::{SqliteUserStore, SqliteUserStoreBuilder};
 
 /// Boxed source of a [`UserStoreError`], so the trait does not tie callers to one backend's error types.
-pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
+pub(crate) type BoxError = Box<dyn StdError + Send + Sync + 'static>;
 
 /// Profile data a client may send at login; `None` means "not sent", never "clear it".
 ///

@@ -21,15 +21,15 @@ use super::{
 };
 
 /// WeChat's production API host.
-pub const DEFAULT_BASE_URL: &str = "https://api.weixin.qq.com";
+pub(crate) const DEFAULT_BASE_URL: &str = "https://api.weixin.qq.com";
 /// Default connect and read timeout.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default bound on a whole exchange: every attempt and every retry delay included.
-pub const DEFAULT_TOTAL_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const DEFAULT_TOTAL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default number of requests made while WeChat answers errcode -1 (system busy).
-pub const DEFAULT_BUSY_ATTEMPTS: u32 = 3;
+pub(crate) const DEFAULT_BUSY_ATTEMPTS: u32 = 3;
 /// Default delay before the first retry after errcode -1; it doubles for each further retry.
-pub const DEFAULT_BUSY_BACKOFF: Duration = Duration::from_millis(100);
+pub(crate) const DEFAULT_BUSY_BACKOFF: Duration = Duration::from_millis(100);
 
 const JSCODE2SESSION_PATH: &str = "/sns/jscode2session";
 /// A real answer is a few hundred bytes; the cap bounds memory if the upstream misbehaves.
@@ -360,10 +360,10 @@ impl WeChatClient {
             }
             WeChatError::Internal => {}
             _ if err.status().is_server_error() => {
-                tracing::warn!(app_id, error_code = err.code(), error = %err, "jscode2session failed");
+                tracing::warn!(app_id, error_code = err.node_code(), error = %err, "jscode2session failed");
             }
             _ => {
-                tracing::debug!(app_id, error_code = err.code(), error = %err, "jscode2session refused");
+                tracing::debug!(app_id, error_code = err.node_code(), error = %err, "jscode2session refused");
             }
         }
     }
@@ -506,7 +506,7 @@ mod tests {
         for body in [&b""[..], b"  \n", b"null"] {
             let err = client().interpret(body, "c").unwrap_err();
             assert!(matches!(err, WeChatError::EmptyResponse), "{body:?}");
-            assert_eq!(err.code(), 6003);
+            assert_eq!(err.node_code(), 6003);
         }
     }
 

@@ -12,28 +12,22 @@ use std::{
 };
 
 use aes::Aes128;
-use base64::{
-    Engine as _,
-    engine::general_purpose::{STANDARD, STANDARD_PAD_INDIFFERENT},
-};
-use cbc::cipher::{
-    BlockModeDecrypt as _, BlockModeEncrypt as _, KeyIvInit as _, block_padding::Pkcs7,
-};
+use base64::{Engine as _, engine::general_purpose::STANDARD_PAD_INDIFFERENT};
+use cbc::cipher::{BlockModeDecrypt as _, KeyIvInit as _, block_padding::Pkcs7};
 use serde::de::DeserializeOwned;
 use sha1::{Digest as _, Sha1};
 use subtle::ConstantTimeEq as _;
 
-use super::{client::Session, error::DecryptError, profile::Profile, secret::SessionKey};
+use super::{client::Session, error::DecryptError, profile::DecryptedProfile, secret::SessionKey};
 
 type Aes128CbcDec = cbc::Decryptor<Aes128>;
-type Aes128CbcEnc = cbc::Encryptor<Aes128>;
 
 /// AES block, key and IV size in bytes.
 const BLOCK_LEN: usize = 16;
 
 /// Upper bound on the base64 `encryptedData` accepted; real profiles are well under 2 KiB,
 /// and the bound keeps a hostile client from making the server decrypt megabytes.
-pub const MAX_ENCRYPTED_DATA_LEN: usize = 64 * 1024;
+pub(crate) const MAX_ENCRYPTED_DATA_LEN: usize = 64 * 1024;
 
 /// Server-side settings for checking decrypted open data.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,6 +56,7 @@ impl DecryptOptions {
 }
 
 /// Base64 `encryptedData` and `iv`, as a Mini-Program would send them.
+#[cfg(any(test, feature = "testing"))]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EncryptedProfile {
     /// Base64 ciphertext.
@@ -73,7 +68,7 @@ pub struct EncryptedProfile {
 /// Decrypts `encryptedData` with the session's key and checks it belongs to that session.
 ///
 /// Checks, in order: key and IV are 16 bytes, strict PKCS#7 padding, the plaintext is a
-/// [`Profile`], `watermark.appid == opts.app_id`, `openId == session.open_id`, and, when
+/// [`DecryptedProfile`], `watermark.appid == opts.app_id`, `openId == session.open_id`, and, when
 /// `opts.max_age` is set, that `now - watermark.timestamp <= max_age` (timestamps ahead of
 /// `now` count as fresh, to tolerate clock skew). Base64 in which `+` arrived as a space is
 /// accepted.
@@ -87,8 +82,8 @@ pub fn decrypt_profile(
     encrypted_data_b64: &str,
     iv_b64: &str,
     now: SystemTime,
-) -> Result<Profile, DecryptError> {
-    let result = decrypt_json::<Profile>(&session.session_key, encrypted_data_b64, iv_b64)
+) -> Result<DecryptedProfile, DecryptError> {
+    let result = decrypt_json::<DecryptedProfile>(&session.session_key, encrypted_data_b64, iv_b64)
         .and_then(|profile| check_profile(opts, session, profile, now));
     if let Err(e) = &result {
         // `{e:?}` carries only static reasons; the key and plaintext never reach it.
@@ -100,9 +95,9 @@ pub fn decrypt_profile(
 fn check_profile(
     opts: &DecryptOptions,
     session: &Session,
-    profile: Profile,
+    profile: DecryptedProfile,
     now: SystemTime,
-) -> Result<Profile, DecryptError> {
+) -> Result<DecryptedProfile, DecryptError> {
     if profile.watermark.appid != opts.app_id {
         return Err(DecryptError::AppIdMismatch);
     }
@@ -151,6 +146,7 @@ fn decrypt_json<T: DeserializeOwned>(
 ///
 /// # Errors
 /// [`DecryptError::Invalid`] when the session key is not 16 bytes of base64.
+#[cfg(any(test, feature = "testing"))]
 pub fn encrypt_profile(
     session_key: &SessionKey,
     iv: [u8; BLOCK_LEN],
@@ -159,7 +155,10 @@ pub fn encrypt_profile(
     let key = decode_block(session_key.expose_secret()).ok_or(DecryptError::Invalid {
         reason: "session key is not 16 bytes of base64",
     })?;
-    let ciphertext = Aes128CbcEnc::new(&key.into(), &iv.into())
+    use base64::engine::general_purpose::STANDARD;
+    use cbc::cipher::BlockModeEncrypt as _;
+
+    let ciphertext = cbc::Encryptor::<Aes128>::new(&key.into(), &iv.into())
         .encrypt_padded_vec::<Pkcs7>(profile_json.as_bytes());
     Ok(EncryptedProfile {
         encrypted_data: STANDARD.encode(ciphertext),

@@ -105,7 +105,7 @@ impl WeChatError {
     }
 
     /// Numeric code kept compatible with the Node.js original's error table.
-    pub fn code(&self) -> u16 {
+    pub fn node_code(&self) -> u16 {
         match self {
             Self::Internal | Self::SecretsWouldBeLogged => 6002,
             Self::EmptyResponse => 6003,
@@ -123,7 +123,7 @@ impl WeChatError {
     }
 
     /// Stable snake_case name, safe to show to clients.
-    pub fn error(&self) -> &'static str {
+    pub fn oauth_error(&self) -> &'static str {
         match self {
             Self::MissingCode => "missing_code",
             Self::InvalidCode { .. } => "invalid_code",
@@ -181,7 +181,7 @@ impl DecryptError {
     }
 
     /// Stable snake_case name, safe to show to clients.
-    pub fn error(&self) -> &'static str {
+    pub fn oauth_error(&self) -> &'static str {
         match self {
             Self::SignatureMismatch => "invalid_signature",
             Self::Invalid { .. } | Self::AppIdMismatch | Self::OpenIdMismatch | Self::Expired => {

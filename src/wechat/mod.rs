@@ -1,22 +1,24 @@
 //! WeChat Mini-Program server-side primitives.
 //!
-//! * [`client`] exchanges a `wx.login()` code for a [`Session`] via `jscode2session`.
-//! * [`crypto`] decrypts and checks the "open data" (`encryptedData` + `iv`) a Mini-Program
-//!   hands to its backend, and verifies `rawData` signatures.
+//! * [`WeChatClient`] exchanges a `wx.login()` code for a [`Session`] via `jscode2session`.
+//! * [`decrypt_profile`] decrypts and checks the "open data" (`encryptedData` + `iv`) a
+//!   Mini-Program hands to its backend, and [`verify_signature`] checks `rawData`.
 //!
 //! Secrets (the app secret, `session_key`, login codes) never appear in `Debug`/`Display`
-//! output or log lines produced by this module; see [`secret`].
+//! output or log lines produced by this module; see [`AppSecret`].
 
-pub mod client;
-pub mod crypto;
-pub mod error;
-pub mod profile;
-pub mod secret;
+mod client;
+mod crypto;
+mod error;
+mod profile;
+mod secret;
 
-pub use client::{Session, WeChatClient};
-pub use crypto::{
-    DecryptOptions, EncryptedProfile, decrypt_profile, encrypt_profile, verify_signature,
+pub use self::{
+    client::{Session, WeChatClient},
+    crypto::{DecryptOptions, decrypt_profile, verify_signature},
+    error::{DecryptError, WeChatError},
+    profile::{DecryptedProfile, Watermark},
+    secret::{AppSecret, SessionKey},
 };
-pub use error::{DecryptError, WeChatError};
-pub use profile::{Profile, Watermark};
-pub use secret::{AppSecret, SessionKey};
+#[cfg(feature = "testing")]
+pub use self::crypto::{EncryptedProfile, encrypt_profile};

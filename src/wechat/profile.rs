@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 /// Decrypted user info, in WeChat's camelCase field names.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Profile {
+pub struct DecryptedProfile {
     /// The user's openid for this Mini-Program.
     pub open_id: String,
     /// The user's unionid, present when the app is bound to an Open Platform account.
@@ -45,7 +45,7 @@ pub struct Watermark {
     pub timestamp: u64,
 }
 
-impl Profile {
+impl DecryptedProfile {
     /// The fields a [`UserStore`](crate::users::UserStore) keeps.
     pub fn to_stored(&self) -> crate::users::Profile {
         crate::users::Profile {

@@ -24,7 +24,7 @@ use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisError, Valu
 use tokio::time::Instant;
 
 use super::{PoolSettings, Pooled, connection::Source};
-use crate::store::StoreError;
+use crate::store::{StoreBuildError, StoreError};
 
 /// The number of hash slots in a Redis Cluster.
 const SLOTS: u16 = 16_384;
@@ -50,20 +50,20 @@ pub(super) struct Cluster {
 
 impl Cluster {
     /// Parses the seeds; connects nothing yet.
-    pub(super) fn new(seeds: &[String], settings: PoolSettings) -> Result<Self, StoreError> {
+    pub(super) fn new(seeds: &[String], settings: PoolSettings) -> Result<Self, StoreBuildError> {
         let seeds: Vec<ConnectionInfo> = seeds
             .iter()
             .map(|seed| seed.as_str().into_connection_info())
             .collect::<Result<_, _>>()
-            .map_err(|_| StoreError::InvalidConfig("invalid Redis Cluster seed URL"))?;
-        let template = seeds.first().cloned().ok_or(StoreError::InvalidConfig(
+            .map_err(|_| StoreBuildError::InvalidSettings("invalid Redis Cluster seed URL"))?;
+        let template = seeds.first().cloned().ok_or(StoreBuildError::InvalidSettings(
             "a cluster needs at least one seed node",
         ))?;
         if !matches!(
             template.addr(),
             ConnectionAddr::Tcp(..) | ConnectionAddr::TcpTls { .. }
         ) {
-            return Err(StoreError::InvalidConfig(
+            return Err(StoreBuildError::InvalidSettings(
                 "cluster seeds must be TCP addresses",
             ));
         }

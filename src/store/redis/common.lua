@@ -1,11 +1,9 @@
 -- Shared by every script. A user's tokens are the fields of one hash: the field is the
 -- token's SHA-256 (32 raw bytes), the value `<expires ms>|<issued ms>|<device>`.
-
--- Redis's clock, so that every application instance agrees on expiry.
-local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
+--
+-- Every time comes from the application server's clock, passed in as `now`: expiry is
+-- decided on one clock whichever operation looks at it (see `TokenStore`'s "Time").
+-- The hash's own expiry is set relative to `now`, so Redis's clock never enters.
 
 local function expires_of(value)
   return tonumber(string.match(value, '^(%d+)|'))
@@ -30,19 +28,16 @@ end
 
 -- Records a token, first evicting the soonest to expire beyond the limit. The hash lives
 -- as long as its longest-lived token, so an idle user leaves nothing behind.
-local function add_token(key, field, ttl, max, device)
-  local now = now_ms()
+local function add_token(key, field, now, expires, max, device)
   local live = live_tokens(key, now)
   local evict = math.max(#live - max + 1, 0)
   for i = 1, evict do
     redis.call('HDEL', key, live[i][1])
   end
-  local expires = now + ttl
   redis.call('HSET', key, field, string.format('%d|%d|%s', expires, now, device))
   local longest = expires
   if #live > evict and live[#live][2] > longest then
     longest = live[#live][2]
   end
-  redis.call('PEXPIREAT', key, longest)
-  return { now, expires }
+  redis.call('PEXPIRE', key, math.max(longest - now, 1))
 end

@@ -16,7 +16,9 @@
 
 use std::{
     future::Future,
+    pin::Pin,
     sync::{Arc, Mutex, PoisonError},
+    task::{Context, Poll},
     time::Duration,
 };
 
@@ -34,25 +36,21 @@ use self::{
     connection::{ConnectFailures, Connection, Manager, Source},
     target::{NodeAuth, Target},
 };
-use super::{IssueOptions, Issued, StoreError, TokenInfo, TokenStore};
-use crate::{
-    config::Sku,
-    store::now_millis,
-    token::{ParsedToken, Token, TokenHash},
-};
+use super::{IssueOptions, StoreBuildError, StoreError, TokenInfo, TokenStore, now_millis};
+use crate::token::{ParsedToken, Sku, Token, TokenHash};
 
 mod cluster;
 mod connection;
 mod target;
 
 /// The default key prefix.
-pub const DEFAULT_KEY_PREFIX: &str = "mpauthx";
+const DEFAULT_KEY_PREFIX: &str = "mpauthx";
 /// The default bound on opening a connection.
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// The default bound on one store operation, pool checkout included.
-pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(1);
+const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(1);
 /// The default number of multiplexed connections.
-pub const DEFAULT_POOL_SIZE: u32 = 4;
+const DEFAULT_POOL_SIZE: u32 = 4;
 
 /// Keeps tokens in Redis, shared by every instance of the application: one standalone
 /// Redis ([`builder`](Self::builder)), a Redis Cluster
@@ -77,7 +75,7 @@ pub const DEFAULT_POOL_SIZE: u32 = 4;
 /// use std::time::Duration;
 /// use mpauthx::RedisTokenStore;
 ///
-/// # async fn run() -> Result<(), mpauthx::StoreError> {
+/// # async fn run() -> Result<(), mpauthx::StoreBuildError> {
 /// let store = RedisTokenStore::builder("redis://127.0.0.1:6379/")
 ///     .with_key_prefix("myapp")
 ///     .with_command_timeout(Duration::from_millis(500))
@@ -299,25 +297,25 @@ impl RedisTokenStoreBuilder {
     }
 
     /// Connects and checks that Redis answers.
-    pub async fn build(self) -> Result<RedisTokenStore, StoreError> {
+    pub async fn build(self) -> Result<RedisTokenStore, StoreBuildError> {
         if self.prefix.is_empty() || self.prefix.contains(['{', '}']) {
-            return Err(StoreError::InvalidConfig(
+            return Err(StoreBuildError::InvalidSettings(
                 "key prefix must be non-empty and free of '{' and '}'",
             ));
         }
         if self.connect_timeout.is_zero() || self.command_timeout.is_zero() {
-            return Err(StoreError::InvalidConfig("timeouts must be non-zero"));
+            return Err(StoreBuildError::InvalidSettings("timeouts must be non-zero"));
         }
         let settings = PoolSettings {
             connect_timeout: self.connect_timeout,
             command_timeout: self.command_timeout,
             pool_size: self.pool_size,
         };
-        let backend = match self.target.clone().map_err(StoreError::InvalidConfig)? {
+        let backend = match self.target.clone().map_err(StoreBuildError::InvalidSettings)? {
             Target::Standalone(url) => {
                 self.only_for_sentinel()?;
                 let client = redis::Client::open(url.as_str())
-                    .map_err(|_| StoreError::InvalidConfig("invalid Redis URL"))?;
+                    .map_err(|_| StoreBuildError::InvalidSettings("invalid Redis URL"))?;
                 Backend::Pooled(settings.pool(Source::Client(client), false))
             }
             Target::Cluster(seeds) => {
@@ -336,7 +334,7 @@ impl RedisTokenStoreBuilder {
                 node,
             } => {
                 if master.is_empty() {
-                    return Err(StoreError::InvalidConfig("Sentinel master name is empty"));
+                    return Err(StoreBuildError::InvalidSettings("Sentinel master name is empty"));
                 }
                 let node = self.primary_auth.clone().unwrap_or(node);
                 let mut redis_info = RedisConnectionInfo::default().set_db(node.db);
@@ -357,7 +355,7 @@ impl RedisTokenStoreBuilder {
                     Some(node_info),
                     SentinelServerType::Master,
                 )
-                .map_err(|_| StoreError::InvalidConfig("invalid Sentinel URL"))?;
+                .map_err(|_| StoreBuildError::InvalidSettings("invalid Sentinel URL"))?;
                 let source = Source::Sentinel(tokio::sync::Mutex::new(sentinel));
                 Backend::Pooled(settings.pool(source, true))
             }
@@ -375,9 +373,9 @@ impl RedisTokenStoreBuilder {
         Ok(store)
     }
 
-    fn only_for_sentinel(&self) -> Result<(), StoreError> {
+    fn only_for_sentinel(&self) -> Result<(), StoreBuildError> {
         match self.primary_auth {
-            Some(_) => Err(StoreError::InvalidConfig(
+            Some(_) => Err(StoreBuildError::InvalidSettings(
                 "primary credentials apply only behind Sentinel",
             )),
             None => Ok(()),
@@ -400,12 +398,12 @@ impl RedisTokenStore {
     ///   [`with_primary_auth`](RedisTokenStoreBuilder::with_primary_auth).
     ///
     /// A malformed multi-node URL makes [`build`](RedisTokenStoreBuilder::build) fail
-    /// with [`StoreError::InvalidConfig`].
+    /// with [`StoreBuildError::InvalidSettings`].
     ///
     /// ```no_run
     /// use mpauthx::RedisTokenStore;
     ///
-    /// # async fn run() -> Result<(), mpauthx::StoreError> {
+    /// # async fn run() -> Result<(), mpauthx::StoreBuildError> {
     /// // Whichever MPAUTHX_REDIS_URL says: one node, a cluster or Sentinel.
     /// let url = std::env::var("MPAUTHX_REDIS_URL")
     ///     .unwrap_or_else(|_| "redis+cluster://10.0.0.1:7000,10.0.0.2:7000".into());
@@ -430,7 +428,7 @@ impl RedisTokenStore {
     /// use std::time::Duration;
     /// use mpauthx::RedisTokenStore;
     ///
-    /// # async fn run() -> Result<(), mpauthx::StoreError> {
+    /// # async fn run() -> Result<(), mpauthx::StoreBuildError> {
     /// let store = RedisTokenStore::cluster_builder([
     ///     "redis://10.0.0.1:7000",
     ///     "redis://10.0.0.2:7000",
@@ -465,7 +463,7 @@ impl RedisTokenStore {
     /// ```no_run
     /// use mpauthx::RedisTokenStore;
     ///
-    /// # async fn run() -> Result<(), mpauthx::StoreError> {
+    /// # async fn run() -> Result<(), mpauthx::StoreBuildError> {
     /// let store = RedisTokenStore::sentinel_builder(
     ///     ["redis://10.0.0.1:26379", "redis://10.0.0.2:26379"],
     ///     "mymaster",
@@ -491,7 +489,7 @@ impl RedisTokenStore {
     }
 
     /// Connects with default settings; `url` as in [`builder`](Self::builder).
-    pub async fn connect(url: impl Into<String>) -> Result<Self, StoreError> {
+    pub async fn connect(url: impl Into<String>) -> Result<Self, StoreBuildError> {
         Self::builder(url).build().await
     }
 
@@ -518,15 +516,9 @@ impl RedisTokenStore {
     where
         R: redis::FromRedisValue + Send,
     {
-        self.inner
-            .run(Some(key), |mut c| async move {
-                let mut invocation = script.key(key);
-                for arg in args {
-                    invocation.arg(*arg);
-                }
-                invocation.invoke_async::<R>(&mut c).await
-            })
-            .await
+        let args: Vec<String> = args.iter().copied().map(number).collect();
+        let args: Vec<&[u8]> = args.iter().map(String::as_bytes).collect();
+        self.inner.eval(script, key, &args).await
     }
 
     /// This store's key prefix.
@@ -725,6 +717,21 @@ impl Inner {
         });
     }
 
+    /// Runs `script` on `key` with `args`: the one path of every scripted operation.
+    async fn eval<R>(&self, script: &Script, key: &str, args: &[&[u8]]) -> Result<R, StoreError>
+    where
+        R: redis::FromRedisValue + Send,
+    {
+        self.run(Some(key), |mut c| async move {
+            let mut invocation = script.key(key);
+            for arg in args {
+                invocation.arg(*arg);
+            }
+            invocation.invoke_async::<R>(&mut c).await
+        })
+        .await
+    }
+
     /// `<prefix>:{<sku>:<openid>}`: all of one user's tokens.
     fn user_key(&self, sku: &str, open_id: &str) -> String {
         let mut key = String::with_capacity(self.prefix.len() + sku.len() + open_id.len() + 4);
@@ -771,51 +778,46 @@ impl Value {
 }
 
 impl TokenStore for RedisTokenStore {
+    type Validation = RedisValidation;
+
     fn issue(
         &self,
         token: &Token,
         options: &IssueOptions,
     ) -> impl Future<Output = Result<TokenInfo, StoreError>> + Send {
-        let hash = token.hash();
         let key = self.inner.user_key(token.sku(), token.open_id());
-        let device = options.device().map(str::to_owned);
-        let ttl = options.ttl_millis();
-        let max = options.max_tokens_per_user();
+        let hash = token.hash();
         async move {
-            let key = key.as_str();
-            let device = device.as_deref();
-            let (issued_at_ms, expires_at_ms) = self
-                .inner
-                .run(Some(key), |mut c| async move {
-                    self.inner
-                        .scripts
-                        .issue
-                        .key(key)
-                        .arg(&hash.as_bytes()[..])
-                        .arg(ttl)
-                        .arg(max)
-                        .arg(device.unwrap_or(""))
-                        .invoke_async::<(u64, u64)>(&mut c)
-                        .await
-                })
+            let now = now_millis();
+            let expires_at_ms = now.saturating_add(options.ttl_millis());
+            let device = options.device().unwrap_or("");
+            self.inner
+                .eval::<()>(
+                    &self.inner.scripts.issue,
+                    &key,
+                    &[
+                        &hash.as_bytes()[..],
+                        number(now).as_bytes(),
+                        number(expires_at_ms).as_bytes(),
+                        number(options.max_tokens_per_user().into()).as_bytes(),
+                        device.as_bytes(),
+                    ],
+                )
                 .await?;
             Ok(TokenInfo {
                 hash,
-                issued_at_ms,
+                issued_at_ms: now,
                 expires_at_ms,
                 device: options.device().map(str::to_owned),
             })
         }
     }
 
-    fn validate(
-        &self,
-        token: &ParsedToken<'_>,
-    ) -> impl Future<Output = Result<bool, StoreError>> + Send + 'static {
+    fn validate(&self, token: &ParsedToken<'_>) -> Self::Validation {
         let key = self.inner.user_key(token.sku(), token.open_id());
         let hash = token.hash();
         let inner = Arc::clone(&self.inner);
-        async move {
+        RedisValidation(Box::pin(async move {
             let key = key.as_str();
             let value = inner
                 .run(Some(key), |mut c| async move {
@@ -830,29 +832,25 @@ impl TokenStore for RedisTokenStore {
                 .as_deref()
                 .and_then(Value::expires_at_ms)
                 .is_some_and(|expires| expires > now_millis()))
-        }
+        }))
     }
 
     fn revoke_hash(
         &self,
-        sku: &str,
+        sku: &Sku,
         open_id: &str,
         hash: &TokenHash,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send {
-        let key = self.inner.user_key(sku, open_id);
+        let key = self.inner.user_key(sku.as_str(), open_id);
         let hash = *hash;
         async move {
-            let key = key.as_str();
+            let now = number(now_millis());
             self.inner
-                .run(Some(key), |mut c| async move {
-                    self.inner
-                        .scripts
-                        .revoke
-                        .key(key)
-                        .arg(&hash.as_bytes()[..])
-                        .invoke_async::<bool>(&mut c)
-                        .await
-                })
+                .eval(
+                    &self.inner.scripts.revoke,
+                    &key,
+                    &[&hash.as_bytes()[..], now.as_bytes()],
+                )
                 .await
         }
     }
@@ -864,16 +862,9 @@ impl TokenStore for RedisTokenStore {
     ) -> impl Future<Output = Result<usize, StoreError>> + Send {
         let key = self.inner.user_key(sku.as_str(), open_id);
         async move {
-            let key = key.as_str();
+            let now = number(now_millis());
             self.inner
-                .run(Some(key), |mut c| async move {
-                    self.inner
-                        .scripts
-                        .revoke_all
-                        .key(key)
-                        .invoke_async::<usize>(&mut c)
-                        .await
-                })
+                .eval(&self.inner.scripts.revoke_all, &key, &[now.as_bytes()])
                 .await
         }
     }
@@ -885,17 +876,10 @@ impl TokenStore for RedisTokenStore {
     ) -> impl Future<Output = Result<Vec<TokenInfo>, StoreError>> + Send {
         let key = self.inner.user_key(sku.as_str(), open_id);
         async move {
-            let key = key.as_str();
-            let pairs = self
+            let now = number(now_millis());
+            let pairs: Vec<(Vec<u8>, String)> = self
                 .inner
-                .run(Some(key), |mut c| async move {
-                    self.inner
-                        .scripts
-                        .list
-                        .key(key)
-                        .invoke_async::<Vec<(Vec<u8>, String)>>(&mut c)
-                        .await
-                })
+                .eval(&self.inner.scripts.list, &key, &[now.as_bytes()])
                 .await?;
             pairs
                 .into_iter()
@@ -918,43 +902,62 @@ impl TokenStore for RedisTokenStore {
     fn rotate(
         &self,
         token: &ParsedToken<'_>,
+        successor: &Token,
         options: &IssueOptions,
-    ) -> impl Future<Output = Result<Option<Issued>, StoreError>> + Send {
-        let successor = Token::successor_of(token);
-        let old_hash = token.hash();
+    ) -> impl Future<Output = Result<Option<TokenInfo>, StoreError>> + Send {
         let key = self.inner.user_key(token.sku(), token.open_id());
-        let ttl = options.ttl_millis();
-        let max = options.max_tokens_per_user();
+        let (old_hash, new_hash) = (token.hash(), successor.hash());
         async move {
-            let key = key.as_str();
-            let successor = successor.map_err(|e| StoreError::Unavailable(Box::new(e)))?;
-            let new_hash = successor.hash();
-            let reply = self
+            let now = now_millis();
+            let expires_at_ms = now.saturating_add(options.ttl_millis());
+            let device: Option<String> = self
                 .inner
-                .run(Some(key), |mut c| async move {
-                    self.inner
-                        .scripts
-                        .rotate
-                        .key(key)
-                        .arg(&old_hash.as_bytes()[..])
-                        .arg(&new_hash.as_bytes()[..])
-                        .arg(ttl)
-                        .arg(max)
-                        .invoke_async::<Option<(u64, u64, String)>>(&mut c)
-                        .await
-                })
+                .eval(
+                    &self.inner.scripts.rotate,
+                    &key,
+                    &[
+                        &old_hash.as_bytes()[..],
+                        &new_hash.as_bytes()[..],
+                        number(now).as_bytes(),
+                        number(expires_at_ms).as_bytes(),
+                        number(options.max_tokens_per_user().into()).as_bytes(),
+                    ],
+                )
                 .await?;
-            Ok(reply.map(|(issued_at_ms, expires_at_ms, device)| Issued {
-                token: successor,
-                info: TokenInfo {
-                    hash: new_hash,
-                    issued_at_ms,
-                    expires_at_ms,
-                    device: (!device.is_empty()).then_some(device),
-                },
+            Ok(device.map(|device| TokenInfo {
+                hash: new_hash,
+                issued_at_ms: now,
+                expires_at_ms,
+                device: (!device.is_empty()).then_some(device),
             }))
         }
     }
+}
+
+/// The future of [`RedisTokenStore`]'s `validate`.
+///
+/// It is boxed inside: redis-rs's futures cannot be named on stable Rust. Stores whose
+/// answer is at hand ([`MemoryTokenStore`](super::MemoryTokenStore), a hit in
+/// [`CachedTokenStore`](super::CachedTokenStore)) allocate nothing.
+pub struct RedisValidation(Pin<Box<dyn Future<Output = Result<bool, StoreError>> + Send>>);
+
+impl Future for RedisValidation {
+    type Output = Result<bool, StoreError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.0.as_mut().poll(cx)
+    }
+}
+
+impl std::fmt::Debug for RedisValidation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisValidation").finish_non_exhaustive()
+    }
+}
+
+/// A number as a script argument.
+fn number(n: u64) -> String {
+    n.to_string()
 }
 
 #[cfg(test)]

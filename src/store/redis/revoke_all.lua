@@ -1,4 +1,4 @@
--- KEYS: user key. Returns how many tokens were live.
-local live = #live_tokens(KEYS[1], now_ms())
+-- KEYS: user key. ARGV: now ms. Returns how many tokens were live.
+local live = #live_tokens(KEYS[1], tonumber(ARGV[1]))
 redis.call('DEL', KEYS[1])
 return live

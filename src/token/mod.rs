@@ -23,7 +23,10 @@ use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use rand::TryRng as _;
 use sha2::{Digest as _, Sha256};
 
-use crate::config::{MAX_SKU_LEN, Sku, is_token_part};
+pub use self::sku::Sku;
+use self::sku::{MAX_SKU_LEN, is_token_part};
+
+mod sku;
 
 /// The longest openid (or unionid) a token may carry, in bytes.
 ///
@@ -32,10 +35,10 @@ use crate::config::{MAX_SKU_LEN, Sku, is_token_part};
 pub const MAX_OPEN_ID_LEN: usize = 64;
 
 /// Length of a token's secret part: 32 random bytes, base64url without padding.
-pub const SECRET_LEN: usize = 43;
+pub(crate) const SECRET_LEN: usize = 43;
 
 /// The longest string that can be a token. Anything longer is rejected unread.
-pub const MAX_TOKEN_LEN: usize = MAX_SKU_LEN + 1 + MAX_OPEN_ID_LEN + 1 + SECRET_LEN;
+pub(crate) const MAX_TOKEN_LEN: usize = MAX_SKU_LEN + 1 + MAX_OPEN_ID_LEN + 1 + SECRET_LEN;
 
 const SECRET_BYTES: usize = 32;
 
@@ -54,6 +57,9 @@ pub enum TokenError {
     /// The openid is empty, too long or has a character outside `[A-Za-z0-9_-]`.
     #[error("openid must be 1 to 64 characters from [A-Za-z0-9_-]")]
     InvalidOpenId,
+    /// The sku is empty, longer than 32 bytes or has a character outside `[A-Za-z0-9_-]`.
+    #[error("sku must be 1 to 32 characters from [A-Za-z0-9_-]")]
+    InvalidSku,
     /// The operating system's random number generator failed.
     #[error("the system random number generator is unavailable")]
     Rng,
@@ -202,6 +208,11 @@ impl<'a> ParsedToken<'a> {
         self.sku
     }
 
+    /// The sku part as a [`Sku`], which parsing already checked.
+    pub fn to_sku(&self) -> Sku {
+        Sku::from_checked(self.sku)
+    }
+
     /// The openid (or unionid) part.
     pub fn open_id(&self) -> &'a str {
         self.open_id
@@ -236,7 +247,7 @@ impl fmt::Debug for ParsedToken<'_> {
 pub struct TokenHash([u8; 32]);
 
 /// Length of [`TokenHash::id`].
-pub const TOKEN_ID_LEN: usize = 43;
+pub(crate) const TOKEN_ID_LEN: usize = 43;
 
 impl TokenHash {
     fn of(token: &str) -> Self {

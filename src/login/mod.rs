@@ -2,7 +2,7 @@
 //! token store together.
 //!
 //! ```no_run
-//! use mpauthx::{MpAuth, MpAuthConfig, RedisTokenStore, users::SqliteUserStore};
+//! use mpauthx::{AuthorizeRequest, MpAuth, MpAuthConfig, RedisTokenStore, SqliteUserStore};
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let config = MpAuthConfig::new("wx-app-id", "app-secret", "demo")?;
@@ -10,127 +10,56 @@
 //! let users = SqliteUserStore::open("users.db").await?;
 //! let auth = MpAuth::new(config, tokens, users);
 //!
-//! let login = mpauthx::AuthorizeRequest::new("code from wx.login()");
+//! let login = AuthorizeRequest::new("code from wx.login()");
 //! let authorized = auth.authorize(&login).await?;
 //! // Send `authorized.token.expose()` to the mini-program.
 //! # Ok(()) }
 //! ```
 
-use std::{fmt, sync::Arc, time::SystemTime};
+use std::{fmt, sync::Arc, time::Duration, time::SystemTime};
 
-use serde::Deserialize;
+use http::request::Parts;
 
-use crate::{
-    config::{Identity, MpAuthConfig, Sku},
+pub use self::{
+    config::{ConfigError, Identity, MpAuthConfig},
     error::Error,
-    extract::AuthedUser,
+    request::{AuthorizeRequest, Authorized},
+};
+use crate::{
     layer::MpAuthLayer,
+    response::Responder,
     store::{IssueOptions, TokenStore},
     throttle::{Decision, LoginThrottle},
-    token::{ParsedToken, Token},
-    users::{User, UserStore},
-    wechat::{DecryptOptions, WeChatClient, decrypt_profile, verify_signature},
+    token::{ParsedToken, Token, TokenError},
+    user::AuthedUser,
+    users::UserStore,
+    wechat::{DecryptOptions, DecryptedProfile, decrypt_profile, verify_signature},
 };
 
-/// The body of `POST /auth/authorize`: what `wx.login()` and, optionally,
-/// `wx.getUserInfo()` gave the mini-program. `Debug` redacts everything but the device.
-#[derive(Clone, Default, Deserialize)]
-#[non_exhaustive]
-pub struct AuthorizeRequest {
-    /// The one-time login code from `wx.login()`. Required.
-    pub code: Option<String>,
-    /// The encrypted profile from `wx.getUserInfo()`; needs `iv`.
-    #[serde(rename = "encryptedData", alias = "encrypted_data")]
-    pub encrypted_data: Option<String>,
-    /// The IV for `encryptedData`.
-    pub iv: Option<String>,
-    /// The plain profile JSON; with `signature`, checked as `sha1(rawData + session_key)`.
-    #[serde(rename = "rawData", alias = "raw_data")]
-    pub raw_data: Option<String>,
-    /// The signature of `rawData`.
-    pub signature: Option<String>,
-    /// A label for the device, shown in device lists.
-    pub device: Option<String>,
-}
+mod config;
+mod error;
+#[cfg(feature = "axum")]
+mod handlers;
+mod request;
 
-impl AuthorizeRequest {
-    /// A login with a code only (the modern flow: WeChat no longer hands out profiles).
-    pub fn new(code: impl Into<String>) -> Self {
-        Self {
-            code: Some(code.into()),
-            ..Self::default()
-        }
-    }
+#[cfg(feature = "axum")]
+pub use self::handlers::MAX_BODY_BYTES;
 
-    /// Adds the encrypted profile and its IV.
-    pub fn with_encrypted_profile(
-        mut self,
-        encrypted_data: impl Into<String>,
-        iv: impl Into<String>,
-    ) -> Self {
-        self.encrypted_data = Some(encrypted_data.into());
-        self.iv = Some(iv.into());
-        self
-    }
-
-    /// Adds `rawData` and its signature.
-    pub fn with_signature(
-        mut self,
-        raw_data: impl Into<String>,
-        signature: impl Into<String>,
-    ) -> Self {
-        self.raw_data = Some(raw_data.into());
-        self.signature = Some(signature.into());
-        self
-    }
-
-    /// Labels the device.
-    pub fn with_device(mut self, device: impl Into<String>) -> Self {
-        self.device = Some(device.into());
-        self
-    }
-}
-
-impl fmt::Debug for AuthorizeRequest {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let shown = |v: &Option<String>| v.as_ref().map(|_| "<redacted>");
-        f.debug_struct("AuthorizeRequest")
-            .field("code", &shown(&self.code))
-            .field("encrypted_data", &shown(&self.encrypted_data))
-            .field("iv", &shown(&self.iv))
-            .field("raw_data", &shown(&self.raw_data))
-            .field("signature", &shown(&self.signature))
-            .field("device", &self.device)
-            .finish()
-    }
-}
-
-/// A token handed out by a login or a refresh.
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct Authorized {
-    /// The token, to send to the client once.
-    pub token: Token,
-    /// Its lifetime in seconds from now.
-    pub expires_in: u64,
-    /// The user, as stored (logins only; refreshes do not read the user store).
-    pub user: Option<User>,
-}
-
-/// The login service: cheap to clone, shared by the handlers.
+/// The login service: cheap to clone, shared by the handlers. Build it with
+/// [`MpAuth::new`] or, for a login throttle or other answers, [`MpAuth::builder`].
 pub struct MpAuth<T, U> {
-    inner: Arc<Inner<T, U>>,
+    inner: Arc<Shared<T, U>>,
 }
 
-#[derive(Clone)]
-struct Inner<T, U> {
+/// What every clone of one [`MpAuth`] shares.
+struct Shared<T, U> {
     config: MpAuthConfig,
     tokens: T,
     users: U,
-    wechat: WeChatClient,
     decrypt: DecryptOptions,
     issue: IssueOptions,
     throttle: Option<LoginThrottle>,
+    responder: Arc<Responder>,
 }
 
 impl<T, U> Clone for MpAuth<T, U> {
@@ -147,48 +76,114 @@ impl<T: fmt::Debug, U: fmt::Debug> fmt::Debug for MpAuth<T, U> {
             .field("config", &self.inner.config)
             .field("tokens", &self.inner.tokens)
             .field("users", &self.inner.users)
-            .field("wechat", &self.inner.wechat)
             .field("throttle", &self.inner.throttle)
-            .finish()
+            .finish_non_exhaustive()
+    }
+}
+
+/// Settings for an [`MpAuth`] beyond its configuration and stores; from
+/// [`MpAuth::builder`].
+///
+/// ```
+/// use std::time::Duration;
+/// use mpauthx::{
+///     LoginThrottle, MemoryRateLimiter, MemoryTokenStore, MpAuth, MpAuthConfig, RateLimit,
+///     SqliteUserStore,
+/// };
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let config = MpAuthConfig::new("wx-app-id", "app-secret", "demo")?;
+/// let throttle = LoginThrottle::new(MemoryRateLimiter::new())
+///     .per_user(RateLimit::new(10, Duration::from_secs(60))?);
+/// let auth = MpAuth::builder(config, MemoryTokenStore::new(), SqliteUserStore::open_in_memory().await?)
+///     .with_login_throttle(throttle)
+///     .with_realm("shop")
+///     .build();
+/// # Ok(()) }
+/// ```
+pub struct MpAuthBuilder<T, U> {
+    config: MpAuthConfig,
+    tokens: T,
+    users: U,
+    throttle: Option<LoginThrottle>,
+    responder: Responder,
+}
+
+impl<T: fmt::Debug, U: fmt::Debug> fmt::Debug for MpAuthBuilder<T, U> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MpAuthBuilder")
+            .field("config", &self.config)
+            .field("tokens", &self.tokens)
+            .field("users", &self.users)
+            .field("throttle", &self.throttle)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T: TokenStore, U: UserStore> MpAuthBuilder<T, U> {
+    /// Limits logins per client and per user; see [`LoginThrottle`]. Logins over a limit
+    /// get [`Error::Throttled`] (429 with `Retry-After`).
+    pub fn with_login_throttle(mut self, throttle: LoginThrottle) -> Self {
+        self.throttle = Some(throttle);
+        self
+    }
+
+    /// Sets the `realm` of the `WWW-Authenticate` challenges of the handlers and of
+    /// [`MpAuth::layer`]. Default: `mpauthx`.
+    ///
+    /// # Panics
+    /// If `realm` is not 1 to 64 visible ASCII characters without `"` or `\`.
+    pub fn with_realm(mut self, realm: &str) -> Self {
+        self.responder = self.responder.with_realm(realm);
+        self
+    }
+
+    /// Sets the `Retry-After` of 503 answers of the handlers and of [`MpAuth::layer`],
+    /// rounded up to whole seconds. Default: 1 s.
+    pub fn with_retry_after(mut self, after: Duration) -> Self {
+        self.responder = self.responder.with_retry_after(after);
+        self
+    }
+
+    /// The login service.
+    pub fn build(self) -> MpAuth<T, U> {
+        let mut decrypt = DecryptOptions::new(self.config.app_id().to_owned());
+        if let Some(max_age) = self.config.profile_max_age {
+            decrypt = decrypt.with_max_age(max_age);
+        }
+        let issue = self.config.issue_options();
+        MpAuth {
+            inner: Arc::new(Shared {
+                config: self.config,
+                tokens: self.tokens,
+                users: self.users,
+                decrypt,
+                issue,
+                throttle: self.throttle,
+                responder: Arc::new(self.responder),
+            }),
+        }
     }
 }
 
 impl<T: TokenStore, U: UserStore> MpAuth<T, U> {
-    /// Ties a configuration, a token store and a user store together, talking to
-    /// WeChat's production API.
+    /// Ties a configuration, a token store and a user store together. WeChat is asked
+    /// as the configuration says ([`MpAuthConfig::with_wechat_base_url`] and the
+    /// timeouts).
     pub fn new(config: MpAuthConfig, tokens: T, users: U) -> Self {
-        let wechat = WeChatClient::new(config.app_id.clone(), config.app_secret.clone());
-        Self::with_parts(config, tokens, users, wechat)
+        Self::builder(config, tokens, users).build()
     }
 
-    /// Like [`new`](Self::new), with a WeChat client of your own: another base URL
-    /// (a simulator, a proxy) or other timeouts.
-    pub fn with_parts(config: MpAuthConfig, tokens: T, users: U, wechat: WeChatClient) -> Self {
-        let mut decrypt = DecryptOptions::new(config.app_id.clone());
-        if let Some(max_age) = config.profile_max_age {
-            decrypt = decrypt.with_max_age(max_age);
-        }
-        let issue = config.issue_options();
-        Self {
-            inner: Arc::new(Inner {
-                config,
-                tokens,
-                users,
-                wechat,
-                decrypt,
-                issue,
-                throttle: None,
-            }),
-        }
-    }
-
-    /// Limits logins per client and per user; see [`LoginThrottle`]. Logins over a limit
-    /// get [`Error::Throttled`] (429 with `Retry-After`).
-    pub fn with_login_throttle(self, throttle: LoginThrottle) -> Self {
-        let mut inner = (*self.inner).clone();
-        inner.throttle = Some(throttle);
-        Self {
-            inner: Arc::new(inner),
+    /// Like [`new`](Self::new), with further settings: a login throttle, the realm and
+    /// `Retry-After` of its answers.
+    pub fn builder(config: MpAuthConfig, tokens: T, users: U) -> MpAuthBuilder<T, U> {
+        MpAuthBuilder {
+            config,
+            tokens,
+            users,
+            throttle: None,
+            responder: Responder::default(),
         }
     }
 
@@ -212,25 +207,38 @@ impl<T: TokenStore, U: UserStore> MpAuth<T, U> {
         &self.inner.users
     }
 
-    /// A layer that authenticates requests with this service's tokens.
+    /// A layer that authenticates requests with this service's tokens, answering
+    /// failures exactly as the handlers do (realm, `Retry-After`, bodies).
     pub fn layer(&self) -> MpAuthLayer<T> {
-        MpAuthLayer::new(self.inner.tokens.clone(), self.inner.config.sku.clone())
+        MpAuthLayer::new(self.inner.tokens.clone(), self.inner.config.sku().clone())
+            .with_responder(Arc::clone(&self.inner.responder))
     }
 
     /// Logs a user in: exchanges the code with WeChat, decrypts and checks the profile
-    /// when one is given, stores the user and issues a token.
+    /// when one is given, stores the user and issues a token. Not limited per client:
+    /// a handler uses [`authorize_from`](Self::authorize_from).
     ///
     /// A failed login stores nothing: the token is issued before the user is stored and
     /// revoked again if storing fails, and never leaves this function unless both worked.
     pub async fn authorize(&self, request: &AuthorizeRequest) -> Result<Authorized, Error> {
-        self.authorize_from(None, request).await
+        self.login(None, request).await
     }
 
-    /// Like [`authorize`](Self::authorize), counting the attempt against the login limit
-    /// of `client` (a key from [`LoginThrottle::client_key`]) when a throttle is set.
-    /// The limits are checked after the request's own checks and before WeChat is
-    /// asked (per client), and as soon as WeChat names the user (per user).
+    /// Like [`authorize`](Self::authorize) for an HTTP request: when a throttle limits
+    /// clients, the attempt counts against the client it names in `parts` (see
+    /// [`LoginThrottle::per_client`]). The limits are checked after the request's own
+    /// checks and before WeChat is asked (per client), and as soon as WeChat names the
+    /// user (per user).
     pub async fn authorize_from(
+        &self,
+        parts: &Parts,
+        request: &AuthorizeRequest,
+    ) -> Result<Authorized, Error> {
+        let client = self.login_throttle().and_then(|t| t.client_key(parts));
+        self.login(client.as_deref(), request).await
+    }
+
+    async fn login(
         &self,
         client: Option<&str>,
         request: &AuthorizeRequest,
@@ -267,7 +275,7 @@ impl<T: TokenStore, U: UserStore> MpAuth<T, U> {
         if let (Some(throttle), Some(client)) = (&self.inner.throttle, client) {
             admit(throttle.check_client(client).await?)?;
         }
-        let session = self.inner.wechat.code2session(code).await?;
+        let session = self.inner.config.wechat().code2session(code).await?;
         if let Some((raw, signature)) = signed {
             verify_signature(raw, &session.session_key, signature)?;
         }
@@ -285,21 +293,21 @@ impl<T: TokenStore, U: UserStore> MpAuth<T, U> {
             .as_ref()
             .and_then(|p| p.union_id.clone())
             .or(session.union_id.clone());
-        let identity = match (self.inner.config.identity, &union_id) {
+        let identity = match (self.inner.config.identity(), &union_id) {
             (Identity::UnionIdWhenPresent, Some(union_id)) => union_id.clone(),
             _ => session.open_id.clone(),
         };
         if let Some(throttle) = &self.inner.throttle {
             admit(
                 throttle
-                    .check_user(self.inner.config.sku.as_str(), &identity)
+                    .check_user(self.inner.config.sku().as_str(), &identity)
                     .await?,
             )?;
         }
-        let profile = decrypted.as_ref().map(crate::wechat::Profile::to_stored);
+        let profile = decrypted.as_ref().map(DecryptedProfile::to_stored);
 
-        let token = Token::generate(&self.inner.config.sku, &identity).map_err(|e| match e {
-            crate::TokenError::InvalidOpenId => Error::UnusableId,
+        let token = Token::generate(self.inner.config.sku(), &identity).map_err(|e| match e {
+            TokenError::InvalidOpenId => Error::UnusableId,
             other => Error::Token(other),
         })?;
         let mut options = self.inner.issue.clone();
@@ -323,11 +331,7 @@ impl<T: TokenStore, U: UserStore> MpAuth<T, U> {
             }
         };
         tracing::info!(user = %identity, token = %info.hash.id(), "user logged in");
-        Ok(Authorized {
-            token,
-            expires_in: (info.expires_at_ms.saturating_sub(info.issued_at_ms)) / 1000,
-            user: Some(user),
-        })
+        Ok(Authorized::new(token, &info, Some(user)))
     }
 
     /// Replaces a live token with a new one (the old one stops working at once). Of
@@ -335,21 +339,14 @@ impl<T: TokenStore, U: UserStore> MpAuth<T, U> {
     /// [`Error::InvalidToken`].
     pub async fn refresh(&self, token: &str) -> Result<Authorized, Error> {
         let token = self.parse(token)?;
-        let issued = self
+        let successor = Token::successor_of(&token).map_err(Error::Token)?;
+        let info = self
             .inner
             .tokens
-            .rotate(&token, &self.inner.issue)
+            .rotate(&token, &successor, &self.inner.issue)
             .await?
             .ok_or(Error::InvalidToken)?;
-        Ok(Authorized {
-            expires_in: (issued
-                .info
-                .expires_at_ms
-                .saturating_sub(issued.info.issued_at_ms))
-                / 1000,
-            token: issued.token,
-            user: None,
-        })
+        Ok(Authorized::new(successor, &info, None))
     }
 
     /// Revokes a live token; [`Error::InvalidToken`] if it was not live.
@@ -368,7 +365,7 @@ impl<T: TokenStore, U: UserStore> MpAuth<T, U> {
         Ok(self
             .inner
             .tokens
-            .revoke_all(&self.inner.config.sku, open_id)
+            .revoke_all(self.inner.config.sku(), open_id)
             .await?)
     }
 
@@ -384,15 +381,13 @@ impl<T: TokenStore, U: UserStore> MpAuth<T, U> {
             .get(open_id)
             .await?
             .ok_or(Error::UnknownUser)?;
-        let token =
-            Token::generate(&self.inner.config.sku, open_id).map_err(|_| Error::UnusableId)?;
+        let token = Token::generate(self.inner.config.sku(), open_id).map_err(|e| match e {
+            TokenError::InvalidOpenId => Error::UnusableId,
+            other => Error::Token(other),
+        })?;
         self.logout_all(open_id).await?;
         let info = self.inner.tokens.issue(&token, &self.inner.issue).await?;
-        Ok(Authorized {
-            token,
-            expires_in: (info.expires_at_ms.saturating_sub(info.issued_at_ms)) / 1000,
-            user: Some(user),
-        })
+        Ok(Authorized::new(token, &info, Some(user)))
     }
 
     /// The user behind a live token.
@@ -400,7 +395,7 @@ impl<T: TokenStore, U: UserStore> MpAuth<T, U> {
         let parsed = self.parse(token)?;
         if self.inner.tokens.validate(&parsed).await? {
             Ok(AuthedUser::new(
-                self.inner.config.sku.clone(),
+                self.inner.config.sku().clone(),
                 parsed.open_id(),
             ))
         } else {
@@ -417,12 +412,12 @@ impl<T: TokenStore, U: UserStore> MpAuth<T, U> {
         }
     }
 
-    /// The openid part of a token, unchecked; see [`crate::extract_open_id`].
+    /// The openid part of a token, unchecked; see [`extract_open_id`](crate::extract_open_id).
     pub fn extract_open_id<'a>(&self, token: &'a str) -> Option<&'a str> {
         crate::token::extract_open_id(token)
     }
 
-    /// The sku part of a token, unchecked; see [`crate::extract_sku`].
+    /// The sku part of a token, unchecked; see [`extract_sku`](crate::extract_sku).
     pub fn extract_sku<'a>(&self, token: &'a str) -> Option<&'a str> {
         crate::token::extract_sku(token)
     }
@@ -431,10 +426,16 @@ impl<T: TokenStore, U: UserStore> MpAuth<T, U> {
     /// this service (and of the stores) is dropped; nothing else needs flushing.
     pub fn close(self) {}
 
+    /// The answer for `error`, written as this service answers (realm, `Retry-After`):
+    /// what the handlers send.
+    pub(crate) fn responder(&self) -> &Responder {
+        &self.inner.responder
+    }
+
     fn parse<'a>(&self, token: &'a str) -> Result<ParsedToken<'a>, Error> {
         ParsedToken::parse(token)
             .ok()
-            .filter(|t| is_own_sku(&self.inner.config.sku, t))
+            .filter(|t| *self.inner.config.sku() == *t.sku())
             .ok_or(Error::InvalidToken)
     }
 }
@@ -451,10 +452,6 @@ fn admit(decision: Decision) -> Result<(), Error> {
             Err(Error::Throttled { retry_after })
         }
     }
-}
-
-fn is_own_sku(sku: &Sku, token: &ParsedToken<'_>) -> bool {
-    *sku == *token.sku()
 }
 
 /// Far longer than any login code WeChat issues (they are 32 characters).

@@ -1,4 +1,6 @@
-//! Why a request was not let through, and the RFC 6750 response that says so.
+//! Why a request was not let through, and the RFC 6750 response that says so: the one
+//! writer of every auth failure, from [`MpAuthLayer`](crate::MpAuthLayer), from the
+//! extractor and from the login handlers alike.
 //!
 //! | kind | status | `error` | `code` |
 //! |---|---|---|---|
@@ -9,12 +11,35 @@
 //! | extractor used without [`MpAuthLayer`](crate::MpAuthLayer) | 500 | `server_error` | 9999 |
 //!
 //! Bodies are JSON, `{"error", "error_description", "code"}`, the `code` being the Node
-//! original's status code. They are static: rejecting allocates nothing.
+//! original's status code. They are static: rejecting allocates nothing. Every such
+//! response carries `Cache-Control: no-store`.
+//!
+//! A gRPC request (`content-type: application/grpc…`) gets its rejection as a gRPC
+//! status instead, trailers-only: HTTP 200 with `grpc-status` 16 (`UNAUTHENTICATED`)
+//! for missing, malformed or invalid credentials, 14 (`UNAVAILABLE`) with
+//! `grpc-retry-pushback-ms` for a store outage, 13 (`INTERNAL`) for a missing layer,
+//! and a `grpc-message`.
+//!
+//! ```
+//! use mpauthx::{AuthRejection, RejectionKind};
+//! use http::StatusCode;
+//!
+//! let rejection = AuthRejection::new(RejectionKind::StoreUnavailable);
+//! let response = rejection.into_response_with(|json| json);
+//! assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+//! assert_eq!(response.headers()["retry-after"], "1");
+//! assert_eq!(response.headers()["cache-control"], "no-store");
+//! ```
 
-use std::fmt;
+use std::{fmt, time::Duration};
 
 use bytes::Bytes;
-use http::{HeaderValue, Response, StatusCode, header};
+use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
+
+mod grpc;
+
+/// The default `realm` of `WWW-Authenticate` challenges.
+const DEFAULT_REALM: &str = "mpauthx";
 
 /// What kind of rejection it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,8 +83,9 @@ impl RejectionKind {
         }
     }
 
-    /// The snake_case `error` field of the JSON body.
-    pub fn error(self) -> &'static str {
+    /// The OAuth error string (RFC 6750 §3.1, or this crate's own for the kinds the RFC
+    /// does not name): the body's `error` field.
+    pub fn oauth_error(self) -> &'static str {
         match self {
             Self::MissingCredentials => "missing_token",
             Self::InvalidRequest => "invalid_request",
@@ -69,13 +95,24 @@ impl RejectionKind {
         }
     }
 
-    /// The Node original's numeric status code, kept in the body's `code` field.
-    pub fn code(self) -> u16 {
+    /// The Node original's numeric status code: the body's `code` field.
+    pub fn node_code(self) -> u16 {
         match self {
             Self::MissingCredentials => 6001,
             Self::InvalidRequest | Self::InvalidToken => 6007,
             Self::StoreUnavailable => 6000,
             Self::MissingLayer => 9999,
+        }
+    }
+
+    /// A short description, for logs and `grpc-message`.
+    pub fn summary(self) -> &'static str {
+        match self {
+            Self::MissingCredentials => "no bearer token",
+            Self::InvalidRequest => "malformed Authorization header",
+            Self::InvalidToken => "invalid, expired or revoked token",
+            Self::StoreUnavailable => "token store unavailable; retry later",
+            Self::MissingLayer => "`MpAuthLayer` is not installed on this route",
         }
     }
 
@@ -111,7 +148,8 @@ impl RejectionKind {
     }
 }
 
-/// A request was refused. It renders as an RFC 6750 response with a JSON body.
+/// A request was refused. It renders as an RFC 6750 response with a JSON body, or as a
+/// gRPC status for a gRPC request.
 ///
 /// ```
 /// use mpauthx::{AuthRejection, RejectionKind};
@@ -126,12 +164,13 @@ pub struct AuthRejection {
     kind: RejectionKind,
     www_authenticate: Option<HeaderValue>,
     retry_after: Option<HeaderValue>,
+    grpc: bool,
 }
 
 impl AuthRejection {
     /// A rejection of this kind, with the default realm and `Retry-After`.
     pub fn new(kind: RejectionKind) -> Self {
-        Challenges::new(DEFAULT_REALM).reject(kind, &HeaderValue::from_static("1"))
+        Responder::default().reject(kind)
     }
 
     /// Its kind.
@@ -139,7 +178,7 @@ impl AuthRejection {
         self.kind
     }
 
-    /// The HTTP status.
+    /// The HTTP status (of the HTTP form; the gRPC form answers 200).
     pub fn status(&self) -> StatusCode {
         self.kind.status()
     }
@@ -149,16 +188,24 @@ impl AuthRejection {
         self.kind.body_text()
     }
 
-    /// The response, with `body` made from the JSON text.
+    /// Answers as a gRPC status when the request asked for gRPC
+    /// (`content-type: application/grpc…`).
+    pub(crate) fn for_request(mut self, headers: &HeaderMap) -> Self {
+        self.grpc = grpc::is_grpc(headers);
+        self
+    }
+
+    /// The response, with `body` made from the JSON text (empty for gRPC).
     pub fn into_response_with<B>(self, body: impl FnOnce(Bytes) -> B) -> Response<B> {
-        let mut response = Response::new(body(Bytes::from_static(self.body_text().as_bytes())));
-        *response.status_mut() = self.status();
-        let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
+        if self.grpc {
+            return grpc::status_response(self.kind, self.retry_after.as_ref(), body);
+        }
+        let mut response = json_response(
+            self.status(),
+            Bytes::from_static(self.body_text().as_bytes()),
+            body,
         );
-        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        let headers = response.headers_mut();
         if let Some(value) = self.www_authenticate {
             headers.insert(header::WWW_AUTHENTICATE, value);
         }
@@ -171,14 +218,7 @@ impl AuthRejection {
 
 impl fmt::Display for AuthRejection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let description = match self.kind {
-            RejectionKind::MissingCredentials => "no bearer token",
-            RejectionKind::InvalidRequest => "malformed Authorization header",
-            RejectionKind::InvalidToken => "invalid, expired or revoked token",
-            RejectionKind::StoreUnavailable => "token store unavailable",
-            RejectionKind::MissingLayer => "`MpAuthLayer` is not installed on this route",
-        };
-        f.write_str(description)
+        f.write_str(self.kind.summary())
     }
 }
 
@@ -191,53 +231,135 @@ impl axum_core::response::IntoResponse for AuthRejection {
     }
 }
 
-/// The default `realm` of `WWW-Authenticate` challenges.
-pub const DEFAULT_REALM: &str = "mpauthx";
+/// A JSON response that must not be cached: every error body and every token. The one
+/// place their `Content-Type` and `Cache-Control` are set.
+pub(crate) fn json_response<B>(
+    status: StatusCode,
+    json: Bytes,
+    body: impl FnOnce(Bytes) -> B,
+) -> Response<B> {
+    let mut response = Response::new(body(json));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    // RFC 6749 §5.1 and RFC 6750 §3: tokens and their refusals are never cached.
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
 
-/// Precomputed `WWW-Authenticate` values for one realm: rejecting copies a reference.
+/// How one service answers auth failures: the realm of its challenges and the
+/// `Retry-After` of its 503s, shared by a layer and the handlers of one
+/// [`MpAuth`](crate::MpAuth). The challenges are built once: rejecting copies them.
 #[derive(Debug, Clone)]
-pub(crate) struct Challenges {
+pub(crate) struct Responder {
     missing: HeaderValue,
     invalid_request: HeaderValue,
     invalid_token: HeaderValue,
+    retry_after: HeaderValue,
 }
 
-impl Challenges {
+impl Default for Responder {
+    fn default() -> Self {
+        Self::new(DEFAULT_REALM, Duration::from_secs(1))
+    }
+}
+
+impl Responder {
     /// # Panics
     /// If `realm` is not 1 to 64 visible ASCII characters without `"` or `\`.
-    pub(crate) fn new(realm: &str) -> Self {
-        let valid = !realm.is_empty()
-            && realm.len() <= 64
-            && realm
-                .bytes()
-                .all(|b| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\');
-        assert!(valid, "{}", crate::ConfigError::InvalidRealm);
-        let value = |s: String| HeaderValue::try_from(s).expect("checked above");
+    pub(crate) fn new(realm: &str, retry_after: Duration) -> Self {
+        let (missing, invalid_request, invalid_token) = challenges(realm);
         Self {
-            missing: value(format!(r#"Bearer realm="{realm}""#)),
-            invalid_request: value(format!(
-                r#"Bearer realm="{realm}", error="invalid_request", error_description="malformed Authorization header""#
-            )),
-            invalid_token: value(format!(
-                r#"Bearer realm="{realm}", error="invalid_token", error_description="the access token is invalid, expired or revoked""#
-            )),
+            missing,
+            invalid_request,
+            invalid_token,
+            retry_after: seconds_header(retry_after),
         }
     }
 
-    pub(crate) fn reject(&self, kind: RejectionKind, retry_after: &HeaderValue) -> AuthRejection {
+    /// The same `Retry-After` with challenges in another realm.
+    ///
+    /// # Panics
+    /// If `realm` is not 1 to 64 visible ASCII characters without `"` or `\`.
+    pub(crate) fn with_realm(self, realm: &str) -> Self {
+        let (missing, invalid_request, invalid_token) = challenges(realm);
+        Self {
+            missing,
+            invalid_request,
+            invalid_token,
+            ..self
+        }
+    }
+
+    /// The same challenges with another `Retry-After`.
+    pub(crate) fn with_retry_after(mut self, after: Duration) -> Self {
+        self.retry_after = seconds_header(after);
+        self
+    }
+
+    /// The `Retry-After` of this service's 503s.
+    #[cfg(feature = "wechat")]
+    pub(crate) fn retry_after(&self) -> &HeaderValue {
+        &self.retry_after
+    }
+
+    /// The rejection of this kind, with this service's challenge or `Retry-After`.
+    pub(crate) fn reject(&self, kind: RejectionKind) -> AuthRejection {
         let www_authenticate = match kind {
             RejectionKind::MissingCredentials => Some(self.missing.clone()),
             RejectionKind::InvalidRequest => Some(self.invalid_request.clone()),
             RejectionKind::InvalidToken => Some(self.invalid_token.clone()),
             RejectionKind::StoreUnavailable | RejectionKind::MissingLayer => None,
         };
-        let retry_after = (kind == RejectionKind::StoreUnavailable).then(|| retry_after.clone());
+        let retry_after =
+            (kind == RejectionKind::StoreUnavailable).then(|| self.retry_after.clone());
         AuthRejection {
             kind,
             www_authenticate,
             retry_after,
+            grpc: false,
         }
     }
+
+    /// The `WWW-Authenticate` challenge a 401 that is not about a token carries (RFC
+    /// 7235 §3.1: every 401 has one), e.g. a refused login code.
+    #[cfg(feature = "wechat")]
+    pub(crate) fn challenge(&self) -> &HeaderValue {
+        &self.missing
+    }
+}
+
+/// The `WWW-Authenticate` values of `realm`: missing credentials, malformed header,
+/// invalid token.
+fn challenges(realm: &str) -> (HeaderValue, HeaderValue, HeaderValue) {
+    let valid = !realm.is_empty()
+        && realm.len() <= 64
+        && realm
+            .bytes()
+            .all(|b| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\');
+    assert!(
+        valid,
+        "realm must be 1 to 64 visible ASCII characters without '\"' or '\\'"
+    );
+    let value = |s: String| HeaderValue::try_from(s).expect("checked above");
+    (
+        value(format!(r#"Bearer realm="{realm}""#)),
+        value(format!(
+            r#"Bearer realm="{realm}", error="invalid_request", error_description="malformed Authorization header""#
+        )),
+        value(format!(
+            r#"Bearer realm="{realm}", error="invalid_token", error_description="the access token is invalid, expired or revoked""#
+        )),
+    )
+}
+
+/// Whole seconds, rounded up and at least one: retrying at the announced time succeeds.
+pub(crate) fn seconds_header(after: Duration) -> HeaderValue {
+    let seconds = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+    HeaderValue::from(seconds.max(1))
 }
 
 #[cfg(test)]
@@ -256,19 +378,18 @@ mod tests {
     fn bodies_are_json_matching_the_kind() {
         for kind in KINDS {
             let body: serde_json::Value = serde_json::from_str(kind.body_text()).unwrap();
-            assert_eq!(body["error"], kind.error(), "{kind:?}");
-            assert_eq!(body["code"], kind.code(), "{kind:?}");
+            assert_eq!(body["error"], kind.oauth_error(), "{kind:?}");
+            assert_eq!(body["code"], kind.node_code(), "{kind:?}");
             assert!(body["error_description"].as_str().unwrap().len() > 10);
         }
     }
 
     #[test]
     fn challenges_follow_rfc_6750() {
-        let challenges = Challenges::new("shop");
-        let one = HeaderValue::from_static("1");
+        let responder = Responder::new("shop", Duration::from_millis(1500));
         let header = |kind| {
-            challenges
-                .reject(kind, &one)
+            responder
+                .reject(kind)
                 .into_response_with(|_| ())
                 .headers()
                 .get(header::WWW_AUTHENTICATE)
@@ -289,15 +410,15 @@ mod tests {
                 .contains(r#"error="invalid_request""#)
         );
         assert_eq!(header(RejectionKind::StoreUnavailable), None);
-        let unavailable = challenges
-            .reject(RejectionKind::StoreUnavailable, &one)
+        let unavailable = responder
+            .reject(RejectionKind::StoreUnavailable)
             .into_response_with(|_| ());
-        assert_eq!(unavailable.headers()[header::RETRY_AFTER], "1");
+        assert_eq!(unavailable.headers()[header::RETRY_AFTER], "2", "rounded up");
     }
 
     #[test]
     #[should_panic(expected = "realm must be")]
     fn rejects_realms_that_would_break_the_header() {
-        Challenges::new("a\"b");
+        Responder::new("a\"b", Duration::from_secs(1));
     }
 }

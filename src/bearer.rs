@@ -1,10 +1,24 @@
-//! Reading bearer credentials from the `Authorization` header (RFC 6750 §2.1).
+//! Reading bearer credentials from the `Authorization` header (RFC 6750 §2.1): the one
+//! parser the layer and the handlers share.
+//!
+//! ```
+//! use http::{HeaderMap, HeaderValue, header::AUTHORIZATION};
+//! use mpauthx::Credentials;
+//!
+//! let mut headers = HeaderMap::new();
+//! assert_eq!(Credentials::from_headers(&headers), Credentials::Absent);
+//! headers.insert(AUTHORIZATION, HeaderValue::from_static("Bearer demo.o-1.secret"));
+//! assert_eq!(Credentials::from_headers(&headers), Credentials::Bearer("demo.o-1.secret"));
+//! headers.insert(AUTHORIZATION, HeaderValue::from_static("Bearer a b"));
+//! assert_eq!(Credentials::from_headers(&headers), Credentials::Malformed);
+//! ```
 
 use http::{HeaderMap, header::AUTHORIZATION};
 
 /// What the `Authorization` header holds, as far as bearer authentication goes.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Credentials<'a> {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Credentials<'a> {
     /// No `Authorization` header, or one for another scheme.
     Absent,
     /// A malformed header: duplicated, not visible ASCII, or a bad bearer credential.
@@ -13,8 +27,14 @@ pub(crate) enum Credentials<'a> {
     Bearer(&'a str),
 }
 
-/// Looks at the `Authorization` header without allocating.
-pub(crate) fn bearer(headers: &HeaderMap) -> Credentials<'_> {
+impl<'a> Credentials<'a> {
+    /// Looks at the `Authorization` header without allocating.
+    pub fn from_headers(headers: &'a HeaderMap) -> Self {
+        bearer(headers)
+    }
+}
+
+fn bearer(headers: &HeaderMap) -> Credentials<'_> {
     let mut values = headers.get_all(AUTHORIZATION).iter();
     let Some(value) = values.next() else {
         return Credentials::Absent;

@@ -3,13 +3,17 @@
 //! Every variant maps to a status, a stable snake_case `error` and the Node original's
 //! numeric `code`; with the `axum` feature it renders as
 //! `{"error", "error_description", "code"}`. Descriptions never carry secrets or
-//! backend internals: 5xx answers from the stores say only what failed.
+//! backend internals: 5xx answers from the stores say only what failed. The failures a
+//! request's credentials cause (missing, malformed, invalid, store down) are answered by
+//! the same writer as [`MpAuthLayer`](crate::MpAuthLayer)'s rejections, byte for byte.
 
 use std::time::Duration;
 
-use http::{HeaderValue, Response, StatusCode, header};
+use bytes::Bytes;
+use http::{Response, StatusCode, header};
 
 use crate::{
+    response::{RejectionKind, Responder, json_response, seconds_header},
     store::StoreError,
     token::TokenError,
     users::UserStoreError,
@@ -41,6 +45,10 @@ pub enum Error {
     /// The request carries no bearer token.
     #[error("an Authorization: Bearer <token> header is required")]
     MissingToken,
+    /// The `Authorization` header is malformed: duplicated, not visible ASCII, or a
+    /// `Bearer` scheme without a well-formed credential.
+    #[error("the Authorization header is malformed")]
+    MalformedCredentials,
     /// The token is unknown, expired, revoked, malformed or of another sku.
     #[error("invalid, expired or revoked token")]
     InvalidToken,
@@ -66,7 +74,7 @@ impl Error {
     /// The HTTP status to answer with.
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::InvalidRequest(_) => StatusCode::BAD_REQUEST,
+            Self::InvalidRequest(_) | Self::MalformedCredentials => StatusCode::BAD_REQUEST,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::WeChat(e) => e.status(),
             Self::Decrypt(e) => e.status(),
@@ -80,13 +88,17 @@ impl Error {
         }
     }
 
-    /// The stable snake_case `error` of the JSON body.
-    pub fn error(&self) -> &'static str {
+    /// The OAuth error string (RFC 6750 §3.1 where it names one, this crate's own
+    /// snake_case otherwise): the JSON body's `error`.
+    pub fn oauth_error(&self) -> &'static str {
+        if let Some(kind) = self.rejection_kind() {
+            return kind.oauth_error();
+        }
         match self {
-            Self::InvalidRequest(_) => "invalid_request",
+            Self::InvalidRequest(_) | Self::MalformedCredentials => "invalid_request",
             Self::PayloadTooLarge => "payload_too_large",
-            Self::WeChat(e) => e.error(),
-            Self::Decrypt(e) => e.error(),
+            Self::WeChat(e) => e.oauth_error(),
+            Self::Decrypt(e) => e.oauth_error(),
             Self::Users(_) => "user_store_unavailable",
             Self::Store(_) => "temporarily_unavailable",
             Self::InvalidToken => "invalid_token",
@@ -98,15 +110,18 @@ impl Error {
         }
     }
 
-    /// The Node original's numeric status code.
-    pub fn code(&self) -> u16 {
+    /// The Node original's numeric status code: the JSON body's `code`.
+    pub fn node_code(&self) -> u16 {
+        if let Some(kind) = self.rejection_kind() {
+            return kind.node_code();
+        }
         match self {
             Self::InvalidRequest(_) | Self::PayloadTooLarge | Self::MissingToken => 6001,
-            Self::WeChat(e) => e.code(),
+            Self::WeChat(e) => e.node_code(),
             Self::Decrypt(DecryptError::AppIdMismatch | DecryptError::OpenIdMismatch) => 6009,
             Self::Decrypt(_) => 6011,
             Self::Users(_) | Self::Store(_) => 6000,
-            Self::InvalidToken => 6007,
+            Self::InvalidToken | Self::MalformedCredentials => 6007,
             Self::UnusableId => 6008,
             Self::UnknownUser => 6010,
             Self::Token(_) => 9999,
@@ -124,45 +139,57 @@ impl Error {
         }
     }
 
-    /// The response, with `body` made from the JSON text.
-    pub fn into_response_with<B>(self, body: impl FnOnce(String) -> B) -> Response<B> {
+    /// The layer's rejection this error is, if it is about the request's credentials
+    /// or the token store: such errors are answered exactly as the layer answers them.
+    pub fn rejection_kind(&self) -> Option<RejectionKind> {
+        match self {
+            Self::MissingToken => Some(RejectionKind::MissingCredentials),
+            Self::MalformedCredentials => Some(RejectionKind::InvalidRequest),
+            Self::InvalidToken => Some(RejectionKind::InvalidToken),
+            Self::Store(_) => Some(RejectionKind::StoreUnavailable),
+            _ => None,
+        }
+    }
+
+    /// The response, with `body` made from the JSON text, with the default realm and
+    /// `Retry-After`; [`MpAuth`](crate::MpAuth)'s handlers answer with its own.
+    pub fn into_response_with<B>(self, body: impl FnOnce(Bytes) -> B) -> Response<B> {
+        self.respond(&Responder::default(), body)
+    }
+
+    /// The response as `responder` writes it: the one path of every error answer.
+    pub(crate) fn respond<B>(
+        self,
+        responder: &Responder,
+        body: impl FnOnce(Bytes) -> B,
+    ) -> Response<B> {
         let status = self.status();
         if status.is_server_error() {
             tracing::warn!(error = %self, source = ?std::error::Error::source(&self), "request failed");
         } else {
-            tracing::debug!(error = self.error(), "request refused");
+            tracing::debug!(error = self.oauth_error(), "request refused");
+        }
+        if let Some(kind) = self.rejection_kind() {
+            return responder.reject(kind).into_response_with(body);
         }
         let json = serde_json::json!({
-            "error": self.error(),
+            "error": self.oauth_error(),
             "error_description": self.description(),
-            "code": self.code(),
+            "code": self.node_code(),
         });
-        let mut response = Response::new(body(json.to_string()));
-        *response.status_mut() = status;
+        let mut response = json_response(status, Bytes::from(json.to_string()), body);
         let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         // RFC 7235 §3.1: every 401 carries a challenge.
-        if matches!(self, Self::InvalidToken) {
-            headers.insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static(r#"Bearer error="invalid_token""#),
-            );
-        } else if status == StatusCode::UNAUTHORIZED {
-            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        if status == StatusCode::UNAUTHORIZED {
+            headers.insert(header::WWW_AUTHENTICATE, responder.challenge().clone());
         }
         if let Self::Throttled { retry_after } = self {
-            // Whole seconds, rounded up: retrying at the announced time succeeds.
-            let secs = retry_after.as_millis().div_ceil(1000).max(1);
-            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs as u64));
+            headers.insert(header::RETRY_AFTER, seconds_header(retry_after));
         } else if matches!(
             status,
             StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS
         ) {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            headers.insert(header::RETRY_AFTER, responder.retry_after().clone());
         }
         response
     }
@@ -185,10 +212,11 @@ mod tests {
         let response = error.into_response_with(|b| b);
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(response.headers()[header::RETRY_AFTER], "1");
-        let body: serde_json::Value = serde_json::from_str(response.body()).unwrap();
+        let text = std::str::from_utf8(response.body()).unwrap();
+        let body: serde_json::Value = serde_json::from_str(text).unwrap();
         assert_eq!(body["error"], "temporarily_unavailable");
         assert_eq!(body["code"], 6000);
-        assert!(!response.body().contains("internal detail"));
+        assert!(!text.contains("internal detail"));
     }
 
     #[test]
@@ -207,7 +235,7 @@ mod tests {
     fn missing_fields_keep_the_node_code() {
         let error = Error::InvalidRequest("missing required field `code`");
         assert_eq!(
-            (error.status(), error.code()),
+            (error.status(), error.node_code()),
             (StatusCode::BAD_REQUEST, 6001)
         );
         assert_eq!(error.description(), "missing required field `code`");

@@ -23,7 +23,7 @@
 
 use std::sync::Arc;
 
-use crate::{config::Sku, layer::Policy};
+use crate::{response::Responder, token::Sku};
 
 /// The user behind a request's valid token; a request extension set by
 /// [`MpAuthLayer`](crate::MpAuthLayer). Cloning is cheap.
@@ -58,7 +58,7 @@ impl AuthedUser {
 #[derive(Debug, Clone)]
 // Read only by the axum extractors; without them the marker is still set, harmlessly.
 #[cfg_attr(not(feature = "axum"), allow(dead_code))]
-pub(crate) struct Anonymous(pub(crate) Arc<Policy>);
+pub(crate) struct Anonymous(pub(crate) Arc<Responder>);
 
 #[cfg(feature = "axum")]
 mod axum_impls {
@@ -66,14 +66,16 @@ mod axum_impls {
     use http::request::Parts;
 
     use super::{Anonymous, AuthedUser};
-    use crate::rejection::{AuthRejection, RejectionKind};
+    use crate::response::{AuthRejection, RejectionKind};
 
     fn missing(parts: &Parts) -> AuthRejection {
         match parts.extensions.get::<Anonymous>() {
-            Some(Anonymous(policy)) => policy.reject(RejectionKind::MissingCredentials),
+            Some(Anonymous(responder)) => responder
+                .reject(RejectionKind::MissingCredentials)
+                .for_request(&parts.headers),
             None => {
                 tracing::error!("`AuthedUser` extracted on a route without `MpAuthLayer`");
-                AuthRejection::new(RejectionKind::MissingLayer)
+                AuthRejection::new(RejectionKind::MissingLayer).for_request(&parts.headers)
             }
         }
     }
@@ -86,7 +88,10 @@ mod axum_impls {
                 Some(user) => Ok(user.clone()),
                 None => {
                     let rejection = missing(parts);
-                    tracing::trace!(rejection = rejection.kind().error(), "rejecting request");
+                    tracing::trace!(
+                        rejection = rejection.kind().oauth_error(),
+                        "rejecting request"
+                    );
                     Err(rejection)
                 }
             }

@@ -8,11 +8,13 @@
 //! | `POST /auth/logout_all` | `Authorization: Bearer <token>` | 204, every token of the user revoked |
 //!
 //! Errors are [`Error`] responses: JSON `{"error", "error_description", "code"}` with a
-//! fitting status. Bodies over [`MAX_BODY_BYTES`] are refused with 413.
+//! fitting status; failures of the bearer token are answered exactly as
+//! [`MpAuthLayer`](crate::MpAuthLayer) answers them. Bodies over [`MAX_BODY_BYTES`] are
+//! refused with 413.
 //!
 //! ```
 //! use axum::{Router, routing::post};
-//! use mpauthx::{MemoryTokenStore, MpAuth, MpAuthConfig, users::SqliteUserStore};
+//! use mpauthx::{MemoryTokenStore, MpAuth, MpAuthConfig, SqliteUserStore};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -33,25 +35,22 @@
 use std::{future::Future, pin::Pin};
 
 use axum_core::{
+    body::Body,
     extract::Request,
     response::{IntoResponse, Response},
 };
-use http::{HeaderMap, HeaderValue, StatusCode, header};
+use bytes::Bytes;
+use http::{HeaderMap, StatusCode, header};
 use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 
-use crate::{
-    auth::{AuthorizeRequest, Authorized, MpAuth},
-    error::Error,
-    layer::header::{Credentials, bearer},
-    store::TokenStore,
-    users::UserStore,
-};
+use super::{AuthorizeRequest, Authorized, Error, MpAuth};
+use crate::{bearer::Credentials, response::json_response, store::TokenStore, users::UserStore};
 
 /// The largest request body accepted, in bytes: an `encryptedData` is a few KiB.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
-/// The future of a handler.
-pub type HandlerFuture = Pin<Box<dyn Future<Output = Response> + Send>>;
+/// The future of a handler: axum's handlers are boxed futures too.
+type HandlerFuture = Pin<Box<dyn Future<Output = Response> + Send>>;
 
 impl<T: TokenStore, U: UserStore> MpAuth<T, U> {
     /// `POST /auth/authorize`: logs a user in.
@@ -60,11 +59,8 @@ impl<T: TokenStore, U: UserStore> MpAuth<T, U> {
     ) -> impl Fn(Request) -> HandlerFuture + Clone + Send + Sync + 'static {
         self.handler(|auth, request| async move {
             let (parts, body) = request.into_parts();
-            let client = auth.login_throttle().and_then(|t| t.client_key(&parts));
-            let login: AuthorizeRequest = read_json(Request::from_parts(parts, body)).await?;
-            auth.authorize_from(client.as_deref(), &login)
-                .await
-                .map(token_response)
+            let login: AuthorizeRequest = read_json(&parts.headers, body).await?;
+            auth.authorize_from(&parts, &login).await.map(token_response)
         })
     }
 
@@ -111,31 +107,37 @@ impl<T: TokenStore, U: UserStore> MpAuth<T, U> {
     {
         let auth = self.clone();
         move |request| {
+            let auth = auth.clone();
             let flow = flow(auth.clone(), request);
-            Box::pin(async move { flow.await.unwrap_or_else(IntoResponse::into_response) })
+            Box::pin(async move {
+                flow.await
+                    .unwrap_or_else(|error| error.respond(auth.responder(), Body::from))
+            })
         }
     }
 }
 
 /// The bearer token, owned: the request is consumed by the flows that follow.
 fn bearer_token(headers: &HeaderMap) -> Result<String, Error> {
-    match bearer(headers) {
+    match Credentials::from_headers(headers) {
         Credentials::Bearer(token) => Ok(token.to_owned()),
         Credentials::Absent => Err(Error::MissingToken),
-        Credentials::Malformed => Err(Error::InvalidRequest("malformed Authorization header")),
+        Credentials::Malformed => Err(Error::MalformedCredentials),
     }
 }
 
-async fn read_json<T: serde::de::DeserializeOwned>(request: Request) -> Result<T, Error> {
-    let declared = request
-        .headers()
+async fn read_json<T: serde::de::DeserializeOwned>(
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<T, Error> {
+    let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|len| len > MAX_BODY_BYTES as u64) {
         return Err(Error::PayloadTooLarge);
     }
-    let body = Limited::new(request.into_body(), MAX_BODY_BYTES)
+    let body = Limited::new(body, MAX_BODY_BYTES)
         .collect()
         .await
         .map_err(|e| {
@@ -156,17 +158,5 @@ fn token_response(authorized: Authorized) -> Response {
         "token_type": "Bearer",
         "expires_in": authorized.expires_in,
     });
-    let mut response = (
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )],
-        body.to_string(),
-    )
-        .into_response();
-    // RFC 6749 §5.1: responses carrying tokens must not be cached.
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
+    json_response(StatusCode::OK, Bytes::from(body.to_string()), Body::from)
 }
