@@ -6,7 +6,7 @@
 use std::{hint::black_box, time::SystemTime};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use mpauthx::wechat::{
+use mpauthx::{
     DecryptOptions, Session, SessionKey, decrypt_profile, encrypt_profile, verify_signature,
 };
 use sha1::{Digest as _, Sha1};

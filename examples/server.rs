@@ -60,9 +60,9 @@ use mpauthx::{
     AuthedUser, CachedTokenStore, MemoryTokenStore, MpAuth, MpAuthConfig, RedisTokenStore, Sku,
     Token, TokenStore,
     testing::WeChatSimulator,
-    throttle::{LoginThrottle, MemoryRateLimiter, RateLimit, RateLimiter},
-    users::{SqliteUserStore, UserStore},
-    wechat::{AppSecret, WeChatClient, client::DEFAULT_BASE_URL},
+    LoginThrottle, MemoryRateLimiter, RateLimit, RateLimiter,
+    SqliteUserStore, UserStore,
+    AppSecret,
 };
 use rand::TryRng as _;
 use serde_json::json;
@@ -71,6 +71,11 @@ use tracing::{Instrument as _, Level};
 use tracing_subscriber::{EnvFilter, filter::filter_fn, prelude::*};
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:3000";
+const WECHAT_API: &str = "https://api.weixin.qq.com";
+/// The Node original's token lifetime, 72 hours (the crate's default too).
+const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(259_200);
+/// The longest validation cache `CachedTokenStore` accepts.
+const MAX_CACHE_TTL: Duration = Duration::from_secs(60);
 const DEFAULT_SKU: &str = "demo";
 const DEFAULT_DATABASE: &str = "mpauthx.db";
 const SIMULATOR_APP_ID: &str = "wx-simulator";
@@ -154,7 +159,7 @@ fn settings() -> Result<Settings, BadSetting> {
         .map_err(|e| BadSetting::new("MPAUTHX_SKU", format!("MPAUTHX_SKU={sku:?}: {e}")))?;
 
     let token_ttl = match var("MPAUTHX_TOKEN_TTL")? {
-        None => mpauthx::store::DEFAULT_TOKEN_TTL,
+        None => DEFAULT_TOKEN_TTL,
         Some(ttl) => match ttl.parse::<u64>() {
             Ok(secs @ 1..=MAX_TOKEN_TTL_SECS) => Duration::from_secs(secs),
             _ => {
@@ -168,7 +173,7 @@ fn settings() -> Result<Settings, BadSetting> {
         },
     };
 
-    let max_cache_ms = mpauthx::store::MAX_CACHE_TTL.as_millis();
+    let max_cache_ms = MAX_CACHE_TTL.as_millis();
     let validation_cache = match var("MPAUTHX_VALIDATION_CACHE_MS")? {
         None => Duration::ZERO,
         Some(ms) => match ms.parse::<u64>() {
@@ -193,7 +198,7 @@ fn settings() -> Result<Settings, BadSetting> {
             secret: AppSecret::new(secret),
             base_url: match wechat_api {
                 Some(url) => checked_base_url(url)?,
-                None => DEFAULT_BASE_URL.to_owned(),
+                None => WECHAT_API.to_owned(),
             },
         },
         (Some(_), None) => {
@@ -464,32 +469,33 @@ async fn serve<T: TokenStore>(
         )
     })?;
 
-    let (app_id, secret, wechat, simulator) = match settings.wechat {
+    let (app_id, secret, base_url, simulator) = match settings.wechat {
         WeChat::Api {
             app_id,
             secret,
             base_url,
         } => {
             tracing::info!(app_id, api = base_url, "logins are checked with WeChat");
-            let client = WeChatClient::new(app_id.clone(), secret.clone()).with_base_url(base_url);
-            (app_id, secret, client, None)
+            (app_id, secret, base_url, None)
         }
         WeChat::Simulator { app_id } => {
             let secret = random_secret()?;
             let simulator = WeChatSimulator::new(&app_id, secret.expose_secret());
             // The WeChat client calls the simulator on this very listener.
-            let client = simulator.client(format!("http://{}/sim", loopback(local)));
-            (app_id, secret, client, Some(simulator))
+            let base_url = format!("http://{}/sim", loopback(local));
+            (app_id, secret, base_url, Some(simulator))
         }
     };
     let config = MpAuthConfig::new(app_id, secret.expose_secret(), settings.sku.as_str())
         .map_err(|e| BadSetting::new("MPAUTHX_SKU", e.to_string()))?
-        .with_token_ttl(settings.token_ttl);
-    let mut auth = MpAuth::with_parts(config, tokens, users, wechat);
+        .with_token_ttl(settings.token_ttl)
+        .with_wechat_base_url(base_url);
+    let mut builder = MpAuth::builder(config, tokens, users);
     if let Some(throttle) = throttle {
         tracing::info!(?throttle, "logins are limited");
-        auth = auth.with_login_throttle(throttle);
+        builder = builder.with_login_throttle(throttle);
     }
+    let auth = builder.build();
 
     let mut app = Router::new()
         .route("/me", get(me::<T>))

@@ -15,7 +15,7 @@ use common::{
     cluster::{RedisCluster, cli, key_slot},
     unique_prefix,
 };
-use mpauthx::{IssueOptions, RedisTokenStore, StoreError, Token, TokenStore};
+use mpauthx::{StoreBuildError, IssueOptions, RedisTokenStore, StoreError, Token, TokenStore};
 use store_suite::{LONG, issue, live, sku};
 use tokio::task::JoinSet;
 
@@ -137,11 +137,12 @@ async fn issue_rotate_and_revoke_stay_atomic_across_the_cluster() {
         for _ in 0..8 {
             let (store, user, token) = (store.clone(), user.clone(), token.clone());
             tasks.spawn(async move {
+                let successor = Token::successor_of(&token.parsed()).unwrap();
                 let rotated = store
-                    .rotate(&token.parsed(), &IssueOptions::new(LONG))
+                    .rotate(&token.parsed(), &successor, &IssueOptions::new(LONG))
                     .await
                     .unwrap();
-                (user, rotated)
+                (user, rotated.map(|_| successor))
             });
         }
     }
@@ -149,7 +150,7 @@ async fn issue_rotate_and_revoke_stay_atomic_across_the_cluster() {
     while let Some(done) = tasks.join_next().await {
         let (user, rotated) = done.unwrap();
         let entry = winners.entry(user).or_default();
-        entry.extend(rotated.map(|issued| issued.token));
+        entry.extend(rotated);
     }
     assert_eq!(winners.len(), users.len());
     for (user, won) in &winners {
@@ -185,7 +186,9 @@ async fn an_unreachable_cluster_is_unavailable_and_bad_settings_are_rejected() {
     assert!(
         matches!(
             result,
-            Err(StoreError::Unavailable(_) | StoreError::Timeout(_))
+            Err(StoreBuildError::Unreachable(
+                StoreError::Unavailable(_) | StoreError::Timeout(_)
+            ))
         ),
         "{result:?}"
     );
@@ -206,7 +209,7 @@ async fn an_unreachable_cluster_is_unavailable_and_bad_settings_are_rejected() {
         let described = format!("{settings:?}");
         let result = settings.build().await;
         assert!(
-            matches!(result, Err(StoreError::InvalidConfig(_))),
+            matches!(result, Err(StoreBuildError::InvalidSettings(_))),
             "{described}: {result:?}"
         );
     }
@@ -345,7 +348,7 @@ async fn a_dead_primary_fails_only_its_slots_until_its_replica_takes_over() {
 /// slot, counted atomically there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn login_throttle_counts_on_the_cluster() {
-    use mpauthx::throttle::{Decision, LoginThrottle, RateLimit};
+    use mpauthx::{Decision, LoginThrottle, RateLimit};
 
     let cluster = shared_cluster().await;
     let prefix = unique_prefix("throttle");

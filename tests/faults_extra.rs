@@ -37,8 +37,8 @@ use http_body_util::Full;
 use mpauthx::{
     AuthedUser, AuthorizeRequest, Error, IssueOptions, MpAuth, MpAuthConfig, MpAuthLayer,
     MpAuthService, RedisTokenStore, Sku, Token, TokenStore,
-    users::{SqliteUserStore, UserStoreError},
-    wechat::{AppSecret, WeChatClient, WeChatError},
+    SqliteUserStore, UserStoreError,
+    WeChatError,
 };
 use tempfile::TempDir;
 use tower::{Layer as _, ServiceExt as _, service_fn, util::ServiceFn};
@@ -306,14 +306,14 @@ impl Fixture {
             .build()
             .await
             .unwrap();
-        let wechat = WeChatClient::new(APP_ID, AppSecret::new(SECRET))
-            .with_base_url(base_url)
-            .with_connect_timeout(SHORT)
-            .with_read_timeout(SHORT)
-            .with_busy_retry(1, Duration::ZERO);
-        let config = MpAuthConfig::new(APP_ID, SECRET, SKU).unwrap();
+        let config = MpAuthConfig::new(APP_ID, SECRET, SKU)
+            .unwrap()
+            .with_wechat_base_url(base_url)
+            .with_wechat_connect_timeout(SHORT)
+            .with_wechat_read_timeout(SHORT)
+            .with_wechat_busy_retry(1, Duration::ZERO);
         Self {
-            auth: MpAuth::with_parts(config, tokens, users, wechat),
+            auth: MpAuth::new(config, tokens, users),
             redis: redis::Client::open(RedisServer::shared().url()).unwrap(),
             prefix,
             db,

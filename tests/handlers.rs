@@ -34,9 +34,9 @@ use http_body::Frame;
 use http_body_util::BodyExt as _;
 use mpauthx::{
     AuthedUser, MemoryTokenStore, MpAuth, MpAuthConfig, RedisTokenStore, Sku, Token, TokenStore,
-    handlers::MAX_BODY_BYTES,
-    users::SqliteUserStore,
-    wechat::{AppSecret, SessionKey, WeChatClient, encrypt_profile},
+    MAX_BODY_BYTES,
+    SqliteUserStore,
+    SessionKey, encrypt_profile,
 };
 use serde_json::{Value, json};
 use tempfile::TempDir;
@@ -82,12 +82,11 @@ impl<T: TokenStore> Fixture<T> {
         let users = SqliteUserStore::open(&db).await.unwrap();
         let config = MpAuthConfig::new(APP_ID, SECRET, SKU)
             .unwrap()
-            .with_token_ttl(TTL);
-        let wechat = WeChatClient::new(APP_ID, AppSecret::new(SECRET))
-            .with_base_url(fake.base_url())
-            .with_read_timeout(Duration::from_millis(500))
-            .with_busy_retry(2, Duration::from_millis(10));
-        let auth = MpAuth::with_parts(config, tokens, users, wechat);
+            .with_token_ttl(TTL)
+            .with_wechat_base_url(fake.base_url())
+            .with_wechat_read_timeout(Duration::from_millis(500))
+            .with_wechat_busy_retry(2, Duration::from_millis(10));
+        let auth = MpAuth::new(config, tokens, users);
         let protected = Router::new().route("/me", get(me)).layer(auth.layer());
         let app = Router::new()
             .route("/auth/authorize", post(auth.authorize_handler()))

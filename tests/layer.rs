@@ -330,6 +330,8 @@ impl<T> Counting<T> {
 }
 
 impl<T: TokenStore> TokenStore for Counting<T> {
+    type Validation = T::Validation;
+
     fn issue(
         &self,
         token: &Token,
@@ -338,17 +340,14 @@ impl<T: TokenStore> TokenStore for Counting<T> {
         self.inner.issue(token, options)
     }
 
-    fn validate(
-        &self,
-        token: &ParsedToken<'_>,
-    ) -> impl Future<Output = Result<bool, StoreError>> + Send + 'static {
+    fn validate(&self, token: &ParsedToken<'_>) -> Self::Validation {
         self.validations.fetch_add(1, Ordering::SeqCst);
         self.inner.validate(token)
     }
 
     fn revoke_hash(
         &self,
-        sku: &str,
+        sku: &Sku,
         open_id: &str,
         hash: &TokenHash,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send {
@@ -374,9 +373,10 @@ impl<T: TokenStore> TokenStore for Counting<T> {
     fn rotate(
         &self,
         token: &ParsedToken<'_>,
+        successor: &Token,
         options: &IssueOptions,
-    ) -> impl Future<Output = Result<Option<mpauthx::Issued>, StoreError>> + Send {
-        self.inner.rotate(token, options)
+    ) -> impl Future<Output = Result<Option<TokenInfo>, StoreError>> + Send {
+        self.inner.rotate(token, successor, options)
     }
 }
 

@@ -18,12 +18,10 @@ use http::StatusCode;
 use mpauthx::{
     Error, Identity, MemoryTokenStore, MpAuth, MpAuthConfig, RedisTokenStore, Sku, StoreError,
     TokenInfo, TokenStore,
-    auth::AuthorizeRequest,
-    users::{SqliteUserStore, UserStore, UserStoreError},
-    wechat::{
-        AppSecret, DecryptError, EncryptedProfile, SessionKey, WeChatClient, WeChatError,
+    AuthorizeRequest,
+    SqliteUserStore, UserStore, UserStoreError,
+    DecryptError, EncryptedProfile, SessionKey, WeChatError,
         encrypt_profile,
-    },
 };
 use sha1::{Digest as _, Sha1};
 use tempfile::TempDir;
@@ -97,11 +95,12 @@ fn wechat_errcode(errcode: i64) -> FakeWeChat {
     })
 }
 
-fn wechat_client(fake: &FakeWeChat) -> WeChatClient {
-    WeChatClient::new(APP_ID, AppSecret::new(SECRET))
-        .with_base_url(fake.base_url())
-        .with_read_timeout(READ_TIMEOUT)
-        .with_busy_retry(3, Duration::from_millis(10))
+/// `config` talking to `fake`.
+fn pointed_at(config: MpAuthConfig, fake: &FakeWeChat) -> MpAuthConfig {
+    config
+        .with_wechat_base_url(fake.base_url())
+        .with_wechat_read_timeout(READ_TIMEOUT)
+        .with_wechat_busy_retry(3, Duration::from_millis(10))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -135,7 +134,7 @@ impl<T: TokenStore> Fixture<T> {
         dir: TempDir,
         db: PathBuf,
     ) -> Self {
-        let auth = MpAuth::with_parts(config, tokens, users, wechat_client(&fake));
+        let auth = MpAuth::new(pointed_at(config, &fake), tokens, users);
         Self {
             auth,
             fake,
@@ -430,8 +429,8 @@ async fn wrong_signature_is_rejected_and_stores_nothing<T: TokenStore>(tokens: T
             matches!(error, Error::Decrypt(DecryptError::SignatureMismatch)),
             "{error:?}"
         );
-        assert_eq!(error.error(), "invalid_signature");
-        assert_eq!(error.code(), 6011);
+        assert_eq!(error.oauth_error(), "invalid_signature");
+        assert_eq!(error.node_code(), 6011);
         fx.assert_failed_cleanly(&error, StatusCode::BAD_REQUEST)
             .await;
     }
@@ -452,7 +451,7 @@ async fn wrong_watermark_app_id_is_rejected_and_stores_nothing<T: TokenStore>(to
         matches!(error, Error::Decrypt(DecryptError::AppIdMismatch)),
         "{error:?}"
     );
-    assert_eq!(error.code(), 6009);
+    assert_eq!(error.node_code(), 6009);
     fx.assert_failed_cleanly(&error, StatusCode::BAD_REQUEST)
         .await;
     assert_eq!(fx.rows(OPEN_ID), 0);
@@ -506,7 +505,7 @@ async fn mismatched_open_id_is_rejected_and_stores_nothing<T: TokenStore>(tokens
         matches!(error, Error::Decrypt(DecryptError::OpenIdMismatch)),
         "{error:?}"
     );
-    assert_eq!(error.code(), 6009);
+    assert_eq!(error.node_code(), 6009);
     fx.assert_failed_cleanly(&error, StatusCode::BAD_REQUEST)
         .await;
     assert_eq!(fx.rows("oSomebodyElse"), 0);
@@ -536,7 +535,7 @@ async fn tampered_ciphertext_is_rejected_and_stores_nothing<T: TokenStore>(token
             matches!(error, Error::Decrypt(DecryptError::Invalid { .. })),
             "{error:?}"
         );
-        assert_eq!(error.code(), 6011);
+        assert_eq!(error.node_code(), 6011);
         fx.assert_failed_cleanly(&error, StatusCode::BAD_REQUEST)
             .await;
     }
@@ -561,7 +560,7 @@ async fn encrypted_data_without_iv_is_rejected_before_wechat<T: TokenStore>(toke
     for request in [no_iv, no_data, no_signature] {
         let error = fx.auth.authorize(&request).await.unwrap_err();
         assert!(matches!(error, Error::InvalidRequest(_)), "{error:?}");
-        assert_eq!(error.code(), 6001);
+        assert_eq!(error.node_code(), 6001);
         fx.assert_failed_cleanly(&error, StatusCode::BAD_REQUEST)
             .await;
     }
@@ -576,8 +575,8 @@ async fn missing_code_is_rejected_before_wechat<T: TokenStore>(tokens: T) {
     for request in [AuthorizeRequest::default(), empty, too_long] {
         let error = fx.auth.authorize(&request).await.unwrap_err();
         assert!(matches!(error, Error::InvalidRequest(_)), "{error:?}");
-        assert_eq!(error.code(), 6001);
-        assert_eq!(error.error(), "invalid_request");
+        assert_eq!(error.node_code(), 6001);
+        assert_eq!(error.oauth_error(), "invalid_request");
         assert!(error.to_string().contains("`code`"), "{error}");
         fx.assert_failed_cleanly(&error, StatusCode::BAD_REQUEST)
             .await;
@@ -607,7 +606,7 @@ async fn wechat_errcodes_map_to_statuses_and_store_nothing<T: TokenStore>(tokens
             .await
             .unwrap_err();
         assert!(matches!(error, Error::WeChat(_)), "{errcode}: {error:?}");
-        assert_eq!(error.code(), 6008, "{errcode}: {error:?}");
+        assert_eq!(error.node_code(), 6008, "{errcode}: {error:?}");
         fx.assert_failed_cleanly(&error, status).await;
         assert_eq!(fx.wechat_calls(), calls, "errcode {errcode}");
     }
@@ -776,7 +775,7 @@ async fn user_store_failure_leaves_no_live_token<T: TokenStore>(tokens: T) {
         matches!(error, Error::Users(UserStoreError::ReadOnly(_))),
         "{error:?}"
     );
-    assert_eq!(error.code(), 6000);
+    assert_eq!(error.node_code(), 6000);
     assert_eq!(
         fx.wechat_calls(),
         1,
@@ -955,20 +954,22 @@ async fn refresh_for_unknown_user_is_404<T: TokenStore>(tokens: T) {
     let error = fx.auth.refresh_for_user("oNobody").await.unwrap_err();
     assert!(matches!(error, Error::UnknownUser), "{error:?}");
     assert_eq!(error.status(), StatusCode::NOT_FOUND);
-    assert_eq!(error.code(), 6010);
+    assert_eq!(error.node_code(), 6010);
     assert!(fx.live("oNobody").await.is_empty(), "no token for nobody");
     assert_eq!(fx.all_rows(), 0);
 }
 
 async fn tokens_of_another_sku_are_invalid<T: TokenStore>(tokens: T) {
     let fx = Fixture::new(tokens, wechat_ok(OPEN_ID, None)).await;
-    let other = MpAuth::with_parts(
-        MpAuthConfig::new(APP_ID, SECRET, "other")
-            .unwrap()
-            .with_token_ttl(TTL),
+    let other = MpAuth::new(
+        pointed_at(
+            MpAuthConfig::new(APP_ID, SECRET, "other")
+                .unwrap()
+                .with_token_ttl(TTL),
+            &fx.fake,
+        ),
         fx.auth.tokens().clone(),
         fx.auth.users().clone(),
-        wechat_client(&fx.fake),
     );
     let demo_token = fx.login("code-1").await.token;
 

@@ -14,7 +14,7 @@ use axum::{Router, routing::get};
 use common::{RedisServer, unique_prefix};
 use mpauthx::{
     AuthorizeRequest, Error, MemoryTokenStore, MpAuth, MpAuthConfig, RedisTokenStore, Sku, Token,
-    TokenStore, testing::WeChatSimulator, users::SqliteUserStore,
+    TokenStore, testing::WeChatSimulator, SqliteUserStore,
 };
 use sha2::{Digest as _, Sha256};
 use tempfile::TempDir;
@@ -152,8 +152,9 @@ impl<T: TokenStore> Fixture<T> {
         let config = MpAuthConfig::new(APP_ID, SECRET, SKU)
             .unwrap()
             .with_token_ttl(TTL)
-            .with_max_tokens_per_user(LIMIT);
-        let auth = MpAuth::with_parts(config, tokens, users, sim.client(&base_url));
+            .with_max_tokens_per_user(LIMIT)
+            .with_wechat_base_url(&base_url);
+        let auth = MpAuth::new(config, tokens, users);
         Self {
             auth,
             sim,

@@ -11,7 +11,7 @@ use common::{
     sentinel::{MASTER, SentinelSetup},
     unique_prefix,
 };
-use mpauthx::{IssueOptions, RedisTokenStore, StoreError, Token, TokenStore};
+use mpauthx::{StoreBuildError, IssueOptions, RedisTokenStore, StoreError, Token, TokenStore};
 use store_suite::{LONG, issue, live, sku};
 use tokio::task::JoinSet;
 
@@ -59,7 +59,9 @@ async fn unknown_masters_are_unavailable_and_bad_settings_are_rejected() {
     assert!(
         matches!(
             result,
-            Err(StoreError::Unavailable(_) | StoreError::Timeout(_))
+            Err(StoreBuildError::Unreachable(
+                StoreError::Unavailable(_) | StoreError::Timeout(_)
+            ))
         ),
         "{result:?}"
     );
@@ -75,7 +77,7 @@ async fn unknown_masters_are_unavailable_and_bad_settings_are_rejected() {
         let described = format!("{settings:?}");
         let result = settings.build().await;
         assert!(
-            matches!(result, Err(StoreError::InvalidConfig(_))),
+            matches!(result, Err(StoreBuildError::InvalidSettings(_))),
             "{described}: {result:?}"
         );
     }

@@ -137,11 +137,11 @@ mod redis_layout {
                 .build()
                 .await;
             assert!(
-                matches!(result, Err(mpauthx::StoreError::InvalidConfig(_))),
+                matches!(result, Err(mpauthx::StoreBuildError::InvalidSettings(_))),
                 "{prefix:?}"
             );
         }
         let result = RedisTokenStore::builder("not a url").build().await;
-        assert!(matches!(result, Err(mpauthx::StoreError::InvalidConfig(_))));
+        assert!(matches!(result, Err(mpauthx::StoreBuildError::InvalidSettings(_))));
     }
 }

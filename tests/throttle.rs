@@ -19,9 +19,8 @@ use fake_wechat::{FakeWeChat, Reply};
 use http_body_util::BodyExt as _;
 use mpauthx::{
     Error, MemoryTokenStore, MpAuth, MpAuthConfig, RedisTokenStore, TokenStore,
-    throttle::{Decision, LoginThrottle, MemoryRateLimiter, RateLimit, RateLimiter},
-    users::SqliteUserStore,
-    wechat::{AppSecret, WeChatClient},
+    Decision, LoginThrottle, MemoryRateLimiter, RateLimit, RateLimiter,
+    SqliteUserStore,
 };
 use serde_json::{Value, json};
 use tempfile::TempDir;
@@ -69,10 +68,12 @@ impl<T: TokenStore> Service<T> {
         let users = SqliteUserStore::open(dir.path().join("users.db"))
             .await
             .unwrap();
-        let config = MpAuthConfig::new(APP_ID, SECRET, SKU).unwrap();
-        let client =
-            WeChatClient::new(APP_ID, AppSecret::new(SECRET)).with_base_url(fake.base_url());
-        let auth = MpAuth::with_parts(config, tokens, users, client).with_login_throttle(throttle);
+        let config = MpAuthConfig::new(APP_ID, SECRET, SKU)
+            .unwrap()
+            .with_wechat_base_url(fake.base_url());
+        let auth = MpAuth::builder(config, tokens, users)
+            .with_login_throttle(throttle)
+            .build();
         let app = Router::new().route("/auth/authorize", post(auth.authorize_handler()));
         Self {
             auth,

@@ -7,7 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use mpauthx::users::{Profile, SqliteUserStore, User, UserStore, UserStoreError};
+use mpauthx::{Profile, SqliteUserStore, User, UserStore, UserStoreError};
 use rusqlite::Connection;
 use tempfile::TempDir;
 

@@ -11,7 +11,7 @@ use std::{
 
 use fake_wechat::{FakeWeChat, Reply};
 use http::StatusCode;
-use mpauthx::wechat::{AppSecret, WeChatClient, WeChatError};
+use mpauthx::{AppSecret, WeChatClient, WeChatError};
 
 const APP_ID: &str = "wx0123456789abcdef";
 const SECRET: &str = "APPSECRET-d41d8cd98f00b204e980";
@@ -99,8 +99,8 @@ fn assert_errcode_maps(errcode: i64, status: StatusCode, name: &str) -> WeChatEr
     let server = FakeWeChat::start(move |_, _| Reply::json(errcode_body(errcode)));
     let err = expect_err(&client_for(&server), CODE);
     assert_eq!(err.status(), status, "{err:?}");
-    assert_eq!(err.error(), name, "{err:?}");
-    assert_eq!(err.code(), 6008, "{err:?}");
+    assert_eq!(err.oauth_error(), name, "{err:?}");
+    assert_eq!(err.node_code(), 6008, "{err:?}");
     assert_eq!(
         server.requests().len(),
         1,
@@ -248,7 +248,7 @@ fn read_timeout_returns_promptly_as_504() {
     let elapsed = started.elapsed();
     assert!(matches!(err, WeChatError::Timeout { .. }), "{err:?}");
     assert_eq!(err.status(), StatusCode::GATEWAY_TIMEOUT);
-    assert_eq!(err.code(), 6006);
+    assert_eq!(err.node_code(), 6006);
     assert!(elapsed < Duration::from_secs(2), "took {elapsed:?}");
 }
 
@@ -261,7 +261,7 @@ fn http_500_is_502() {
         "{err:?}"
     );
     assert_eq!(err.status(), StatusCode::BAD_GATEWAY);
-    assert_eq!(err.code(), 6005);
+    assert_eq!(err.node_code(), 6005);
 }
 
 #[test]
@@ -288,7 +288,7 @@ fn garbage_body_is_502() {
         "{err:?}"
     );
     assert_eq!(err.status(), StatusCode::BAD_GATEWAY);
-    assert_eq!(err.code(), 6004);
+    assert_eq!(err.node_code(), 6004);
 }
 
 #[test]
@@ -308,7 +308,7 @@ fn empty_body_is_502() {
     let err = expect_err(&client_for(&server), CODE);
     assert!(matches!(err, WeChatError::EmptyResponse), "{err:?}");
     assert_eq!(err.status(), StatusCode::BAD_GATEWAY);
-    assert_eq!(err.code(), 6003);
+    assert_eq!(err.node_code(), 6003);
 }
 
 #[test]
@@ -332,7 +332,7 @@ fn transport_error_is_502_and_hides_url() {
     let err = expect_err(&client_at(&closed_port_url()), CODE);
     assert!(matches!(err, WeChatError::Transport { .. }), "{err:?}");
     assert_eq!(err.status(), StatusCode::BAD_GATEWAY);
-    assert_eq!(err.code(), 6006);
+    assert_eq!(err.node_code(), 6006);
     assert_no_secrets(&format!("{err}"));
     assert_no_secrets(&format!("{err:?}"));
 }

@@ -6,8 +6,8 @@ use aes::Aes128;
 use base64::{Engine as _, engine::general_purpose::STANDARD};
 use cbc::cipher::{BlockModeEncrypt as _, KeyIvInit as _, block_padding::NoPadding};
 use http::StatusCode;
-use mpauthx::wechat::{
-    DecryptError, DecryptOptions, Profile, Session, SessionKey, Watermark, decrypt_profile,
+use mpauthx::{
+    DecryptError, DecryptOptions, DecryptedProfile, Session, SessionKey, Watermark, decrypt_profile,
     encrypt_profile, verify_signature,
 };
 
@@ -39,12 +39,12 @@ fn opts() -> DecryptOptions {
     DecryptOptions::new(APP_ID)
 }
 
-fn decrypt(data: &str, iv: &str) -> Result<Profile, DecryptError> {
+fn decrypt(data: &str, iv: &str) -> Result<DecryptedProfile, DecryptError> {
     decrypt_profile(&opts(), &session(), data, iv, at(WATERMARK_TS))
 }
 
 fn profile_json(app_id: &str, open_id: &str, timestamp: u64) -> String {
-    serde_json::to_string(&Profile {
+    serde_json::to_string(&DecryptedProfile {
         open_id: open_id.to_owned(),
         union_id: Some("uTestUnion".to_owned()),
         nick_name: Some("测试 user".to_owned()),
@@ -74,11 +74,11 @@ fn encrypt_unpadded(plaintext: &[u8]) -> String {
     STANDARD.encode(ciphertext)
 }
 
-fn assert_invalid(result: Result<Profile, DecryptError>) -> DecryptError {
+fn assert_invalid(result: Result<DecryptedProfile, DecryptError>) -> DecryptError {
     let err = result.expect_err("must be rejected");
     assert!(matches!(err, DecryptError::Invalid { .. }), "{err:?}");
     assert_eq!(err.to_string(), "encrypted data is invalid");
-    assert_eq!(err.error(), "invalid_encrypted_data");
+    assert_eq!(err.oauth_error(), "invalid_encrypted_data");
     assert_eq!(err.status(), StatusCode::BAD_REQUEST);
     err
 }
@@ -172,7 +172,7 @@ fn wrong_key_and_bad_padding_look_identical() {
     ));
     let bad_padding = assert_invalid(decrypt(&encrypt_unpadded(&[b'{'; 32]), IV));
     assert_eq!(wrong_key.to_string(), bad_padding.to_string());
-    assert_eq!(wrong_key.error(), bad_padding.error());
+    assert_eq!(wrong_key.oauth_error(), bad_padding.oauth_error());
 }
 
 #[test]
@@ -220,7 +220,7 @@ fn wrong_watermark_appid_is_rejected() {
     let encrypted = encrypt_profile(&SessionKey::new(KEY), IV_BYTES, &json).unwrap();
     let err = decrypt(&encrypted.encrypted_data, &encrypted.iv).unwrap_err();
     assert!(matches!(err, DecryptError::AppIdMismatch), "{err:?}");
-    assert_eq!(err.error(), "invalid_encrypted_data");
+    assert_eq!(err.oauth_error(), "invalid_encrypted_data");
 }
 
 #[test]
@@ -229,7 +229,7 @@ fn mismatched_open_id_is_rejected() {
     let encrypted = encrypt_profile(&SessionKey::new(KEY), IV_BYTES, &json).unwrap();
     let err = decrypt(&encrypted.encrypted_data, &encrypted.iv).unwrap_err();
     assert!(matches!(err, DecryptError::OpenIdMismatch), "{err:?}");
-    assert_eq!(err.error(), "invalid_encrypted_data");
+    assert_eq!(err.oauth_error(), "invalid_encrypted_data");
 }
 
 #[test]
@@ -241,7 +241,7 @@ fn max_age_is_enforced_against_supplied_now() {
     assert!(check(WATERMARK_TS - 60).is_ok());
     let err = check(WATERMARK_TS + 301).unwrap_err();
     assert!(matches!(err, DecryptError::Expired), "{err:?}");
-    assert_eq!(err.error(), "invalid_encrypted_data");
+    assert_eq!(err.oauth_error(), "invalid_encrypted_data");
     // Without a maximum age, old data is accepted.
     assert!(decrypt(OPENSSL_CIPHERTEXT, IV).is_ok());
 }
@@ -304,7 +304,7 @@ fn signature_bad() {
     for (raw, key, signature) in cases {
         let err = verify_signature(raw, &key, signature).unwrap_err();
         assert!(matches!(err, DecryptError::SignatureMismatch), "{err:?}");
-        assert_eq!(err.error(), "invalid_signature");
+        assert_eq!(err.oauth_error(), "invalid_signature");
         assert_eq!(err.status(), StatusCode::BAD_REQUEST);
     }
 }

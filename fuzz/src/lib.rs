@@ -25,15 +25,19 @@ use http_body_util::BodyExt as _;
 use mpauthx::{
     AuthedUser, AuthorizeRequest, IssueOptions, MemoryTokenStore, MpAuth, MpAuthConfig,
     MpAuthLayer, ParsedToken, RejectionKind, Sku, Token, TokenError, TokenHash, TokenStore,
-    extract_open_id, extract_sku,
-    token::{MAX_TOKEN_LEN, SECRET_LEN},
-    users::SqliteUserStore,
-    wechat::{
-        AppSecret, DecryptError, DecryptOptions, Profile, Session, SessionKey, Watermark,
-        WeChatClient, crypto::MAX_ENCRYPTED_DATA_LEN, decrypt_profile, encrypt_profile,
+    extract_open_id, extract_sku, MAX_OPEN_ID_LEN,
+    SqliteUserStore,
+    DecryptError, DecryptOptions, DecryptedProfile, Session, SessionKey, Watermark,
+        decrypt_profile, encrypt_profile,
         verify_signature,
-    },
 };
+
+/// A token's secret part, as the crate documents it: 32 bytes in base64url, unpadded.
+const SECRET_LEN: usize = 43;
+/// The longest token: a 32-byte sku, an openid, the secret and two dots.
+const MAX_TOKEN_LEN: usize = 32 + 1 + MAX_OPEN_ID_LEN + 1 + SECRET_LEN;
+/// The most base64 `encryptedData` the crate decrypts (64 KiB).
+const MAX_ENCRYPTED_DATA_LEN: usize = 64 * 1024;
 use serde_json::Value;
 use sha1::{Digest as _, Sha1};
 use sha2::Sha256;
@@ -350,7 +354,7 @@ pub fn check_profile_decrypt(data: &[u8]) {
         }
         Err(error) => {
             assert_eq!(error.status(), StatusCode::BAD_REQUEST);
-            assert_eq!(error.error(), "invalid_encrypted_data");
+            assert_eq!(error.oauth_error(), "invalid_encrypted_data");
             if encrypted.len() > MAX_ENCRYPTED_DATA_LEN {
                 assert!(matches!(error, DecryptError::Invalid { .. }));
             }
@@ -452,7 +456,7 @@ pub fn check_profile_roundtrip(data: &[u8]) {
         (mask & (1 << bit) != 0).then_some(value)
     });
     let mut opt = || optional.next().flatten();
-    let profile = Profile {
+    let profile = DecryptedProfile {
         open_id,
         watermark: Watermark { appid, timestamp },
         union_id: opt(),
@@ -616,8 +620,13 @@ fn request_check(body: &[u8]) -> Result<(), &'static str> {
     }
 }
 
-type Handler =
-    Box<dyn Fn(axum_core::extract::Request) -> mpauthx::handlers::HandlerFuture + Send + Sync>;
+type Handler = Box<
+    dyn Fn(
+            axum_core::extract::Request,
+        ) -> std::pin::Pin<Box<dyn Future<Output = axum_core::response::Response> + Send>>
+        + Send
+        + Sync,
+>;
 
 struct AuthorizeFixture {
     runtime: tokio::runtime::Runtime,
@@ -634,13 +643,12 @@ fn authorize_fixture() -> &'static AuthorizeFixture {
         let users = runtime
             .block_on(SqliteUserStore::open_in_memory())
             .expect("an in-memory sqlite");
-        let config =
-            MpAuthConfig::new(SAMPLE_APP_ID, "fuzz-app-secret", "demo").expect("a valid config");
-        let wechat = WeChatClient::new(SAMPLE_APP_ID, AppSecret::new("fuzz-app-secret"))
-            .with_base_url("http://127.0.0.1:0")
-            .with_connect_timeout(Duration::from_secs(1))
-            .with_read_timeout(Duration::from_secs(1));
-        let auth = MpAuth::with_parts(config, MemoryTokenStore::new(), users, wechat);
+        let config = MpAuthConfig::new(SAMPLE_APP_ID, "fuzz-app-secret", "demo")
+            .expect("a valid config")
+            .with_wechat_base_url("http://127.0.0.1:0")
+            .with_wechat_connect_timeout(Duration::from_secs(1))
+            .with_wechat_read_timeout(Duration::from_secs(1));
+        let auth = MpAuth::new(config, MemoryTokenStore::new(), users);
         let handler = Box::new(auth.authorize_handler());
         AuthorizeFixture {
             runtime,

@@ -6,7 +6,7 @@
 
 use std::{collections::HashSet, time::Duration};
 
-use mpauthx::{IssueOptions, Sku, Token, TokenHash, TokenStore};
+use mpauthx::{IssueOptions, Sku, Token, TokenHash, TokenInfo, TokenStore};
 
 pub const LONG: Duration = Duration::from_secs(600);
 
@@ -53,7 +53,7 @@ pub async fn a_secret_is_bound_to_its_user<S: TokenStore>(store: S) {
     }
     assert!(
         !store
-            .revoke_hash("demo", "o-mallory", &token.hash())
+            .revoke_hash(&sku(), "o-mallory", &token.hash())
             .await
             .unwrap(),
         "revoking another user's token by hash"
@@ -69,13 +69,7 @@ pub async fn tokens_expire<S: TokenStore>(store: S) {
     tokio::time::sleep(Duration::from_millis(450)).await;
     assert!(!live(&store, &token).await);
     assert!(store.list(&sku(), "o-brief").await.unwrap().is_empty());
-    assert!(
-        store
-            .rotate(&token.parsed(), &options)
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(rotate(&store, &token, &options).await.is_none());
     assert!(!store.revoke(&token.parsed()).await.unwrap());
 }
 
@@ -152,27 +146,20 @@ pub async fn revoke_all_is_per_user_and_sku<S: TokenStore>(store: S) {
 pub async fn rotate_replaces_and_keeps_the_device<S: TokenStore>(store: S) {
     let options = IssueOptions::new(LONG).with_device("Pixel");
     let old = issue(&store, "o-rot", &options).await;
-    let issued = store
-        .rotate(&old.parsed(), &IssueOptions::new(LONG))
+    let (successor, info) = rotate(&store, &old, &IssueOptions::new(LONG))
         .await
-        .unwrap()
         .expect("live token rotates");
-    assert_ne!(issued.token.expose(), old.expose());
-    assert_eq!(issued.token.open_id(), "o-rot");
-    assert_eq!(issued.info.hash, issued.token.hash());
-    assert_eq!(issued.info.device.as_deref(), Some("Pixel"));
+    assert_ne!(successor.expose(), old.expose());
+    assert_eq!(successor.open_id(), "o-rot");
+    assert_eq!(info.hash, successor.hash());
+    assert_eq!(info.device.as_deref(), Some("Pixel"));
+    assert!(info.expires_at_ms > info.issued_at_ms);
     assert!(!live(&store, &old).await);
-    assert!(live(&store, &issued.token).await);
-    assert!(
-        store
-            .rotate(&old.parsed(), &options)
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(live(&store, &successor).await);
+    assert!(rotate(&store, &old, &options).await.is_none());
     let list = store.list(&sku(), "o-rot").await.unwrap();
     assert_eq!(list.len(), 1);
-    assert_eq!(list[0].hash, issued.token.hash());
+    assert_eq!(list[0].hash, successor.hash());
 }
 
 pub async fn concurrent_rotations_have_one_winner<S: TokenStore>(store: S) {
@@ -181,7 +168,7 @@ pub async fn concurrent_rotations_have_one_winner<S: TokenStore>(store: S) {
     let tasks: Vec<_> = (0..32)
         .map(|_| {
             let (store, old, options) = (store.clone(), old.clone(), options.clone());
-            tokio::spawn(async move { store.rotate(&old.parsed(), &options).await.unwrap() })
+            tokio::spawn(async move { rotate(&store, &old, &options).await })
         })
         .collect();
     let mut winners = Vec::new();
@@ -191,7 +178,7 @@ pub async fn concurrent_rotations_have_one_winner<S: TokenStore>(store: S) {
         }
     }
     assert_eq!(winners.len(), 1, "exactly one rotation wins");
-    assert!(live(&store, &winners[0].token).await);
+    assert!(live(&store, &winners[0].0).await);
     let list = store.list(&sku(), "o-race").await.unwrap();
     assert_eq!(list.len(), 1);
 }
@@ -258,4 +245,19 @@ macro_rules! store_suite {
             }
         )*
     };
+}
+
+/// Rotates `old` into a successor drawn as `MpAuth` draws one: the successor and what
+/// the store recorded, or `None` if `old` was not live.
+pub async fn rotate<S: TokenStore>(
+    store: &S,
+    old: &Token,
+    options: &IssueOptions,
+) -> Option<(Token, TokenInfo)> {
+    let successor = Token::successor_of(&old.parsed()).unwrap();
+    let info = store
+        .rotate(&old.parsed(), &successor, options)
+        .await
+        .unwrap()?;
+    Some((successor, info))
 }
