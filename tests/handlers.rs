@@ -516,7 +516,10 @@ async fn token_routes_with_a_malformed_authorization_are_400() {
                 .body(Body::empty())
                 .unwrap();
             let answer = fx.send(request).await;
-            assert_error(&answer, StatusCode::BAD_REQUEST, "invalid_request", 6001);
+            // The layer's answer to the same header: 6007 and an RFC 6750 challenge.
+            assert_error(&answer, StatusCode::BAD_REQUEST, "invalid_request", 6007);
+            let challenge = answer.header(WWW_AUTHENTICATE).unwrap_or_default();
+            assert!(challenge.contains(r#"error="invalid_request""#), "{answer:?}");
         }
         // Two Authorization headers are ambiguous, even if one is valid.
         let request = Request::post(path)
@@ -525,7 +528,7 @@ async fn token_routes_with_a_malformed_authorization_are_400() {
             .body(Body::empty())
             .unwrap();
         let answer = fx.send(request).await;
-        assert_error(&answer, StatusCode::BAD_REQUEST, "invalid_request", 6001);
+        assert_error(&answer, StatusCode::BAD_REQUEST, "invalid_request", 6007);
     }
     assert_accepted_at_me(&fx, &token).await;
 }
