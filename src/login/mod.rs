@@ -428,6 +428,7 @@ impl<T: TokenStore, U: UserStore> MpAuth<T, U> {
 
     /// The answer for `error`, written as this service answers (realm, `Retry-After`):
     /// what the handlers send.
+    #[cfg(feature = "axum")]
     pub(crate) fn responder(&self) -> &Responder {
         &self.inner.responder
     }
