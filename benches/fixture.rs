@@ -25,7 +25,7 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use mpauthx::{IssueOptions, RedisTokenStore, Sku, Token, TokenStore, SqliteUserStore};
+use mpauthx::{IssueOptions, RedisTokenStore, Sku, SqliteUserStore, Token, TokenStore};
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
 

@@ -57,12 +57,9 @@ use axum::{
     routing::{get, post},
 };
 use mpauthx::{
-    AuthedUser, CachedTokenStore, MemoryTokenStore, MpAuth, MpAuthConfig, RedisTokenStore, Sku,
-    Token, TokenStore,
-    testing::WeChatSimulator,
-    LoginThrottle, MemoryRateLimiter, RateLimit, RateLimiter,
-    SqliteUserStore, UserStore,
-    AppSecret,
+    AppSecret, AuthedUser, CachedTokenStore, LoginThrottle, MemoryRateLimiter, MemoryTokenStore,
+    MpAuth, MpAuthConfig, RateLimit, RateLimiter, RedisTokenStore, Sku, SqliteUserStore, Token,
+    TokenStore, UserStore, testing::WeChatSimulator,
 };
 use rand::TryRng as _;
 use serde_json::json;

@@ -21,8 +21,7 @@ mod wechat;
 pub use crate::login::MAX_BODY_BYTES;
 #[cfg(feature = "wechat")]
 pub use crate::login::{
-    AuthorizeRequest, Authorized, ConfigError, Error, Identity, MpAuth, MpAuthBuilder,
-    MpAuthConfig,
+    AuthorizeRequest, Authorized, ConfigError, Error, Identity, MpAuth, MpAuthBuilder, MpAuthConfig,
 };
 #[cfg(feature = "redis")]
 pub use crate::store::{RedisTokenStore, RedisTokenStoreBuilder, RedisValidation};
@@ -47,8 +46,8 @@ pub use crate::{
         Decision, InvalidRateLimit, LoginThrottle, MemoryRateLimiter, RateLimit, RateLimiter,
     },
     token::{
-        MAX_OPEN_ID_LEN, ParsedToken, Sku, Token, TokenError, TokenHash, TokenId,
-        extract_open_id, extract_sku,
+        MAX_OPEN_ID_LEN, ParsedToken, Sku, Token, TokenError, TokenHash, TokenId, extract_open_id,
+        extract_sku,
     },
     user::AuthedUser,
     users::{Profile, User, UserStore, UserStoreError},

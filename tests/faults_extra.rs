@@ -36,8 +36,7 @@ use http::{Request, Response, StatusCode, header::AUTHORIZATION};
 use http_body_util::Full;
 use mpauthx::{
     AuthedUser, AuthorizeRequest, Error, IssueOptions, MpAuth, MpAuthConfig, MpAuthLayer,
-    MpAuthService, RedisTokenStore, Sku, Token, TokenStore,
-    SqliteUserStore, UserStoreError,
+    MpAuthService, RedisTokenStore, Sku, SqliteUserStore, Token, TokenStore, UserStoreError,
     WeChatError,
 };
 use tempfile::TempDir;

@@ -16,12 +16,9 @@ use common::{RedisServer, unique_prefix};
 use fake_wechat::{FakeWeChat, Received, Reply};
 use http::StatusCode;
 use mpauthx::{
-    Error, Identity, MemoryTokenStore, MpAuth, MpAuthConfig, RedisTokenStore, Sku, StoreError,
-    TokenInfo, TokenStore,
-    AuthorizeRequest,
-    SqliteUserStore, UserStore, UserStoreError,
-    DecryptError, EncryptedProfile, SessionKey, WeChatError,
-        encrypt_profile,
+    AuthorizeRequest, DecryptError, EncryptedProfile, Error, Identity, MemoryTokenStore, MpAuth,
+    MpAuthConfig, RedisTokenStore, SessionKey, Sku, SqliteUserStore, StoreError, TokenInfo,
+    TokenStore, UserStore, UserStoreError, WeChatError, encrypt_profile,
 };
 use sha1::{Digest as _, Sha1};
 use tempfile::TempDir;

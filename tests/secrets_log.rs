@@ -31,10 +31,9 @@ use fake_wechat::{FakeWeChat, Received, Reply};
 use http::{Request, Response, StatusCode, header::AUTHORIZATION};
 use http_body_util::Full;
 use mpauthx::{
-    AuthorizeRequest, Error, IssueOptions, MpAuth, MpAuthConfig, RedisTokenStore, Sku, Token,
-    TokenStore,
-    SqliteUserStore,
-    AppSecret, Session, SessionKey, WeChatClient, WeChatError, encrypt_profile,
+    AppSecret, AuthorizeRequest, Error, IssueOptions, MpAuth, MpAuthConfig, RedisTokenStore,
+    Session, SessionKey, Sku, SqliteUserStore, Token, TokenStore, WeChatClient, WeChatError,
+    encrypt_profile,
 };
 use sha1::{Digest as _, Sha1};
 use tower::{Layer as _, ServiceExt as _, service_fn};

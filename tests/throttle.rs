@@ -18,9 +18,8 @@ use common::{RedisServer, unique_prefix};
 use fake_wechat::{FakeWeChat, Reply};
 use http_body_util::BodyExt as _;
 use mpauthx::{
-    Error, MemoryTokenStore, MpAuth, MpAuthConfig, RedisTokenStore, TokenStore,
-    Decision, LoginThrottle, MemoryRateLimiter, RateLimit, RateLimiter,
-    SqliteUserStore,
+    Decision, Error, LoginThrottle, MemoryRateLimiter, MemoryTokenStore, MpAuth, MpAuthConfig,
+    RateLimit, RateLimiter, RedisTokenStore, SqliteUserStore, TokenStore,
 };
 use serde_json::{Value, json};
 use tempfile::TempDir;

@@ -23,13 +23,11 @@ use http::{
 use http_body::Body;
 use http_body_util::BodyExt as _;
 use mpauthx::{
-    AuthedUser, AuthorizeRequest, IssueOptions, MemoryTokenStore, MpAuth, MpAuthConfig,
-    MpAuthLayer, ParsedToken, RejectionKind, Sku, Token, TokenError, TokenHash, TokenStore,
-    extract_open_id, extract_sku, MAX_OPEN_ID_LEN,
-    SqliteUserStore,
-    DecryptError, DecryptOptions, DecryptedProfile, Session, SessionKey, Watermark,
-        decrypt_profile, encrypt_profile,
-        verify_signature,
+    AuthedUser, AuthorizeRequest, DecryptError, DecryptOptions, DecryptedProfile, IssueOptions,
+    MAX_OPEN_ID_LEN, MemoryTokenStore, MpAuth, MpAuthConfig, MpAuthLayer, ParsedToken,
+    RejectionKind, Session, SessionKey, Sku, SqliteUserStore, Token, TokenError, TokenHash,
+    TokenStore, Watermark, decrypt_profile, encrypt_profile, extract_open_id, extract_sku,
+    verify_signature,
 };
 
 /// A token's secret part, as the crate documents it: 32 bytes in base64url, unpadded.

@@ -183,7 +183,6 @@ impl MpAuthConfig {
 
     /// How a token is issued under this configuration.
     pub fn issue_options(&self) -> IssueOptions {
-        IssueOptions::new(self.token_ttl)
-            .with_max_tokens_per_user(self.max_tokens_per_user)
+        IssueOptions::new(self.token_ttl).with_max_tokens_per_user(self.max_tokens_per_user)
     }
 }

@@ -60,7 +60,9 @@ impl<T: TokenStore, U: UserStore> MpAuth<T, U> {
         self.handler(|auth, request| async move {
             let (parts, body) = request.into_parts();
             let login: AuthorizeRequest = read_json(&parts.headers, body).await?;
-            auth.authorize_from(&parts, &login).await.map(token_response)
+            auth.authorize_from(&parts, &login)
+                .await
+                .map(token_response)
         })
     }
 

@@ -91,7 +91,6 @@ pub struct Authorized {
     pub user: Option<User>,
 }
 
-
 impl Authorized {
     /// The answer for `token`, recorded by a store as `info`: the one place `expires_in`
     /// is computed.

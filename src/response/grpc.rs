@@ -108,7 +108,9 @@ mod tests {
         ] {
             let summary = kind.summary();
             assert!(
-                summary.bytes().all(|b| (b' '..=b'~').contains(&b) && b != b'%'),
+                summary
+                    .bytes()
+                    .all(|b| (b' '..=b'~').contains(&b) && b != b'%'),
                 "{summary}"
             );
         }

@@ -413,7 +413,11 @@ mod tests {
         let unavailable = responder
             .reject(RejectionKind::StoreUnavailable)
             .into_response_with(|_| ());
-        assert_eq!(unavailable.headers()[header::RETRY_AFTER], "2", "rounded up");
+        assert_eq!(
+            unavailable.headers()[header::RETRY_AFTER],
+            "2",
+            "rounded up"
+        );
     }
 
     #[test]

@@ -38,12 +38,12 @@ mod memory;
 #[cfg(feature = "redis")]
 mod redis;
 
+#[cfg(feature = "redis")]
+pub use self::redis::{RedisTokenStore, RedisTokenStoreBuilder, RedisValidation};
 pub use self::{
     cache::{CachedTokenStore, CachedValidation},
     memory::MemoryTokenStore,
 };
-#[cfg(feature = "redis")]
-pub use self::redis::{RedisTokenStore, RedisTokenStoreBuilder, RedisValidation};
 
 /// The default token lifetime: 72 hours, as in the Node original.
 pub(crate) const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(259_200);

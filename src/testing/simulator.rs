@@ -19,7 +19,9 @@ use subtle::ConstantTimeEq as _;
 
 use crate::{
     login::AuthorizeRequest,
-    wechat::{AppSecret, DecryptedProfile, Session, SessionKey, Watermark, WeChatClient, encrypt_profile},
+    wechat::{
+        AppSecret, DecryptedProfile, Session, SessionKey, Watermark, WeChatClient, encrypt_profile,
+    },
 };
 
 /// How long a minted code can be exchanged: five minutes, like WeChat's.

@@ -135,7 +135,8 @@ pub(crate) fn gcra(now_ms: u64, tat_ms: Option<u64>, limit: &RateLimit) -> (Deci
 }
 
 /// The future of a [`RateLimiter`] check.
-pub(crate) type CheckFuture<'a> = Pin<Box<dyn Future<Output = Result<Decision, StoreError>> + Send + 'a>>;
+pub(crate) type CheckFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<Decision, StoreError>> + Send + 'a>>;
 
 /// Where throttle counters live: one timestamp per key.
 ///

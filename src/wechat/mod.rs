@@ -13,6 +13,8 @@ mod error;
 mod profile;
 mod secret;
 
+#[cfg(feature = "testing")]
+pub use self::crypto::{EncryptedProfile, encrypt_profile};
 pub use self::{
     client::{Session, WeChatClient},
     crypto::{DecryptOptions, decrypt_profile, verify_signature},
@@ -20,5 +22,3 @@ pub use self::{
     profile::{DecryptedProfile, Watermark},
     secret::{AppSecret, SessionKey},
 };
-#[cfg(feature = "testing")]
-pub use self::crypto::{EncryptedProfile, encrypt_profile};

@@ -56,9 +56,12 @@ impl Cluster {
             .map(|seed| seed.as_str().into_connection_info())
             .collect::<Result<_, _>>()
             .map_err(|_| StoreBuildError::InvalidSettings("invalid Redis Cluster seed URL"))?;
-        let template = seeds.first().cloned().ok_or(StoreBuildError::InvalidSettings(
-            "a cluster needs at least one seed node",
-        ))?;
+        let template = seeds
+            .first()
+            .cloned()
+            .ok_or(StoreBuildError::InvalidSettings(
+                "a cluster needs at least one seed node",
+            ))?;
         if !matches!(
             template.addr(),
             ConnectionAddr::Tcp(..) | ConnectionAddr::TcpTls { .. }

@@ -304,14 +304,20 @@ impl RedisTokenStoreBuilder {
             ));
         }
         if self.connect_timeout.is_zero() || self.command_timeout.is_zero() {
-            return Err(StoreBuildError::InvalidSettings("timeouts must be non-zero"));
+            return Err(StoreBuildError::InvalidSettings(
+                "timeouts must be non-zero",
+            ));
         }
         let settings = PoolSettings {
             connect_timeout: self.connect_timeout,
             command_timeout: self.command_timeout,
             pool_size: self.pool_size,
         };
-        let backend = match self.target.clone().map_err(StoreBuildError::InvalidSettings)? {
+        let backend = match self
+            .target
+            .clone()
+            .map_err(StoreBuildError::InvalidSettings)?
+        {
             Target::Standalone(url) => {
                 self.only_for_sentinel()?;
                 let client = redis::Client::open(url.as_str())
@@ -334,7 +340,9 @@ impl RedisTokenStoreBuilder {
                 node,
             } => {
                 if master.is_empty() {
-                    return Err(StoreBuildError::InvalidSettings("Sentinel master name is empty"));
+                    return Err(StoreBuildError::InvalidSettings(
+                        "Sentinel master name is empty",
+                    ));
                 }
                 let node = self.primary_auth.clone().unwrap_or(node);
                 let mut redis_info = RedisConnectionInfo::default().set_db(node.db);
