@@ -43,7 +43,7 @@ use crate::{
 mod body;
 mod future;
 
-/// Authenticates requests by bearer token; see the [module docs](self).
+/// Authenticates requests by bearer token; see the [crate docs](crate).
 #[derive(Debug, Clone)]
 pub struct MpAuthLayer<T> {
     store: T,

@@ -42,7 +42,7 @@ impl Default for MemoryRateLimiter {
 }
 
 impl MemoryRateLimiter {
-    /// An empty limiter holding up to [`DEFAULT_CAPACITY`] keys.
+    /// An empty limiter holding up to 100,000 keys.
     pub fn new() -> Self {
         Self::with_capacity(DEFAULT_CAPACITY)
     }

@@ -22,8 +22,10 @@
 //!
 //! ```
 //! use std::{net::SocketAddr, time::Duration};
-//! use mpauthx::{MemoryTokenStore, MpAuth, MpAuthConfig, users::SqliteUserStore};
-//! use mpauthx::throttle::{LoginThrottle, MemoryRateLimiter, RateLimit};
+//! use mpauthx::{
+//!     LoginThrottle, MemoryRateLimiter, MemoryTokenStore, MpAuth, MpAuthConfig, RateLimit,
+//!     SqliteUserStore,
+//! };
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -38,7 +40,9 @@
 //!             .map(|info| info.0.ip().to_string())
 //!     })
 //!     .per_user(RateLimit::new(10, Duration::from_secs(60))?);
-//! let auth = MpAuth::new(config, MemoryTokenStore::new(), users).with_login_throttle(throttle);
+//! let auth = MpAuth::builder(config, MemoryTokenStore::new(), users)
+//!     .with_login_throttle(throttle)
+//!     .build();
 //! # Ok(()) }
 //! ```
 
@@ -69,7 +73,7 @@ pub struct RateLimit {
 }
 
 /// A [`RateLimit`] that cannot work: `max` is zero, or the period is shorter than a
-/// millisecond per event or longer than [`MAX_PERIOD`].
+/// millisecond per event or longer than one day.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("a rate limit needs 1 or more events over a period from {max} ms to one day")]
 pub struct InvalidRateLimit {
@@ -152,7 +156,7 @@ pub trait RateLimiter: fmt::Debug + Send + Sync + 'static {
 type ClientKeyFn = dyn Fn(&Parts) -> Option<String> + Send + Sync;
 
 /// Login limits per client and per user; give it to
-/// [`MpAuth::with_login_throttle`](crate::MpAuth::with_login_throttle). Cheap to clone.
+/// [`MpAuthBuilder::with_login_throttle`](crate::MpAuthBuilder::with_login_throttle). Cheap to clone.
 #[derive(Clone)]
 pub struct LoginThrottle {
     limiter: Arc<dyn RateLimiter>,

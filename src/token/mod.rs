@@ -48,7 +48,7 @@ const SECRET_BYTES: usize = 32;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum TokenError {
-    /// Longer than [`MAX_TOKEN_LEN`].
+    /// Longer than any token can be (141 bytes).
     #[error("token is too long")]
     TooLong,
     /// Not three `.`-separated parts of the token alphabet.

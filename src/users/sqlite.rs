@@ -9,7 +9,7 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use mpauthx::users::{SqliteUserStore, UserStore};
+//! use mpauthx::{SqliteUserStore, UserStore};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {

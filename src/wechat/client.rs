@@ -99,7 +99,7 @@ impl fmt::Debug for WeChatClient {
 }
 
 impl WeChatClient {
-    /// Client for `app_id`/`secret` against [`DEFAULT_BASE_URL`] with default timeouts.
+    /// Client for `app_id`/`secret` against `https://api.weixin.qq.com` with default timeouts.
     pub fn new(app_id: impl Into<String>, secret: AppSecret) -> Self {
         let mut inner = Inner {
             app_id: app_id.into(),
@@ -145,7 +145,7 @@ impl WeChatClient {
     }
 
     /// Bounds a whole exchange: the connect and read phases of every attempt and the delays
-    /// between busy retries together. Default: [`DEFAULT_TOTAL_TIMEOUT`]. A login never
+    /// between busy retries together. Default: 10 s. A login never
     /// waits on WeChat longer than this; past it the exchange fails with
     /// [`WeChatError::Timeout`] (504).
     #[must_use]

@@ -149,7 +149,7 @@ impl WeChatError {
 /// bad padding, non-JSON or incomplete plaintext) share one variant and one `Display` text,
 /// so responses give no padding oracle. The other variants are reachable only with a
 /// ciphertext that decrypts to a complete profile, which needs the session key anyway.
-/// [`DecryptError::error`] and [`DecryptError::status`] are the same for every
+/// [`DecryptError::oauth_error`] and [`DecryptError::status`] are the same for every
 /// decryption failure, so an endpoint that only shows those reveals even less.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
