@@ -61,7 +61,13 @@ async fn per_request<T: TokenStore>(store: T) -> (f64, f64) {
             .unwrap()
     };
     for _ in 0..100 {
-        let response = service.ready().await.unwrap().call(request()).await.unwrap();
+        let response = service
+            .ready()
+            .await
+            .unwrap()
+            .call(request())
+            .await
+            .unwrap();
         assert_eq!(response.status(), 200);
     }
     let requests: Vec<_> = (0..REQUESTS).map(|_| request()).collect();

@@ -1,21 +1,21 @@
-//! Reading bearer credentials from the `Authorization` header (RFC 6750 §2.1): the one
-//! parser the layer and the handlers share.
-//!
-//! ```
-//! use http::{HeaderMap, HeaderValue, header::AUTHORIZATION};
-//! use mpauthx::Credentials;
-//!
-//! let mut headers = HeaderMap::new();
-//! assert_eq!(Credentials::from_headers(&headers), Credentials::Absent);
-//! headers.insert(AUTHORIZATION, HeaderValue::from_static("Bearer demo.o-1.secret"));
-//! assert_eq!(Credentials::from_headers(&headers), Credentials::Bearer("demo.o-1.secret"));
-//! headers.insert(AUTHORIZATION, HeaderValue::from_static("Bearer a b"));
-//! assert_eq!(Credentials::from_headers(&headers), Credentials::Malformed);
-//! ```
+//! Reading bearer credentials from the `Authorization` header (RFC 6750 §2.1).
 
 use http::{HeaderMap, header::AUTHORIZATION};
 
-/// What the `Authorization` header holds, as far as bearer authentication goes.
+/// What the `Authorization` header holds, as far as bearer authentication goes: read
+/// by the one parser (RFC 6750 §2.1) that the layer and the handlers share.
+///
+/// ```
+/// use http::{HeaderMap, HeaderValue, header::AUTHORIZATION};
+/// use mpauthx::Credentials;
+///
+/// let mut headers = HeaderMap::new();
+/// assert_eq!(Credentials::from_headers(&headers), Credentials::Absent);
+/// headers.insert(AUTHORIZATION, HeaderValue::from_static("Bearer demo.o-1.secret"));
+/// assert_eq!(Credentials::from_headers(&headers), Credentials::Bearer("demo.o-1.secret"));
+/// headers.insert(AUTHORIZATION, HeaderValue::from_static("Bearer a b"));
+/// assert_eq!(Credentials::from_headers(&headers), Credentials::Malformed);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Credentials<'a> {

@@ -1,25 +1,4 @@
 //! [`AuthedUser`]: who made the request, as [`MpAuthLayer`](crate::MpAuthLayer) found.
-//!
-//! With the `axum` feature (on by default) it is an extractor: take `AuthedUser` in a
-//! handler to require a user, or `Option<AuthedUser>` behind a layer built
-//! [`with_optional(true)`](crate::MpAuthLayer::with_optional) to accept anonymous
-//! requests too. Without the layer on the route, both answer 500 and say so.
-//!
-//! ```
-//! use axum::{Router, routing::get};
-//! use mpauthx::{AuthedUser, MemoryTokenStore, MpAuthLayer, Sku};
-//!
-//! async fn greet(user: Option<AuthedUser>) -> String {
-//!     match user {
-//!         Some(user) => format!("hello, {}", user.open_id()),
-//!         None => "hello, stranger".to_owned(),
-//!     }
-//! }
-//!
-//! let layer = MpAuthLayer::new(MemoryTokenStore::new(), Sku::new("demo").unwrap())
-//!     .with_optional(true);
-//! let app: Router = Router::new().route("/", get(greet)).layer(layer);
-//! ```
 
 use std::sync::Arc;
 
@@ -27,6 +6,27 @@ use crate::{response::Responder, token::Sku};
 
 /// The user behind a request's valid token; a request extension set by
 /// [`MpAuthLayer`](crate::MpAuthLayer). Cloning is cheap.
+///
+/// With the `axum` feature (on by default) it is an extractor: take `AuthedUser` in a
+/// handler to require a user, or `Option<AuthedUser>` behind a layer built
+/// [`with_optional(true)`](crate::MpAuthLayer::with_optional) to accept anonymous
+/// requests too. Without the layer on the route, both answer 500 and say so.
+///
+/// ```
+/// use axum::{Router, routing::get};
+/// use mpauthx::{AuthedUser, MemoryTokenStore, MpAuthLayer, Sku};
+///
+/// async fn greet(user: Option<AuthedUser>) -> String {
+///     match user {
+///         Some(user) => format!("hello, {}", user.open_id()),
+///         None => "hello, stranger".to_owned(),
+///     }
+/// }
+///
+/// let layer = MpAuthLayer::new(MemoryTokenStore::new(), Sku::new("demo").unwrap())
+///     .with_optional(true);
+/// let app: Router = Router::new().route("/", get(greet)).layer(layer);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct AuthedUser {
     open_id: Arc<str>,

@@ -1,25 +1,4 @@
 //! [`MpAuthLayer`]: bearer-token authentication for any tower service over `http`.
-//!
-//! The layer reads `Authorization: Bearer <token>`, checks the token's shape and sku
-//! without I/O, asks the [`TokenStore`] whether it is live (one round trip), and on
-//! success inserts an [`AuthedUser`] into the request's extensions. Otherwise it answers
-//! itself, per RFC 6750 (see [`AuthRejection`](crate::AuthRejection)), or with a gRPC
-//! status for gRPC calls: it never fails the inner service with an error of its own,
-//! and a store outage is a 503 (gRPC `UNAVAILABLE`), never a 401.
-//!
-//! ```
-//! use axum::{Router, routing::get};
-//! use mpauthx::{AuthedUser, MemoryTokenStore, MpAuthLayer, Sku};
-//!
-//! async fn me(user: AuthedUser) -> String {
-//!     user.open_id().to_owned()
-//! }
-//!
-//! let store = MemoryTokenStore::new();
-//! let app: Router = Router::new()
-//!     .route("/me", get(me))
-//!     .layer(MpAuthLayer::new(store, Sku::new("demo").unwrap()));
-//! ```
 
 use std::{
     sync::Arc,
@@ -43,7 +22,28 @@ use crate::{
 mod body;
 mod future;
 
-/// Authenticates requests by bearer token; see the [crate docs](crate).
+/// Authenticates requests by bearer token.
+///
+/// The layer reads `Authorization: Bearer <token>`, checks the token's shape and sku
+/// without I/O, asks the [`TokenStore`] whether it is live (one round trip), and on
+/// success inserts an [`AuthedUser`] into the request's extensions. Otherwise it answers
+/// itself, per RFC 6750 (see [`AuthRejection`](crate::AuthRejection)), or with a gRPC
+/// status for gRPC calls: it never fails the inner service with an error of its own,
+/// and a store outage is a 503 (gRPC `UNAVAILABLE`), never a 401.
+///
+/// ```
+/// use axum::{Router, routing::get};
+/// use mpauthx::{AuthedUser, MemoryTokenStore, MpAuthLayer, Sku};
+///
+/// async fn me(user: AuthedUser) -> String {
+///     user.open_id().to_owned()
+/// }
+///
+/// let store = MemoryTokenStore::new();
+/// let app: Router = Router::new()
+///     .route("/me", get(me))
+///     .layer(MpAuthLayer::new(store, Sku::new("demo").unwrap()));
+/// ```
 #[derive(Debug, Clone)]
 pub struct MpAuthLayer<T> {
     store: T,

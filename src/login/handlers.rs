@@ -59,7 +59,7 @@ impl<T: TokenStore, U: UserStore> MpAuth<T, U> {
     ) -> impl Fn(Request) -> HandlerFuture + Clone + Send + Sync + 'static {
         self.handler(|auth, request| async move {
             let (parts, body) = request.into_parts();
-            let login: AuthorizeRequest = read_json(&parts.headers, body).await?;
+            let login: AuthorizeRequest = read_json(&parts.headers, body, MAX_BODY_BYTES).await?;
             auth.authorize_from(&parts, &login)
                 .await
                 .map(token_response)
@@ -128,30 +128,55 @@ fn bearer_token(headers: &HeaderMap) -> Result<String, Error> {
     }
 }
 
-async fn read_json<T: serde::de::DeserializeOwned>(
+/// Why a JSON request body was not read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BodyError {
+    /// Over the limit, declared or streamed.
+    TooLarge,
+    /// The body could not be read.
+    Unreadable,
+    /// Not JSON of the expected shape.
+    NotJson,
+}
+
+/// Reads a JSON body of at most `limit` bytes, refusing a larger declared
+/// `Content-Length` before reading anything: the login handlers' and the simulator's.
+pub(crate) async fn read_json<T: serde::de::DeserializeOwned>(
     headers: &HeaderMap,
     body: Body,
-) -> Result<T, Error> {
+    limit: usize,
+) -> Result<T, BodyError> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > MAX_BODY_BYTES as u64) {
-        return Err(Error::PayloadTooLarge);
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(BodyError::TooLarge);
     }
-    let body = Limited::new(body, MAX_BODY_BYTES)
+    let body = Limited::new(body, limit)
         .collect()
         .await
         .map_err(|e| {
             if e.downcast_ref::<LengthLimitError>().is_some() {
-                Error::PayloadTooLarge
+                BodyError::TooLarge
             } else {
-                Error::InvalidRequest("could not read the request body")
+                BodyError::Unreadable
             }
         })?
         .to_bytes();
-    serde_json::from_slice(&body)
-        .map_err(|_| Error::InvalidRequest("the request body is not the expected JSON"))
+    serde_json::from_slice(&body).map_err(|_| BodyError::NotJson)
+}
+
+impl From<BodyError> for Error {
+    fn from(e: BodyError) -> Self {
+        match e {
+            BodyError::TooLarge => Error::PayloadTooLarge,
+            BodyError::Unreadable => Error::InvalidRequest("could not read the request body"),
+            BodyError::NotJson => {
+                Error::InvalidRequest("the request body is not the expected JSON")
+            }
+        }
+    }
 }
 
 fn token_response(authorized: Authorized) -> Response {

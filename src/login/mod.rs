@@ -1,20 +1,4 @@
-//! [`MpAuth`]: the login, refresh and logout flows, tying WeChat, the user store and the
-//! token store together.
-//!
-//! ```no_run
-//! use mpauthx::{AuthorizeRequest, MpAuth, MpAuthConfig, RedisTokenStore, SqliteUserStore};
-//!
-//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! let config = MpAuthConfig::new("wx-app-id", "app-secret", "demo")?;
-//! let tokens = RedisTokenStore::connect("redis://127.0.0.1/").await?;
-//! let users = SqliteUserStore::open("users.db").await?;
-//! let auth = MpAuth::new(config, tokens, users);
-//!
-//! let login = AuthorizeRequest::new("code from wx.login()");
-//! let authorized = auth.authorize(&login).await?;
-//! // Send `authorized.token.expose()` to the mini-program.
-//! # Ok(()) }
-//! ```
+//! [`MpAuth`]: the login, refresh and logout flows.
 
 use std::{fmt, sync::Arc, time::Duration, time::SystemTime};
 
@@ -44,9 +28,28 @@ mod request;
 
 #[cfg(feature = "axum")]
 pub use self::handlers::MAX_BODY_BYTES;
+#[cfg(feature = "testing")]
+pub(crate) use self::handlers::{BodyError, read_json};
 
 /// The login service: cheap to clone, shared by the handlers. Build it with
-/// [`MpAuth::new`] or, for a login throttle or other answers, [`MpAuth::builder`].
+/// [`MpAuth::new`] or, for a login throttle or other answers, [`MpAuth::builder`]. It
+/// runs the login, refresh and logout flows, tying WeChat, the user store and the token
+/// store together.
+///
+/// ```no_run
+/// use mpauthx::{AuthorizeRequest, MpAuth, MpAuthConfig, RedisTokenStore, SqliteUserStore};
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let config = MpAuthConfig::new("wx-app-id", "app-secret", "demo")?;
+/// let tokens = RedisTokenStore::connect("redis://127.0.0.1/").await?;
+/// let users = SqliteUserStore::open("users.db").await?;
+/// let auth = MpAuth::new(config, tokens, users);
+///
+/// let login = AuthorizeRequest::new("code from wx.login()");
+/// let authorized = auth.authorize(&login).await?;
+/// // Send `authorized.token.expose()` to the mini-program.
+/// # Ok(()) }
+/// ```
 pub struct MpAuth<T, U> {
     inner: Arc<Shared<T, U>>,
 }

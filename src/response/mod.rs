@@ -1,35 +1,4 @@
-//! Why a request was not let through, and the RFC 6750 response that says so: the one
-//! writer of every auth failure, from [`MpAuthLayer`](crate::MpAuthLayer), from the
-//! extractor and from the login handlers alike.
-//!
-//! | kind | status | `error` | `code` |
-//! |---|---|---|---|
-//! | no bearer credentials | 401, `WWW-Authenticate: Bearer realm="…"` | `missing_token` | 6001 |
-//! | malformed `Authorization` header | 400, `error="invalid_request"` | `invalid_request` | 6007 |
-//! | unknown, expired, revoked or foreign token | 401, `error="invalid_token"` | `invalid_token` | 6007 |
-//! | token store down or slow | 503, `Retry-After` | `temporarily_unavailable` | 6000 |
-//! | extractor used without [`MpAuthLayer`](crate::MpAuthLayer) | 500 | `server_error` | 9999 |
-//!
-//! Bodies are JSON, `{"error", "error_description", "code"}`, the `code` being the Node
-//! original's status code. They are static: rejecting allocates nothing. Every such
-//! response carries `Cache-Control: no-store`.
-//!
-//! A gRPC request (`content-type: application/grpc…`) gets its rejection as a gRPC
-//! status instead, trailers-only: HTTP 200 with `grpc-status` 16 (`UNAUTHENTICATED`)
-//! for missing, malformed or invalid credentials, 14 (`UNAVAILABLE`) with
-//! `grpc-retry-pushback-ms` for a store outage, 13 (`INTERNAL`) for a missing layer,
-//! and a `grpc-message`.
-//!
-//! ```
-//! use mpauthx::{AuthRejection, RejectionKind};
-//! use http::StatusCode;
-//!
-//! let rejection = AuthRejection::new(RejectionKind::StoreUnavailable);
-//! let response = rejection.into_response_with(|json| json);
-//! assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
-//! assert_eq!(response.headers()["retry-after"], "1");
-//! assert_eq!(response.headers()["cache-control"], "no-store");
-//! ```
+//! Why a request was not let through, and the one writer of the response that says so.
 
 use std::{fmt, time::Duration};
 
@@ -41,7 +10,38 @@ mod grpc;
 /// The default `realm` of `WWW-Authenticate` challenges.
 const DEFAULT_REALM: &str = "mpauthx";
 
-/// What kind of rejection it is.
+/// What kind of rejection it is, and the RFC 6750 response that says so. One writer
+/// answers every auth failure, from [`MpAuthLayer`](crate::MpAuthLayer), from the
+/// extractor and from the login handlers alike.
+///
+/// | kind | status | `error` | `code` |
+/// |---|---|---|---|
+/// | no bearer credentials | 401, `WWW-Authenticate: Bearer realm="…"` | `missing_token` | 6001 |
+/// | malformed `Authorization` header | 400, `error="invalid_request"` | `invalid_request` | 6007 |
+/// | unknown, expired, revoked or foreign token | 401, `error="invalid_token"` | `invalid_token` | 6007 |
+/// | token store down or slow | 503, `Retry-After` | `temporarily_unavailable` | 6000 |
+/// | extractor used without [`MpAuthLayer`](crate::MpAuthLayer) | 500 | `server_error` | 9999 |
+///
+/// Bodies are JSON, `{"error", "error_description", "code"}`, the `code` being the Node
+/// original's status code. They are static: rejecting allocates nothing. Every such
+/// response carries `Cache-Control: no-store`.
+///
+/// A gRPC request (`content-type: application/grpc…`) gets its rejection as a gRPC
+/// status instead, trailers-only: HTTP 200 with `grpc-status` 16 (`UNAUTHENTICATED`)
+/// for missing, malformed or invalid credentials, 14 (`UNAVAILABLE`) with
+/// `grpc-retry-pushback-ms` for a store outage, 13 (`INTERNAL`) for a missing layer,
+/// and a `grpc-message`.
+///
+/// ```
+/// use mpauthx::{AuthRejection, RejectionKind};
+/// use http::StatusCode;
+///
+/// let rejection = AuthRejection::new(RejectionKind::StoreUnavailable);
+/// let response = rejection.into_response_with(|json| json);
+/// assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+/// assert_eq!(response.headers()["retry-after"], "1");
+/// assert_eq!(response.headers()["cache-control"], "no-store");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum RejectionKind {

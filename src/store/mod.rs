@@ -1,33 +1,4 @@
-//! Where live tokens are kept: the [`TokenStore`] trait and its implementations,
-//! `RedisTokenStore` for production (feature `redis`), [`MemoryTokenStore`] for tests
-//! and the embedded example, and [`CachedTokenStore`] in front of either.
-//!
-//! All keep only a SHA-256 of each token, expire tokens after their TTL, hold at most
-//! [`IssueOptions::max_tokens_per_user`] live tokens per user (evicting the one closest
-//! to expiry, which is the oldest when TTLs are equal), and rotate atomically: of
-//! several concurrent rotations of one token exactly one succeeds.
-//!
-//! ```
-//! use std::time::Duration;
-//! use mpauthx::{IssueOptions, MemoryTokenStore, Sku, Token, TokenStore};
-//!
-//! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let store = MemoryTokenStore::new();
-//! let sku = Sku::new("demo")?;
-//! let token = Token::generate(&sku, "o-user")?;
-//! let options = IssueOptions::new(Duration::from_secs(3600)).with_device("iPhone");
-//! store.issue(&token, &options).await?;
-//!
-//! assert!(store.validate(&token.parsed()).await?);
-//! let successor = Token::successor_of(&token.parsed())?;
-//! let rotated = store.rotate(&token.parsed(), &successor, &options).await?;
-//! assert!(rotated.is_some(), "the old token was live");
-//! assert!(!store.validate(&token.parsed()).await?);
-//! assert!(store.validate(&successor.parsed()).await?);
-//! # Ok(())
-//! # }
-//! ```
+//! Where live tokens are kept: the [`TokenStore`] trait, its options and errors.
 
 use std::{future::Future, num::NonZeroU32, time::Duration};
 
@@ -207,6 +178,36 @@ pub enum StoreBuildError {
 /// `d` ahead of the one that issued a token sees it end `d` early, one running behind
 /// sees it live up to `d` longer. No operation mixes two clocks, so the skew never
 /// does more than shift expiry by `d`.
+///
+/// # The stores
+///
+/// `RedisTokenStore` for production (feature `redis`), [`MemoryTokenStore`] for tests
+/// and the embedded example, and [`CachedTokenStore`] in front of either. All keep only a SHA-256 of each token, expire tokens after their TTL, hold at most
+/// [`IssueOptions::max_tokens_per_user`] live tokens per user (evicting the one closest
+/// to expiry, which is the oldest when TTLs are equal), and rotate atomically: of
+/// several concurrent rotations of one token exactly one succeeds.
+///
+/// ```
+/// use std::time::Duration;
+/// use mpauthx::{IssueOptions, MemoryTokenStore, Sku, Token, TokenStore};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let store = MemoryTokenStore::new();
+/// let sku = Sku::new("demo")?;
+/// let token = Token::generate(&sku, "o-user")?;
+/// let options = IssueOptions::new(Duration::from_secs(3600)).with_device("iPhone");
+/// store.issue(&token, &options).await?;
+///
+/// assert!(store.validate(&token.parsed()).await?);
+/// let successor = Token::successor_of(&token.parsed())?;
+/// let rotated = store.rotate(&token.parsed(), &successor, &options).await?;
+/// assert!(rotated.is_some(), "the old token was live");
+/// assert!(!store.validate(&token.parsed()).await?);
+/// assert!(store.validate(&successor.parsed()).await?);
+/// # Ok(())
+/// # }
+/// ```
 pub trait TokenStore: std::fmt::Debug + Clone + Send + Sync + 'static {
     /// The future [`validate`](Self::validate) returns: a named type, so that
     /// [`MpAuthLayer`](crate::MpAuthLayer) holds it without boxing.

@@ -2,16 +2,16 @@
 
 use std::future;
 
-use axum_core::{
-    body::Body,
-    extract::Request,
-    response::{IntoResponse, Response},
-};
-use http::{HeaderValue, StatusCode, header};
-use http_body_util::{BodyExt as _, LengthLimitError, Limited};
+use axum_core::{body::Body, extract::Request, response::Response};
+use bytes::Bytes;
+use http::StatusCode;
 use serde::{Deserialize, Serialize};
 
-use super::simulator::{SimulatorError, WeChatSimulator};
+use super::{SimulatorError, WeChatSimulator};
+use crate::{
+    login::{BodyError, read_json},
+    response::json_response,
+};
 /// The future of a handler, boxed as axum's are.
 type HandlerFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Response> + Send>>;
 
@@ -78,32 +78,30 @@ impl WeChatSimulator {
     }
 
     async fn mint_response(self, request: Request) -> Response {
-        let body = match Limited::new(request.into_body(), MAX_MINT_BODY_BYTES)
-            .collect()
-            .await
-        {
-            Ok(body) => body.to_bytes(),
-            Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
+        let (parts, body) = request.into_parts();
+        let mint = match read_json::<MintRequest>(&parts.headers, body, MAX_MINT_BODY_BYTES).await {
+            Ok(mint) => mint,
+            Err(BodyError::TooLarge) => {
                 return refusal(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     "payload_too_large",
                     "request body is too large",
                 );
             }
-            Err(_) => {
+            Err(BodyError::Unreadable) => {
                 return refusal(
                     StatusCode::BAD_REQUEST,
                     "invalid_request",
                     "could not read the request body",
                 );
             }
-        };
-        let Ok(mint) = serde_json::from_slice::<MintRequest>(&body) else {
-            return refusal(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
-                r#"expected JSON {"user": "<name>", "profile": <bool, optional>}"#,
-            );
+            Err(BodyError::NotJson) => {
+                return refusal(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    r#"expected JSON {"user": "<name>", "profile": <bool, optional>}"#,
+                );
+            }
         };
         let minted = if mint.profile {
             self.login_with_profile(&mint.user)
@@ -133,28 +131,16 @@ impl WeChatSimulator {
             raw_data: profile.map(|p| p.raw_data.as_str()),
             signature: profile.map(|p| p.signature.as_str()),
         };
-        let mut response = json(
+        json(
             StatusCode::OK,
             serde_json::to_string(&answer).expect("the answer serializes"),
-        );
-        // It carries a one-time credential.
-        response
-            .headers_mut()
-            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        response
+        )
     }
 }
 
+/// A JSON answer, never cached: a minted code is a one-time credential.
 fn json(status: StatusCode, body: String) -> Response {
-    (
-        status,
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )],
-        Body::from(body),
-    )
-        .into_response()
+    json_response(status, Bytes::from(body), Body::from)
 }
 
 fn refusal(status: StatusCode, error: &str, description: &str) -> Response {
@@ -164,6 +150,9 @@ fn refusal(status: StatusCode, error: &str, description: &str) -> Response {
 
 #[cfg(test)]
 mod tests {
+    use http::header;
+    use http_body_util::BodyExt as _;
+
     use super::*;
 
     const APP: &str = "wx-sim-app";

@@ -47,10 +47,14 @@
 //! [`DEFAULT_CODE_TTL`], like WeChat. It is for tests and demos: never mount it in
 //! production, where anyone could mint logins with it.
 
+mod codes;
 mod handlers;
+mod mint;
 mod simulator;
+mod wire;
 
-pub use simulator::{
-    DEFAULT_CODE_TTL, DEFAULT_MAX_CODES, Errcode, MAX_USER_LEN, SimulatedLogin, SimulatedProfile,
-    SimulatorError, WeChatSimulator,
+pub use self::{
+    mint::{MAX_USER_LEN, SimulatedLogin, SimulatedProfile, SimulatorError},
+    simulator::{DEFAULT_CODE_TTL, DEFAULT_MAX_CODES, WeChatSimulator},
+    wire::Errcode,
 };

@@ -1,28 +1,19 @@
 //! [`WeChatSimulator`]: login codes, sessions and encrypted profiles, without WeChat.
 
 use std::{
-    collections::{HashMap, VecDeque},
     fmt,
     sync::{Arc, Mutex, PoisonError},
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant, SystemTime},
 };
 
-use base64::{
-    Engine as _,
-    engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD},
-};
-use rand::TryRng as _;
-use serde::Serialize;
-use sha1::Sha1;
-use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq as _;
 
-use crate::{
-    login::AuthorizeRequest,
-    wechat::{
-        AppSecret, DecryptedProfile, Session, SessionKey, Watermark, WeChatClient, encrypt_profile,
-    },
+use super::{
+    codes::Codes,
+    mint::{SimulatedLogin, SimulatorError, check_user, derived_id, draw, simulated_profile},
+    wire::{self, Errcode},
 };
+use crate::wechat::{AppSecret, Session, WeChatClient};
 
 /// How long a minted code can be exchanged: five minutes, like WeChat's.
 pub const DEFAULT_CODE_TTL: Duration = Duration::from_secs(300);
@@ -30,62 +21,6 @@ pub const DEFAULT_CODE_TTL: Duration = Duration::from_secs(300);
 /// How many codes the simulator remembers, used ones included; minting one more
 /// forgets the oldest. It bounds the simulator's memory.
 pub const DEFAULT_MAX_CODES: usize = 10_000;
-
-/// The longest test user name accepted, in characters.
-pub const MAX_USER_LEN: usize = 64;
-
-/// Random bytes in a code: 24 bytes are 32 base64url characters, a real code's length.
-const CODE_BYTES: usize = 24;
-/// AES-128: key and IV are 16 bytes.
-const BLOCK_BYTES: usize = 16;
-/// Characters of an openid or unionid, as on WeChat (`o` + 27).
-const ID_LEN: usize = 28;
-
-/// A WeChat errcode with its errmsg, as `jscode2session` answers it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("errcode {errcode}: {errmsg}")]
-#[non_exhaustive]
-pub struct Errcode {
-    /// WeChat's errcode.
-    pub errcode: i64,
-    /// WeChat's errmsg.
-    pub errmsg: &'static str,
-}
-
-impl Errcode {
-    /// 40002: `grant_type` is not `authorization_code`.
-    pub const INVALID_GRANT_TYPE: Self = Self::new(40002, "invalid grant_type");
-    /// 40013: the app id is not this simulator's.
-    pub const INVALID_APP_ID: Self = Self::new(40013, "invalid appid");
-    /// 40029: the code is unknown, expired or forgotten.
-    pub const INVALID_CODE: Self = Self::new(40029, "invalid code");
-    /// 40125: the secret is not this simulator's.
-    pub const INVALID_APP_SECRET: Self = Self::new(40125, "invalid appsecret");
-    /// 40163: the code was exchanged before.
-    pub const CODE_USED: Self = Self::new(40163, "code been used");
-    /// 41002: no `appid` parameter.
-    pub const MISSING_APP_ID: Self = Self::new(41002, "appid missing");
-    /// 41004: no `secret` parameter.
-    pub const MISSING_APP_SECRET: Self = Self::new(41004, "appsecret missing");
-    /// 41008: no `js_code` parameter.
-    pub const MISSING_CODE: Self = Self::new(41008, "missing code");
-
-    const fn new(errcode: i64, errmsg: &'static str) -> Self {
-        Self { errcode, errmsg }
-    }
-}
-
-/// Why a login could not be minted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum SimulatorError {
-    /// The user name is empty, longer than [`MAX_USER_LEN`] or has control characters.
-    #[error("user must be 1 to 64 characters without control characters")]
-    InvalidUser,
-    /// The operating system's random number generator failed.
-    #[error("the system random number generator is unavailable")]
-    Rng,
-}
 
 /// A simulated WeChat for one mini-program (app id and app secret).
 ///
@@ -118,36 +53,6 @@ struct Config {
     union_ids: bool,
     code_ttl: Duration,
     max_codes: usize,
-}
-
-/// Codes by value, and in minting order so the oldest can be forgotten first.
-#[derive(Default)]
-struct Codes {
-    by_code: HashMap<String, Pending>,
-    order: VecDeque<(Instant, String)>,
-}
-
-struct Pending {
-    /// `None` once exchanged: a second exchange answers 40163 rather than 40029.
-    session: Option<Session>,
-    expires_at: Instant,
-}
-
-impl Codes {
-    fn forget_expired(&mut self, now: Instant) {
-        while let Some((expires_at, _)) = self.order.front() {
-            if *expires_at > now {
-                break;
-            }
-            self.forget_oldest();
-        }
-    }
-
-    fn forget_oldest(&mut self) {
-        if let Some((_, code)) = self.order.pop_front() {
-            self.by_code.remove(&code);
-        }
-    }
 }
 
 impl fmt::Debug for WeChatSimulator {
@@ -259,45 +164,9 @@ impl WeChatSimulator {
     /// errors included): `{"session_key", "openid", "unionid"?}` or
     /// `{"errcode", "errmsg"}`.
     pub fn jscode2session_query(&self, query: &str) -> String {
-        let mut app_id = None;
-        let mut secret = None;
-        let mut code = None;
-        let mut grant_type = None;
-        for (key, value) in form_urlencoded::parse(query.as_bytes()) {
-            let slot = match &*key {
-                "appid" => &mut app_id,
-                "secret" => &mut secret,
-                "js_code" => &mut code,
-                "grant_type" => &mut grant_type,
-                _ => continue,
-            };
-            if !value.is_empty() {
-                slot.get_or_insert(value);
-            }
-        }
-        let answer = match (app_id, secret, code) {
-            (None, ..) => Err(Errcode::MISSING_APP_ID),
-            (_, None, _) => Err(Errcode::MISSING_APP_SECRET),
-            (.., None) => Err(Errcode::MISSING_CODE),
-            _ if grant_type.as_deref() != Some("authorization_code") => {
-                Err(Errcode::INVALID_GRANT_TYPE)
-            }
-            (Some(app_id), Some(secret), Some(code)) => {
-                self.jscode2session(&app_id, &secret, &code)
-            }
-        };
-        let json = match &answer {
-            Ok(session) => serde_json::to_string(&SessionAnswer {
-                session_key: session.session_key.expose_secret(),
-                openid: &session.open_id,
-                unionid: session.union_id.as_deref(),
-            }),
-            Err(e) => serde_json::to_string(&ErrorAnswer {
-                errcode: e.errcode,
-                errmsg: e.errmsg,
-            }),
-        };
-        json.expect("answers serialize")
+        let answer = wire::parse_query(query)
+            .and_then(|q| self.jscode2session(&q.app_id, &q.secret, &q.code));
+        wire::answer(&answer)
     }
 
     fn exchange(
@@ -330,14 +199,7 @@ impl WeChatSimulator {
         if !bool::from(secret.as_bytes().ct_eq(expected)) {
             return Err(Errcode::INVALID_APP_SECRET);
         }
-        let mut codes = self.lock_codes();
-        codes.forget_expired(now);
-        match codes.by_code.get_mut(code) {
-            Some(pending) if pending.expires_at > now => {
-                pending.session.take().ok_or(Errcode::CODE_USED)
-            }
-            _ => Err(Errcode::INVALID_CODE),
-        }
+        self.lock_codes().take(code, now)
     }
 
     fn mint(
@@ -347,36 +209,15 @@ impl WeChatSimulator {
         now: Instant,
         wall_clock: SystemTime,
     ) -> Result<SimulatedLogin, SimulatorError> {
-        if user.is_empty()
-            || user.chars().count() > MAX_USER_LEN
-            || user.chars().any(char::is_control)
-        {
-            return Err(SimulatorError::InvalidUser);
-        }
-        let mut random = [0u8; CODE_BYTES + 2 * BLOCK_BYTES];
-        rand::rngs::SysRng
-            .try_fill_bytes(&mut random)
-            .map_err(|_| SimulatorError::Rng)?;
-        let (code, rest) = random.split_at(CODE_BYTES);
-        let (key, iv) = rest.split_at(BLOCK_BYTES);
-        let code = URL_SAFE_NO_PAD.encode(code);
+        check_user(user)?;
+        let (code, session_key, iv) = draw()?;
         let session = Session {
             open_id: self.open_id(user),
             union_id: self.union_id(user),
-            session_key: SessionKey::new(STANDARD.encode(key)),
+            session_key,
         };
-        let profile = if with_profile {
-            let iv = iv.try_into().expect("split at the block size");
-            Some(simulated_profile(
-                &self.config.app_id,
-                user,
-                &session,
-                iv,
-                wall_clock,
-            ))
-        } else {
-            None
-        };
+        let profile = with_profile
+            .then(|| simulated_profile(&self.config.app_id, user, &session, iv, wall_clock));
         let login = SimulatedLogin {
             code: code.clone(),
             open_id: session.open_id.clone(),
@@ -384,20 +225,8 @@ impl WeChatSimulator {
             profile,
         };
         let expires_at = now + self.config.code_ttl;
-        let mut codes = self.lock_codes();
-        codes.forget_expired(now);
-        while codes.by_code.len() >= self.config.max_codes {
-            codes.forget_oldest();
-        }
-        codes.by_code.insert(
-            code.clone(),
-            Pending {
-                session: Some(session),
-                expires_at,
-            },
-        );
-        codes.order.push_back((expires_at, code));
-        drop(codes);
+        self.lock_codes()
+            .insert(code, session, expires_at, now, self.config.max_codes);
         tracing::debug!(open_id = %login.open_id, profile = with_profile, "simulator minted a login code");
         Ok(login)
     }
@@ -409,153 +238,19 @@ impl WeChatSimulator {
 
     #[cfg(test)]
     fn remembered_codes(&self) -> usize {
-        self.lock_codes().by_code.len()
+        self.lock_codes().len()
     }
-}
-
-/// `prefix` and 27 base64url characters of SHA-256 over the NUL-separated parts.
-fn derived_id(prefix: char, parts: &[&[u8]]) -> String {
-    let mut hasher = Sha256::new();
-    for part in parts {
-        hasher.update(part);
-        hasher.update([0]);
-    }
-    let mut id = String::with_capacity(ID_LEN + 16);
-    id.push(prefix);
-    URL_SAFE_NO_PAD.encode_string(hasher.finalize(), &mut id);
-    id.truncate(ID_LEN);
-    id
-}
-
-/// A successful `jscode2session` answer, in WeChat's field order.
-#[derive(Serialize)]
-struct SessionAnswer<'a> {
-    session_key: &'a str,
-    openid: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    unionid: Option<&'a str>,
-}
-
-/// A refused `jscode2session`.
-#[derive(Serialize)]
-struct ErrorAnswer {
-    errcode: i64,
-    errmsg: &'static str,
-}
-
-/// The `userInfo` part of a profile, which `rawData` carries in clear.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct RawUserInfo<'a> {
-    nick_name: &'a str,
-    gender: i64,
-    language: &'a str,
-}
-
-fn simulated_profile(
-    app_id: &str,
-    user: &str,
-    session: &Session,
-    iv: [u8; BLOCK_BYTES],
-    wall_clock: SystemTime,
-) -> SimulatedProfile {
-    let info = RawUserInfo {
-        nick_name: user,
-        gender: 0,
-        language: "zh_CN",
-    };
-    let profile = DecryptedProfile {
-        open_id: session.open_id.clone(),
-        union_id: session.union_id.clone(),
-        nick_name: Some(info.nick_name.to_owned()),
-        gender: Some(info.gender),
-        city: None,
-        province: None,
-        country: None,
-        avatar_url: None,
-        language: Some(info.language.to_owned()),
-        watermark: Watermark {
-            appid: app_id.to_owned(),
-            timestamp: wall_clock
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |elapsed| elapsed.as_secs()),
-        },
-    };
-    let plaintext = serde_json::to_string(&profile).expect("a profile serializes");
-    let encrypted = encrypt_profile(&session.session_key, iv, &plaintext)
-        .expect("the simulator's session keys are 16 bytes");
-    let raw_data = serde_json::to_string(&info).expect("user info serializes");
-    let mut hasher = Sha1::new();
-    hasher.update(raw_data.as_bytes());
-    hasher.update(session.session_key.expose_secret().as_bytes());
-    let signature = hex::encode(hasher.finalize());
-    SimulatedProfile {
-        encrypted_data: encrypted.encrypted_data,
-        iv: encrypted.iv,
-        raw_data,
-        signature,
-    }
-}
-
-/// What a mini-program holds after `wx.login()` (and `wx.getUserInfo()`): send it to
-/// the server under test. `Debug` redacts the code.
-#[derive(Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct SimulatedLogin {
-    /// The one-time login code.
-    pub code: String,
-    /// The openid the code stands for (WeChat tells only the server; the simulator
-    /// tells the test, to check against).
-    pub open_id: String,
-    /// The unionid, when the simulator hands them out.
-    pub union_id: Option<String>,
-    /// The encrypted profile, when one was asked for.
-    pub profile: Option<SimulatedProfile>,
-}
-
-impl SimulatedLogin {
-    /// The body of `POST /auth/authorize` for this login.
-    pub fn authorize_request(&self) -> AuthorizeRequest {
-        let request = AuthorizeRequest::new(&self.code);
-        match &self.profile {
-            Some(profile) => request
-                .with_encrypted_profile(&profile.encrypted_data, &profile.iv)
-                .with_signature(&profile.raw_data, &profile.signature),
-            None => request,
-        }
-    }
-}
-
-impl fmt::Debug for SimulatedLogin {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SimulatedLogin")
-            .field("code", &"<redacted>")
-            .field("open_id", &self.open_id)
-            .field("union_id", &self.union_id)
-            .field("profile", &self.profile)
-            .finish()
-    }
-}
-
-/// Encrypted profile data as `wx.getUserInfo()` returns it, made with the code's
-/// session key.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct SimulatedProfile {
-    /// Base64 AES-128-CBC ciphertext of the profile JSON (`encryptedData`).
-    pub encrypted_data: String,
-    /// Base64 IV, fresh for each login (`iv`).
-    pub iv: String,
-    /// The user info in clear (`rawData`).
-    pub raw_data: String,
-    /// `hex(sha1(rawData + session_key))` (`signature`).
-    pub signature: String,
 }
 
 #[cfg(test)]
 mod tests {
+    use base64::{Engine as _, engine::general_purpose::STANDARD};
+
     use super::*;
-    use crate::wechat::{DecryptOptions, decrypt_profile, verify_signature};
+    use crate::{
+        testing::MAX_USER_LEN,
+        wechat::{DecryptOptions, decrypt_profile, verify_signature},
+    };
 
     const APP: &str = "wx-sim-app";
     const SECRET: &str = "sim-secret";

@@ -1,50 +1,4 @@
-//! Login throttling: caps how often one client (an IP address, say) and one user may
-//! log in, and answers 429 with `Retry-After` beyond the cap.
-//!
-//! Each login is an exchange with WeChat, and WeChat's own rate limit (errcode 45011)
-//! counts per app: a client that floods `POST /auth/authorize` uses up the quota of
-//! every user. A [`LoginThrottle`] refuses such a client before WeChat is asked, and
-//! caps how often one user can mint tokens (each login may evict an older device).
-//!
-//! Two limits, each optional:
-//! - **per client**: counted for every login attempt that gets as far as asking WeChat
-//!   (a request the handler refuses as malformed costs nothing and counts nothing). The
-//!   client key comes from a function of the request parts that you choose: the peer
-//!   address, or a header your reverse proxy sets.
-//! - **per user**: counted for every code WeChat accepts, by the user's id, so a user who
-//!   logs in from many addresses is capped all the same.
-//!
-//! A limit is a [`RateLimit`]: at most `max` logins at once, refilled at `max` per
-//! `period` (the generic cell rate algorithm: one timestamp per key, exact
-//! `Retry-After`). The counters live in a [`RateLimiter`]: [`MemoryRateLimiter`] for one
-//! process, or [`RedisTokenStore`](crate::RedisTokenStore), which keeps them beside the
-//! tokens so that every instance of the application shares them.
-//!
-//! ```
-//! use std::{net::SocketAddr, time::Duration};
-//! use mpauthx::{
-//!     LoginThrottle, MemoryRateLimiter, MemoryTokenStore, MpAuth, MpAuthConfig, RateLimit,
-//!     SqliteUserStore,
-//! };
-//!
-//! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let config = MpAuthConfig::new("wx-app-id", "app-secret", "demo")?;
-//! let users = SqliteUserStore::open_in_memory().await?;
-//! let throttle = LoginThrottle::new(MemoryRateLimiter::new())
-//!     // With axum: serve with `into_make_service_with_connect_info::<SocketAddr>()`.
-//!     .per_client(RateLimit::new(20, Duration::from_secs(60))?, |parts| {
-//!         parts
-//!             .extensions
-//!             .get::<axum::extract::ConnectInfo<SocketAddr>>()
-//!             .map(|info| info.0.ip().to_string())
-//!     })
-//!     .per_user(RateLimit::new(10, Duration::from_secs(60))?);
-//! let auth = MpAuth::builder(config, MemoryTokenStore::new(), users)
-//!     .with_login_throttle(throttle)
-//!     .build();
-//! # Ok(()) }
-//! ```
+//! Login throttling: [`LoginThrottle`], [`RateLimit`] and the rate limiters.
 
 use std::{fmt, future::Future, pin::Pin, sync::Arc, time::Duration};
 
@@ -156,7 +110,54 @@ pub trait RateLimiter: fmt::Debug + Send + Sync + 'static {
 type ClientKeyFn = dyn Fn(&Parts) -> Option<String> + Send + Sync;
 
 /// Login limits per client and per user; give it to
-/// [`MpAuthBuilder::with_login_throttle`](crate::MpAuthBuilder::with_login_throttle). Cheap to clone.
+/// [`MpAuthBuilder::with_login_throttle`](crate::MpAuthBuilder::with_login_throttle).
+/// Cheap to clone. It caps how often one client (an IP address, say) and one user may
+/// log in, and answers 429 with `Retry-After` beyond the cap.
+///
+/// Each login is an exchange with WeChat, and WeChat's own rate limit (errcode 45011)
+/// counts per app: a client that floods `POST /auth/authorize` uses up the quota of
+/// every user. A [`LoginThrottle`] refuses such a client before WeChat is asked, and
+/// caps how often one user can mint tokens (each login may evict an older device).
+///
+/// Two limits, each optional:
+/// - **per client**: counted for every login attempt that gets as far as asking WeChat
+///   (a request the handler refuses as malformed costs nothing and counts nothing). The
+///   client key comes from a function of the request parts that you choose: the peer
+///   address, or a header your reverse proxy sets.
+/// - **per user**: counted for every code WeChat accepts, by the user's id, so a user who
+///   logs in from many addresses is capped all the same.
+///
+/// A limit is a [`RateLimit`]: at most `max` logins at once, refilled at `max` per
+/// `period` (the generic cell rate algorithm: one timestamp per key, exact
+/// `Retry-After`). The counters live in a [`RateLimiter`]: [`MemoryRateLimiter`] for one
+/// process, or [`RedisTokenStore`](crate::RedisTokenStore), which keeps them beside the
+/// tokens so that every instance of the application shares them.
+///
+/// ```
+/// use std::{net::SocketAddr, time::Duration};
+/// use mpauthx::{
+///     LoginThrottle, MemoryRateLimiter, MemoryTokenStore, MpAuth, MpAuthConfig, RateLimit,
+///     SqliteUserStore,
+/// };
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let config = MpAuthConfig::new("wx-app-id", "app-secret", "demo")?;
+/// let users = SqliteUserStore::open_in_memory().await?;
+/// let throttle = LoginThrottle::new(MemoryRateLimiter::new())
+///     // With axum: serve with `into_make_service_with_connect_info::<SocketAddr>()`.
+///     .per_client(RateLimit::new(20, Duration::from_secs(60))?, |parts| {
+///         parts
+///             .extensions
+///             .get::<axum::extract::ConnectInfo<SocketAddr>>()
+///             .map(|info| info.0.ip().to_string())
+///     })
+///     .per_user(RateLimit::new(10, Duration::from_secs(60))?);
+/// let auth = MpAuth::builder(config, MemoryTokenStore::new(), users)
+///     .with_login_throttle(throttle)
+///     .build();
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct LoginThrottle {
     limiter: Arc<dyn RateLimiter>,

@@ -1,21 +1,4 @@
 //! Access tokens: generation, parsing and hashing.
-//!
-//! A token reads `<sku>.<openid>.<secret>`. The secret is 32 bytes from the operating
-//! system's CSPRNG, base64url without padding (43 characters). The sku and openid in a
-//! token are a convenience for routing and logs, never proof: only a token store lookup
-//! proves a token, and stores keep only its SHA-256 ([`TokenHash`]).
-//!
-//! ```
-//! use mpauthx::{ParsedToken, Sku, Token};
-//!
-//! let sku = Sku::new("demo")?;
-//! let token = Token::generate(&sku, "oGZUI0egBJY1zhBYw2KhdUfwVJJE")?;
-//! let parsed = ParsedToken::parse(token.expose())?;
-//! assert_eq!(parsed.sku(), "demo");
-//! assert_eq!(parsed.open_id(), "oGZUI0egBJY1zhBYw2KhdUfwVJJE");
-//! assert_eq!(mpauthx::extract_sku(token.expose()), Some("demo"));
-//! # Ok::<(), Box<dyn std::error::Error>>(())
-//! ```
 
 use std::{fmt, str::FromStr};
 
@@ -70,6 +53,23 @@ pub enum TokenError {
 /// `Debug` shows the sku and openid only; there is deliberately no `Display`, so that a
 /// token does not end up in a log line by accident. [`Token::expose`] hands out the
 /// text, to send to the client exactly once.
+///
+/// A token reads `<sku>.<openid>.<secret>`. The secret is 32 bytes from the operating
+/// system's CSPRNG, base64url without padding (43 characters). The sku and openid in a
+/// token are a convenience for routing and logs, never proof: only a token store lookup
+/// proves a token, and stores keep only its SHA-256 ([`TokenHash`]).
+///
+/// ```
+/// use mpauthx::{ParsedToken, Sku, Token};
+///
+/// let sku = Sku::new("demo")?;
+/// let token = Token::generate(&sku, "oGZUI0egBJY1zhBYw2KhdUfwVJJE")?;
+/// let parsed = ParsedToken::parse(token.expose())?;
+/// assert_eq!(parsed.sku(), "demo");
+/// assert_eq!(parsed.open_id(), "oGZUI0egBJY1zhBYw2KhdUfwVJJE");
+/// assert_eq!(mpauthx::extract_sku(token.expose()), Some("demo"));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone, PartialEq, Eq)]
 pub struct Token {
     text: String,

@@ -1,30 +1,4 @@
 //! Users who have logged in through the mini-program, and where they are kept.
-//!
-//! A login calls [`UserStore::upsert_login`] with the `openid` (and `unionid`,
-//! when WeChat sends one) from `code2Session`, plus whatever profile the client
-//! sent. The first login creates the user; later logins record the login time
-//! and merge in only the profile fields they actually carry, so a login without
-//! `getUserProfile` data never wipes a nickname stored earlier.
-//!
-//! ```
-//! use mpauthx::{Profile, SqliteUserStore, UserStore};
-//!
-//! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! # let dir = tempfile::tempdir()?;
-//! # let path = dir.path().join("users.db");
-//! let store = SqliteUserStore::open(&path).await?;
-//!
-//! let profile = Profile { nick_name: Some("Ada".into()), ..Profile::default() };
-//! store.upsert_login("o-abc", None, Some(&profile)).await?;
-//!
-//! // A later login without a profile keeps the stored nickname.
-//! let user = store.upsert_login("o-abc", Some("u-xyz"), None).await?;
-//! assert_eq!(user.nick_name.as_deref(), Some("Ada"));
-//! assert_eq!(user.union_id.as_deref(), Some("u-xyz"));
-//! # Ok(())
-//! # }
-//! ```
 
 use std::{error::Error as StdError, fmt::Debug, future::Future};
 
@@ -151,6 +125,32 @@ impl UserStoreError {
 }
 
 /// Persistent storage of [`User`]s, in the style of tower-sessions' `SessionStore`.
+///
+/// A login calls [`UserStore::upsert_login`] with the `openid` (and `unionid`,
+/// when WeChat sends one) from `code2Session`, plus whatever profile the client
+/// sent. The first login creates the user; later logins record the login time
+/// and merge in only the profile fields they actually carry, so a login without
+/// `getUserProfile` data never wipes a nickname stored earlier.
+///
+/// ```
+/// use mpauthx::{Profile, SqliteUserStore, UserStore};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let dir = tempfile::tempdir()?;
+/// # let path = dir.path().join("users.db");
+/// let store = SqliteUserStore::open(&path).await?;
+///
+/// let profile = Profile { nick_name: Some("Ada".into()), ..Profile::default() };
+/// store.upsert_login("o-abc", None, Some(&profile)).await?;
+///
+/// // A later login without a profile keeps the stored nickname.
+/// let user = store.upsert_login("o-abc", Some("u-xyz"), None).await?;
+/// assert_eq!(user.nick_name.as_deref(), Some("Ada"));
+/// assert_eq!(user.union_id.as_deref(), Some("u-xyz"));
+/// # Ok(())
+/// # }
+/// ```
 pub trait UserStore: Debug + Clone + Send + Sync + 'static {
     /// Records a login: creates the user if missing, else sets `last_login_at` and merges the given fields.
     ///

@@ -1,29 +1,4 @@
 //! [`UserStore`] backed by a SQLite file, shared with the original Node package.
-//!
-//! The table is the Node package's `user` table, with its camelCase column
-//! names; opening a store adds the columns this crate needs (`avatarUrl`,
-//! `unionId`, `created_at`, `updated_at`, `last_login_at`) and an index on
-//! `unionId` to an existing file, so a deployment can switch over in place.
-//! Every query runs on Tokio's blocking pool, so calls must be made from inside
-//! a Tokio runtime.
-//!
-//! ```
-//! use std::time::Duration;
-//! use mpauthx::{SqliteUserStore, UserStore};
-//!
-//! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! # let dir = tempfile::tempdir()?;
-//! # let path = dir.path().join("users.db");
-//! let store = SqliteUserStore::builder(&path)
-//!     .with_max_connections(4)
-//!     .with_busy_timeout(Duration::from_secs(2))
-//!     .open()
-//!     .await?;
-//! assert!(store.get("o-nobody").await?.is_none());
-//! # Ok(())
-//! # }
-//! ```
 
 use std::{
     path::{Path, PathBuf},
@@ -183,6 +158,31 @@ const SELECT_BY_UNION_ID: &str = concat!(
 const DELETE_BY_OPEN_ID: &str = "DELETE FROM user WHERE openId = ?1";
 
 /// A [`UserStore`] on a pooled set of SQLite connections to one file.
+///
+/// The table is the Node package's `user` table, with its camelCase column
+/// names; opening a store adds the columns this crate needs (`avatarUrl`,
+/// `unionId`, `created_at`, `updated_at`, `last_login_at`) and an index on
+/// `unionId` to an existing file, so a deployment can switch over in place.
+/// Every query runs on Tokio's blocking pool, so calls must be made from inside
+/// a Tokio runtime.
+///
+/// ```
+/// use std::time::Duration;
+/// use mpauthx::{SqliteUserStore, UserStore};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let dir = tempfile::tempdir()?;
+/// # let path = dir.path().join("users.db");
+/// let store = SqliteUserStore::builder(&path)
+///     .with_max_connections(4)
+///     .with_busy_timeout(Duration::from_secs(2))
+///     .open()
+///     .await?;
+/// assert!(store.get("o-nobody").await?.is_none());
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct SqliteUserStore {
     pool: Pool<SqliteConnectionManager>,

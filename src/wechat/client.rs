@@ -64,6 +64,13 @@ pub struct Session {
 /// its `tracing-log` bridge), logins work as usual; ureq's DEBUG output redacts the query.
 /// The check is a comparison with `log::max_level()` and, only when that allows TRACE, a few
 /// calls to the logger's `enabled`.
+///
+/// * [`WeChatClient`] exchanges a `wx.login()` code for a [`Session`] via `jscode2session`.
+/// * [`decrypt_profile`] decrypts and checks the "open data" (`encryptedData` + `iv`) a
+///   Mini-Program hands to its backend, and [`verify_signature`] checks `rawData`.
+///
+/// Secrets (the app secret, `session_key`, login codes) never appear in `Debug`/`Display`
+/// output or log lines produced by this module; see [`AppSecret`].
 #[derive(Clone)]
 pub struct WeChatClient {
     inner: Arc<Inner>,

@@ -178,10 +178,7 @@ pub fn verify_signature(
     session_key: &SessionKey,
     signature_hex: &str,
 ) -> Result<(), DecryptError> {
-    let mut hasher = Sha1::new();
-    hasher.update(raw_data.as_bytes());
-    hasher.update(session_key.expose_secret().as_bytes());
-    let expected = hasher.finalize();
+    let expected = signature(raw_data, session_key);
     let Ok(given) = hex::decode(signature_hex.trim()) else {
         return Err(DecryptError::SignatureMismatch);
     };
@@ -191,6 +188,16 @@ pub fn verify_signature(
     } else {
         Err(DecryptError::SignatureMismatch)
     }
+}
+
+/// `sha1(raw_data + session_key)`, WeChat's signature of `rawData` (the base64
+/// `session_key` text, as WeChat specifies): what [`verify_signature`] checks and what
+/// the simulator signs with.
+pub(crate) fn signature(raw_data: &str, session_key: &SessionKey) -> [u8; 20] {
+    let mut hasher = Sha1::new();
+    hasher.update(raw_data.as_bytes());
+    hasher.update(session_key.expose_secret().as_bytes());
+    hasher.finalize().into()
 }
 
 /// Decodes base64, repairing `+` that a client sent unencoded in a URL or form (it arrives as
