@@ -59,7 +59,7 @@ use axum::{
 use mpauthx::{
     AppSecret, AuthedUser, CachedTokenStore, LoginThrottle, MemoryRateLimiter, MemoryTokenStore,
     MpAuth, MpAuthConfig, RateLimit, RateLimiter, RedisTokenStore, Sku, SqliteUserStore, Token,
-    TokenStore, UserStore, testing::WeChatSimulator,
+    TokenStore, UserStore, client_ip_key, forwarded_ip, testing::WeChatSimulator,
 };
 use rand::TryRng as _;
 use serde_json::json;
@@ -76,6 +76,10 @@ const MAX_CACHE_TTL: Duration = Duration::from_secs(60);
 const DEFAULT_SKU: &str = "demo";
 const DEFAULT_DATABASE: &str = "mpauthx.db";
 const SIMULATOR_APP_ID: &str = "wx-simulator";
+/// The Redis key prefix of tokens and login counters (the crate's default).
+const PREFIX: &str = "mpauthx";
+/// The key prefix while the simulator answers logins: its tokens are worthless elsewhere.
+const SIMULATOR_PREFIX: &str = "mpauthx-simulator";
 /// Longer-lived tokens belong in a refresh flow, not in one token.
 const MAX_TOKEN_TTL_SECS: u64 = 365 * 24 * 3600;
 /// How long requests in flight may run on after a shutdown signal.
@@ -204,7 +208,15 @@ fn settings() -> Result<Settings, BadSetting> {
                 "MPAUTHX_APP_SECRET is set but MPAUTHX_APP_ID is not: set both, or neither for the simulator",
             ));
         }
-        (None, app_id) => {
+        (None, Some(_)) => {
+            // A real app id without its secret is a failed secret injection, not a wish
+            // for the simulator: starting would mint tokens anyone can get.
+            return Err(BadSetting::new(
+                "MPAUTHX_APP_SECRET",
+                "MPAUTHX_APP_ID is set but MPAUTHX_APP_SECRET is unset or empty: set the secret to log users in with WeChat, or unset both for the built-in simulator",
+            ));
+        }
+        (None, None) => {
             if wechat_api.is_some() {
                 return Err(BadSetting::new(
                     "MPAUTHX_WECHAT_API",
@@ -212,7 +224,7 @@ fn settings() -> Result<Settings, BadSetting> {
                 ));
             }
             WeChat::Simulator {
-                app_id: app_id.unwrap_or_else(|| SIMULATOR_APP_ID.into()),
+                app_id: SIMULATOR_APP_ID.into(),
             }
         }
     };
@@ -240,6 +252,15 @@ fn settings() -> Result<Settings, BadSetting> {
             },
         },
         validation_cache,
+    })
+    .and_then(|settings| {
+        if settings.limits.client_header.is_some() && settings.limits.per_client.is_none() {
+            return Err(BadSetting::new(
+                "MPAUTHX_CLIENT_IP_HEADER",
+                "MPAUTHX_CLIENT_IP_HEADER names the client for MPAUTHX_LOGIN_LIMIT_PER_CLIENT, which is unset: set the limit, or unset the header",
+            ));
+        }
+        Ok(settings)
     })
 }
 
@@ -270,18 +291,17 @@ fn login_throttle(limits: &Limits, limiter: impl RateLimiter) -> Option<LoginThr
     }
     let mut throttle = LoginThrottle::new(limiter);
     if let Some(limit) = limits.per_client {
-        throttle = match limits.client_header.clone() {
-            // Behind a proxy: the last entry is the one the proxy itself added.
-            Some(header) => throttle.per_client(limit, move |parts| {
-                let value = parts.headers.get(&header)?.to_str().ok()?;
-                let last = value.rsplit(',').next()?.trim();
-                (!last.is_empty()).then(|| last.to_owned())
-            }),
-            None => throttle.per_client(limit, |parts| {
-                let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>()?;
-                Some(peer.0.ip().to_string())
-            }),
-        };
+        let header = limits.client_header.clone();
+        throttle = throttle.per_client(limit, move |parts| {
+            // Behind a proxy, the entry the proxy itself appended; without one that
+            // parses, the peer: a request never escapes the limit by its headers.
+            let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>();
+            let ip = header
+                .as_ref()
+                .and_then(|header| forwarded_ip(&parts.headers, header))
+                .or_else(|| peer.map(|peer| peer.0.ip()))?;
+            Some(client_ip_key(ip))
+        });
     }
     if let Some(limit) = limits.per_user {
         throttle = throttle.per_user(limit);
@@ -304,19 +324,22 @@ fn checked_base_url(url: String) -> Result<String, BadSetting> {
 }
 
 /// The URL with any password and query (which may hold one) masked, for messages.
+/// The URL with its credentials and query replaced by `***`. A password may hold `/`,
+/// `?` or `#` (`redis://:p/x@host`), so everything before the last `@` counts as
+/// credentials: this may hide more than it must, never less.
 fn redacted_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return "<not a URL>".to_owned();
     };
-    let (rest, query) = match rest.split_once('?') {
+    let (credentials, rest) = match rest.rfind('@') {
+        Some(at) => ("***@", &rest[at + 1..]),
+        None => ("", rest),
+    };
+    let (rest, query) = match rest.split_once(['?', '#']) {
         Some((rest, _)) => (rest, "?***"),
         None => (rest, ""),
     };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => format!("{scheme}://***@{}{query}", &rest[at + 1..]),
-        None => format!("{scheme}://{rest}{query}"),
-    }
+    format!("{scheme}://{credentials}{rest}{query}")
 }
 
 fn init_logging() {
@@ -403,13 +426,23 @@ async fn run(settings: Settings, shutdown: watch::Receiver<bool>) -> Result<(), 
     })?;
     match settings.redis_url.as_deref() {
         Some(url) => {
-            let store = RedisTokenStore::connect(url).await.map_err(|e| {
+            // The simulator's tokens live under a prefix of their own, so that no server
+            // logging users in with WeChat on the same Redis ever accepts one.
+            let prefix = match settings.wechat {
+                WeChat::Api { .. } => PREFIX,
+                WeChat::Simulator { .. } => SIMULATOR_PREFIX,
+            };
+            let store = RedisTokenStore::builder(url)
+                .with_key_prefix(prefix)
+                .build()
+                .await
+                .map_err(|e| {
                 BadSetting::new(
                     "MPAUTHX_REDIS_URL",
                     format!("cannot use MPAUTHX_REDIS_URL={}: {e}", redacted_url(url)),
                 )
             })?;
-            tracing::info!(url = %redacted_url(url), "tokens are kept in Redis");
+            tracing::info!(url = %redacted_url(url), prefix, "tokens are kept in Redis");
             let throttle = login_throttle(&settings.limits, store.clone());
             serve_cached(listener, store, throttle, settings, shutdown).await
         }

@@ -44,6 +44,7 @@ pub use crate::{
     },
     throttle::{
         Decision, InvalidRateLimit, LoginThrottle, MemoryRateLimiter, RateLimit, RateLimiter,
+        client_ip_key, forwarded_ip,
     },
     token::{
         MAX_OPEN_ID_LEN, ParsedToken, Sku, Token, TokenError, TokenHash, TokenId, extract_open_id,

@@ -276,7 +276,8 @@ impl<T: TokenStore, U: UserStore> MpAuth<T, U> {
         };
 
         if let (Some(throttle), Some(client)) = (&self.inner.throttle, client) {
-            admit(throttle.check_client(client).await?)?;
+            let sku = self.inner.config.sku().as_str();
+            admit(throttle.check_client(sku, client).await?)?;
         }
         let session = self.inner.config.wechat().code2session(code).await?;
         if let Some((raw, signature)) = signed {

@@ -1,6 +1,6 @@
 //! Login throttling: [`LoginThrottle`], [`RateLimit`] and the rate limiters.
 
-use std::{fmt, future::Future, pin::Pin, sync::Arc, time::Duration};
+use std::{fmt, future::Future, net::IpAddr, pin::Pin, sync::Arc, time::Duration};
 
 use http::request::Parts;
 use sha2::{Digest as _, Sha256};
@@ -217,10 +217,14 @@ impl LoginThrottle {
         key(parts)
     }
 
-    /// Counts a login attempt of `client` (a key from [`client_key`](Self::client_key)).
-    pub async fn check_client(&self, client: &str) -> Result<Decision, StoreError> {
+    /// Counts a login attempt of `client` (a key from [`client_key`](Self::client_key))
+    /// for the mini-program `sku`: each sku sharing a limiter counts its clients apart.
+    pub async fn check_client(&self, sku: &str, client: &str) -> Result<Decision, StoreError> {
         match &self.per_client {
-            Some((limit, _)) => self.check("client", client, limit).await,
+            Some((limit, _)) => {
+                let key = format!("{sku}:{client}");
+                self.check("client", &key, limit).await
+            }
             None => Ok(Decision::Allowed),
         }
     }
@@ -252,9 +256,108 @@ impl LoginThrottle {
     }
 }
 
+/// The client's address as a reverse proxy that appends to `header` reports it
+/// (`X-Forwarded-For` style): the last entry of the last line of the header, if it
+/// parses as an IP address. `None` when the header is missing, not text, or its last
+/// entry is empty or not an address: fall back to the peer address then, so that a
+/// request never escapes the per-client limit by its headers.
+///
+/// Only the last entry counts: the proxy appended it, whatever the client sent before.
+///
+/// ```
+/// use http::{HeaderMap, HeaderName, HeaderValue};
+/// use mpauthx::forwarded_ip;
+///
+/// let xff = HeaderName::from_static("x-forwarded-for");
+/// let mut headers = HeaderMap::new();
+/// headers.append(&xff, HeaderValue::from_static("6.6.6.6, 10.0.0.1"));
+/// headers.append(&xff, HeaderValue::from_static("203.0.113.7"));
+/// assert_eq!(forwarded_ip(&headers, &xff), Some("203.0.113.7".parse()?));
+/// headers.insert(&xff, HeaderValue::from_static("203.0.113.7,"));
+/// assert_eq!(forwarded_ip(&headers, &xff), None);
+/// # Ok::<(), std::net::AddrParseError>(())
+/// ```
+pub fn forwarded_ip(headers: &http::HeaderMap, header: &http::HeaderName) -> Option<IpAddr> {
+    let last_line = headers.get_all(header).iter().next_back()?;
+    let last = last_line.to_str().ok()?.rsplit(',').next()?.trim();
+    // `[v6]` and `v4:port` forms some proxies write.
+    let last = last
+        .strip_prefix('[')
+        .and_then(|l| l.split_once(']'))
+        .map_or(last, |(ip, _)| ip);
+    last.parse()
+        .ok()
+        .or_else(|| last.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()))
+}
+
+/// The per-client throttle key of an address: an IPv4 address as it is, an IPv6
+/// address by its /64 (one subscriber's whole network), so that rotating through the
+/// addresses of one allocation buys no extra logins. IPv4-mapped IPv6 addresses count
+/// as IPv4.
+///
+/// ```
+/// use mpauthx::client_ip_key;
+///
+/// let a = client_ip_key("2001:db8:1:2::1".parse()?);
+/// let b = client_ip_key("2001:db8:1:2:ffff::9".parse()?);
+/// assert_eq!(a, b);
+/// assert_eq!(a, "2001:db8:1:2::/64");
+/// assert_eq!(client_ip_key("::ffff:203.0.113.7".parse()?), "203.0.113.7");
+/// # Ok::<(), std::net::AddrParseError>(())
+/// ```
+pub fn client_ip_key(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let network = u128::from(v6) & !((1u128 << 64) - 1);
+                format!("{}/64", std::net::Ipv6Addr::from(network))
+            }
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use http::{HeaderMap, HeaderName, HeaderValue};
+
     use super::*;
+
+    fn xff(lines: &[&[u8]]) -> Option<IpAddr> {
+        let name = HeaderName::from_static("x-forwarded-for");
+        let mut headers = HeaderMap::new();
+        for line in lines {
+            headers.append(&name, HeaderValue::from_bytes(line).unwrap());
+        }
+        forwarded_ip(&headers, &name)
+    }
+
+    #[test]
+    fn forwarded_ips_never_fail_open_to_a_made_up_key() {
+        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        assert_eq!(xff(&[]), None, "no header: the peer counts");
+        assert_eq!(xff(&[b"1.2.3.4"]), ip("1.2.3.4"));
+        assert_eq!(xff(&[b"9.9.9.9, 1.2.3.4"]), ip("1.2.3.4"));
+        assert_eq!(xff(&[b"1.2.3.4,"]), None, "an empty last entry");
+        assert_eq!(xff(&[b"1.2.3.4, "]), None);
+        assert_eq!(xff(&[b"\xff\xfe"]), None, "not text");
+        assert_eq!(xff(&[b"9.9.9.9", b"1.2.3.4"]), ip("1.2.3.4"), "the last line");
+        assert_eq!(xff(&[b"1.2.3.4", b"x"]), None, "a last line that is no address");
+        assert_eq!(xff(&[b"evil-string-of-any-length"]), None);
+        assert_eq!(xff(&[b"[2001:db8::1]:443"]), ip("2001:db8::1"));
+        assert_eq!(xff(&[b"203.0.113.7:8080"]), ip("203.0.113.7"));
+        assert_eq!(xff(&[b"unknown"]), None);
+    }
+
+    #[test]
+    fn ipv6_clients_count_by_their_64() {
+        let key = |s: &str| client_ip_key(s.parse().unwrap());
+        assert_eq!(key("2001:db8:aa:bb:1:2:3:4"), key("2001:db8:aa:bb::"));
+        assert_ne!(key("2001:db8:aa:bb::1"), key("2001:db8:aa:bc::1"));
+        assert_eq!(key("10.1.2.3"), "10.1.2.3");
+        assert_ne!(key("10.1.2.3"), key("10.1.2.4"));
+    }
 
     fn limit(max: u32, secs: u64) -> RateLimit {
         RateLimit::new(max, Duration::from_secs(secs)).unwrap()
