@@ -34,6 +34,7 @@ use tokio::time::{Instant, timeout_at};
 use self::{
     cluster::{Cluster, is_topology_error, key_slot},
     connection::{ConnectFailures, Connection, Manager, Source},
+    record::Value,
     target::{NodeAuth, Target},
 };
 use super::{IssueOptions, StoreBuildError, StoreError, TokenInfo, TokenStore, now_millis};
@@ -41,6 +42,7 @@ use crate::token::{ParsedToken, Sku, Token, TokenHash};
 
 mod cluster;
 mod connection;
+mod record;
 mod target;
 
 /// The default key prefix.
@@ -745,38 +747,6 @@ impl Inner {
     }
 }
 
-/// A stored `<expires at ms>|<issued at ms>|<device>` value.
-struct Value {
-    expires_at_ms: u64,
-    issued_at_ms: u64,
-    device: Option<String>,
-}
-
-impl Value {
-    fn parse(value: &str) -> Result<Self, StoreError> {
-        let mut parts = value.splitn(3, '|');
-        let mut number = || {
-            parts
-                .next()
-                .and_then(|n| n.parse().ok())
-                .ok_or(StoreError::Protocol("token value without its times"))
-        };
-        let (expires_at_ms, issued_at_ms) = (number()?, number()?);
-        let device = parts.next().filter(|d| !d.is_empty()).map(str::to_owned);
-        Ok(Self {
-            expires_at_ms,
-            issued_at_ms,
-            device,
-        })
-    }
-
-    /// The expiry alone, without allocating: the validation path.
-    fn expires_at_ms(value: &[u8]) -> Option<u64> {
-        let end = value.iter().position(|&b| b == b'|')?;
-        std::str::from_utf8(&value[..end]).ok()?.parse().ok()
-    }
-}
-
 impl TokenStore for RedisTokenStore {
     type Validation = RedisValidation;
 
@@ -958,25 +928,4 @@ impl std::fmt::Debug for RedisValidation {
 /// A number as a script argument.
 fn number(n: u64) -> String {
     n.to_string()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn values_split_into_times_and_device() {
-        let value = Value::parse("20|17|").unwrap();
-        assert_eq!(
-            (value.expires_at_ms, value.issued_at_ms, value.device),
-            (20, 17, None)
-        );
-        let value = Value::parse("20|17|a|b").unwrap();
-        assert_eq!(value.device.as_deref(), Some("a|b"));
-        assert!(Value::parse("17").is_err());
-        assert!(Value::parse("x|1|d").is_err());
-        assert_eq!(Value::expires_at_ms(b"20|17|d"), Some(20));
-        assert_eq!(Value::expires_at_ms(b"20"), None);
-        assert_eq!(Value::expires_at_ms(b"x|1|"), None);
-    }
 }
