@@ -3,11 +3,12 @@
 //! Each key names its hash slot; the slot map (from `CLUSTER SLOTS`) names the primary
 //! that serves it, and the command goes to that primary's pool, the same pool a
 //! standalone store uses. A `MOVED` reply updates the map and the command goes on to
-//! the node it names; an `ASK` reply sends it once, after `ASKING`, on a private
-//! connection to the importing node. A node that fails only fails its own slots: the
-//! other primaries' pools never wait for it. Failures and redirections refresh the
-//! map in the background (at most every [`REFRESH_EVERY`]), so once a replica has
-//! been promoted the failed slots go to it.
+//! the node it names; an `ASK` reply runs the operation once on a private connection
+//! to the importing node, every command of it after an `ASKING` of its own (a script
+//! that node never loaded takes three: the script, `SCRIPT LOAD`, the script again).
+//! A node that fails only fails its own slots: the other primaries' pools never wait
+//! for it. Failures and redirections refresh the map in the background (at most every
+//! [`REFRESH_EVERY`]), so once a replica has been promoted the failed slots go to it.
 //!
 //! redis-rs's own cluster connection (1.8) was the first choice; in tests it stopped
 //! serving every slot, healthy ones included, after one primary was killed (its slot
@@ -21,15 +22,12 @@ use std::{
     time::Duration,
 };
 
-use redis::{
-    ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisError, RedisResult, Value,
-    aio::MultiplexedConnection,
-};
+use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisError, RedisResult, Value};
 use tokio::time::{Instant, timeout_at};
 
 use super::{
     connection::Source,
-    pool::{PoolSettings, Pooled, store_error},
+    pool::{OpConnection, PoolSettings, Pooled, store_error},
 };
 use crate::store::{StoreBuildError, StoreError};
 
@@ -49,7 +47,7 @@ impl Backend {
     /// runs it anywhere. On a cluster `op` may run again after a `MOVED` reply.
     pub(super) async fn run<T, F, Fut>(&self, key: Option<&str>, op: F) -> Result<T, StoreError>
     where
-        F: Fn(MultiplexedConnection) -> Fut,
+        F: Fn(OpConnection) -> Fut,
         Fut: Future<Output = RedisResult<T>>,
     {
         match self {
@@ -296,7 +294,7 @@ impl Cluster {
     /// within the command timeout, following `MOVED` and `ASK` redirections.
     async fn run<T, F, Fut>(self: &Arc<Self>, key: Option<&str>, op: F) -> Result<T, StoreError>
     where
-        F: Fn(MultiplexedConnection) -> Fut,
+        F: Fn(OpConnection) -> Fut,
         Fut: Future<Output = RedisResult<T>>,
     {
         let command_timeout = self.settings.command_timeout;
@@ -332,16 +330,15 @@ impl Cluster {
                     node = Arc::from(to);
                 }
                 (Some("ASK"), Some((to, _))) => {
-                    // The slot is migrating: run once on the importing node, on a
-                    // private connection so that nothing slips between ASKING and `op`.
+                    // The slot is migrating: run once on the importing node, each
+                    // command after its own ASKING.
                     let client = self.client(to)?;
                     let config = pooled.config.clone();
                     let asked = timeout_at(deadline, async {
-                        let mut conn = client
+                        let conn = client
                             .get_multiplexed_async_connection_with_config(&config)
                             .await?;
-                        redis::cmd("ASKING").query_async::<()>(&mut conn).await?;
-                        op(conn).await
+                        op(OpConnection::asking(conn)).await
                     });
                     return match asked.await {
                         Ok(result) => result.map_err(|e| store_error(e, command_timeout)),

@@ -13,8 +13,9 @@ use std::{
 
 use bb8_redis::bb8;
 use redis::{
-    AsyncConnectionConfig, ErrorKind, RedisError, RedisResult, ServerErrorKind,
-    aio::MultiplexedConnection,
+    AsyncConnectionConfig, Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, RedisResult,
+    ServerErrorKind, Value,
+    aio::{ConnectionLike, MultiplexedConnection},
 };
 use tokio::time::{Instant, timeout_at};
 
@@ -106,7 +107,7 @@ impl Pooled {
         op: F,
     ) -> Result<RedisResult<T>, StoreError>
     where
-        F: FnOnce(MultiplexedConnection) -> Fut,
+        F: FnOnce(OpConnection) -> Fut,
         Fut: Future<Output = RedisResult<T>>,
     {
         let conn = match self.current_connection() {
@@ -117,7 +118,7 @@ impl Pooled {
                 conn
             }
         };
-        match timeout_at(deadline, op(conn.redis.clone())).await {
+        match timeout_at(deadline, op(OpConnection::shared(conn.redis.clone()))).await {
             Ok(Ok(value)) => Ok(Ok(value)),
             Ok(Err(e)) => {
                 if e.is_unrecoverable_error()
@@ -155,6 +156,73 @@ impl Pooled {
                 Err(store_error(e, self.command_timeout))
             }
         }
+    }
+}
+
+/// The connection an operation sends its commands on: a pool's shared connection, or,
+/// after an `ASK` redirection, a private one to the importing node.
+pub(super) struct OpConnection {
+    redis: MultiplexedConnection,
+    /// Whether each command goes after an `ASKING` of its own. The importing node serves
+    /// the slot only to the command right after `ASKING`, and an operation may send
+    /// more than one: a script that node never loaded answers `NOSCRIPT`, and redis-rs
+    /// then sends `SCRIPT LOAD` and the script again.
+    asking: bool,
+}
+
+impl OpConnection {
+    /// A pool's shared connection: commands go as they are.
+    fn shared(redis: MultiplexedConnection) -> Self {
+        Self {
+            redis,
+            asking: false,
+        }
+    }
+
+    /// A private connection to the node an `ASK` named: `ASKING` before every command.
+    /// Private, so that no other request's command slips between the two.
+    pub(super) fn asking(redis: MultiplexedConnection) -> Self {
+        Self {
+            redis,
+            asking: true,
+        }
+    }
+}
+
+impl ConnectionLike for OpConnection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        if !self.asking {
+            return self.redis.req_packed_command(cmd);
+        }
+        Box::pin(async move {
+            redis::cmd("ASKING")
+                .query_async::<()>(&mut self.redis)
+                .await?;
+            self.redis.req_packed_command(cmd).await
+        })
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        if !self.asking {
+            return self.redis.req_packed_commands(pipeline, offset, count);
+        }
+        // One `ASKING` would cover only the pipeline's first command; the store sends
+        // no pipelines.
+        Box::pin(async {
+            Err(RedisError::from((
+                ErrorKind::Client,
+                "pipelines cannot follow an ASK redirection",
+            )))
+        })
+    }
+
+    fn get_db(&self) -> i64 {
+        self.redis.get_db()
     }
 }
 
