@@ -1,6 +1,6 @@
 //! The production token store: Redis through a shared multiplexed connection, taken
-//! from a bb8 pool; or Redis Cluster through redis-rs's cluster connection; or the
-//! primary that Redis Sentinel names, through the same pool.
+//! from a bb8 pool; or Redis Cluster, routed by hash slot over one such pool per
+//! primary; or the primary that Redis Sentinel names, through the same pool.
 //!
 //! One hash per user, `<prefix>:{<sku>:<openid>}` (`{…}` is a Redis Cluster hash tag):
 //! each field is a token's SHA-256 (32 raw bytes), each value
