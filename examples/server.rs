@@ -437,11 +437,11 @@ async fn run(settings: Settings, shutdown: watch::Receiver<bool>) -> Result<(), 
                 .build()
                 .await
                 .map_err(|e| {
-                BadSetting::new(
-                    "MPAUTHX_REDIS_URL",
-                    format!("cannot use MPAUTHX_REDIS_URL={}: {e}", redacted_url(url)),
-                )
-            })?;
+                    BadSetting::new(
+                        "MPAUTHX_REDIS_URL",
+                        format!("cannot use MPAUTHX_REDIS_URL={}: {e}", redacted_url(url)),
+                    )
+                })?;
             tracing::info!(url = %redacted_url(url), prefix, "tokens are kept in Redis");
             let throttle = login_throttle(&settings.limits, store.clone());
             serve_cached(listener, store, throttle, settings, shutdown).await

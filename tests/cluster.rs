@@ -12,7 +12,7 @@ use std::{
 };
 
 use common::{
-    cluster::{RedisCluster, cli, key_slot},
+    cluster::{HalfMigratedSlot, RedisCluster, cli, cli_asking, key_slot},
     unique_prefix,
 };
 use mpauthx::{IssueOptions, RedisTokenStore, StoreBuildError, StoreError, Token, TokenStore};
@@ -383,5 +383,53 @@ async fn login_throttle_counts_on_the_cluster() {
     assert!(
         ports.len() > 1,
         "the counters spread over primaries: {ports:?}"
+    );
+}
+
+/// During a resharding, a script on a migrating slot whose key the owner no longer holds
+/// follows `ASK` to the importing node, even when that node never loaded the script:
+/// redis-rs then loads it and sends it again, and that retry needs its own `ASKING`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scripts_follow_ask_to_a_node_that_never_loaded_them() {
+    let cluster = shared_cluster().await;
+    let prefix = unique_prefix("ask");
+    let store = RedisTokenStore::cluster_builder(cluster.seeds())
+        .with_key_prefix(&prefix)
+        .build()
+        .await
+        .unwrap();
+    let open_id = "o-ask";
+    let key = user_key(&prefix, open_id);
+    let slot = key_slot(&key);
+    let owner = cluster.primary_of_slot(slot);
+    let importing = *cluster
+        .primaries()
+        .keys()
+        .find(|&&port| port != owner)
+        .expect("another primary");
+    assert_eq!(cli(owner, &["EXISTS", &key]).as_deref(), Some("0"));
+    let _migrating = HalfMigratedSlot::start(slot, owner, importing);
+    let flush = || assert_eq!(cli(importing, &["SCRIPT", "FLUSH"]).as_deref(), Some("OK"));
+
+    flush();
+    let token = Token::generate(&sku(), open_id).unwrap();
+    store
+        .issue(&token, &IssueOptions::new(LONG))
+        .await
+        .expect("the first scripted write on the importing node");
+    assert_eq!(
+        cli_asking(importing, &["HLEN", &key]).as_deref(),
+        Some("1"),
+        "the token is on the importing node"
+    );
+    assert!(live(&store, &token).await, "HGET follows ASK too");
+
+    flush();
+    assert_eq!(store.list(&sku(), open_id).await.unwrap().len(), 1);
+    flush();
+    assert_eq!(store.revoke_all(&sku(), open_id).await.unwrap(), 1);
+    assert_eq!(
+        cli_asking(importing, &["EXISTS", &key]).as_deref(),
+        Some("0")
     );
 }

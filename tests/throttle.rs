@@ -252,7 +252,8 @@ async fn redis_counts_are_shared_and_refill() {
     let refused = first.login("10.1.0.1", "u3").await;
     assert_throttled(&refused, 1);
 
-    let key = format!("{prefix}:throttle:client:10.1.0.1");
+    // Counted per sku: another mini-program on this Redis counts its own clients.
+    let key = format!("{prefix}:throttle:client:{SKU}:10.1.0.1");
     let pttl: i64 = server.cli(&["PTTL", &key]).unwrap().trim().parse().unwrap();
     assert!(
         pttl > 0 && pttl <= period.as_millis() as i64,

@@ -342,8 +342,16 @@ mod tests {
         assert_eq!(xff(&[b"1.2.3.4,"]), None, "an empty last entry");
         assert_eq!(xff(&[b"1.2.3.4, "]), None);
         assert_eq!(xff(&[b"\xff\xfe"]), None, "not text");
-        assert_eq!(xff(&[b"9.9.9.9", b"1.2.3.4"]), ip("1.2.3.4"), "the last line");
-        assert_eq!(xff(&[b"1.2.3.4", b"x"]), None, "a last line that is no address");
+        assert_eq!(
+            xff(&[b"9.9.9.9", b"1.2.3.4"]),
+            ip("1.2.3.4"),
+            "the last line"
+        );
+        assert_eq!(
+            xff(&[b"1.2.3.4", b"x"]),
+            None,
+            "a last line that is no address"
+        );
         assert_eq!(xff(&[b"evil-string-of-any-length"]), None);
         assert_eq!(xff(&[b"[2001:db8::1]:443"]), ip("2001:db8::1"));
         assert_eq!(xff(&[b"203.0.113.7:8080"]), ip("203.0.113.7"));
@@ -422,23 +430,32 @@ mod tests {
         rt.block_on(async {
             let long = "x".repeat(100);
             assert_eq!(
-                throttle.check_client(&long).await.unwrap(),
+                throttle.check_client("demo", &long).await.unwrap(),
                 Decision::Allowed
             );
             assert!(matches!(
-                throttle.check_client(&long).await.unwrap(),
+                throttle.check_client("demo", &long).await.unwrap(),
                 Decision::Limited { .. }
             ));
             // Another key, sharing a prefix, is counted apart.
             let other = format!("{long}y");
             assert_eq!(
-                throttle.check_client(&other).await.unwrap(),
+                throttle.check_client("demo", &other).await.unwrap(),
                 Decision::Allowed
             );
             assert_eq!(
-                throttle.check_client("with space").await.unwrap(),
+                throttle.check_client("demo", "with space").await.unwrap(),
                 Decision::Allowed
             );
+            // The same client of another mini-program has a counter of its own.
+            assert_eq!(
+                throttle.check_client("shop", &long).await.unwrap(),
+                Decision::Allowed
+            );
+            assert!(matches!(
+                throttle.check_client("demo", &long).await.unwrap(),
+                Decision::Limited { .. }
+            ));
         });
     }
 }

@@ -118,6 +118,92 @@ pub fn cli(port: u16, args: &[&str]) -> Option<String> {
     (output.status.success() && !text.starts_with("Could not connect")).then_some(text)
 }
 
+/// Runs `ASKING` and then `args` on one `redis-cli` connection to `port`, as a client
+/// sent there by an `ASK` redirection does; the reply to `args` (`None` if the server
+/// could not answer).
+pub fn cli_asking(port: u16, args: &[&str]) -> Option<String> {
+    use std::io::Write;
+
+    let mut child = Command::new("redis-cli")
+        .args(["-p", &port.to_string(), "--raw"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    let quoted: Vec<String> = args
+        .iter()
+        .map(|a| format!("\"{}\"", a.replace('\\', "\\\\").replace('"', "\\\"")))
+        .collect();
+    let mut stdin = child.stdin.take()?;
+    writeln!(stdin, "ASKING\n{}", quoted.join(" ")).ok()?;
+    drop(stdin);
+    let output = child.wait_with_output().ok()?;
+    let text = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    let reply = text.strip_prefix("OK")?.trim().to_owned();
+    output.status.success().then_some(reply)
+}
+
+/// The cluster node id of the node on `port`.
+pub fn node_id(port: u16) -> String {
+    cli(port, &["CLUSTER", "MYID"]).expect("CLUSTER MYID answers")
+}
+
+/// A slot left half-way through a resharding, by hand: `IMPORTING` on one primary,
+/// `MIGRATING` on its owner, so that the owner answers `ASK` for the slot's keys it
+/// does not hold. Dropping it (a failed assertion included) moves whatever keys the
+/// importing node took back to the owner and makes the slot stable on both again.
+pub struct HalfMigratedSlot {
+    slot: String,
+    owner: u16,
+    importing: u16,
+}
+
+impl HalfMigratedSlot {
+    /// Starts migrating `slot` from its owner, the primary on `owner`, to the primary
+    /// on `importing`.
+    pub fn start(slot: u16, owner: u16, importing: u16) -> Self {
+        let (owner_id, importing_id) = (node_id(owner), node_id(importing));
+        // The guard exists first, so that a half-done setup is undone as well.
+        let guard = Self {
+            slot: slot.to_string(),
+            owner,
+            importing,
+        };
+        let set = |port, state, id: &str| {
+            let reply = cli(port, &["CLUSTER", "SETSLOT", &guard.slot, state, id]);
+            assert_eq!(reply.as_deref(), Some("OK"), "SETSLOT {state} on {port}");
+        };
+        set(importing, "IMPORTING", &owner_id);
+        set(owner, "MIGRATING", &importing_id);
+        guard
+    }
+}
+
+impl Drop for HalfMigratedSlot {
+    fn drop(&mut self) {
+        // Best effort: a panic here would abort the test binary. The owner first, which
+        // then takes the keys back instead of answering ASK.
+        let _ = cli(self.owner, &["CLUSTER", "SETSLOT", &self.slot, "STABLE"]);
+        let keys = cli(
+            self.importing,
+            &["CLUSTER", "GETKEYSINSLOT", &self.slot, "1000"],
+        )
+        .unwrap_or_default();
+        let owner = self.owner.to_string();
+        for key in keys.lines().filter(|k| !k.is_empty()) {
+            let _ = cli_asking(
+                self.importing,
+                &["MIGRATE", "127.0.0.1", &owner, key, "0", "5000", "REPLACE"],
+            );
+        }
+        let _ = cli(
+            self.importing,
+            &["CLUSTER", "SETSLOT", &self.slot, "STABLE"],
+        );
+    }
+}
+
 /// A free port whose cluster bus port (port + 10000) is free as well.
 pub fn free_cluster_port() -> u16 {
     loop {

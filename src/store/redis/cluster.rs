@@ -3,11 +3,12 @@
 //! Each key names its hash slot; the slot map (from `CLUSTER SLOTS`) names the primary
 //! that serves it, and the command goes to that primary's pool, the same pool a
 //! standalone store uses. A `MOVED` reply updates the map and the command goes on to
-//! the node it names; an `ASK` reply sends it once, after `ASKING`, on a private
-//! connection to the importing node. A node that fails only fails its own slots: the
-//! other primaries' pools never wait for it. Failures and redirections refresh the
-//! map in the background (at most every [`REFRESH_EVERY`]), so once a replica has
-//! been promoted the failed slots go to it.
+//! the node it names; an `ASK` reply runs the operation once on a private connection
+//! to the importing node, every command of it after an `ASKING` of its own (a script
+//! that node never loaded takes three: the script, `SCRIPT LOAD`, the script again).
+//! A node that fails only fails its own slots: the other primaries' pools never wait
+//! for it. Failures and redirections refresh the map in the background (at most every
+//! [`REFRESH_EVERY`]), so once a replica has been promoted the failed slots go to it.
 //!
 //! redis-rs's own cluster connection (1.8) was the first choice; in tests it stopped
 //! serving every slot, healthy ones included, after one primary was killed (its slot
@@ -16,21 +17,60 @@
 
 use std::{
     collections::HashMap,
+    future::Future,
     sync::{Arc, Mutex, PoisonError, RwLock},
     time::Duration,
 };
 
-use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisError, Value};
-use tokio::time::Instant;
+use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisError, RedisResult, Value};
+use tokio::time::{Instant, timeout_at};
 
-use super::{PoolSettings, Pooled, connection::Source};
+use super::{
+    connection::Source,
+    pool::{OpConnection, PoolSettings, Pooled, store_error},
+};
 use crate::store::{StoreBuildError, StoreError};
+
+/// How commands reach Redis: an enum rather than a trait object, so the standalone hot
+/// path stays as direct as it was.
+// One per store, behind its `Arc`: the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
+pub(super) enum Backend {
+    /// A standalone Redis, or the primary Sentinel names: pooled multiplexed connections.
+    Pooled(Pooled),
+    /// A Redis Cluster: a slot map and a pool per primary.
+    Cluster(Arc<Cluster>),
+}
+
+impl Backend {
+    /// Runs one operation on `key`'s connection within the command timeout; `None`
+    /// runs it anywhere. On a cluster `op` may run again after a `MOVED` reply.
+    pub(super) async fn run<T, F, Fut>(&self, key: Option<&str>, op: F) -> Result<T, StoreError>
+    where
+        F: Fn(OpConnection) -> Fut,
+        Fut: Future<Output = RedisResult<T>>,
+    {
+        match self {
+            Self::Pooled(pooled) => {
+                let deadline = Instant::now() + pooled.command_timeout;
+                pooled
+                    .run(deadline, op)
+                    .await?
+                    .map_err(|e| store_error(e, pooled.command_timeout))
+            }
+            Self::Cluster(cluster) => cluster.run(key, op).await,
+        }
+    }
+}
 
 /// The number of hash slots in a Redis Cluster.
 const SLOTS: u16 = 16_384;
 
 /// The least time between two slot map refreshes.
-pub(super) const REFRESH_EVERY: Duration = Duration::from_millis(100);
+const REFRESH_EVERY: Duration = Duration::from_millis(100);
+
+/// How many `MOVED` redirections one operation follows.
+const MAX_REDIRECTIONS: usize = 3;
 
 /// Slot ranges, sorted and disjoint, each with the `host:port` of the primary serving it.
 type SlotMap = Vec<(u16, u16, Arc<str>)>;
@@ -81,7 +121,7 @@ impl Cluster {
     }
 
     /// The primary serving `slot`, if the map knows one.
-    pub(super) fn owner(&self, slot: u16) -> Option<Arc<str>> {
+    fn owner(&self, slot: u16) -> Option<Arc<str>> {
         let slots = Arc::clone(&self.slots.read().unwrap_or_else(PoisonError::into_inner));
         let at = slots.partition_point(|&(_, end, _)| end < slot);
         slots
@@ -91,13 +131,13 @@ impl Cluster {
     }
 
     /// Some node of the map, for commands without a key.
-    pub(super) fn any_node(&self) -> Option<Arc<str>> {
+    fn any_node(&self) -> Option<Arc<str>> {
         let slots = self.slots.read().unwrap_or_else(PoisonError::into_inner);
         slots.first().map(|(_, _, node)| Arc::clone(node))
     }
 
     /// Records a `MOVED` redirection: `slot` is now served by `node`.
-    pub(super) fn moved(&self, slot: u16, node: &str) {
+    fn moved(&self, slot: u16, node: &str) {
         let mut slots = self.slots.write().unwrap_or_else(PoisonError::into_inner);
         let mut map: SlotMap = Vec::with_capacity(slots.len() + 2);
         for (start, end, owner) in slots.iter() {
@@ -124,7 +164,7 @@ impl Cluster {
     }
 
     /// The pool of the node at `host:port`, opened on first use.
-    pub(super) fn pool(&self, node: &Arc<str>) -> Result<Arc<Pooled>, StoreError> {
+    fn pool(&self, node: &Arc<str>) -> Result<Arc<Pooled>, StoreError> {
         let mut nodes = self.nodes.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(pooled) = nodes.get(node) {
             return Ok(Arc::clone(pooled));
@@ -138,7 +178,7 @@ impl Cluster {
     }
 
     /// A private connection to `node`, for one `ASK` redirection.
-    pub(super) fn client(&self, node: &str) -> Result<redis::Client, StoreError> {
+    fn client(&self, node: &str) -> Result<redis::Client, StoreError> {
         redis::Client::open(self.node_info(node)?)
             .map_err(|_| StoreError::Protocol("cluster node address unusable"))
     }
@@ -171,11 +211,8 @@ impl Cluster {
     /// Reloads the slot map from the first node that answers `CLUSTER SLOTS`: known
     /// primaries first, then the seeds. At most once per [`REFRESH_EVERY`]; a caller
     /// that finds a refresh under way waits for it, unless `wait` is false.
-    pub(super) async fn refresh(
-        &self,
-        command_timeout: Duration,
-        wait: bool,
-    ) -> Result<(), StoreError> {
+    async fn refresh(&self, wait: bool) -> Result<(), StoreError> {
+        let command_timeout = self.settings.command_timeout;
         let mut last = if wait {
             self.refresh.lock().await
         } else {
@@ -212,7 +249,7 @@ impl Cluster {
             let pooled = self.pool(&node)?;
             let deadline = Instant::now() + command_timeout;
             let reply = pooled
-                .run(deadline, command_timeout, |mut c| async move {
+                .run(deadline, |mut c| async move {
                     redis::cmd("CLUSTER")
                         .arg("SLOTS")
                         .query_async::<Value>(&mut c)
@@ -232,6 +269,86 @@ impl Cluster {
             }
         }
         Err(last_error)
+    }
+
+    /// Reloads the slot map (see [`refresh`](Self::refresh)), waiting for a refresh
+    /// under way, by `deadline`.
+    pub(super) async fn refresh_by(&self, deadline: Instant) -> Result<(), StoreError> {
+        timeout_at(deadline, self.refresh(true))
+            .await
+            .map_err(|_| StoreError::Timeout(self.settings.command_timeout))?
+    }
+
+    /// Refreshes the slot map in the background, unless one is under way or was done
+    /// just now.
+    fn refresh_soon(self: &Arc<Self>) {
+        let cluster = Arc::clone(self);
+        tokio::spawn(async move {
+            if let Err(error) = cluster.refresh(false).await {
+                tracing::debug!(%error, "cannot refresh the Redis Cluster slot map");
+            }
+        });
+    }
+
+    /// Runs one operation on the primary serving `key`'s slot (`None`: on any node)
+    /// within the command timeout, following `MOVED` and `ASK` redirections.
+    async fn run<T, F, Fut>(self: &Arc<Self>, key: Option<&str>, op: F) -> Result<T, StoreError>
+    where
+        F: Fn(OpConnection) -> Fut,
+        Fut: Future<Output = RedisResult<T>>,
+    {
+        let command_timeout = self.settings.command_timeout;
+        let deadline = Instant::now() + command_timeout;
+        let route = || match key {
+            Some(key) => self.owner(key_slot(key.as_bytes())),
+            None => self.any_node(),
+        };
+        let mut node = match route() {
+            Some(node) => node,
+            None => {
+                self.refresh_by(deadline).await?;
+                route().ok_or(StoreError::Protocol("no cluster node serves the slot"))?
+            }
+        };
+        for _ in 0..=MAX_REDIRECTIONS {
+            let pooled = self.pool(&node)?;
+            let e = match pooled.run(deadline, &op).await {
+                Ok(Ok(value)) => return Ok(value),
+                Ok(Err(e)) => e,
+                Err(failed) => {
+                    // The node is down or stuck: its slots may be failing over.
+                    self.refresh_soon();
+                    return Err(failed);
+                }
+            };
+            if is_topology_error(&e) {
+                self.refresh_soon();
+            }
+            match (e.code(), e.redirect_node()) {
+                (Some("MOVED"), Some((to, slot))) => {
+                    self.moved(slot, to);
+                    node = Arc::from(to);
+                }
+                (Some("ASK"), Some((to, _))) => {
+                    // The slot is migrating: run once on the importing node, each
+                    // command after its own ASKING.
+                    let client = self.client(to)?;
+                    let config = pooled.config.clone();
+                    let asked = timeout_at(deadline, async {
+                        let conn = client
+                            .get_multiplexed_async_connection_with_config(&config)
+                            .await?;
+                        op(OpConnection::asking(conn)).await
+                    });
+                    return match asked.await {
+                        Ok(result) => result.map_err(|e| store_error(e, command_timeout)),
+                        Err(_) => Err(StoreError::Timeout(command_timeout)),
+                    };
+                }
+                _ => return Err(store_error(e, command_timeout)),
+            }
+        }
+        Err(StoreError::Protocol("too many cluster redirections"))
     }
 }
 
@@ -281,7 +398,7 @@ fn parse_slots(reply: &Value, answered: &str) -> Option<SlotMap> {
 
 /// The hash slot of `key`: CRC16 (XMODEM) of its hash tag, or of the whole key without
 /// one, modulo 16384.
-pub(super) fn key_slot(key: &[u8]) -> u16 {
+fn key_slot(key: &[u8]) -> u16 {
     let tagged = key.iter().position(|&b| b == b'{').and_then(|open| {
         let len = key[open + 1..].iter().position(|&b| b == b'}')?;
         (len > 0).then(|| &key[open + 1..open + 1 + len])
@@ -301,7 +418,7 @@ pub(super) fn key_slot(key: &[u8]) -> u16 {
 }
 
 /// Whether a failed command says the slot map is stale.
-pub(super) fn is_topology_error(e: &RedisError) -> bool {
+fn is_topology_error(e: &RedisError) -> bool {
     e.is_io_error()
         || e.is_unrecoverable_error()
         || e.is_timeout()
