@@ -18,6 +18,10 @@ use crate::{
     wechat::{AppSecret, WeChatClient},
 };
 
+/// The default [`MpAuthConfig::with_refresh_grace`]: long enough for a client to retry
+/// after a 503, short enough that a stolen, rotated-out token is of little use.
+const DEFAULT_REFRESH_GRACE: Duration = Duration::from_secs(10);
+
 /// A configuration value was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -68,6 +72,8 @@ pub struct MpAuthConfig {
     max_tokens_per_user: u32,
     identity: Identity,
     pub(super) profile_max_age: Option<Duration>,
+    refresh_grace: Duration,
+    max_session_age: Option<Duration>,
 }
 
 impl fmt::Debug for MpAuthConfig {
@@ -79,6 +85,8 @@ impl fmt::Debug for MpAuthConfig {
             .field("max_tokens_per_user", &self.max_tokens_per_user)
             .field("identity", &self.identity)
             .field("profile_max_age", &self.profile_max_age)
+            .field("refresh_grace", &self.refresh_grace)
+            .field("max_session_age", &self.max_session_age)
             .finish()
     }
 }
@@ -98,6 +106,8 @@ impl MpAuthConfig {
             max_tokens_per_user: DEFAULT_MAX_TOKENS_PER_USER,
             identity: Identity::OpenId,
             profile_max_age: None,
+            refresh_grace: DEFAULT_REFRESH_GRACE,
+            max_session_age: None,
         })
     }
 
@@ -161,6 +171,32 @@ impl MpAuthConfig {
         self
     }
 
+    /// How long a refresh or a login whose answer was lost (a store outage answered
+    /// 503 after the write) can still be made good, so that an outage never logs a user
+    /// out: within it a rotated-out token may refresh once more, ending the successor
+    /// it had, and a failed login's evictions are undone. Default: 10 s; at most 60 s;
+    /// zero turns it off (see [`IssueOptions::with_retry_grace`] for the tradeoff).
+    pub fn with_refresh_grace(mut self, grace: Duration) -> Self {
+        self.refresh_grace = grace;
+        self
+    }
+
+    /// An absolute session lifetime: a user logs in again `max_age` after their login,
+    /// however often they refresh (refreshes keep the login time; past it a refresh is
+    /// 401, and no token outlives it). Default: none.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use mpauthx::MpAuthConfig;
+    /// let config = MpAuthConfig::new("wx-app-id", "app-secret", "demo")?
+    ///     .with_max_session_age(Duration::from_secs(30 * 24 * 3600));
+    /// # Ok::<(), mpauthx::ConfigError>(())
+    /// ```
+    pub fn with_max_session_age(mut self, max_age: Duration) -> Self {
+        self.max_session_age = Some(max_age);
+        self
+    }
+
     /// The app id.
     pub fn app_id(&self) -> &str {
         self.wechat.app_id()
@@ -183,6 +219,12 @@ impl MpAuthConfig {
 
     /// How a token is issued under this configuration.
     pub fn issue_options(&self) -> IssueOptions {
-        IssueOptions::new(self.token_ttl).with_max_tokens_per_user(self.max_tokens_per_user)
+        let options = IssueOptions::new(self.token_ttl)
+            .with_max_tokens_per_user(self.max_tokens_per_user)
+            .with_retry_grace(self.refresh_grace);
+        match self.max_session_age {
+            Some(max_age) => options.with_max_session_age(max_age),
+            None => options,
+        }
     }
 }

@@ -318,7 +318,15 @@ impl<T: TokenStore, U: UserStore> MpAuth<T, U> {
         if let Some(device) = &request.device {
             options = options.with_device(device);
         }
-        let info = self.inner.tokens.issue(&token, &options).await?;
+        let issued = match self.inner.tokens.issue(&token, &options).await {
+            Ok(issued) => issued,
+            Err(error) => {
+                // The script may have run and only its answer been lost: take the token
+                // back, and the devices it evicted, once the store answers again.
+                self.undo_in_background(token);
+                return Err(error.into());
+            }
+        };
         let stored = self
             .inner
             .users
@@ -327,30 +335,63 @@ impl<T: TokenStore, U: UserStore> MpAuth<T, U> {
         let user = match stored {
             Ok(user) => user,
             Err(error) => {
-                if let Err(revoke) = self.inner.tokens.revoke(&token.parsed()).await {
-                    // The token never left this function; it expires unused.
-                    tracing::warn!(error = %revoke, "could not revoke the token of a failed login");
+                if let Err(undo) = self.inner.tokens.undo_issue(&token.parsed()).await {
+                    tracing::warn!(error = %undo, "could not take back the token of a failed login; retrying");
+                    self.undo_in_background(token);
                 }
                 return Err(error.into());
             }
         };
-        tracing::info!(user = %identity, token = %info.hash.id(), "user logged in");
-        Ok(Authorized::new(token, &info, Some(user)))
+        tracing::info!(user = %identity, token = %issued.info.hash.id(), "user logged in");
+        Ok(Authorized::new(token, &issued.info, Some(user)))
     }
 
-    /// Replaces a live token with a new one (the old one stops working at once). Of
-    /// concurrent refreshes of one token exactly one succeeds; the others get
-    /// [`Error::InvalidToken`].
+    /// Keeps trying to undo the issue of `token`, which never reached its client, for
+    /// as long as the devices it evicted can be restored (the retry grace), or a few
+    /// seconds without one. The token itself is harmless meanwhile: nobody holds it.
+    fn undo_in_background(&self, token: Token) {
+        let tokens = self.inner.tokens.clone();
+        let window = self.inner.issue.retry_grace().max(Duration::from_secs(5));
+        let id = token.hash().id();
+        tokio::spawn(async move {
+            let deadline = tokio::time::Instant::now() + window;
+            let mut backoff = Duration::from_millis(100);
+            loop {
+                match tokens.undo_issue(&token.parsed()).await {
+                    Ok(restored) => {
+                        tracing::info!(token = %id, restored = restored.len(), "took back the token of a failed login");
+                        return;
+                    }
+                    Err(error) if tokio::time::Instant::now() + backoff >= deadline => {
+                        tracing::warn!(token = %id, %error, "gave up taking back the token of a failed login; it expires unused");
+                        return;
+                    }
+                    Err(_) => {
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(1));
+                    }
+                }
+            }
+        });
+    }
+
+    /// Replaces a live token with a new one: the old one stops working at once. Of
+    /// concurrent refreshes of one token exactly one succeeds and the others get
+    /// [`Error::InvalidToken`], except that within the retry grace
+    /// ([`MpAuthConfig::with_refresh_grace`]) the old token may refresh once more,
+    /// which ends the successor it had: a client whose answer was lost to an outage
+    /// retries and stays logged in. Past the session's maximum age
+    /// ([`MpAuthConfig::with_max_session_age`]) a refresh is refused.
     pub async fn refresh(&self, token: &str) -> Result<Authorized, Error> {
         let token = self.parse(token)?;
         let successor = Token::successor_of(&token).map_err(Error::Token)?;
-        let info = self
+        let issued = self
             .inner
             .tokens
             .rotate(&token, &successor, &self.inner.issue)
             .await?
             .ok_or(Error::InvalidToken)?;
-        Ok(Authorized::new(successor, &info, None))
+        Ok(Authorized::new(successor, &issued.info, None))
     }
 
     /// Revokes a live token; [`Error::InvalidToken`] if it was not live.
@@ -390,8 +431,16 @@ impl<T: TokenStore, U: UserStore> MpAuth<T, U> {
             other => Error::Token(other),
         })?;
         self.logout_all(open_id).await?;
-        let info = self.inner.tokens.issue(&token, &self.inner.issue).await?;
-        Ok(Authorized::new(token, &info, Some(user)))
+        let issued = self.inner.tokens.issue(&token, &self.inner.issue).await?;
+        Ok(Authorized::new(token, &issued.info, Some(user)))
+    }
+
+    /// Deletes a user and revokes every token they hold, on every device. Returns
+    /// whether the user existed. The tokens go first: a user who cannot be deleted
+    /// (the user store fails) is at least logged out.
+    pub async fn delete_user(&self, open_id: &str) -> Result<bool, Error> {
+        self.logout_all(open_id).await?;
+        Ok(self.inner.users.delete(open_id).await?)
     }
 
     /// The user behind a live token.

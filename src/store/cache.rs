@@ -20,7 +20,7 @@ use quick_cache::{
     sync::{Cache, DefaultLifecycle},
 };
 
-use super::{IssueOptions, StoreError, TokenInfo, TokenStore};
+use super::{IssueOptions, Issued, StoreError, TokenInfo, TokenStore};
 use crate::token::{ParsedToken, Sku, Token, TokenHash};
 
 /// How long [`CachedTokenStore`] keeps an answer unless told otherwise: one second.
@@ -354,12 +354,28 @@ impl Shared {
         }
     }
 
-    /// After a change to these tokens through the wrapper (whether or not it succeeded:
-    /// a timed-out command may have been applied).
-    fn changed(&self, hashes: &[TokenHash]) {
+    /// After a change to these tokens through the wrapper.
+    fn changed(&self, hashes: &[TokenHash], more: &[TokenHash]) {
         self.epoch.fetch_add(1, Ordering::SeqCst);
-        for hash in hashes {
+        for hash in hashes.iter().chain(more) {
             self.forget(hash);
+        }
+    }
+
+    /// After a revocation through the wrapper. One that found nothing live changed
+    /// nothing, so the lookups under way may keep their answers: a flood of logouts of
+    /// made-up tokens leaves the cache working. One that failed may have been applied.
+    fn revoked(&self, hash: &TokenHash, outcome: &Result<bool, StoreError>) {
+        match outcome {
+            Ok(false) => self.forget_live(hash),
+            Ok(true) | Err(_) => self.changed(&[*hash], &[]),
+        }
+    }
+
+    /// Drops a live answer only: an unknown token stays unknown.
+    fn forget_live(&self, hash: &TokenHash) {
+        if let Some(valid) = &self.valid {
+            valid.remove(hash);
         }
     }
 
@@ -412,11 +428,27 @@ struct Lookup {
 impl<S: TokenStore> TokenStore for CachedTokenStore<S> {
     type Validation = CachedValidation<S::Validation>;
 
-    async fn issue(&self, token: &Token, options: &IssueOptions) -> Result<TokenInfo, StoreError> {
+    async fn issue(&self, token: &Token, options: &IssueOptions) -> Result<Issued, StoreError> {
         let issued = self.inner.issue(token, options).await;
-        // Forget an "unknown" answer about this exact token, should there be one.
-        self.shared.changed(&[token.hash()]);
+        // Forget an "unknown" answer about this exact token, should there be one, and
+        // the devices the limit evicted.
+        match &issued {
+            Ok(issued) => self.shared.changed(&[token.hash()], &issued.evicted),
+            // A timed-out issue may have been applied, evictions included: forget the
+            // user's answers.
+            Err(_) => self.shared.changed_user(token.sku(), token.open_id()),
+        }
         issued
+    }
+
+    async fn undo_issue(&self, token: &ParsedToken<'_>) -> Result<Vec<TokenHash>, StoreError> {
+        let undone = self.inner.undo_issue(token).await;
+        // Restored devices were cached as unknown while evicted.
+        match &undone {
+            Ok(restored) => self.shared.changed(&[token.hash()], restored),
+            Err(_) => self.shared.changed_user(token.sku(), token.open_id()),
+        }
+        undone
     }
 
     fn validate(&self, token: &ParsedToken<'_>) -> Self::Validation {
@@ -446,19 +478,21 @@ impl<S: TokenStore> TokenStore for CachedTokenStore<S> {
         hash: &TokenHash,
     ) -> Result<bool, StoreError> {
         let revoked = self.inner.revoke_hash(sku, open_id, hash).await;
-        self.shared.changed(&[*hash]);
+        self.shared.revoked(hash, &revoked);
         revoked
     }
 
     async fn revoke(&self, token: &ParsedToken<'_>) -> Result<bool, StoreError> {
         let revoked = self.inner.revoke(token).await;
-        self.shared.changed(&[token.hash()]);
+        self.shared.revoked(&token.hash(), &revoked);
         revoked
     }
 
     async fn revoke_all(&self, sku: &Sku, open_id: &str) -> Result<usize, StoreError> {
         let revoked = self.inner.revoke_all(sku, open_id).await;
-        self.shared.changed_user(sku.as_str(), open_id);
+        if !matches!(revoked, Ok(0)) {
+            self.shared.changed_user(sku.as_str(), open_id);
+        }
         revoked
     }
 
@@ -475,9 +509,17 @@ impl<S: TokenStore> TokenStore for CachedTokenStore<S> {
         token: &ParsedToken<'_>,
         successor: &Token,
         options: &IssueOptions,
-    ) -> Result<Option<TokenInfo>, StoreError> {
+    ) -> Result<Option<Issued>, StoreError> {
         let rotated = self.inner.rotate(token, successor, options).await;
-        self.shared.changed(&[token.hash(), successor.hash()]);
+        match &rotated {
+            Ok(Some(issued)) => {
+                self.shared
+                    .changed(&[token.hash(), successor.hash()], &issued.evicted);
+            }
+            // Nothing was live to rotate: nothing changed.
+            Ok(None) => self.shared.forget(&successor.hash()),
+            Err(_) => self.shared.changed_user(token.sku(), token.open_id()),
+        }
         rotated
     }
 }
@@ -580,7 +622,7 @@ mod tests {
             &self,
             token: &Token,
             options: &IssueOptions,
-        ) -> impl Future<Output = Result<TokenInfo, StoreError>> + Send {
+        ) -> impl Future<Output = Result<Issued, StoreError>> + Send {
             self.inner.issue(token, options)
         }
 
@@ -625,7 +667,7 @@ mod tests {
             token: &ParsedToken<'_>,
             successor: &Token,
             options: &IssueOptions,
-        ) -> impl Future<Output = Result<Option<TokenInfo>, StoreError>> + Send {
+        ) -> impl Future<Output = Result<Option<Issued>, StoreError>> + Send {
             self.inner.rotate(token, successor, options)
         }
     }
@@ -703,6 +745,76 @@ mod tests {
 
         assert_eq!(store.valid_len(), 0);
         assert!(!store.validate(&token.parsed()).await.unwrap());
+    }
+
+    /// Logouts of unknown tokens change nothing: a flood of them must not keep the
+    /// lookups under way out of the cache (which would send every request to the store).
+    #[tokio::test]
+    async fn revoking_unknown_tokens_leaves_the_cache_working() {
+        let probe = Probe::new();
+        let store = CachedTokenStore::new(probe.clone()).with_ttl(MAX_CACHE_TTL);
+        let token = issued(&store, "o-live").await;
+
+        let held = probe.gate.acquire_many(GATE_PERMITS).await.unwrap();
+        let lookup = tokio::spawn(store.validate(&token.parsed()));
+        tokio::task::yield_now().await;
+        for i in 0..100 {
+            let unknown = Token::generate(&Sku::new("unit").unwrap(), &format!("o-{i}")).unwrap();
+            assert!(!store.revoke(&unknown.parsed()).await.unwrap());
+            let sku = Sku::new("unit").unwrap();
+            assert_eq!(store.revoke_all(&sku, &format!("o-{i}")).await.unwrap(), 0);
+        }
+        drop(held);
+        assert!(lookup.await.unwrap().unwrap());
+
+        assert_eq!(store.valid_len(), 1, "the lookup's answer was kept");
+        let lookups = probe.lookups();
+        assert!(store.validate(&token.parsed()).await.unwrap());
+        assert_eq!(probe.lookups(), lookups, "answered from the cache");
+    }
+
+    /// A device evicted by the device limit through the wrapper is refused at once,
+    /// not when its cached answer expires.
+    #[tokio::test]
+    async fn devices_evicted_by_the_limit_are_dropped_at_once() {
+        let store = CachedTokenStore::new(MemoryTokenStore::new()).with_ttl(MAX_CACHE_TTL);
+        let sku = Sku::new("unit").unwrap();
+        let single = IssueOptions::default().with_max_tokens_per_user(1);
+        let first = Token::generate(&sku, "o-one-device").unwrap();
+        store.issue(&first, &single).await.unwrap();
+        assert!(store.validate(&first.parsed()).await.unwrap());
+        assert_eq!(store.valid_len(), 1);
+
+        let second = Token::generate(&sku, "o-one-device").unwrap();
+        let issued = store.issue(&second, &single).await.unwrap();
+        assert_eq!(issued.evicted, vec![first.hash()]);
+        assert!(!store.validate(&first.parsed()).await.unwrap(), "evicted");
+        assert!(store.validate(&second.parsed()).await.unwrap());
+    }
+
+    /// An undone login restores the devices it evicted, even where the cache had
+    /// learned they were gone.
+    #[tokio::test]
+    async fn undoing_a_login_restores_evicted_devices_through_the_cache() {
+        let store = CachedTokenStore::new(MemoryTokenStore::new()).with_ttl(MAX_CACHE_TTL);
+        let sku = Sku::new("unit").unwrap();
+        let single = IssueOptions::default()
+            .with_max_tokens_per_user(1)
+            .with_retry_grace(Duration::from_secs(10));
+        let kept = Token::generate(&sku, "o-undo").unwrap();
+        store.issue(&kept, &single).await.unwrap();
+        let phantom = Token::generate(&sku, "o-undo").unwrap();
+        store.issue(&phantom, &single).await.unwrap();
+        assert!(!store.validate(&kept.parsed()).await.unwrap(), "evicted");
+        assert_eq!(store.invalid_len(), 1);
+
+        let restored = store.undo_issue(&phantom.parsed()).await.unwrap();
+        assert_eq!(restored, vec![kept.hash()]);
+        assert!(store.validate(&kept.parsed()).await.unwrap(), "restored");
+        assert!(
+            !store.validate(&phantom.parsed()).await.unwrap(),
+            "taken back"
+        );
     }
 
     #[tokio::test]

@@ -6,7 +6,7 @@ use std::{
     sync::{Arc, Mutex, MutexGuard, PoisonError},
 };
 
-use super::{IssueOptions, StoreError, TokenInfo, TokenStore, now_millis};
+use super::{IssueOptions, Issued, StoreError, TokenInfo, TokenStore, now_millis};
 use crate::token::{ParsedToken, Sku, Token, TokenHash};
 
 /// Sweep every expired token out after this many issues, so that memory stays bounded
@@ -17,7 +17,8 @@ const SWEEP_EVERY: u32 = 1024;
 ///
 /// For tests, single-process deployments and the example server. Tokens vanish when the
 /// process exits, and are not shared between processes: use [`RedisTokenStore`] for
-/// anything else. Clones share one store.
+/// anything else. Clones share one store. It behaves as `RedisTokenStore` does, the
+/// retry grace's tombstones included.
 ///
 /// [`RedisTokenStore`]: crate::RedisTokenStore
 #[derive(Debug, Clone, Default)]
@@ -36,9 +37,63 @@ struct State {
 #[derive(Debug)]
 struct Entry {
     user: String,
+    kind: Kind,
+}
+
+/// A live token, or one of the retry grace's tombstones (see `common.lua` beside the
+/// Redis store, which this mirrors).
+#[derive(Debug)]
+enum Kind {
+    Live(Record),
+    /// Rotated out; may rotate once more until `until`, evicting `successor`.
+    Rotated {
+        until: u64,
+        successor: TokenHash,
+    },
+    /// Evicted by the device limit for `by`; restored if `by`'s issue is undone.
+    Evicted {
+        until: u64,
+        by: TokenHash,
+        record: Record,
+    },
+}
+
+#[derive(Debug, Clone)]
+struct Record {
     issued_at_ms: u64,
     expires_at_ms: u64,
+    started_at_ms: u64,
     device: Option<String>,
+}
+
+impl Record {
+    fn info(&self, hash: TokenHash) -> TokenInfo {
+        TokenInfo {
+            hash,
+            issued_at_ms: self.issued_at_ms,
+            expires_at_ms: self.expires_at_ms,
+            session_started_at_ms: self.started_at_ms,
+            device: self.device.clone(),
+        }
+    }
+}
+
+impl Kind {
+    /// The record, if this is a token live at `now`.
+    fn live(&self, now: u64) -> Option<&Record> {
+        match self {
+            Self::Live(record) if record.expires_at_ms > now => Some(record),
+            _ => None,
+        }
+    }
+
+    /// Whether nothing will ever read this entry again.
+    fn is_over(&self, now: u64) -> bool {
+        match self {
+            Self::Live(record) => record.expires_at_ms <= now,
+            Self::Rotated { until, .. } | Self::Evicted { until, .. } => *until <= now,
+        }
+    }
 }
 
 impl MemoryTokenStore {
@@ -47,12 +102,13 @@ impl MemoryTokenStore {
         Self::default()
     }
 
-    /// How many tokens are held, expired ones not yet swept included.
+    /// How many entries are held: tokens (expired ones not yet swept included) and the
+    /// retry grace's tombstones.
     pub fn len(&self) -> usize {
         self.lock().tokens.len()
     }
 
-    /// Whether no token is held.
+    /// Whether nothing is held.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -69,47 +125,74 @@ fn user_key(sku: &str, open_id: &str) -> String {
 }
 
 impl State {
-    /// Files `token` under the user `sku` + `open_id`.
+    /// Drops the user's expired tokens and tombstones; the live tokens, soonest to
+    /// expire first.
+    fn live_of(&mut self, user: &str, now: u64) -> Vec<(TokenHash, u64)> {
+        let Some(hashes) = self.users.get_mut(user) else {
+            return Vec::new();
+        };
+        let tokens = &mut self.tokens;
+        hashes.retain(|h| match tokens.get(h) {
+            Some(entry) if !entry.kind.is_over(now) => true,
+            _ => {
+                tokens.remove(h);
+                false
+            }
+        });
+        let mut live: Vec<_> = hashes
+            .iter()
+            .filter_map(|h| Some((*h, tokens.get(h)?.kind.live(now)?.expires_at_ms)))
+            .collect();
+        live.sort_by_key(|(_, expires)| *expires);
+        live
+    }
+
+    /// Files `hash` under `user`, evicting the live tokens closest to expiry beyond the
+    /// limit (as tombstones while there is a grace). Returns the evicted hashes.
     fn insert(
         &mut self,
-        sku: &str,
-        open_id: &str,
-        token: &Token,
+        user: String,
+        hash: TokenHash,
+        record: Record,
         options: &IssueOptions,
-        device: Option<String>,
-    ) -> TokenInfo {
-        let now = now_millis();
+        now: u64,
+    ) -> Vec<TokenHash> {
         self.issues_since_sweep += 1;
         if self.issues_since_sweep >= SWEEP_EVERY {
             self.sweep(now);
         }
-        let user = user_key(sku, open_id);
-        let hashes = self.users.entry(user.clone()).or_default();
-        hashes.retain(|h| self.tokens.get(h).is_some_and(|e| e.expires_at_ms > now));
+        let live = self.live_of(&user, now);
         let max = options.max_tokens_per_user() as usize;
-        while hashes.len() >= max {
-            let oldest = hashes
-                .iter()
-                .enumerate()
-                .min_by_key(|(_, h)| self.tokens.get(*h).map_or(0, |e| e.expires_at_ms))
-                .map(|(i, _)| i)
-                .expect("non-empty");
-            self.tokens.remove(&hashes.swap_remove(oldest));
+        let evict = (live.len() + 1).saturating_sub(max);
+        let grace = options.retry_grace_millis();
+        let mut evicted = Vec::with_capacity(evict);
+        for (old, _) in live.into_iter().take(evict) {
+            if grace > 0 {
+                let entry = self.tokens.get_mut(&old).expect("listed as live");
+                if let Kind::Live(record) = &entry.kind {
+                    entry.kind = Kind::Evicted {
+                        until: now.saturating_add(grace),
+                        by: hash,
+                        record: record.clone(),
+                    };
+                }
+            } else {
+                self.remove(&old);
+            }
+            evicted.push(old);
         }
-        let hash = token.hash();
-        hashes.push(hash);
-        let entry = Entry {
-            user,
-            issued_at_ms: now,
-            expires_at_ms: now.saturating_add(options.ttl_millis()),
-            device,
-        };
-        let info = entry.info(hash);
-        self.tokens.insert(hash, entry);
-        info
+        self.users.entry(user.clone()).or_default().push(hash);
+        self.tokens.insert(
+            hash,
+            Entry {
+                user,
+                kind: Kind::Live(record),
+            },
+        );
+        evicted
     }
 
-    fn remove(&mut self, hash: &TokenHash, now: u64) -> Option<Entry> {
+    fn remove(&mut self, hash: &TokenHash) -> Option<Entry> {
         let entry = self.tokens.remove(hash)?;
         if let Some(hashes) = self.users.get_mut(&entry.user) {
             hashes.retain(|h| h != hash);
@@ -117,28 +200,104 @@ impl State {
                 self.users.remove(&entry.user);
             }
         }
-        (entry.expires_at_ms > now).then_some(entry)
+        Some(entry)
     }
 
     fn sweep(&mut self, now: u64) {
         self.issues_since_sweep = 0;
-        self.tokens.retain(|_, e| e.expires_at_ms > now);
+        self.tokens.retain(|_, e| !e.kind.is_over(now));
         let tokens = &self.tokens;
         self.users.retain(|_, hashes| {
             hashes.retain(|h| tokens.contains_key(h));
             !hashes.is_empty()
         });
     }
-}
 
-impl Entry {
-    fn info(&self, hash: TokenHash) -> TokenInfo {
-        TokenInfo {
-            hash,
-            issued_at_ms: self.issued_at_ms,
-            expires_at_ms: self.expires_at_ms,
-            device: self.device.clone(),
+    /// The rotation, as `rotate.lua` does it.
+    fn rotate(
+        &mut self,
+        user: String,
+        old: TokenHash,
+        successor: TokenHash,
+        options: &IssueOptions,
+        now: u64,
+    ) -> Option<Issued> {
+        let entry = self.tokens.get(&old).filter(|e| e.user == user)?;
+        let mut gone = Vec::new();
+        let record = match &entry.kind {
+            Kind::Rotated {
+                until,
+                successor: given,
+            } => {
+                let (until, given) = (*until, *given);
+                self.remove(&old);
+                if until <= now {
+                    return None;
+                }
+                let record = self.tokens.get(&given)?.kind.live(now)?.clone();
+                self.remove(&given);
+                gone.push(given);
+                record
+            }
+            Kind::Evicted { .. } => return None,
+            Kind::Live(record) => {
+                if record.expires_at_ms <= now {
+                    self.remove(&old);
+                    return None;
+                }
+                record.clone()
+            }
+        };
+        let mut expires_at_ms = now.saturating_add(options.ttl_millis());
+        if let Some(max_age) = options.max_session_age() {
+            let ends = record.started_at_ms.saturating_add(super::millis(max_age));
+            if ends <= now {
+                self.remove(&old);
+                return None;
+            }
+            expires_at_ms = expires_at_ms.min(ends);
         }
+        let grace = options.retry_grace_millis();
+        if grace > 0 && gone.is_empty() {
+            let entry = self.tokens.get_mut(&old).expect("checked above");
+            entry.kind = Kind::Rotated {
+                until: now.saturating_add(grace),
+                successor,
+            };
+        } else if gone.is_empty() {
+            self.remove(&old);
+        }
+        let record = Record {
+            issued_at_ms: now,
+            expires_at_ms,
+            started_at_ms: record.started_at_ms,
+            device: record.device,
+        };
+        let info = record.info(successor);
+        gone.extend(self.insert(user, successor, record, options, now));
+        Some(Issued {
+            info,
+            evicted: gone,
+        })
+    }
+
+    /// The undo, as `undo.lua` does it.
+    fn undo(&mut self, user: &str, hash: TokenHash, now: u64) -> Vec<TokenHash> {
+        if self.tokens.get(&hash).is_some_and(|e| e.user == user) {
+            self.remove(&hash);
+        }
+        let mut restored = Vec::new();
+        for h in self.users.get(user).into_iter().flatten() {
+            let entry = self.tokens.get_mut(h).expect("users and tokens agree");
+            if let Kind::Evicted { until, by, record } = &entry.kind
+                && *by == hash
+                && *until > now
+            {
+                entry.kind = Kind::Live(record.clone());
+                restored.push(*h);
+            }
+        }
+        restored
     }
 }
 
@@ -149,21 +308,29 @@ impl TokenStore for MemoryTokenStore {
         &self,
         token: &Token,
         options: &IssueOptions,
-    ) -> impl Future<Output = Result<TokenInfo, StoreError>> + Send {
-        let device = options.device().map(str::to_owned);
-        let info = self
-            .lock()
-            .insert(token.sku(), token.open_id(), token, options, device);
-        ready(Ok(info))
+    ) -> impl Future<Output = Result<Issued, StoreError>> + Send {
+        let now = now_millis();
+        let record = Record {
+            issued_at_ms: now,
+            expires_at_ms: now.saturating_add(options.ttl_millis()),
+            started_at_ms: now,
+            device: options.device().map(str::to_owned),
+        };
+        let hash = token.hash();
+        let info = record.info(hash);
+        let user = user_key(token.sku(), token.open_id());
+        let evicted = self.lock().insert(user, hash, record, options, now);
+        ready(Ok(Issued { info, evicted }))
     }
 
     fn validate(&self, token: &ParsedToken<'_>) -> Self::Validation {
         let hash = token.hash();
+        let now = now_millis();
         let live = self
             .lock()
             .tokens
             .get(&hash)
-            .is_some_and(|e| e.expires_at_ms > now_millis());
+            .is_some_and(|e| e.kind.live(now).is_some());
         ready(Ok(live))
     }
 
@@ -178,7 +345,11 @@ impl TokenStore for MemoryTokenStore {
             .tokens
             .get(hash)
             .is_some_and(|e| e.user == user_key(sku.as_str(), open_id));
-        let live = owned && state.remove(hash, now_millis()).is_some();
+        let now = now_millis();
+        let live = owned
+            && state
+                .remove(hash)
+                .is_some_and(|e| e.kind.live(now).is_some());
         ready(Ok(live))
     }
 
@@ -196,7 +367,7 @@ impl TokenStore for MemoryTokenStore {
         let live = hashes
             .iter()
             .filter_map(|h| state.tokens.remove(h))
-            .filter(|e| e.expires_at_ms > now)
+            .filter(|e| e.kind.live(now).is_some())
             .count();
         ready(Ok(live))
     }
@@ -207,16 +378,12 @@ impl TokenStore for MemoryTokenStore {
         open_id: &str,
     ) -> impl Future<Output = Result<Vec<TokenInfo>, StoreError>> + Send {
         let now = now_millis();
-        let state = self.lock();
-        let mut infos: Vec<TokenInfo> = state
-            .users
-            .get(&user_key(sku.as_str(), open_id))
+        let mut state = self.lock();
+        let live = state.live_of(&user_key(sku.as_str(), open_id), now);
+        let infos = live
             .into_iter()
-            .flatten()
-            .filter_map(|h| state.tokens.get(h).map(|e| e.info(*h)))
-            .filter(|info| info.expires_at_ms > now)
+            .filter_map(|(h, _)| Some(state.tokens.get(&h)?.kind.live(now)?.info(h)))
             .collect();
-        infos.sort_by_key(|info| info.expires_at_ms);
         ready(Ok(infos))
     }
 
@@ -225,11 +392,20 @@ impl TokenStore for MemoryTokenStore {
         token: &ParsedToken<'_>,
         successor: &Token,
         options: &IssueOptions,
-    ) -> impl Future<Output = Result<Option<TokenInfo>, StoreError>> + Send {
-        let mut state = self.lock();
-        let rotated = state
-            .remove(&token.hash(), now_millis())
-            .map(|old| state.insert(token.sku(), token.open_id(), successor, options, old.device));
+    ) -> impl Future<Output = Result<Option<Issued>, StoreError>> + Send {
+        let user = user_key(token.sku(), token.open_id());
+        let rotated =
+            self.lock()
+                .rotate(user, token.hash(), successor.hash(), options, now_millis());
         ready(Ok(rotated))
+    }
+
+    fn undo_issue(
+        &self,
+        token: &ParsedToken<'_>,
+    ) -> impl Future<Output = Result<Vec<TokenHash>, StoreError>> + Send {
+        let user = user_key(token.sku(), token.open_id());
+        let restored = self.lock().undo(&user, token.hash(), now_millis());
+        ready(Ok(restored))
     }
 }

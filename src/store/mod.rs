@@ -34,6 +34,8 @@ pub struct IssueOptions {
     ttl: Duration,
     max_tokens_per_user: NonZeroU32,
     device: Option<String>,
+    retry_grace: Duration,
+    max_session_age: Option<Duration>,
 }
 
 impl Default for IssueOptions {
@@ -50,6 +52,8 @@ impl IssueOptions {
             ttl: ttl.max(Duration::from_millis(1)),
             max_tokens_per_user: NonZeroU32::new(DEFAULT_MAX_TOKENS_PER_USER).expect("non-zero"),
             device: None,
+            retry_grace: Duration::ZERO,
+            max_session_age: None,
         }
     }
 
@@ -81,6 +85,56 @@ impl IssueOptions {
         self
     }
 
+    /// Makes writes safe to retry when their answer is lost (a Redis stall after the
+    /// script ran): for `grace` after a rotation the rotated-out token may rotate
+    /// **once more**, invalidating the successor it had (which never reached the client,
+    /// or the retry would not come), and for `grace` after a login the devices it
+    /// evicted are kept aside, restored by [`TokenStore::undo_issue`]. Default: zero,
+    /// no grace (a rotated-out token is dead at once, an evicted device is gone).
+    ///
+    /// **Weakens rotation:** within the grace, whoever holds the rotated-out token can
+    /// trade it for a fresh one once, logging the successor's holder out. Keep it to
+    /// seconds; [`MpAuthConfig`](crate::MpAuthConfig) uses 10 s.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use mpauthx::IssueOptions;
+    /// let options = IssueOptions::default().with_retry_grace(Duration::from_secs(10));
+    /// assert_eq!(options.retry_grace(), Duration::from_secs(10));
+    /// ```
+    pub fn with_retry_grace(mut self, grace: Duration) -> Self {
+        self.retry_grace = grace.min(MAX_RETRY_GRACE);
+        self
+    }
+
+    /// Ends every session `max_age` after its login, however often it is refreshed: a
+    /// rotation keeps the login time, its successor never outlives it, and past it a
+    /// rotation fails (the user logs in again). Default: no limit.
+    pub fn with_max_session_age(mut self, max_age: Duration) -> Self {
+        self.max_session_age = Some(max_age.max(Duration::from_millis(1)));
+        self
+    }
+
+    /// How long a lost answer can be made good; see
+    /// [`with_retry_grace`](Self::with_retry_grace).
+    pub fn retry_grace(&self) -> Duration {
+        self.retry_grace
+    }
+
+    /// The absolute session lifetime, if any.
+    pub fn max_session_age(&self) -> Option<Duration> {
+        self.max_session_age
+    }
+
+    pub(crate) fn retry_grace_millis(&self) -> u64 {
+        millis(self.retry_grace)
+    }
+
+    /// The maximum session age in ms, 0 for none.
+    pub(crate) fn max_session_age_millis(&self) -> u64 {
+        self.max_session_age.map_or(0, millis)
+    }
+
     /// How long an issued token lives.
     pub fn ttl(&self) -> Duration {
         self.ttl
@@ -97,8 +151,16 @@ impl IssueOptions {
     }
 
     pub(crate) fn ttl_millis(&self) -> u64 {
-        u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX)
+        millis(self.ttl)
     }
+}
+
+/// The longest [`IssueOptions::with_retry_grace`] accepted: one minute.
+const MAX_RETRY_GRACE: Duration = Duration::from_secs(60);
+
+/// A duration in whole milliseconds, saturating.
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// What a store knows about one live token. It never holds the token itself.
@@ -111,6 +173,9 @@ pub struct TokenInfo {
     pub issued_at_ms: u64,
     /// When the token expires, in milliseconds since the Unix epoch.
     pub expires_at_ms: u64,
+    /// When the session began: the login this token descends from by rotation, in
+    /// milliseconds since the Unix epoch.
+    pub session_started_at_ms: u64,
     /// The device label given at issue, if any.
     pub device: Option<String>,
 }
@@ -121,14 +186,36 @@ impl TokenInfo {
         hash: TokenHash,
         issued_at_ms: u64,
         expires_at_ms: u64,
+        session_started_at_ms: u64,
         device: Option<String>,
     ) -> Self {
         Self {
             hash,
             issued_at_ms,
             expires_at_ms,
+            session_started_at_ms,
             device,
         }
+    }
+}
+
+/// What an [`issue`](TokenStore::issue) or a [`rotate`](TokenStore::rotate) wrote: the
+/// new token's record, and the tokens it ended (devices evicted by the limit; for a
+/// rotation within the retry grace, the successor given before), so that caches can
+/// forget them at once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Issued {
+    /// The new token's record.
+    pub info: TokenInfo,
+    /// The tokens that stopped being live.
+    pub evicted: Vec<TokenHash>,
+}
+
+impl Issued {
+    /// The outcome of a write, for [`TokenStore`] implementations outside this crate.
+    pub fn new(info: TokenInfo, evicted: Vec<TokenHash>) -> Self {
+        Self { info, evicted }
     }
 }
 
@@ -214,12 +301,25 @@ pub trait TokenStore: std::fmt::Debug + Clone + Send + Sync + 'static {
     type Validation: Future<Output = Result<bool, StoreError>> + Send + 'static;
 
     /// Records a new token with the given lifetime; if the user then holds more than
-    /// `options.max_tokens_per_user()` live tokens, evicts those closest to expiry.
+    /// `options.max_tokens_per_user()` live tokens, evicts those closest to expiry
+    /// (keeping them aside for the retry grace, see
+    /// [`IssueOptions::with_retry_grace`]).
     fn issue(
         &self,
         token: &Token,
         options: &IssueOptions,
-    ) -> impl Future<Output = Result<TokenInfo, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Issued, StoreError>> + Send;
+
+    /// Takes back an issue whose answer may never have reached its client (the store
+    /// timed out, or the user could not be stored): revokes `token` and restores the
+    /// devices its issue evicted, if the retry grace has not passed. Returns the
+    /// restored tokens. The default revokes and restores nothing.
+    fn undo_issue(
+        &self,
+        token: &ParsedToken<'_>,
+    ) -> impl Future<Output = Result<Vec<TokenHash>, StoreError>> + Send {
+        async move { self.revoke(token).await.map(|_| Vec::new()) }
+    }
 
     /// Whether the token is live. This is the request hot path: one round trip, and the
     /// returned future owns what it needs, so middleware can hold it across the request.
@@ -258,9 +358,12 @@ pub trait TokenStore: std::fmt::Debug + Clone + Send + Sync + 'static {
         open_id: &str,
     ) -> impl Future<Output = Result<Vec<TokenInfo>, StoreError>> + Send;
 
-    /// Atomically replaces a live token with `successor`, keeping its device label, and
-    /// returns what was recorded about the successor. `None` if the token was not live,
-    /// including when a concurrent rotation of the same token won.
+    /// Atomically replaces a live token with `successor`, keeping its device label and
+    /// session start, and returns what was recorded about the successor. `None` if the
+    /// token was not live, including when a concurrent rotation of the same token won,
+    /// and when its session is older than `options.max_session_age()`. Within
+    /// `options.retry_grace()` after a rotation, the rotated-out token rotates once more
+    /// and its earlier successor is evicted.
     ///
     /// The caller draws `successor` with [`Token::successor_of`], so it names the same
     /// user; the store files it under `token`'s user whatever it says. Stores draw no
@@ -270,7 +373,7 @@ pub trait TokenStore: std::fmt::Debug + Clone + Send + Sync + 'static {
         token: &ParsedToken<'_>,
         successor: &Token,
         options: &IssueOptions,
-    ) -> impl Future<Output = Result<Option<TokenInfo>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Option<Issued>, StoreError>> + Send;
 }
 
 /// Milliseconds since the Unix epoch on this machine's clock.

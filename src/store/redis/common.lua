@@ -1,5 +1,14 @@
 -- Shared by every script. A user's tokens are the fields of one hash: the field is the
--- token's SHA-256 (32 raw bytes), the value `<expires ms>|<issued ms>|<device>`.
+-- token's SHA-256 (32 raw bytes), the value of a live token
+-- `<expires ms>|<issued ms>|<session started ms>|<device>`.
+--
+-- For a short grace after a write whose answer may have been lost (`retry_grace`), two
+-- kinds of tombstone share the hash. Neither is live; each is dropped once its grace
+-- is over:
+--   `r<until>|<successor hex>`: a token rotated out, which may rotate once more until
+--     `until` (the client may never have received its successor);
+--   `x<until>|<evictor hex>|<value>`: a token the device limit evicted, restored if the
+--     login that evicted it is undone.
 --
 -- Every time comes from the application server's clock, passed in as `now`: expiry is
 -- decided on one clock whichever operation looks at it (see `TokenStore`'s "Time").
@@ -9,35 +18,64 @@ local function expires_of(value)
   return tonumber(string.match(value, '^(%d+)|'))
 end
 
--- Drops the user's expired tokens and returns the live ones as {field, expires, value},
--- soonest to expire first.
+local function tombstone_until(value)
+  return tonumber(string.match(value, '^[rx](%d+)|'))
+end
+
+local function hex(bytes)
+  return (string.gsub(bytes, '.', function(c) return string.format('%02x', string.byte(c)) end))
+end
+
+local function unhex(text)
+  return (string.gsub(text, '%x%x', function(cc) return string.char(tonumber(cc, 16)) end))
+end
+
+-- Drops the user's expired tokens and tombstones, and returns the live tokens as
+-- {field, expires, value}, soonest to expire first.
 local function live_tokens(key, now)
   local all = redis.call('HGETALL', key)
   local live = {}
   for i = 1, #all, 2 do
-    local expires = expires_of(all[i + 1])
-    if expires and expires > now then
-      live[#live + 1] = { all[i], expires, all[i + 1] }
+    local value = all[i + 1]
+    local expires = expires_of(value)
+    if expires then
+      if expires > now then
+        live[#live + 1] = { all[i], expires, value }
+      else
+        redis.call('HDEL', key, all[i])
+      end
     else
-      redis.call('HDEL', key, all[i])
+      local grace_until = tombstone_until(value)
+      if not grace_until or grace_until <= now then
+        redis.call('HDEL', key, all[i])
+      end
     end
   end
   table.sort(live, function(a, b) return a[2] < b[2] end)
   return live
 end
 
--- Records a token, first evicting the soonest to expire beyond the limit. The hash lives
--- as long as its longest-lived token, so an idle user leaves nothing behind.
-local function add_token(key, field, now, expires, max, device)
+-- Records a token, first evicting the soonest to expire beyond the limit (as `x`
+-- tombstones while there is a grace). The hash lives as long as its longest-lived
+-- token or tombstone, so an idle user leaves nothing behind. Returns the evicted fields.
+local function add_token(key, field, now, expires, started, max, device, grace)
   local live = live_tokens(key, now)
   local evict = math.max(#live - max + 1, 0)
+  local evicted = {}
   for i = 1, evict do
-    redis.call('HDEL', key, live[i][1])
+    if grace > 0 then
+      redis.call('HSET', key, live[i][1],
+        string.format('x%d|%s|%s', now + grace, hex(field), live[i][3]))
+    else
+      redis.call('HDEL', key, live[i][1])
+    end
+    evicted[#evicted + 1] = live[i][1]
   end
-  redis.call('HSET', key, field, string.format('%d|%d|%s', expires, now, device))
-  local longest = expires
+  redis.call('HSET', key, field, string.format('%d|%d|%d|%s', expires, now, started, device))
+  local longest = math.max(expires, now + grace)
   if #live > evict and live[#live][2] > longest then
     longest = live[#live][2]
   end
   redis.call('PEXPIRE', key, math.max(longest - now, 1))
+  return evicted
 end

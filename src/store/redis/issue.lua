@@ -1,3 +1,5 @@
--- KEYS: user key. ARGV: token hash, now ms, expires ms, max tokens, device.
-add_token(KEYS[1], ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5])
-return 1
+-- KEYS: user key. ARGV: token hash, now ms, expires ms, max tokens, device, grace ms.
+-- Returns the hashes of the tokens the device limit evicted.
+local now = tonumber(ARGV[2])
+return add_token(KEYS[1], ARGV[1], now, tonumber(ARGV[3]), now, tonumber(ARGV[4]), ARGV[5],
+  tonumber(ARGV[6]))

@@ -32,7 +32,7 @@ use self::{
     scripts::Scripts,
     target::{NodeAuth, Target},
 };
-use super::{IssueOptions, StoreBuildError, StoreError, TokenInfo, TokenStore, now_millis};
+use super::{IssueOptions, Issued, StoreBuildError, StoreError, TokenInfo, TokenStore, now_millis};
 use crate::token::{ParsedToken, Sku, Token, TokenHash};
 
 mod builder;
@@ -299,14 +299,14 @@ impl TokenStore for RedisTokenStore {
         &self,
         token: &Token,
         options: &IssueOptions,
-    ) -> impl Future<Output = Result<TokenInfo, StoreError>> + Send {
+    ) -> impl Future<Output = Result<Issued, StoreError>> + Send {
         let key = self.inner.user_key(token.sku(), token.open_id());
         let hash = token.hash();
         async move {
             let now = now_millis();
             let expires_at_ms = now.saturating_add(options.ttl_millis());
             let device = options.device().unwrap_or("");
-            scripts::eval::<()>(
+            let evicted: Vec<Vec<u8>> = scripts::eval(
                 &self.inner.backend,
                 &self.inner.scripts.issue,
                 &key,
@@ -316,15 +316,40 @@ impl TokenStore for RedisTokenStore {
                     number(expires_at_ms).as_bytes(),
                     number(options.max_tokens_per_user().into()).as_bytes(),
                     device.as_bytes(),
+                    number(options.retry_grace_millis()).as_bytes(),
                 ],
             )
             .await?;
-            Ok(TokenInfo {
+            let info = TokenInfo {
                 hash,
                 issued_at_ms: now,
                 expires_at_ms,
+                session_started_at_ms: now,
                 device: options.device().map(str::to_owned),
+            };
+            Ok(Issued {
+                info,
+                evicted: hashes(evicted)?,
             })
+        }
+    }
+
+    fn undo_issue(
+        &self,
+        token: &ParsedToken<'_>,
+    ) -> impl Future<Output = Result<Vec<TokenHash>, StoreError>> + Send {
+        let key = self.inner.user_key(token.sku(), token.open_id());
+        let hash = token.hash();
+        async move {
+            let now = number(now_millis());
+            let restored: Vec<Vec<u8>> = scripts::eval(
+                &self.inner.backend,
+                &self.inner.scripts.undo,
+                &key,
+                &[&hash.as_bytes()[..], now.as_bytes()],
+            )
+            .await?;
+            hashes(restored)
         }
     }
 
@@ -415,6 +440,7 @@ impl TokenStore for RedisTokenStore {
                         hash: TokenHash::from_bytes(bytes),
                         issued_at_ms: value.issued_at_ms,
                         expires_at_ms: value.expires_at_ms,
+                        session_started_at_ms: value.started_at_ms,
                         device: value.device,
                     })
                 })
@@ -427,13 +453,13 @@ impl TokenStore for RedisTokenStore {
         token: &ParsedToken<'_>,
         successor: &Token,
         options: &IssueOptions,
-    ) -> impl Future<Output = Result<Option<TokenInfo>, StoreError>> + Send {
+    ) -> impl Future<Output = Result<Option<Issued>, StoreError>> + Send {
         let key = self.inner.user_key(token.sku(), token.open_id());
         let (old_hash, new_hash) = (token.hash(), successor.hash());
         async move {
             let now = now_millis();
             let expires_at_ms = now.saturating_add(options.ttl_millis());
-            let device: Option<String> = scripts::eval(
+            let reply: Option<Vec<Vec<u8>>> = scripts::eval(
                 &self.inner.backend,
                 &self.inner.scripts.rotate,
                 &key,
@@ -443,17 +469,52 @@ impl TokenStore for RedisTokenStore {
                     number(now).as_bytes(),
                     number(expires_at_ms).as_bytes(),
                     number(options.max_tokens_per_user().into()).as_bytes(),
+                    number(options.retry_grace_millis()).as_bytes(),
+                    number(options.max_session_age_millis()).as_bytes(),
                 ],
             )
             .await?;
-            Ok(device.map(|device| TokenInfo {
+            let Some(mut reply) = reply else {
+                return Ok(None);
+            };
+            if reply.len() < 3 {
+                return Err(StoreError::Protocol("rotation answered too little"));
+            }
+            let evicted = hashes(reply.split_off(3))?;
+            let [device, started, expires] = <[Vec<u8>; 3]>::try_from(reply)
+                .map_err(|_| StoreError::Protocol("rotation answered too little"))?;
+            let time = |bytes: Vec<u8>| {
+                String::from_utf8(bytes)
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                    .ok_or(StoreError::Protocol(
+                        "rotation answered a time that is not one",
+                    ))
+            };
+            let device = String::from_utf8(device)
+                .map_err(|_| StoreError::Protocol("device label is not UTF-8"))?;
+            let info = TokenInfo {
                 hash: new_hash,
                 issued_at_ms: now,
-                expires_at_ms,
+                expires_at_ms: time(expires)?,
+                session_started_at_ms: time(started)?,
                 device: (!device.is_empty()).then_some(device),
-            }))
+            };
+            Ok(Some(Issued { info, evicted }))
         }
     }
+}
+
+/// Token hashes as a script answers them: 32 raw bytes each.
+fn hashes(fields: Vec<Vec<u8>>) -> Result<Vec<TokenHash>, StoreError> {
+    fields
+        .into_iter()
+        .map(|field| {
+            <[u8; 32]>::try_from(field)
+                .map(TokenHash::from_bytes)
+                .map_err(|_| StoreError::Protocol("token hash is not 32 bytes"))
+        })
+        .collect()
 }
 
 /// The future of [`RedisTokenStore`]'s `validate`.

@@ -16,6 +16,7 @@ pub(super) struct Scripts {
     pub(super) revoke: Script,
     pub(super) revoke_all: Script,
     pub(super) list: Script,
+    pub(super) undo: Script,
 }
 
 impl Scripts {
@@ -28,6 +29,7 @@ impl Scripts {
             revoke: with_common(include_str!("revoke.lua")),
             revoke_all: with_common(include_str!("revoke_all.lua")),
             list: with_common(include_str!("list.lua")),
+            undo: with_common(include_str!("undo.lua")),
         }
     }
 }
