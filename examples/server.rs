@@ -14,6 +14,7 @@
 //! | `MPAUTHX_WECHAT_API` | `https://api.weixin.qq.com` | WeChat's API (needs the secret) |
 //! | `MPAUTHX_SKU` | `demo` | the sku in every token, `[A-Za-z0-9_-]{1,32}` |
 //! | `MPAUTHX_TOKEN_TTL` | `259200` | token lifetime in seconds, at most a year |
+//! | `MPAUTHX_SESSION_MAX_AGE` | unset: none | seconds after a login when its session ends, however often it is refreshed |
 //! | `MPAUTHX_REDIS_URL` | unset: in memory | the token store: `redis://[:password@]host:port/db`, a cluster `redis+cluster://[:password@]host:port,host:port,…` or Sentinel `redis+sentinel://[:password@]host:port[,…]/<master name>[/db]` |
 //! | `MPAUTHX_DATABASE` | `mpauthx.db` | the sqlite file of users |
 //! | `MPAUTHX_LOGIN_LIMIT_PER_CLIENT` | unset: no limit | logins per client, `<count>/<seconds>` such as `20/60` |
@@ -82,6 +83,8 @@ const PREFIX: &str = "mpauthx";
 const SIMULATOR_PREFIX: &str = "mpauthx-simulator";
 /// Longer-lived tokens belong in a refresh flow, not in one token.
 const MAX_TOKEN_TTL_SECS: u64 = 365 * 24 * 3600;
+/// Ten years: the longest session `MPAUTHX_SESSION_MAX_AGE` accepts.
+const MAX_SESSION_AGE_SECS: u64 = 10 * 365 * 24 * 3600;
 /// How long requests in flight may run on after a shutdown signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
@@ -117,6 +120,8 @@ struct Settings {
     wechat: WeChat,
     sku: Sku,
     token_ttl: Duration,
+    /// The absolute session lifetime, if any.
+    session_max_age: Option<Duration>,
     redis_url: Option<String>,
     database: PathBuf,
     limits: Limits,
@@ -168,6 +173,21 @@ fn settings() -> Result<Settings, BadSetting> {
                     "MPAUTHX_TOKEN_TTL",
                     format!(
                         "MPAUTHX_TOKEN_TTL={ttl:?} is not a number of seconds from 1 to {MAX_TOKEN_TTL_SECS}"
+                    ),
+                ));
+            }
+        },
+    };
+
+    let session_max_age = match var("MPAUTHX_SESSION_MAX_AGE")? {
+        None => None,
+        Some(age) => match age.parse::<u64>() {
+            Ok(secs @ 1..=MAX_SESSION_AGE_SECS) => Some(Duration::from_secs(secs)),
+            _ => {
+                return Err(BadSetting::new(
+                    "MPAUTHX_SESSION_MAX_AGE",
+                    format!(
+                        "MPAUTHX_SESSION_MAX_AGE={age:?} is not a number of seconds from 1 to {MAX_SESSION_AGE_SECS}"
                     ),
                 ));
             }
@@ -234,6 +254,7 @@ fn settings() -> Result<Settings, BadSetting> {
         wechat,
         sku,
         token_ttl,
+        session_max_age,
         redis_url: var("MPAUTHX_REDIS_URL")?,
         database: var("MPAUTHX_DATABASE")?
             .unwrap_or_else(|| DEFAULT_DATABASE.into())
@@ -520,6 +541,10 @@ async fn serve<T: TokenStore>(
         .map_err(|e| BadSetting::new("MPAUTHX_SKU", e.to_string()))?
         .with_token_ttl(settings.token_ttl)
         .with_wechat_base_url(base_url);
+    let config = match settings.session_max_age {
+        Some(max_age) => config.with_max_session_age(max_age),
+        None => config,
+    };
     let mut builder = MpAuth::builder(config, tokens, users);
     if let Some(throttle) = throttle {
         tracing::info!(?throttle, "logins are limited");
