@@ -119,17 +119,11 @@ async fn local_revoke_rotate_and_logout_all_apply_at_once() {
         .unwrap()
         .expect("a live token rotates");
     assert!(!live(&store, &rotated).await, "rotate: the old token");
-    assert!(
-        live(&store, &successor).await,
-        "rotate: the new token"
-    );
+    assert!(live(&store, &successor).await, "rotate: the new token");
 
     assert_eq!(store.revoke_all(&sku(), "o-alice").await.unwrap(), 2);
     assert!(!live(&store, &logged_out).await, "revoke_all");
-    assert!(
-        !live(&store, &successor).await,
-        "revoke_all: the successor"
-    );
+    assert!(!live(&store, &successor).await, "revoke_all: the successor");
     assert!(live(&store, &bystander).await, "another user's token");
 }
 

@@ -13,8 +13,8 @@ use std::{collections::HashSet, time::Duration};
 use axum::{Router, routing::get};
 use common::{RedisServer, unique_prefix};
 use mpauthx::{
-    AuthorizeRequest, Error, MemoryTokenStore, MpAuth, MpAuthConfig, RedisTokenStore, Sku, Token,
-    TokenStore, testing::WeChatSimulator, SqliteUserStore,
+    AuthorizeRequest, Error, MemoryTokenStore, MpAuth, MpAuthConfig, RedisTokenStore, Sku,
+    SqliteUserStore, Token, TokenStore, testing::WeChatSimulator,
 };
 use sha2::{Digest as _, Sha256};
 use tempfile::TempDir;

@@ -26,9 +26,9 @@ use http::{
     header::{AUTHORIZATION, RETRY_AFTER},
 };
 use http_body_util::{BodyExt, Full};
-use mpauthx::{StoreBuildError, 
-    AuthedUser, IssueOptions, MpAuthLayer, MpAuthService, RedisTokenStore, Sku, StoreError, Token,
-    TokenStore,
+use mpauthx::{
+    AuthedUser, IssueOptions, MpAuthLayer, MpAuthService, RedisTokenStore, Sku, StoreBuildError,
+    StoreError, Token, TokenStore,
 };
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},

@@ -11,7 +11,7 @@ use common::{
     sentinel::{MASTER, SentinelSetup},
     unique_prefix,
 };
-use mpauthx::{StoreBuildError, IssueOptions, RedisTokenStore, StoreError, Token, TokenStore};
+use mpauthx::{IssueOptions, RedisTokenStore, StoreBuildError, StoreError, Token, TokenStore};
 use store_suite::{LONG, issue, live, sku};
 use tokio::task::JoinSet;
 

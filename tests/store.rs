@@ -142,6 +142,9 @@ mod redis_layout {
             );
         }
         let result = RedisTokenStore::builder("not a url").build().await;
-        assert!(matches!(result, Err(mpauthx::StoreBuildError::InvalidSettings(_))));
+        assert!(matches!(
+            result,
+            Err(mpauthx::StoreBuildError::InvalidSettings(_))
+        ));
     }
 }

@@ -7,8 +7,8 @@ use base64::{Engine as _, engine::general_purpose::STANDARD};
 use cbc::cipher::{BlockModeEncrypt as _, KeyIvInit as _, block_padding::NoPadding};
 use http::StatusCode;
 use mpauthx::{
-    DecryptError, DecryptOptions, DecryptedProfile, Session, SessionKey, Watermark, decrypt_profile,
-    encrypt_profile, verify_signature,
+    DecryptError, DecryptOptions, DecryptedProfile, Session, SessionKey, Watermark,
+    decrypt_profile, encrypt_profile, verify_signature,
 };
 
 const APP_ID: &str = "wxtestappid00001";
