@@ -11,9 +11,6 @@
 //!   nothing stored.
 
 mod common;
-// Shared with other test binaries, which use the parts this one does not.
-#[allow(dead_code)]
-mod fake_wechat;
 
 use std::{
     convert::Infallible,
@@ -30,14 +27,16 @@ use std::{
 };
 
 use bytes::Bytes;
-use common::{RedisServer, blocking, unique_prefix};
-use fake_wechat::{FakeWeChat, Reply as FakeReply};
+use common::{
+    RedisServer, blocking,
+    fake_wechat::{FakeWeChat, Reply as FakeReply},
+    unique_prefix,
+};
 use http::{Request, Response, StatusCode, header::AUTHORIZATION};
 use http_body_util::Full;
 use mpauthx::{
     AuthedUser, AuthorizeRequest, Error, IssueOptions, MpAuth, MpAuthConfig, MpAuthLayer,
-    MpAuthService, RedisTokenStore, Sku, Token, TokenStore,
-    SqliteUserStore, UserStoreError,
+    MpAuthService, RedisTokenStore, Sku, SqliteUserStore, Token, TokenStore, UserStoreError,
     WeChatError,
 };
 use tempfile::TempDir;

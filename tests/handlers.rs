@@ -5,7 +5,6 @@
 #![allow(dead_code)]
 
 mod common;
-mod fake_wechat;
 
 use std::{
     path::{Path, PathBuf},
@@ -28,15 +27,16 @@ use axum::{
 };
 use base64::{Engine as _, engine::general_purpose::STANDARD};
 use bytes::Bytes;
-use common::{RedisServer, unique_prefix};
-use fake_wechat::{FakeWeChat, Reply};
+use common::{
+    RedisServer,
+    fake_wechat::{FakeWeChat, Reply},
+    unique_prefix,
+};
 use http_body::Frame;
 use http_body_util::BodyExt as _;
 use mpauthx::{
-    AuthedUser, MemoryTokenStore, MpAuth, MpAuthConfig, RedisTokenStore, Sku, Token, TokenStore,
-    MAX_BODY_BYTES,
-    SqliteUserStore,
-    SessionKey, encrypt_profile,
+    AuthedUser, MAX_BODY_BYTES, MemoryTokenStore, MpAuth, MpAuthConfig, RedisTokenStore,
+    SessionKey, Sku, SqliteUserStore, Token, TokenStore, encrypt_profile,
 };
 use serde_json::{Value, json};
 use tempfile::TempDir;
@@ -519,7 +519,10 @@ async fn token_routes_with_a_malformed_authorization_are_400() {
             // The layer's answer to the same header: 6007 and an RFC 6750 challenge.
             assert_error(&answer, StatusCode::BAD_REQUEST, "invalid_request", 6007);
             let challenge = answer.header(WWW_AUTHENTICATE).unwrap_or_default();
-            assert!(challenge.contains(r#"error="invalid_request""#), "{answer:?}");
+            assert!(
+                challenge.contains(r#"error="invalid_request""#),
+                "{answer:?}"
+            );
         }
         // Two Authorization headers are ambiguous, even if one is valid.
         let request = Request::post(path)

@@ -4,7 +4,6 @@
 #![allow(dead_code)]
 
 mod common;
-mod fake_wechat;
 
 use std::{
     path::{Path, PathBuf},
@@ -12,16 +11,16 @@ use std::{
 };
 
 use base64::{Engine as _, engine::general_purpose::STANDARD};
-use common::{RedisServer, unique_prefix};
-use fake_wechat::{FakeWeChat, Received, Reply};
+use common::{
+    RedisServer,
+    fake_wechat::{FakeWeChat, Received, Reply},
+    unique_prefix,
+};
 use http::StatusCode;
 use mpauthx::{
-    Error, Identity, MemoryTokenStore, MpAuth, MpAuthConfig, RedisTokenStore, Sku, StoreError,
-    TokenInfo, TokenStore,
-    AuthorizeRequest,
-    SqliteUserStore, UserStore, UserStoreError,
-    DecryptError, EncryptedProfile, SessionKey, WeChatError,
-        encrypt_profile,
+    AuthorizeRequest, DecryptError, EncryptedProfile, Error, Identity, MemoryTokenStore, MpAuth,
+    MpAuthConfig, RedisTokenStore, SessionKey, Sku, SqliteUserStore, StoreError, TokenInfo,
+    TokenStore, UserStore, UserStoreError, WeChatError, encrypt_profile,
 };
 use sha1::{Digest as _, Sha1};
 use tempfile::TempDir;

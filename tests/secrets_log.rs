@@ -13,9 +13,6 @@
 //! thread-local subscriber would see nothing), so the tests take turns.
 
 mod common;
-// Shared with other test binaries, which use the parts this one does not.
-#[allow(dead_code)]
-mod fake_wechat;
 
 use std::{
     convert::Infallible,
@@ -26,15 +23,17 @@ use std::{
 
 use base64::{Engine as _, engine::general_purpose::STANDARD};
 use bytes::Bytes;
-use common::{RedisServer, unique_prefix};
-use fake_wechat::{FakeWeChat, Received, Reply};
+use common::{
+    RedisServer,
+    fake_wechat::{FakeWeChat, Received, Reply},
+    unique_prefix,
+};
 use http::{Request, Response, StatusCode, header::AUTHORIZATION};
 use http_body_util::Full;
 use mpauthx::{
-    AuthorizeRequest, Error, IssueOptions, MpAuth, MpAuthConfig, RedisTokenStore, Sku, Token,
-    TokenStore,
-    SqliteUserStore,
-    AppSecret, Session, SessionKey, WeChatClient, WeChatError, encrypt_profile,
+    AppSecret, AuthorizeRequest, Error, IssueOptions, MpAuth, MpAuthConfig, RedisTokenStore,
+    Session, SessionKey, Sku, SqliteUserStore, Token, TokenStore, WeChatClient, WeChatError,
+    encrypt_profile,
 };
 use sha1::{Digest as _, Sha1};
 use tower::{Layer as _, ServiceExt as _, service_fn};

@@ -4,7 +4,6 @@
 #![allow(dead_code)]
 
 mod common;
-mod fake_wechat;
 
 use std::time::{Duration, Instant};
 
@@ -14,13 +13,15 @@ use axum::{
     http::{Request, StatusCode, header::RETRY_AFTER},
     routing::post,
 };
-use common::{RedisServer, unique_prefix};
-use fake_wechat::{FakeWeChat, Reply};
+use common::{
+    RedisServer,
+    fake_wechat::{FakeWeChat, Reply},
+    unique_prefix,
+};
 use http_body_util::BodyExt as _;
 use mpauthx::{
-    Error, MemoryTokenStore, MpAuth, MpAuthConfig, RedisTokenStore, TokenStore,
-    Decision, LoginThrottle, MemoryRateLimiter, RateLimit, RateLimiter,
-    SqliteUserStore,
+    Decision, Error, LoginThrottle, MemoryRateLimiter, MemoryTokenStore, MpAuth, MpAuthConfig,
+    RateLimit, RateLimiter, RedisTokenStore, SqliteUserStore, TokenStore,
 };
 use serde_json::{Value, json};
 use tempfile::TempDir;

@@ -1,6 +1,6 @@
 //! `WeChatClient` against a fake `jscode2session` server on loopback.
 
-mod fake_wechat;
+mod common;
 
 use std::{
     io::Write,
@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use fake_wechat::{FakeWeChat, Reply};
+use common::fake_wechat::{FakeWeChat, Reply};
 use http::StatusCode;
 use mpauthx::{AppSecret, WeChatClient, WeChatError};
 
