@@ -3,19 +3,12 @@
 
 #![allow(dead_code)]
 
-mod common;
-
 use std::{
     path::{Path, PathBuf},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use base64::{Engine as _, engine::general_purpose::STANDARD};
-use common::{
-    RedisServer,
-    fake_wechat::{FakeWeChat, Received, Reply},
-    unique_prefix,
-};
 use http::StatusCode;
 use mpauthx::{
     AuthorizeRequest, DecryptError, EncryptedProfile, Error, Identity, MemoryTokenStore, MpAuth,
@@ -24,6 +17,12 @@ use mpauthx::{
 };
 use sha1::{Digest as _, Sha1};
 use tempfile::TempDir;
+
+use crate::common::{
+    RedisServer,
+    fake_wechat::{FakeWeChat, Received, Reply},
+    unique_prefix,
+};
 
 const APP_ID: &str = "wx0123456789abcdef";
 const SECRET: &str = "APPSECRET-5f2b9c1e7d3a4b6c";

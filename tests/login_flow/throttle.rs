@@ -3,8 +3,6 @@
 
 #![allow(dead_code)]
 
-mod common;
-
 use std::time::{Duration, Instant};
 
 use axum::{
@@ -12,11 +10,6 @@ use axum::{
     body::Body,
     http::{Request, StatusCode, header::RETRY_AFTER},
     routing::post,
-};
-use common::{
-    RedisServer,
-    fake_wechat::{FakeWeChat, Reply},
-    unique_prefix,
 };
 use http_body_util::BodyExt as _;
 use mpauthx::{
@@ -26,6 +19,12 @@ use mpauthx::{
 use serde_json::{Value, json};
 use tempfile::TempDir;
 use tower::ServiceExt as _;
+
+use crate::common::{
+    RedisServer,
+    fake_wechat::{FakeWeChat, Reply},
+    unique_prefix,
+};
 
 const APP_ID: &str = "wx0123456789abcdef";
 const SECRET: &str = "APPSECRET-throttle";

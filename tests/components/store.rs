@@ -1,14 +1,13 @@
 //! One suite, run against both token stores: they must be interchangeable.
 
-mod common;
-#[macro_use]
-mod store_suite;
-
 use std::time::Duration;
 
-use common::{RedisServer, unique_prefix};
 use mpauthx::{IssueOptions, MemoryTokenStore, RedisTokenStore, Token, TokenStore};
-use store_suite::{LONG, issue, live, sku};
+
+use crate::{
+    common::{RedisServer, unique_prefix},
+    store_suite::{LONG, issue, live, sku},
+};
 
 async fn redis_store() -> RedisTokenStore {
     let url = tokio::task::spawn_blocking(|| RedisServer::shared().url())

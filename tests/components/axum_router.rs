@@ -1,7 +1,5 @@
 //! `MpAuthLayer` and the `AuthedUser` extractor in an `axum::Router`.
 
-mod common;
-
 use std::time::Duration;
 
 use axum::{
@@ -13,13 +11,14 @@ use axum::{
     },
     routing::get,
 };
-use common::{RedisServer, unique_prefix};
 use http_body_util::BodyExt as _;
 use mpauthx::{
     AuthedUser, IssueOptions, MemoryTokenStore, MpAuthLayer, RedisTokenStore, Sku, Token,
     TokenStore,
 };
 use tower::ServiceExt as _;
+
+use crate::common::{RedisServer, unique_prefix};
 
 const SKU: &str = "demo";
 const ALICE: &str = "o-alice_123";

@@ -6,18 +6,17 @@
 //! `PEXPIRETIME`, `HGETALL`) and checked against the tokens the clients received: each
 //! field is the raw SHA-256 of a token, each value `<expires ms>|<issued ms>|<device>`.
 
-mod common;
-
 use std::{collections::HashSet, time::Duration};
 
 use axum::{Router, routing::get};
-use common::{RedisServer, unique_prefix};
 use mpauthx::{
     AuthorizeRequest, Error, MemoryTokenStore, MpAuth, MpAuthConfig, RedisTokenStore, Sku,
     SqliteUserStore, Token, TokenStore, testing::WeChatSimulator,
 };
 use sha2::{Digest as _, Sha256};
 use tempfile::TempDir;
+
+use crate::common::{RedisServer, unique_prefix};
 
 const APP_ID: &str = "wx-races-app";
 const SECRET: &str = "races-app-secret";

@@ -2,8 +2,6 @@
 //! bodies are `http_body_util::Full<Bytes>` (no axum involved), driven with
 //! `ServiceExt::oneshot`, against both token stores.
 
-mod common;
-
 use std::{
     convert::Infallible,
     future::Future,
@@ -16,7 +14,6 @@ use std::{
 };
 
 use bytes::Bytes;
-use common::{RedisServer, unique_prefix};
 use http::{
     HeaderMap, HeaderValue, Request, Response, StatusCode,
     header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE},
@@ -27,6 +24,8 @@ use mpauthx::{
     StoreError, Token, TokenHash, TokenInfo, TokenStore,
 };
 use tower::{Layer as _, Service, ServiceExt as _, service_fn};
+
+use crate::common::{RedisServer, unique_prefix};
 
 type Req = Request<Full<Bytes>>;
 type Res = Response<Full<Bytes>>;

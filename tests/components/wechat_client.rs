@@ -1,7 +1,5 @@
 //! `WeChatClient` against a fake `jscode2session` server on loopback.
 
-mod common;
-
 use std::{
     io::Write,
     net::TcpListener,
@@ -9,9 +7,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::fake_wechat::{FakeWeChat, Reply};
 use http::StatusCode;
 use mpauthx::{AppSecret, WeChatClient, WeChatError};
+
+use crate::common::fake_wechat::{FakeWeChat, Reply};
 
 const APP_ID: &str = "wx0123456789abcdef";
 const SECRET: &str = "APPSECRET-d41d8cd98f00b204e980";

@@ -4,8 +4,6 @@
 
 #![allow(dead_code)]
 
-mod common;
-
 use std::{
     path::{Path, PathBuf},
     pin::Pin,
@@ -27,11 +25,6 @@ use axum::{
 };
 use base64::{Engine as _, engine::general_purpose::STANDARD};
 use bytes::Bytes;
-use common::{
-    RedisServer,
-    fake_wechat::{FakeWeChat, Reply},
-    unique_prefix,
-};
 use http_body::Frame;
 use http_body_util::BodyExt as _;
 use mpauthx::{
@@ -41,6 +34,12 @@ use mpauthx::{
 use serde_json::{Value, json};
 use tempfile::TempDir;
 use tower::ServiceExt as _;
+
+use crate::common::{
+    RedisServer,
+    fake_wechat::{FakeWeChat, Reply},
+    unique_prefix,
+};
 
 const APP_ID: &str = "wx0123456789abcdef";
 const SECRET: &str = "APPSECRET-5f2b9c1e7d3a4b6c";

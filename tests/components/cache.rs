@@ -2,15 +2,12 @@
 //! through the wrapper apply at once, revocations by another process within the TTL and
 //! not before, unknown tokens fill a bounded table, and store errors are never cached.
 
-mod common;
-
 use std::{
     convert::Infallible,
     time::{Duration, Instant},
 };
 
 use bytes::Bytes;
-use common::{RedisServer, unique_prefix};
 use http::{Request, Response, StatusCode, header::AUTHORIZATION};
 use http_body_util::Full;
 use mpauthx::{
@@ -18,6 +15,8 @@ use mpauthx::{
     TokenStore,
 };
 use tower::{Layer as _, ServiceExt as _, service_fn};
+
+use crate::common::{RedisServer, unique_prefix};
 
 const LONG: Duration = Duration::from_secs(600);
 
