@@ -1,175 +1,32 @@
 //! `MpAuth`: login, refresh and logout against a fake WeChat, a real sqlite file and both
 //! token stores (in memory and a real `redis-server`).
 
-#![allow(dead_code)]
-
-use std::{
-    path::{Path, PathBuf},
-    time::{Duration, SystemTime, UNIX_EPOCH},
-};
+use std::time::Duration;
 
 use base64::{Engine as _, engine::general_purpose::STANDARD};
 use http::StatusCode;
 use mpauthx::{
     AuthorizeRequest, DecryptError, EncryptedProfile, Error, Identity, MemoryTokenStore, MpAuth,
-    MpAuthConfig, RedisTokenStore, SessionKey, Sku, SqliteUserStore, StoreError, TokenInfo,
-    TokenStore, UserStore, UserStoreError, WeChatError, encrypt_profile,
+    SqliteUserStore, StoreError, TokenStore, UserStore, UserStoreError, WeChatError,
 };
 use sha1::{Digest as _, Sha1};
-use tempfile::TempDir;
 
 use crate::common::{
     RedisServer,
-    fake_wechat::{FakeWeChat, Received, Reply},
-    unique_prefix,
+    fake_wechat::{FakeWeChat, Reply, session_body, wechat_errcode, wechat_ok},
+    keys::{
+        APP_ID, SECRET, SKU, encrypted, now_secs, profile_json, session_key, signature, sku,
+        with_profile,
+    },
+    login::{Fixture, TTL, config, config_for, pointed_at},
+    stores::{SHORT_TIMEOUT, redis_with_timeout},
+    unique_prefix, users,
 };
 
-const APP_ID: &str = "wx0123456789abcdef";
-const SECRET: &str = "APPSECRET-5f2b9c1e7d3a4b6c";
-const SKU: &str = "demo";
 const OPEN_ID: &str = "oUser_login-1";
 const UNION_ID: &str = "uUnion_ABC123";
-/// 16 bytes; its base64 text is the `session_key` the fake hands out.
-const SESSION_KEY_BYTES: &[u8; 16] = b"mpauthx-test-key";
-const IV: [u8; 16] = *b"fixed-test-iv-16";
-const TTL: Duration = Duration::from_secs(3600);
-/// The WeChat client's read timeout: short, so the timeout case stays fast.
-const READ_TIMEOUT: Duration = Duration::from_millis(500);
-
-fn session_key() -> String {
-    STANDARD.encode(SESSION_KEY_BYTES)
-}
-
-fn sku() -> Sku {
-    Sku::new(SKU).unwrap()
-}
-
-fn config() -> MpAuthConfig {
-    MpAuthConfig::new(APP_ID, SECRET, SKU)
-        .unwrap()
-        .with_token_ttl(TTL)
-}
-
-fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
-// ---------------------------------------------------------------------------------------
-// The fake WeChat
-// ---------------------------------------------------------------------------------------
-
-fn session_body(open_id: &str, union_id: Option<&str>) -> String {
-    let mut body = serde_json::json!({ "openid": open_id, "session_key": session_key() });
-    if let Some(union_id) = union_id {
-        body["unionid"] = union_id.into();
-    }
-    body.to_string()
-}
-
-/// A WeChat that accepts every code as a login of `open_id`.
-fn wechat_ok(open_id: &str, union_id: Option<&str>) -> FakeWeChat {
-    let body = session_body(open_id, union_id);
-    FakeWeChat::start(move |_, _| Reply::json(body.clone()))
-}
-
-/// A WeChat that answers every code with `errcode`, its errmsg echoing the request's
-/// secret and code (a hostile upstream: neither may leak into our errors).
-fn wechat_errcode(errcode: i64) -> FakeWeChat {
-    FakeWeChat::start(move |request: &Received, _| {
-        Reply::json(
-            serde_json::json!({
-                "errcode": errcode,
-                "errmsg": format!(
-                    "echo secret={} code={}",
-                    request.param("secret").unwrap_or(""),
-                    request.param("js_code").unwrap_or("")
-                ),
-            })
-            .to_string(),
-        )
-    })
-}
-
-/// `config` talking to `fake`.
-fn pointed_at(config: MpAuthConfig, fake: &FakeWeChat) -> MpAuthConfig {
-    config
-        .with_wechat_base_url(fake.base_url())
-        .with_wechat_read_timeout(READ_TIMEOUT)
-        .with_wechat_busy_retry(3, Duration::from_millis(10))
-}
-
-// ---------------------------------------------------------------------------------------
-// Fixture: MpAuth over a token store, a sqlite file and the fake
-// ---------------------------------------------------------------------------------------
-
-struct Fixture<T> {
-    auth: MpAuth<T, SqliteUserStore>,
-    fake: FakeWeChat,
-    db: PathBuf,
-    _dir: TempDir,
-}
 
 impl<T: TokenStore> Fixture<T> {
-    async fn new(tokens: T, fake: FakeWeChat) -> Self {
-        Self::with_config(tokens, fake, config()).await
-    }
-
-    async fn with_config(tokens: T, fake: FakeWeChat, config: MpAuthConfig) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("users.db");
-        let users = SqliteUserStore::open(&db).await.unwrap();
-        Self::with_users(tokens, fake, config, users, dir, db)
-    }
-
-    fn with_users(
-        tokens: T,
-        fake: FakeWeChat,
-        config: MpAuthConfig,
-        users: SqliteUserStore,
-        dir: TempDir,
-        db: PathBuf,
-    ) -> Self {
-        let auth = MpAuth::new(pointed_at(config, &fake), tokens, users);
-        Self {
-            auth,
-            fake,
-            db,
-            _dir: dir,
-        }
-    }
-
-    /// Rows for `open_id`, read through a connection of our own.
-    fn rows(&self, open_id: &str) -> i64 {
-        count_rows(&self.db, open_id)
-    }
-
-    /// Every row in the table.
-    fn all_rows(&self) -> i64 {
-        rusqlite::Connection::open(&self.db)
-            .unwrap()
-            .query_row("SELECT count(*) FROM user", [], |row| row.get(0))
-            .unwrap()
-    }
-
-    /// The live tokens of `open_id` under this sku.
-    async fn live(&self, open_id: &str) -> Vec<TokenInfo> {
-        self.auth.tokens().list(&sku(), open_id).await.unwrap()
-    }
-
-    async fn login(&self, code: &str) -> mpauthx::Authorized {
-        self.auth
-            .authorize(&AuthorizeRequest::new(code))
-            .await
-            .unwrap_or_else(|e| panic!("login with {code} failed: {e:?}"))
-    }
-
-    fn wechat_calls(&self) -> usize {
-        self.fake.requests().len()
-    }
-
     /// A failed login: the error has `status`, leaks no secret, and left neither a
     /// user row nor a token behind.
     async fn assert_failed_cleanly(&self, error: &Error, status: StatusCode) {
@@ -187,17 +44,6 @@ impl<T: TokenStore> Fixture<T> {
     }
 }
 
-fn count_rows(db: &Path, open_id: &str) -> i64 {
-    rusqlite::Connection::open(db)
-        .unwrap()
-        .query_row(
-            "SELECT count(*) FROM user WHERE openId = ?1",
-            [open_id],
-            |row| row.get(0),
-        )
-        .unwrap()
-}
-
 /// Neither the app secret nor the session key (nor a login code used here) shows in an
 /// error's `Display` or `Debug`.
 fn assert_secret_free(error: &Error) {
@@ -206,14 +52,6 @@ fn assert_secret_free(error: &Error) {
         assert!(!text.contains(&session_key()), "session key leaked: {text}");
         assert!(!text.contains("code-"), "login code leaked: {text}");
     }
-}
-
-async fn redis_store(test: &str) -> RedisTokenStore {
-    RedisTokenStore::builder(RedisServer::shared().url())
-        .with_key_prefix(unique_prefix(test))
-        .build()
-        .await
-        .expect("connect to the shared test redis")
 }
 
 /// Runs each named `async fn(store)` against a `MemoryTokenStore` and a `RedisTokenStore`.
@@ -231,7 +69,8 @@ macro_rules! for_both_stores {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    super::$name(super::redis_store(stringify!($name)).await).await;
+                    let store = crate::common::stores::shared_redis(stringify!($name)).await;
+                    super::$name(store).await;
                 }
             )*
         }
@@ -268,40 +107,6 @@ for_both_stores!(
     is_token_valid_answers_true_and_false,
     secrets_never_appear_in_errors_or_debug,
 );
-
-// ---------------------------------------------------------------------------------------
-// Helpers for encrypted profiles
-// ---------------------------------------------------------------------------------------
-
-fn profile_json(open_id: &str, app_id: &str) -> String {
-    serde_json::json!({
-        "openId": open_id,
-        "nickName": "Ada",
-        "gender": 2,
-        "city": "Hangzhou",
-        "province": "Zhejiang",
-        "country": "China",
-        "language": "zh_CN",
-        "avatarUrl": "https://example.com/ada.png",
-        "watermark": { "appid": app_id, "timestamp": now_secs() },
-    })
-    .to_string()
-}
-
-fn encrypted(profile_json: &str) -> EncryptedProfile {
-    encrypt_profile(&SessionKey::new(session_key()), IV, profile_json).unwrap()
-}
-
-fn signature(raw_data: &str) -> String {
-    let mut hasher = Sha1::new();
-    hasher.update(raw_data.as_bytes());
-    hasher.update(session_key().as_bytes());
-    hex::encode(hasher.finalize())
-}
-
-fn with_profile(code: &str, profile: &EncryptedProfile) -> AuthorizeRequest {
-    AuthorizeRequest::new(code).with_encrypted_profile(&profile.encrypted_data, &profile.iv)
-}
 
 // ---------------------------------------------------------------------------------------
 // Logins
@@ -745,8 +550,7 @@ async fn default_identity_names_the_user_by_open_id_despite_a_union_id<T: TokenS
 // ---------------------------------------------------------------------------------------
 
 async fn user_store_failure_leaves_no_live_token<T: TokenStore>(tokens: T) {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("users.db");
+    let (dir, db) = users::temp_db();
     // Creates the file with the current schema; kept open, as a live writer would be.
     let _writer = SqliteUserStore::open(&db).await.unwrap();
     let read_only = SqliteUserStore::builder(&db)
@@ -960,12 +764,7 @@ async fn refresh_for_unknown_user_is_404<T: TokenStore>(tokens: T) {
 async fn tokens_of_another_sku_are_invalid<T: TokenStore>(tokens: T) {
     let fx = Fixture::new(tokens, wechat_ok(OPEN_ID, None)).await;
     let other = MpAuth::new(
-        pointed_at(
-            MpAuthConfig::new(APP_ID, SECRET, "other")
-                .unwrap()
-                .with_token_ttl(TTL),
-            &fx.fake,
-        ),
+        pointed_at(config_for("other"), &fx.fake),
         fx.auth.tokens().clone(),
         fx.auth.users().clone(),
     );
@@ -1083,13 +882,8 @@ async fn secrets_never_appear_in_errors_or_debug<T: TokenStore>(tokens: T) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn is_token_valid_is_an_error_not_false_when_redis_is_down() {
     let mut server = RedisServer::start();
-    let tokens = RedisTokenStore::builder(server.url())
-        .with_key_prefix(unique_prefix("redis_down"))
-        .with_connect_timeout(Duration::from_millis(300))
-        .with_command_timeout(Duration::from_millis(300))
-        .build()
-        .await
-        .unwrap();
+    let tokens =
+        redis_with_timeout(&server.url(), &unique_prefix("redis_down"), SHORT_TIMEOUT).await;
     let fx = Fixture::new(tokens, wechat_ok(OPEN_ID, None)).await;
     let token = fx.login("code-1").await.token;
     assert!(fx.auth.is_token_valid(token.expose()).await.unwrap());
