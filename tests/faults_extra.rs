@@ -378,16 +378,17 @@ async fn read_only_user_store_during_authorize_leaves_nothing_in_redis() {
 // WeChat unreachable or slow
 // ---------------------------------------------------------------------------------------
 
+/// A login against WeChat at `base_url` fails with `status` within the client's timeouts
+/// plus [`BOUND`], and leaves nothing behind.
+async fn wechat_fails(test: &str, base_url: &str, status: StatusCode) -> Error {
+    let fx = Login::new(test, base_url, false).await;
+    fx.assert_failed_cleanly(fx.login("code-wechat").await, status, SHORT + BOUND)
+        .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_wechat_is_502_within_the_connect_timeout() {
-    let fx = Login::new("wechat_closed", &closed_port_url(), false).await;
-    let error = fx
-        .assert_failed_cleanly(
-            fx.login("code-closed").await,
-            StatusCode::BAD_GATEWAY,
-            SHORT + BOUND,
-        )
-        .await;
+    let error = wechat_fails("wechat_closed", &closed_port_url(), StatusCode::BAD_GATEWAY).await;
     assert!(
         matches!(error, Error::WeChat(WeChatError::Transport { .. })),
         "{error:?}"
@@ -399,14 +400,7 @@ async fn wechat_that_never_answers_is_504_within_the_read_timeout() {
     // The kernel completes the handshake and takes the request; nobody ever reads it.
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    let fx = Login::new("wechat_silent", &base, false).await;
-    let error = fx
-        .assert_failed_cleanly(
-            fx.login("code-silent").await,
-            StatusCode::GATEWAY_TIMEOUT,
-            SHORT + BOUND,
-        )
-        .await;
+    let error = wechat_fails("wechat_silent", &base, StatusCode::GATEWAY_TIMEOUT).await;
     assert!(
         matches!(error, Error::WeChat(WeChatError::Timeout { .. })),
         "{error:?}"
@@ -439,14 +433,7 @@ async fn wechat_trickling_its_body_is_504_within_the_read_timeout() {
             thread::sleep(Duration::from_millis(50));
         }
     });
-    let fx = Login::new("wechat_trickle", &base, false).await;
-    let error = fx
-        .assert_failed_cleanly(
-            fx.login("code-trickle").await,
-            StatusCode::GATEWAY_TIMEOUT,
-            SHORT + BOUND,
-        )
-        .await;
+    let error = wechat_fails("wechat_trickle", &base, StatusCode::GATEWAY_TIMEOUT).await;
     assert!(
         matches!(error, Error::WeChat(WeChatError::Timeout { .. })),
         "{error:?}"

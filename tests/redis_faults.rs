@@ -66,6 +66,17 @@ fn options() -> IssueOptions {
     IssueOptions::new(Duration::from_secs(600))
 }
 
+/// A server of the test's own, a store on it, the app on that store, and a live token
+/// the app is seen to serve.
+async fn serving() -> (RedisServer, RedisTokenStore, App, Token) {
+    let server = RedisServer::start();
+    let store = connect(&server.url()).await;
+    let app = app(&store);
+    let token = issue(&store, OPEN_ID, &options()).await;
+    call(&app, token.expose()).await.assert_ok();
+    (server, store, app, token)
+}
+
 /// What the layer answered, and when.
 #[derive(Debug)]
 struct Reply {
@@ -249,11 +260,7 @@ async fn restarted_redis_serves_again_within_a_second() -> TestResult {
 /// may hang, and after SIGCONT the valid token is served again within a second.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn frozen_redis_answers_503_then_recovers_after_thaw() -> TestResult {
-    let server = RedisServer::start();
-    let store = connect(&server.url()).await;
-    let app = app(&store);
-    let token = issue(&store, OPEN_ID, &options()).await;
-    call(&app, token.expose()).await.assert_ok();
+    let (server, store, app, token) = serving().await;
 
     server.freeze();
     for _ in 0..3 {
@@ -295,11 +302,7 @@ async fn frozen_redis_answers_503_then_recovers_after_thaw() -> TestResult {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_pause_answers_503_then_recovers() -> TestResult {
     const PAUSE: Duration = Duration::from_millis(1500);
-    let server = RedisServer::start();
-    let store = connect(&server.url()).await;
-    let app = app(&store);
-    let token = issue(&store, OPEN_ID, &options()).await;
-    call(&app, token.expose()).await.assert_ok();
+    let (server, _, app, token) = serving().await;
 
     let before = Instant::now();
     let answer = server.cli(&["CLIENT", "PAUSE", &PAUSE.as_millis().to_string(), "ALL"]);
@@ -367,11 +370,7 @@ async fn storm_of_503(app: &App, token: &str, n: usize, total: Duration) -> Test
 /// Case 5: 200 concurrent requests while Redis is down all answer a prompt 503.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_requests_during_outage_all_answer_503() -> TestResult {
-    let server = RedisServer::start();
-    let store = connect(&server.url()).await;
-    let app = app(&store);
-    let token = issue(&store, OPEN_ID, &options()).await;
-    call(&app, token.expose()).await.assert_ok();
+    let (server, _, app, token) = serving().await;
 
     let server = blocking(server, RedisServer::stop).await;
     storm_of_503(&app, token.expose(), 200, Duration::from_millis(1500)).await?;
@@ -393,11 +392,7 @@ async fn concurrent_requests_during_outage_all_answer_503() -> TestResult {
 /// answer a prompt 503, then 200 concurrent requests after the thaw all answer 200.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_requests_while_frozen_all_answer_503() -> TestResult {
-    let server = RedisServer::start();
-    let store = connect(&server.url()).await;
-    let app = app(&store);
-    let token = issue(&store, OPEN_ID, &options()).await;
-    call(&app, token.expose()).await.assert_ok();
+    let (server, _, app, token) = serving().await;
 
     server.freeze();
     storm_of_503(&app, token.expose(), 200, Duration::from_millis(1500)).await?;

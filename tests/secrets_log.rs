@@ -316,10 +316,8 @@ async fn full_flow_with_ureq_filtered_logs_in_and_leaks_nothing() {
 
     // Failing logins: a refused code, a tampered profile, a wrong app secret.
     let error = flow
-        .auth
-        .authorize(&AuthorizeRequest::new(code(&mut secrets, "bad")))
-        .await
-        .unwrap_err();
+        .refused(&AuthorizeRequest::new(code(&mut secrets, "bad")))
+        .await;
     assert_eq!(error.status(), StatusCode::UNAUTHORIZED, "{error:?}");
     let mut tampered = STANDARD.decode(&profile.encrypted_data).unwrap();
     let last = tampered.len() - 1;
@@ -327,13 +325,11 @@ async fn full_flow_with_ureq_filtered_logs_in_and_leaks_nothing() {
     let tampered = STANDARD.encode(tampered);
     secrets.add("tampered encryptedData", &tampered);
     let error = flow
-        .auth
-        .authorize(
+        .refused(
             &AuthorizeRequest::new(code(&mut secrets, "good"))
                 .with_encrypted_profile(&tampered, &profile.iv),
         )
-        .await
-        .unwrap_err();
+        .await;
     assert!(matches!(error, Error::Decrypt(_)), "{error:?}");
     let error = flow
         .misconfigured
@@ -394,7 +390,7 @@ async fn trace_for_everything_refuses_the_exchange_and_leaks_nothing() {
     let login = AuthorizeRequest::new(code(&mut secrets, "good"))
         .with_encrypted_profile(&profile.encrypted_data, &profile.iv)
         .with_signature(raw_data, signature(raw_data));
-    let error = flow.auth.authorize(&login).await.unwrap_err();
+    let error = flow.refused(&login).await;
     assert!(
         matches!(error, Error::WeChat(WeChatError::SecretsWouldBeLogged)),
         "{error:?}"

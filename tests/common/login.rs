@@ -10,8 +10,8 @@ use axum::{
     routing::{get, post},
 };
 use mpauthx::{
-    AuthedUser, AuthorizeRequest, Authorized, LoginThrottle, MpAuth, MpAuthBuilder, MpAuthConfig,
-    SqliteUserStore, TokenInfo, TokenStore,
+    AuthedUser, AuthorizeRequest, Authorized, Error, LoginThrottle, MpAuth, MpAuthBuilder,
+    MpAuthConfig, SqliteUserStore, TokenInfo, TokenStore,
 };
 use serde_json::Value;
 use tempfile::TempDir;
@@ -162,6 +162,14 @@ impl<T: TokenStore, W: Upstream> Fixture<T, W> {
             .authorize(&AuthorizeRequest::new(code))
             .await
             .unwrap_or_else(|e| panic!("login with {code} failed: {e:?}"))
+    }
+
+    /// A login that must fail: its error.
+    pub async fn refused(&self, request: &AuthorizeRequest) -> Error {
+        match self.auth.authorize(request).await {
+            Ok(authorized) => panic!("the login must fail: {:?}", authorized.token),
+            Err(error) => error,
+        }
     }
 
     /// Sends `request` through [`router`].

@@ -23,13 +23,12 @@ use mpauthx::{MAX_BODY_BYTES, MemoryTokenStore, Sku, Token, TokenStore};
 use serde_json::json;
 
 use crate::common::{
-    RedisServer,
     fake_wechat::{wechat_errcode, wechat_ok},
     http::{Answer, json_post},
     keys::{APP_ID, SECRET, SKU, encrypted, profile_json, session_key, sku},
     login::{Fixture, TTL},
-    stores::{SHORT_TIMEOUT, redis_with_timeout, shared_redis},
-    unique_prefix, users,
+    stores::{dedicated, shared_redis},
+    users,
 };
 
 const OPEN_ID: &str = "oUser_http-1";
@@ -414,13 +413,7 @@ async fn wechat_rate_limit_is_429_with_retry_after() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_store_down_during_authorize_is_503_and_stores_no_user() {
-    let mut server = RedisServer::start();
-    let tokens = redis_with_timeout(
-        &server.url(),
-        &unique_prefix("handlers_down"),
-        SHORT_TIMEOUT,
-    )
-    .await;
+    let (mut server, tokens, _) = dedicated("handlers_down").await;
     let fx = Fixture::new(tokens, wechat_ok(OPEN_ID, None)).await;
     let token = fx.login_over_http("code-1").await;
     assert_eq!(fx.rows(OPEN_ID), 1);

@@ -12,15 +12,14 @@ use mpauthx::{
 use sha1::{Digest as _, Sha1};
 
 use crate::common::{
-    RedisServer,
     fake_wechat::{FakeWeChat, Reply, session_body, wechat_errcode, wechat_ok},
     keys::{
         APP_ID, SECRET, SKU, encrypted, now_secs, profile_json, session_key, signature, sku,
         with_profile,
     },
     login::{Fixture, TTL, config, config_for, pointed_at},
-    stores::{SHORT_TIMEOUT, redis_with_timeout},
-    unique_prefix, users,
+    stores::dedicated,
+    users,
 };
 
 const OPEN_ID: &str = "oUser_login-1";
@@ -227,7 +226,7 @@ async fn wrong_signature_is_rejected_and_stores_nothing<T: TokenStore>(tokens: T
     ];
     for (i, wrong) in cases.into_iter().enumerate() {
         let request = with_profile(&format!("code-{i}"), &profile).with_signature(raw, wrong);
-        let error = fx.auth.authorize(&request).await.unwrap_err();
+        let error = fx.refused(&request).await;
         assert!(
             matches!(error, Error::Decrypt(DecryptError::SignatureMismatch)),
             "{error:?}"
@@ -244,11 +243,7 @@ async fn wrong_watermark_app_id_is_rejected_and_stores_nothing<T: TokenStore>(to
     let fx = Fixture::new(tokens, wechat_ok(OPEN_ID, None)).await;
     let profile = encrypted(&profile_json(OPEN_ID, "wxANOTHERAPP00000"));
 
-    let error = fx
-        .auth
-        .authorize(&with_profile("code-1", &profile))
-        .await
-        .unwrap_err();
+    let error = fx.refused(&with_profile("code-1", &profile)).await;
 
     assert!(
         matches!(error, Error::Decrypt(DecryptError::AppIdMismatch)),
@@ -273,11 +268,7 @@ async fn stale_watermark_is_rejected_when_a_max_age_is_set<T: TokenStore>(tokens
     stale["watermark"]["timestamp"] = (now_secs() - 3600).into();
     let profile = encrypted(&stale.to_string());
 
-    let error = fx
-        .auth
-        .authorize(&with_profile("code-1", &profile))
-        .await
-        .unwrap_err();
+    let error = fx.refused(&with_profile("code-1", &profile)).await;
 
     assert!(
         matches!(error, Error::Decrypt(DecryptError::Expired)),
@@ -298,11 +289,7 @@ async fn mismatched_open_id_is_rejected_and_stores_nothing<T: TokenStore>(tokens
     let fx = Fixture::new(tokens, wechat_ok(OPEN_ID, None)).await;
     let profile = encrypted(&profile_json("oSomebodyElse", APP_ID));
 
-    let error = fx
-        .auth
-        .authorize(&with_profile("code-1", &profile))
-        .await
-        .unwrap_err();
+    let error = fx.refused(&with_profile("code-1", &profile)).await;
 
     assert!(
         matches!(error, Error::Decrypt(DecryptError::OpenIdMismatch)),
@@ -329,10 +316,8 @@ async fn tampered_ciphertext_is_rejected_and_stores_nothing<T: TokenStore>(token
         bytes[at] ^= 0x5a;
 
         let error = fx
-            .auth
-            .authorize(&with_profile(&format!("code-{i}"), &tampered))
-            .await
-            .unwrap_err();
+            .refused(&with_profile(&format!("code-{i}"), &tampered))
+            .await;
 
         assert!(
             matches!(error, Error::Decrypt(DecryptError::Invalid { .. })),
@@ -361,7 +346,7 @@ async fn encrypted_data_without_iv_is_rejected_before_wechat<T: TokenStore>(toke
     no_signature.raw_data = Some("{}".to_owned());
 
     for request in [no_iv, no_data, no_signature] {
-        let error = fx.auth.authorize(&request).await.unwrap_err();
+        let error = fx.refused(&request).await;
         assert!(matches!(error, Error::InvalidRequest(_)), "{error:?}");
         assert_eq!(error.node_code(), 6001);
         fx.assert_failed_cleanly(&error, StatusCode::BAD_REQUEST)
@@ -376,7 +361,7 @@ async fn missing_code_is_rejected_before_wechat<T: TokenStore>(tokens: T) {
     empty.device = Some("iPhone".to_owned());
     let too_long = AuthorizeRequest::new("c".repeat(257));
     for request in [AuthorizeRequest::default(), empty, too_long] {
-        let error = fx.auth.authorize(&request).await.unwrap_err();
+        let error = fx.refused(&request).await;
         assert!(matches!(error, Error::InvalidRequest(_)), "{error:?}");
         assert_eq!(error.node_code(), 6001);
         assert_eq!(error.oauth_error(), "invalid_request");
@@ -403,11 +388,7 @@ async fn wechat_errcodes_map_to_statuses_and_store_nothing<T: TokenStore>(tokens
     ];
     for (errcode, status, calls) in cases {
         let fx = Fixture::new(tokens.clone(), wechat_errcode(errcode)).await;
-        let error = fx
-            .auth
-            .authorize(&AuthorizeRequest::new("code-1"))
-            .await
-            .unwrap_err();
+        let error = fx.refused(&AuthorizeRequest::new("code-1")).await;
         assert!(matches!(error, Error::WeChat(_)), "{errcode}: {error:?}");
         assert_eq!(error.node_code(), 6008, "{errcode}: {error:?}");
         fx.assert_failed_cleanly(&error, status).await;
@@ -418,11 +399,7 @@ async fn wechat_errcodes_map_to_statuses_and_store_nothing<T: TokenStore>(tokens
 async fn wechat_http_5xx_is_502_and_stores_nothing<T: TokenStore>(tokens: T) {
     let fake = FakeWeChat::start(|_, _| Reply::text_plain("upstream broke").with_status(500));
     let fx = Fixture::new(tokens, fake).await;
-    let error = fx
-        .auth
-        .authorize(&AuthorizeRequest::new("code-1"))
-        .await
-        .unwrap_err();
+    let error = fx.refused(&AuthorizeRequest::new("code-1")).await;
     assert!(
         matches!(
             error,
@@ -437,11 +414,7 @@ async fn wechat_http_5xx_is_502_and_stores_nothing<T: TokenStore>(tokens: T) {
 async fn wechat_garbage_body_is_502_and_stores_nothing<T: TokenStore>(tokens: T) {
     let fake = FakeWeChat::start(|_, _| Reply::text_plain("<html>not json</html>"));
     let fx = Fixture::new(tokens, fake).await;
-    let error = fx
-        .auth
-        .authorize(&AuthorizeRequest::new("code-1"))
-        .await
-        .unwrap_err();
+    let error = fx.refused(&AuthorizeRequest::new("code-1")).await;
     assert!(
         matches!(error, Error::WeChat(WeChatError::InvalidResponse { .. })),
         "{error:?}"
@@ -456,11 +429,7 @@ async fn wechat_timeout_is_504_and_stores_nothing<T: TokenStore>(tokens: T) {
         FakeWeChat::start(move |_, _| Reply::json(body.clone()).with_delay(Duration::from_secs(3)));
     let fx = Fixture::new(tokens, fake).await;
     let started = std::time::Instant::now();
-    let error = fx
-        .auth
-        .authorize(&AuthorizeRequest::new("code-1"))
-        .await
-        .unwrap_err();
+    let error = fx.refused(&AuthorizeRequest::new("code-1")).await;
     let elapsed = started.elapsed();
     assert!(
         matches!(error, Error::WeChat(WeChatError::Timeout { .. })),
@@ -474,11 +443,7 @@ async fn wechat_timeout_is_504_and_stores_nothing<T: TokenStore>(tokens: T) {
 async fn unusable_wechat_ids_are_502_and_store_nothing<T: TokenStore>(tokens: T) {
     // An openid that cannot be put in a token (`.` separates a token's parts).
     let fx = Fixture::new(tokens.clone(), wechat_ok("o.bad.id", None)).await;
-    let error = fx
-        .auth
-        .authorize(&AuthorizeRequest::new("code-1"))
-        .await
-        .unwrap_err();
+    let error = fx.refused(&AuthorizeRequest::new("code-1")).await;
     assert!(matches!(error, Error::UnusableId), "{error:?}");
     fx.assert_failed_cleanly(&error, StatusCode::BAD_GATEWAY)
         .await;
@@ -491,11 +456,7 @@ async fn unusable_wechat_ids_are_502_and_store_nothing<T: TokenStore>(tokens: T)
         config().with_identity(Identity::UnionIdWhenPresent),
     )
     .await;
-    let error = fx
-        .auth
-        .authorize(&AuthorizeRequest::new("code-1"))
-        .await
-        .unwrap_err();
+    let error = fx.refused(&AuthorizeRequest::new("code-1")).await;
     assert!(matches!(error, Error::UnusableId), "{error:?}");
     fx.assert_failed_cleanly(&error, StatusCode::BAD_GATEWAY)
         .await;
@@ -567,11 +528,7 @@ async fn user_store_failure_leaves_no_live_token<T: TokenStore>(tokens: T) {
         db,
     );
 
-    let error = fx
-        .auth
-        .authorize(&AuthorizeRequest::new("code-1"))
-        .await
-        .unwrap_err();
+    let error = fx.refused(&AuthorizeRequest::new("code-1")).await;
 
     assert!(
         matches!(error, Error::Users(UserStoreError::ReadOnly(_))),
@@ -824,11 +781,7 @@ async fn is_token_valid_answers_true_and_false<T: TokenStore>(tokens: T) {
 async fn secrets_never_appear_in_errors_or_debug<T: TokenStore>(tokens: T) {
     // An upstream that echoes the secret and the code in its errmsg.
     let fx = Fixture::new(tokens.clone(), wechat_errcode(40999)).await;
-    let error = fx
-        .auth
-        .authorize(&AuthorizeRequest::new("code-echo"))
-        .await
-        .unwrap_err();
+    let error = fx.refused(&AuthorizeRequest::new("code-echo")).await;
     assert!(
         matches!(
             error,
@@ -857,7 +810,7 @@ async fn secrets_never_appear_in_errors_or_debug<T: TokenStore>(tokens: T) {
         AuthorizeRequest::new("code-5").with_encrypted_profile(&good.encrypted_data, "AAAA"),
     ];
     for request in &requests {
-        let error = fx.auth.authorize(request).await.unwrap_err();
+        let error = fx.refused(request).await;
         assert!(matches!(error, Error::Decrypt(_)), "{error:?}");
         fx.assert_failed_cleanly(&error, StatusCode::BAD_REQUEST)
             .await;
@@ -881,9 +834,7 @@ async fn secrets_never_appear_in_errors_or_debug<T: TokenStore>(tokens: T) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn is_token_valid_is_an_error_not_false_when_redis_is_down() {
-    let mut server = RedisServer::start();
-    let tokens =
-        redis_with_timeout(&server.url(), &unique_prefix("redis_down"), SHORT_TIMEOUT).await;
+    let (mut server, tokens, _) = dedicated("redis_down").await;
     let fx = Fixture::new(tokens, wechat_ok(OPEN_ID, None)).await;
     let token = fx.login("code-1").await.token;
     assert!(fx.auth.is_token_valid(token.expose()).await.unwrap());
@@ -902,11 +853,7 @@ async fn is_token_valid_is_an_error_not_false_when_redis_is_down() {
     assert!(matches!(error, Error::Store(_)), "{error:?}");
 
     // A login during the outage fails with 503 and stores no user.
-    let error = fx
-        .auth
-        .authorize(&AuthorizeRequest::new("code-2"))
-        .await
-        .unwrap_err();
+    let error = fx.refused(&AuthorizeRequest::new("code-2")).await;
     assert!(
         matches!(
             error,
@@ -940,11 +887,7 @@ async fn is_token_valid_is_an_error_not_false_when_redis_is_down() {
 async fn refused_login_leaves_the_memory_store_empty() {
     let tokens = MemoryTokenStore::new();
     let fx = Fixture::new(tokens.clone(), wechat_errcode(40029)).await;
-    let error = fx
-        .auth
-        .authorize(&AuthorizeRequest::new("code-1"))
-        .await
-        .unwrap_err();
+    let error = fx.refused(&AuthorizeRequest::new("code-1")).await;
     assert_eq!(error.status(), StatusCode::UNAUTHORIZED);
     assert!(tokens.is_empty(), "a refused login stored a token");
 }

@@ -18,7 +18,7 @@ use crate::common::{
     fake_wechat::{FakeWeChat, wechat_by_code},
     keys::{SKU, sku},
     login::Fixture,
-    stores::{SHORT_TIMEOUT, redis, redis_with_timeout, shared_redis},
+    stores::{dedicated, redis, shared_redis},
     unique_prefix,
 };
 
@@ -227,13 +227,7 @@ async fn concurrent_logins_respect_the_limit() {
 /// While Redis is down a throttled login answers 503, never 200 or 429.
 #[tokio::test]
 async fn redis_outage_is_503() {
-    let mut server = RedisServer::start();
-    let store = redis_with_timeout(
-        &server.url(),
-        &unique_prefix("throttle_down"),
-        SHORT_TIMEOUT,
-    )
-    .await;
+    let (mut server, store, _) = dedicated("throttle_down").await;
     let throttle =
         LoginThrottle::new(store.clone()).per_client(limit(5, Duration::from_secs(60)), by_header);
     let service = service(store, throttle).await;
