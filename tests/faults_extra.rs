@@ -11,16 +11,11 @@
 //!   nothing stored.
 
 mod common;
-// Shared with other test binaries, which use the parts this one does not.
-#[allow(dead_code)]
-mod fake_wechat;
 
 use std::{
-    convert::Infallible,
-    future::{Ready, ready},
     io::{Read as _, Write as _},
     net::TcpListener,
-    path::PathBuf,
+    ops::Deref,
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, Ordering},
@@ -29,22 +24,24 @@ use std::{
     time::{Duration, Instant},
 };
 
-use bytes::Bytes;
-use common::{RedisServer, blocking, unique_prefix};
-use fake_wechat::{FakeWeChat, Reply as FakeReply};
-use http::{Request, Response, StatusCode, header::AUTHORIZATION};
-use http_body_util::Full;
-use mpauthx::{
-    AuthedUser, AuthorizeRequest, Error, IssueOptions, MpAuth, MpAuthConfig, MpAuthLayer,
-    MpAuthService, RedisTokenStore, Sku, SqliteUserStore, Token, TokenStore, UserStoreError,
-    WeChatError,
+use common::{
+    RedisServer, blocking, closed_port_url,
+    fake_wechat::{session_body, wechat_ok},
+    http::{HelloApp, hello_app, me_request},
+    keys::sku,
+    login::{Fixture, config},
+    stores::{RedisView, SHORT_TIMEOUT, dedicated, redis_with_timeout, shared_redis_viewed},
+    users,
 };
-use tempfile::TempDir;
-use tower::{Layer as _, ServiceExt as _, service_fn, util::ServiceFn};
+use http::StatusCode;
+use mpauthx::{
+    AuthorizeRequest, Error, IssueOptions, MpAuthLayer, RedisTokenStore, SqliteUserStore, Token,
+    TokenStore, UserStoreError, WeChatError,
+};
+use tower::ServiceExt as _;
 
-/// The store's command and connect timeouts.
-const COMMAND_TIMEOUT: Duration = Duration::from_millis(300);
-/// How long any answer may take: a timeout plus a margin for a 2-core machine.
+/// How long any answer may take: a timeout (the stores' [`SHORT_TIMEOUT`]) plus a margin
+/// for a 2-core machine.
 const BOUND: Duration = Duration::from_millis(300 + 700);
 /// A request still pending after this has hung.
 const HANG: Duration = Duration::from_secs(3);
@@ -54,37 +51,13 @@ const RECOVERY: Duration = Duration::from_secs(1);
 const CLIENTS: usize = 8;
 const PACE: Duration = Duration::from_millis(5);
 
-const SKU: &str = "extra";
 const OPEN_ID: &str = "oFaults_extra-1";
 
-fn sku() -> Sku {
-    Sku::new(SKU).unwrap()
-}
+type App = HelloApp<RedisTokenStore>;
 
 // ---------------------------------------------------------------------------------------
 // Redis faults under a steady load
 // ---------------------------------------------------------------------------------------
-
-type Handler = fn(Request<Full<Bytes>>) -> Ready<Result<Response<Full<Bytes>>, Infallible>>;
-type App = MpAuthService<ServiceFn<Handler>, RedisTokenStore>;
-
-fn hello(request: Request<Full<Bytes>>) -> Ready<Result<Response<Full<Bytes>>, Infallible>> {
-    let seen = request.extensions().get::<AuthedUser>().is_some();
-    ready(Ok(Response::new(Full::new(Bytes::from(if seen {
-        "hello"
-    } else {
-        "nobody"
-    })))))
-}
-
-async fn connect(url: &str) -> RedisTokenStore {
-    RedisTokenStore::builder(url)
-        .with_command_timeout(COMMAND_TIMEOUT)
-        .with_connect_timeout(COMMAND_TIMEOUT)
-        .build()
-        .await
-        .unwrap()
-}
 
 /// One answer of the load: when its request started and ended, and its status.
 #[derive(Debug, Clone, Copy)]
@@ -111,11 +84,7 @@ impl Load {
                 let (stop, answers) = (Arc::clone(&stop), Arc::clone(&answers));
                 tokio::spawn(async move {
                     while !stop.load(Ordering::SeqCst) {
-                        let request = Request::builder()
-                            .uri("/me")
-                            .header(AUTHORIZATION, format!("Bearer {token}"))
-                            .body(Full::default())
-                            .unwrap();
+                        let request = me_request(&token);
                         let started = Instant::now();
                         let response = tokio::time::timeout(HANG, app.clone().oneshot(request))
                             .await
@@ -193,9 +162,8 @@ fn count(answers: &[Answer], status: StatusCode, during: impl Fn(Instant) -> boo
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn freeze_and_thaw_under_load_never_answer_401() {
-    let server = RedisServer::start();
-    let store = connect(&server.url()).await;
-    let app = MpAuthLayer::new(store.clone(), sku()).layer(service_fn(hello as Handler));
+    let (server, store, _) = dedicated("freeze").await;
+    let app = hello_app(&MpAuthLayer::new(store.clone(), sku()));
     let token = Token::generate(&sku(), OPEN_ID).unwrap();
     store
         .issue(&token, &IssueOptions::new(Duration::from_secs(600)))
@@ -225,9 +193,8 @@ async fn freeze_and_thaw_under_load_never_answer_401() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_under_load_answers_503_then_a_restart_serves_within_a_second() {
-    let server = RedisServer::start();
-    let store = connect(&server.url()).await;
-    let app = MpAuthLayer::new(store.clone(), sku()).layer(service_fn(hello as Handler));
+    let (server, store, prefix) = dedicated("kill").await;
+    let app = hello_app(&MpAuthLayer::new(store.clone(), sku()));
     let token = Token::generate(&sku(), OPEN_ID).unwrap();
     let options = IssueOptions::new(Duration::from_secs(600));
     store.issue(&token, &options).await.unwrap();
@@ -251,7 +218,7 @@ async fn kill_under_load_answers_503_then_a_restart_serves_within_a_second() {
     // layer's own pool meets its dead connection on a request.
     let server = blocking(server, RedisServer::restart).await;
     let back = Instant::now();
-    connect(&server.url())
+    redis_with_timeout(&server.url(), &prefix, SHORT_TIMEOUT)
         .await
         .issue(&token, &options)
         .await
@@ -266,25 +233,29 @@ async fn kill_under_load_answers_503_then_a_restart_serves_within_a_second() {
 // A login that fails leaves nothing behind, in sqlite or in Redis
 // ---------------------------------------------------------------------------------------
 
-const APP_ID: &str = "wx-faults-extra";
-const SECRET: &str = "faults-extra-secret";
 /// The user store's busy timeout, and the WeChat client's timeouts.
 const SHORT: Duration = Duration::from_millis(300);
 
-struct Fixture {
-    auth: MpAuth<RedisTokenStore, SqliteUserStore>,
-    redis: redis::Client,
-    prefix: String,
-    db: PathBuf,
-    _dir: TempDir,
+/// The login fixture on the shared Redis, talking to WeChat at an address the test
+/// chose, and a view of what Redis holds.
+struct Login {
+    fx: Fixture<RedisTokenStore, String>,
+    redis: RedisView,
 }
 
-impl Fixture {
+impl Deref for Login {
+    type Target = Fixture<RedisTokenStore, String>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.fx
+    }
+}
+
+impl Login {
     /// `MpAuth` on the shared Redis and a fresh sqlite file, talking to WeChat at
     /// `base_url`; `read_only` opens the user store read-only.
     async fn new(test: &str, base_url: &str, read_only: bool) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("users.db");
+        let (dir, db) = users::temp_db();
         let writer = SqliteUserStore::builder(&db)
             .with_busy_timeout(SHORT)
             .open()
@@ -299,25 +270,13 @@ impl Fixture {
         } else {
             writer
         };
-        let prefix = unique_prefix(test);
-        let tokens = RedisTokenStore::builder(RedisServer::shared().url())
-            .with_key_prefix(&prefix)
-            .build()
-            .await
-            .unwrap();
-        let config = MpAuthConfig::new(APP_ID, SECRET, SKU)
-            .unwrap()
-            .with_wechat_base_url(base_url)
+        let (tokens, redis) = shared_redis_viewed(test).await;
+        let config = config()
             .with_wechat_connect_timeout(SHORT)
             .with_wechat_read_timeout(SHORT)
             .with_wechat_busy_retry(1, Duration::ZERO);
-        Self {
-            auth: MpAuth::new(config, tokens, users),
-            redis: redis::Client::open(RedisServer::shared().url()).unwrap(),
-            prefix,
-            db,
-            _dir: dir,
-        }
+        let fx = Fixture::with_users(tokens, base_url.to_owned(), config, users, dir, db);
+        Self { fx, redis }
     }
 
     /// Logs in; returns the result and how long it took.
@@ -329,21 +288,9 @@ impl Fixture {
         (result, started.elapsed())
     }
 
-    fn rows(&self) -> i64 {
-        rusqlite::Connection::open(&self.db)
-            .unwrap()
-            .query_row("SELECT count(*) FROM user", [], |row| row.get(0))
-            .unwrap()
-    }
-
     /// `HLEN` of the user's hash, read from Redis directly.
     async fn fields_in_redis(&self) -> usize {
-        let mut conn = self.redis.get_multiplexed_async_connection().await.unwrap();
-        redis::cmd("HLEN")
-            .arg(format!("{}:{{{SKU}:{OPEN_ID}}}", self.prefix))
-            .query_async(&mut conn)
-            .await
-            .unwrap()
+        self.redis.fields(OPEN_ID).await
     }
 
     /// The login failed with `status`, within `bound`, and left neither a user row nor
@@ -358,14 +305,13 @@ impl Fixture {
         eprintln!("login failed after {elapsed:?}: {error}");
         assert_eq!(error.status(), status, "{error:?}");
         assert!(elapsed < bound, "failing took {elapsed:?}: {error:?}");
-        assert_eq!(self.rows(), 0, "a failed login stored a user: {error:?}");
+        assert_eq!(
+            self.all_rows(),
+            0,
+            "a failed login stored a user: {error:?}"
+        );
         assert!(
-            self.auth
-                .tokens()
-                .list(&sku(), OPEN_ID)
-                .await
-                .unwrap()
-                .is_empty(),
+            self.live(OPEN_ID).await.is_empty(),
             "a failed login left a live token: {error:?}"
         );
         assert_eq!(self.fields_in_redis().await, 0, "{error:?}");
@@ -376,26 +322,17 @@ impl Fixture {
     async fn assert_login_works(&self, code: &str) {
         let (result, _) = self.login(code).await;
         result.expect("the login works once the fault is gone");
-        assert_eq!(self.rows(), 1);
+        assert_eq!(self.all_rows(), 1);
         assert_eq!(self.fields_in_redis().await, 1);
     }
 }
 
-fn wechat_ok() -> FakeWeChat {
-    FakeWeChat::start(|_, _| {
-        FakeReply::json(
-            serde_json::json!({ "openid": OPEN_ID, "session_key": "bXBhdXRoeC10ZXN0LWtleQ==" })
-                .to_string(),
-        )
-    })
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn locked_user_store_during_authorize_leaves_nothing_in_redis() {
-    let fake = wechat_ok();
+    let fake = wechat_ok(OPEN_ID, None);
     for lock in ["BEGIN IMMEDIATE", "BEGIN EXCLUSIVE"] {
-        let fx = Fixture::new("sqlite_locked", &fake.base_url(), false).await;
-        let holder = rusqlite::Connection::open(&fx.db).unwrap();
+        let fx = Login::new("sqlite_locked", &fake.base_url(), false).await;
+        let holder = users::raw(&fx.db);
         holder.execute_batch(lock).unwrap();
 
         let outcome = fx.login("code-locked").await;
@@ -410,15 +347,19 @@ async fn locked_user_store_during_authorize_leaves_nothing_in_redis() {
         assert!(waited >= SHORT / 2, "{lock}: did not wait for the lock");
 
         holder.execute_batch("ROLLBACK").unwrap();
-        assert_eq!(fx.rows(), 0, "{lock}: a row appeared after the rollback");
+        assert_eq!(
+            fx.all_rows(),
+            0,
+            "{lock}: a row appeared after the rollback"
+        );
         fx.assert_login_works("code-after-unlock").await;
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_only_user_store_during_authorize_leaves_nothing_in_redis() {
-    let fake = wechat_ok();
-    let fx = Fixture::new("sqlite_read_only", &fake.base_url(), true).await;
+    let fake = wechat_ok(OPEN_ID, None);
+    let fx = Login::new("sqlite_read_only", &fake.base_url(), true).await;
     let error = fx
         .assert_failed_cleanly(
             fx.login("code-read-only").await,
@@ -437,24 +378,17 @@ async fn read_only_user_store_during_authorize_leaves_nothing_in_redis() {
 // WeChat unreachable or slow
 // ---------------------------------------------------------------------------------------
 
-/// A loopback port nobody listens on.
-fn closed_port() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    drop(listener);
-    format!("http://{addr}")
+/// A login against WeChat at `base_url` fails with `status` within the client's timeouts
+/// plus [`BOUND`], and leaves nothing behind.
+async fn wechat_fails(test: &str, base_url: &str, status: StatusCode) -> Error {
+    let fx = Login::new(test, base_url, false).await;
+    fx.assert_failed_cleanly(fx.login("code-wechat").await, status, SHORT + BOUND)
+        .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_wechat_is_502_within_the_connect_timeout() {
-    let fx = Fixture::new("wechat_closed", &closed_port(), false).await;
-    let error = fx
-        .assert_failed_cleanly(
-            fx.login("code-closed").await,
-            StatusCode::BAD_GATEWAY,
-            SHORT + BOUND,
-        )
-        .await;
+    let error = wechat_fails("wechat_closed", &closed_port_url(), StatusCode::BAD_GATEWAY).await;
     assert!(
         matches!(error, Error::WeChat(WeChatError::Transport { .. })),
         "{error:?}"
@@ -466,14 +400,7 @@ async fn wechat_that_never_answers_is_504_within_the_read_timeout() {
     // The kernel completes the handshake and takes the request; nobody ever reads it.
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    let fx = Fixture::new("wechat_silent", &base, false).await;
-    let error = fx
-        .assert_failed_cleanly(
-            fx.login("code-silent").await,
-            StatusCode::GATEWAY_TIMEOUT,
-            SHORT + BOUND,
-        )
-        .await;
+    let error = wechat_fails("wechat_silent", &base, StatusCode::GATEWAY_TIMEOUT).await;
     assert!(
         matches!(error, Error::WeChat(WeChatError::Timeout { .. })),
         "{error:?}"
@@ -491,9 +418,7 @@ async fn wechat_trickling_its_body_is_504_within_the_read_timeout() {
         let (mut stream, _) = listener.accept().unwrap();
         let mut head = [0u8; 2048];
         let _ = stream.read(&mut head);
-        let body =
-            serde_json::json!({ "openid": OPEN_ID, "session_key": "a2V5a2V5a2V5a2V5a2V5aw==" })
-                .to_string();
+        let body = session_body(OPEN_ID, None);
         let head = format!(
             "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
             body.len()
@@ -508,14 +433,7 @@ async fn wechat_trickling_its_body_is_504_within_the_read_timeout() {
             thread::sleep(Duration::from_millis(50));
         }
     });
-    let fx = Fixture::new("wechat_trickle", &base, false).await;
-    let error = fx
-        .assert_failed_cleanly(
-            fx.login("code-trickle").await,
-            StatusCode::GATEWAY_TIMEOUT,
-            SHORT + BOUND,
-        )
-        .await;
+    let error = wechat_fails("wechat_trickle", &base, StatusCode::GATEWAY_TIMEOUT).await;
     assert!(
         matches!(error, Error::WeChat(WeChatError::Timeout { .. })),
         "{error:?}"

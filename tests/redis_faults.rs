@@ -9,9 +9,8 @@
 mod common;
 
 use std::{
-    convert::Infallible,
     fmt::Debug,
-    future::{Future, Ready, ready},
+    future::Future,
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -19,27 +18,26 @@ use std::{
     time::{Duration, Instant},
 };
 
-use bytes::Bytes;
-use common::{RedisServer, blocking};
-use http::{
-    Request, Response, StatusCode,
-    header::{AUTHORIZATION, RETRY_AFTER},
+use common::{
+    RedisServer, blocking,
+    http::{Answer, HelloApp, hello_app, me_request},
+    keys::sku,
+    stores::{SHORT_TIMEOUT, issue, redis_with_timeout},
 };
-use http_body_util::{BodyExt, Full};
+use http::{StatusCode, header::RETRY_AFTER};
 use mpauthx::{
-    AuthedUser, IssueOptions, MpAuthLayer, MpAuthService, RedisTokenStore, Sku, StoreBuildError,
-    StoreError, Token, TokenStore,
+    IssueOptions, MpAuthLayer, RedisTokenStore, StoreBuildError, StoreError, Token, TokenStore,
 };
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
     net::{TcpListener, TcpStream},
 };
-use tower::{Layer, ServiceExt, service_fn, util::ServiceFn};
+use tower::ServiceExt;
 
 type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 
 /// The store's command timeout, and its connect timeout.
-const COMMAND_TIMEOUT: Duration = Duration::from_millis(300);
+const COMMAND_TIMEOUT: Duration = SHORT_TIMEOUT;
 /// How long a failing request or store operation may take: the timeout plus a margin.
 const BOUND: Duration = Duration::from_millis(300 + 700);
 /// A request or operation still pending after this has hung.
@@ -51,44 +49,32 @@ const POLL: Duration = Duration::from_millis(20);
 
 const OPEN_ID: &str = "o-user";
 
-type Handler = fn(Request<Full<Bytes>>) -> Ready<Result<Response<Full<Bytes>>, Infallible>>;
-type App = MpAuthService<ServiceFn<Handler>, RedisTokenStore>;
-
-/// The inner service: greets the user the layer put into the request.
-fn hello(request: Request<Full<Bytes>>) -> Ready<Result<Response<Full<Bytes>>, Infallible>> {
-    let body = match request.extensions().get::<AuthedUser>() {
-        Some(user) => format!("hello {}", user.open_id()),
-        None => "no user".to_owned(),
-    };
-    ready(Ok(Response::new(Full::new(Bytes::from(body)))))
-}
-
-fn sku() -> Sku {
-    Sku::new("faults").expect("valid sku")
-}
+/// The inner service greets the user the layer put into the request.
+type App = HelloApp<RedisTokenStore>;
 
 fn app(store: &RedisTokenStore) -> App {
-    MpAuthLayer::new(store.clone(), sku()).layer(service_fn(hello as Handler))
+    hello_app(&MpAuthLayer::new(store.clone(), sku()))
 }
 
+/// A store at `url` with [`COMMAND_TIMEOUT`]s (every test owns its server: one key
+/// prefix serves them all).
 async fn connect(url: &str) -> RedisTokenStore {
-    RedisTokenStore::builder(url)
-        .with_command_timeout(COMMAND_TIMEOUT)
-        .with_connect_timeout(COMMAND_TIMEOUT)
-        .build()
-        .await
-        .expect("store connects to a running server")
+    redis_with_timeout(url, "faults", COMMAND_TIMEOUT).await
 }
 
 fn options() -> IssueOptions {
     IssueOptions::new(Duration::from_secs(600))
 }
 
-/// A fresh token, live in `store`.
-async fn issue(store: &RedisTokenStore) -> Result<Token, Box<dyn std::error::Error + Send + Sync>> {
-    let token = Token::generate(&sku(), OPEN_ID)?;
-    store.issue(&token, &options()).await?;
-    Ok(token)
+/// A server of the test's own, a store on it, the app on that store, and a live token
+/// the app is seen to serve.
+async fn serving() -> (RedisServer, RedisTokenStore, App, Token) {
+    let server = RedisServer::start();
+    let store = connect(&server.url()).await;
+    let app = app(&store);
+    let token = issue(&store, OPEN_ID, &options()).await;
+    call(&app, token.expose()).await.assert_ok();
+    (server, store, app, token)
 }
 
 /// What the layer answered, and when.
@@ -124,11 +110,7 @@ impl Reply {
 
 /// Sends one request with `Authorization: Bearer <token>`; panics if it hangs.
 async fn call(app: &App, token: &str) -> Reply {
-    let request = Request::builder()
-        .uri("/me")
-        .header(AUTHORIZATION, format!("Bearer {token}"))
-        .body(Full::default())
-        .expect("valid request");
+    let request = me_request(token);
     let start = Instant::now();
     let response = tokio::time::timeout(HANG, app.clone().oneshot(request))
         .await
@@ -136,21 +118,11 @@ async fn call(app: &App, token: &str) -> Reply {
         .unwrap_or_else(|never| match never {});
     let elapsed = start.elapsed();
     let done = Instant::now();
-    let status = response.status();
-    let retry_after = response
-        .headers()
-        .get(RETRY_AFTER)
-        .map(|v| v.to_str().expect("ASCII Retry-After").to_owned());
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .unwrap_or_else(|never| match never {})
-        .to_bytes();
+    let answer = Answer::collect(response).await;
     Reply {
-        status,
-        retry_after,
-        body: String::from_utf8(body.to_vec()).expect("UTF-8 body"),
+        status: answer.status,
+        retry_after: answer.header(RETRY_AFTER).map(str::to_owned),
+        body: answer.body,
         elapsed,
         done,
     }
@@ -214,7 +186,7 @@ async fn stopped_redis_answers_503_promptly() -> TestResult {
     let server = RedisServer::start();
     let store = connect(&server.url()).await;
     let app = app(&store);
-    let token = issue(&store).await?;
+    let token = issue(&store, OPEN_ID, &options()).await;
     let unknown = Token::generate(&sku(), OPEN_ID)?;
     call(&app, token.expose()).await.assert_ok();
     // Control: while Redis answers, an unknown token is a 401.
@@ -252,7 +224,7 @@ async fn restarted_redis_serves_again_within_a_second() -> TestResult {
     let server = RedisServer::start();
     let store = connect(&server.url()).await;
     let app = app(&store);
-    let old = issue(&store).await?;
+    let old = issue(&store, OPEN_ID, &options()).await;
     call(&app, old.expose()).await.assert_ok();
     assert!(pooled_connections(&store) >= 1);
 
@@ -267,7 +239,7 @@ async fn restarted_redis_serves_again_within_a_second() -> TestResult {
     // Redis kept nothing: issue again, through a second store so that the layer's pool
     // meets the dead connection on a request.
     let admin = connect(&server.url()).await;
-    let token = issue(&admin).await?;
+    let token = issue(&admin, OPEN_ID, &options()).await;
     let first_ok = until_ok(&app, token.expose(), restarted).await;
     assert!(
         first_ok - restarted < RECOVERY,
@@ -288,11 +260,7 @@ async fn restarted_redis_serves_again_within_a_second() -> TestResult {
 /// may hang, and after SIGCONT the valid token is served again within a second.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn frozen_redis_answers_503_then_recovers_after_thaw() -> TestResult {
-    let server = RedisServer::start();
-    let store = connect(&server.url()).await;
-    let app = app(&store);
-    let token = issue(&store).await?;
-    call(&app, token.expose()).await.assert_ok();
+    let (server, store, app, token) = serving().await;
 
     server.freeze();
     for _ in 0..3 {
@@ -334,11 +302,7 @@ async fn frozen_redis_answers_503_then_recovers_after_thaw() -> TestResult {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_pause_answers_503_then_recovers() -> TestResult {
     const PAUSE: Duration = Duration::from_millis(1500);
-    let server = RedisServer::start();
-    let store = connect(&server.url()).await;
-    let app = app(&store);
-    let token = issue(&store).await?;
-    call(&app, token.expose()).await.assert_ok();
+    let (server, _, app, token) = serving().await;
 
     let before = Instant::now();
     let answer = server.cli(&["CLIENT", "PAUSE", &PAUSE.as_millis().to_string(), "ALL"]);
@@ -406,11 +370,7 @@ async fn storm_of_503(app: &App, token: &str, n: usize, total: Duration) -> Test
 /// Case 5: 200 concurrent requests while Redis is down all answer a prompt 503.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_requests_during_outage_all_answer_503() -> TestResult {
-    let server = RedisServer::start();
-    let store = connect(&server.url()).await;
-    let app = app(&store);
-    let token = issue(&store).await?;
-    call(&app, token.expose()).await.assert_ok();
+    let (server, _, app, token) = serving().await;
 
     let server = blocking(server, RedisServer::stop).await;
     storm_of_503(&app, token.expose(), 200, Duration::from_millis(1500)).await?;
@@ -418,7 +378,7 @@ async fn concurrent_requests_during_outage_all_answer_503() -> TestResult {
     // And the pool is not wedged by the storm.
     let server = blocking(server, RedisServer::restart).await;
     let restarted = Instant::now();
-    let token = issue(&connect(&server.url()).await).await?;
+    let token = issue(&connect(&server.url()).await, OPEN_ID, &options()).await;
     let first_ok = until_ok(&app, token.expose(), restarted).await;
     assert!(
         first_ok - restarted < RECOVERY,
@@ -432,11 +392,7 @@ async fn concurrent_requests_during_outage_all_answer_503() -> TestResult {
 /// answer a prompt 503, then 200 concurrent requests after the thaw all answer 200.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_requests_while_frozen_all_answer_503() -> TestResult {
-    let server = RedisServer::start();
-    let store = connect(&server.url()).await;
-    let app = app(&store);
-    let token = issue(&store).await?;
-    call(&app, token.expose()).await.assert_ok();
+    let (server, _, app, token) = serving().await;
 
     server.freeze();
     storm_of_503(&app, token.expose(), 200, Duration::from_millis(1500)).await?;
@@ -547,7 +503,7 @@ async fn stale_connections_fail_at_most_once_each() -> TestResult {
         .with_pool_size(4)
         .build()
         .await?;
-    let token = issue(&store).await?;
+    let token = issue(&store, OPEN_ID, &options()).await;
     // Some concurrency, so that the pool may hold more than one connection.
     let checks: Vec<_> = (0..50)
         .map(|_| {
@@ -671,7 +627,7 @@ async fn half_open_connection_is_replaced_after_one_timeout() -> TestResult {
         .build()
         .await?;
     let app = app(&store);
-    let token = issue(&store).await?;
+    let token = issue(&store, OPEN_ID, &options()).await;
     call(&app, token.expose()).await.assert_ok();
     assert_eq!(pooled_connections(&store), 1);
 

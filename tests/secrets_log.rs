@@ -13,68 +13,41 @@
 //! thread-local subscriber would see nothing), so the tests take turns.
 
 mod common;
-// Shared with other test binaries, which use the parts this one does not.
-#[allow(dead_code)]
-mod fake_wechat;
 
-use std::{
-    convert::Infallible,
-    io::Write,
-    sync::{Arc, Mutex, OnceLock},
-    time::{Duration, SystemTime, UNIX_EPOCH},
-};
+use std::{ops::Deref, sync::OnceLock, time::Duration};
 
 use base64::{Engine as _, engine::general_purpose::STANDARD};
-use bytes::Bytes;
-use common::{RedisServer, unique_prefix};
-use fake_wechat::{FakeWeChat, Received, Reply};
-use http::{Request, Response, StatusCode, header::AUTHORIZATION};
-use http_body_util::Full;
+use common::{
+    fake_wechat::{FakeWeChat, Received, Reply, session_body},
+    http::{hello_app, me_request},
+    keys::{
+        APP_ID, SECRET, SESSION_KEY_BYTES, SKU, encrypted, profile_json, session_key, signature,
+        sku,
+    },
+    login::{Fixture, config, pointed_at},
+    logs::LogBuffer,
+    stores::shared_redis,
+};
+use http::StatusCode;
 use mpauthx::{
     AppSecret, AuthorizeRequest, Error, IssueOptions, MpAuth, MpAuthConfig, RedisTokenStore,
     Session, SessionKey, Sku, SqliteUserStore, Token, TokenStore, WeChatClient, WeChatError,
-    encrypt_profile,
 };
-use sha1::{Digest as _, Sha1};
-use tower::{Layer as _, ServiceExt as _, service_fn};
+use tower::ServiceExt as _;
 use tracing_subscriber::{EnvFilter, Registry, layer::SubscriberExt as _, reload};
 
-const APP_ID: &str = "wx5ecre7slog0app1";
-const SECRET: &str = "APPSECRETq8Zr4Lw2Vt6Nx1Kc9Hb3";
 /// The secret a misconfigured second server uses; WeChat answers it with errcode 40125.
 const WRONG_SECRET: &str = "WRONGSECRETm3Pj7Dy5Fs0Ga2Ue8";
-const SKU: &str = "logs";
 const OPEN_ID: &str = "oSecretsLog_user1";
-/// 16 bytes; its base64 text is the `session_key` the fake hands out.
-const SESSION_KEY_BYTES: &[u8; 16] = b"k3y-nEver-LOGGED";
-const IV: [u8; 16] = *b"iv-never-logged!";
 /// The filter of a production deployment that wants everything else at TRACE.
 const NORMAL_FILTER: &str = "trace,ureq=debug,ureq_proto=debug";
-
-fn session_key() -> String {
-    STANDARD.encode(SESSION_KEY_BYTES)
-}
 
 // ---------------------------------------------------------------------------------------
 // Capture: one global subscriber, its filter reloadable, writing into a buffer
 // ---------------------------------------------------------------------------------------
 
-#[derive(Clone, Default)]
-struct Buffer(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Buffer {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 struct Capture {
-    buffer: Buffer,
+    buffer: LogBuffer,
     filter: reload::Handle<EnvFilter, Registry>,
 }
 
@@ -82,7 +55,7 @@ struct Capture {
 fn capture() -> &'static Capture {
     static CAPTURE: OnceLock<Capture> = OnceLock::new();
     CAPTURE.get_or_init(|| {
-        let buffer = Buffer::default();
+        let buffer = LogBuffer::default();
         let writer = buffer.clone();
         let (filter, handle) = reload::Layer::new(EnvFilter::new("trace"));
         let subscriber = tracing_subscriber::registry().with(filter).with(
@@ -110,11 +83,11 @@ impl Capture {
         self.filter
             .reload(EnvFilter::new(filter))
             .expect("reload the filter");
-        self.buffer.0.lock().unwrap().clear();
+        self.buffer.clear();
     }
 
     fn text(&self) -> String {
-        String::from_utf8_lossy(&self.buffer.0.lock().unwrap()).into_owned()
+        self.buffer.text()
     }
 }
 
@@ -218,96 +191,49 @@ fn fake_wechat() -> FakeWeChat {
         {
             serde_json::json!({ "errcode": 40029, "errmsg": "invalid code" })
         } else {
-            serde_json::json!({ "openid": OPEN_ID, "session_key": session_key() })
+            return Reply::json(session_body(OPEN_ID, None));
         };
         Reply::json(body.to_string())
     })
 }
 
+/// The login fixture on Redis against [`fake_wechat`], and a second `MpAuth` on the same
+/// stores whose app secret WeChat refuses.
 struct Flow {
-    auth: MpAuth<RedisTokenStore, SqliteUserStore>,
+    fx: Fixture<RedisTokenStore>,
     misconfigured: MpAuth<RedisTokenStore, SqliteUserStore>,
-    fake: FakeWeChat,
-    db: std::path::PathBuf,
-    _dir: tempfile::TempDir,
+}
+
+impl Deref for Flow {
+    type Target = Fixture<RedisTokenStore>;
+
+    fn deref(&self) -> &Fixture<RedisTokenStore> {
+        &self.fx
+    }
 }
 
 impl Flow {
     async fn new(test: &str) -> Self {
-        let fake = fake_wechat();
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("users.db");
-        let users = SqliteUserStore::open(&db).await.unwrap();
-        let tokens = RedisTokenStore::builder(RedisServer::shared().url())
-            .with_key_prefix(unique_prefix(test))
-            .build()
-            .await
-            .unwrap();
-        let config = |secret: &str| {
-            MpAuthConfig::new(APP_ID, secret, SKU)
-                .unwrap()
-                .with_wechat_base_url(fake.base_url())
-                .with_wechat_read_timeout(Duration::from_secs(2))
-        };
-        let auth = MpAuth::new(config(SECRET), tokens.clone(), users.clone());
-        let misconfigured = MpAuth::new(config(WRONG_SECRET), tokens, users);
-        Self {
-            auth,
-            misconfigured,
-            fake,
-            db,
-            _dir: dir,
-        }
-    }
-
-    fn rows(&self) -> i64 {
-        rusqlite::Connection::open(&self.db)
+        let read_timeout = Duration::from_secs(2);
+        let tokens = shared_redis(test).await;
+        let config = config().with_wechat_read_timeout(read_timeout);
+        let fx = Fixture::with_config(tokens, fake_wechat(), config).await;
+        let wrong = MpAuthConfig::new(APP_ID, WRONG_SECRET, SKU)
             .unwrap()
-            .query_row("SELECT count(*) FROM user", [], |row| row.get(0))
-            .unwrap()
+            .with_wechat_read_timeout(read_timeout);
+        let misconfigured = MpAuth::new(
+            pointed_at(wrong, &fx.fake),
+            fx.auth.tokens().clone(),
+            fx.auth.users().clone(),
+        );
+        Self { fx, misconfigured }
     }
 
     /// What the layer answers to a request bearing `token`.
     async fn through_layer(&self, token: &str) -> StatusCode {
-        let app = self
-            .auth
-            .layer()
-            .layer(service_fn(|request: Request<Full<Bytes>>| async move {
-                let user = request
-                    .extensions()
-                    .get::<mpauthx::AuthedUser>()
-                    .map(|u| u.open_id().to_owned());
-                Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(
-                    user.unwrap_or_default(),
-                ))))
-            }));
-        let request = Request::builder()
-            .uri("/me")
-            .header(AUTHORIZATION, format!("Bearer {token}"))
-            .body(Full::new(Bytes::new()))
-            .unwrap();
-        app.oneshot(request).await.unwrap().status()
+        let app = hello_app(&self.auth.layer());
+        app.oneshot(me_request(token)).await.unwrap().status()
     }
-}
-
-fn profile_json() -> String {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    serde_json::json!({
-        "openId": OPEN_ID,
-        "nickName": "Ada",
-        "watermark": { "appid": APP_ID, "timestamp": now },
-    })
-    .to_string()
-}
-
-fn signature(raw_data: &str) -> String {
-    let mut hasher = Sha1::new();
-    hasher.update(raw_data.as_bytes());
-    hasher.update(session_key().as_bytes());
-    hex::encode(hasher.finalize())
 }
 
 /// A login code nobody could guess, recorded as a secret.
@@ -339,7 +265,7 @@ async fn full_flow_with_ureq_filtered_logs_in_and_leaks_nothing() {
     let mut secrets = Secrets::with_defaults();
 
     // A login with an encrypted profile and a signed rawData.
-    let profile = encrypt_profile(&SessionKey::new(session_key()), IV, &profile_json()).unwrap();
+    let profile = encrypted(&profile_json(OPEN_ID, APP_ID));
     secrets.add("encryptedData", &profile.encrypted_data);
     secrets.add("iv", &profile.iv);
     let raw_data = r#"{"nickName":"Ada","gender":2}"#;
@@ -359,7 +285,7 @@ async fn full_flow_with_ureq_filtered_logs_in_and_leaks_nothing() {
         flow.through_layer(first.token.expose()).await,
         StatusCode::OK
     );
-    let forged = Token::generate(&Sku::new(SKU).unwrap(), OPEN_ID).unwrap();
+    let forged = Token::generate(&sku(), OPEN_ID).unwrap();
     secrets.add_token(forged.expose());
     assert_eq!(
         flow.through_layer(forged.expose()).await,
@@ -390,10 +316,8 @@ async fn full_flow_with_ureq_filtered_logs_in_and_leaks_nothing() {
 
     // Failing logins: a refused code, a tampered profile, a wrong app secret.
     let error = flow
-        .auth
-        .authorize(&AuthorizeRequest::new(code(&mut secrets, "bad")))
-        .await
-        .unwrap_err();
+        .refused(&AuthorizeRequest::new(code(&mut secrets, "bad")))
+        .await;
     assert_eq!(error.status(), StatusCode::UNAUTHORIZED, "{error:?}");
     let mut tampered = STANDARD.decode(&profile.encrypted_data).unwrap();
     let last = tampered.len() - 1;
@@ -401,13 +325,11 @@ async fn full_flow_with_ureq_filtered_logs_in_and_leaks_nothing() {
     let tampered = STANDARD.encode(tampered);
     secrets.add("tampered encryptedData", &tampered);
     let error = flow
-        .auth
-        .authorize(
+        .refused(
             &AuthorizeRequest::new(code(&mut secrets, "good"))
                 .with_encrypted_profile(&tampered, &profile.iv),
         )
-        .await
-        .unwrap_err();
+        .await;
     assert!(matches!(error, Error::Decrypt(_)), "{error:?}");
     let error = flow
         .misconfigured
@@ -427,7 +349,7 @@ async fn full_flow_with_ureq_filtered_logs_in_and_leaks_nothing() {
     assert!(!body.contains(WRONG_SECRET), "{body}");
 
     assert_eq!(flow.fake.requests().len(), 6, "every login reached WeChat");
-    assert_eq!(flow.rows(), 1);
+    assert_eq!(flow.all_rows(), 1);
     let logs = capture.text();
 
     // The capture saw the flow: our own events, and ureq's `log` records at DEBUG.
@@ -461,14 +383,14 @@ async fn trace_for_everything_refuses_the_exchange_and_leaks_nothing() {
     let flow = Flow::new("trace_all").await;
     let mut secrets = Secrets::with_defaults();
 
-    let profile = encrypt_profile(&SessionKey::new(session_key()), IV, &profile_json()).unwrap();
+    let profile = encrypted(&profile_json(OPEN_ID, APP_ID));
     secrets.add("encryptedData", &profile.encrypted_data);
     secrets.add("iv", &profile.iv);
     let raw_data = r#"{"nickName":"Ada"}"#;
     let login = AuthorizeRequest::new(code(&mut secrets, "good"))
         .with_encrypted_profile(&profile.encrypted_data, &profile.iv)
         .with_signature(raw_data, signature(raw_data));
-    let error = flow.auth.authorize(&login).await.unwrap_err();
+    let error = flow.refused(&login).await;
     assert!(
         matches!(error, Error::WeChat(WeChatError::SecretsWouldBeLogged)),
         "{error:?}"
@@ -488,18 +410,11 @@ async fn trace_for_everything_refuses_the_exchange_and_leaks_nothing() {
         flow.fake.requests().is_empty(),
         "a secret was sent while TRACE was on"
     );
-    assert_eq!(flow.rows(), 0);
-    assert!(
-        flow.auth
-            .tokens()
-            .list(&Sku::new(SKU).unwrap(), OPEN_ID)
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert_eq!(flow.all_rows(), 0);
+    assert!(flow.live(OPEN_ID).await.is_empty());
 
     // Everything that does not call WeChat still works, and logs nothing secret.
-    let token = Token::generate(&Sku::new(SKU).unwrap(), OPEN_ID).unwrap();
+    let token = Token::generate(&sku(), OPEN_ID).unwrap();
     flow.auth
         .tokens()
         .issue(&token, &IssueOptions::default())
@@ -586,8 +501,8 @@ async fn control_the_capture_sees_what_ureq_logs_at_trace() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn debug_output_redacts_secrets() {
     let flow = Flow::new("debug").await;
-    let profile = encrypt_profile(&SessionKey::new(session_key()), IV, &profile_json()).unwrap();
-    let token = Token::generate(&Sku::new(SKU).unwrap(), OPEN_ID).unwrap();
+    let profile = encrypted(&profile_json(OPEN_ID, APP_ID));
+    let token = Token::generate(&sku(), OPEN_ID).unwrap();
     let request = AuthorizeRequest::new("codeDebug12345678")
         .with_encrypted_profile(&profile.encrypted_data, &profile.iv)
         .with_signature("rawDataDebug", "signatureDebug99")

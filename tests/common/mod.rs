@@ -1,7 +1,14 @@
-//! Test support: a private `redis-server` per test binary (or per test, for fault tests).
+//! Test support, shared by every test binary.
 //!
+//! This module: a private `redis-server` per test binary (or per test, for fault tests).
 //! Each server listens on a free loopback port, keeps nothing on disk and dies with its
 //! owner. Tests can stop, restart, freeze (SIGSTOP) and thaw it to play faults.
+//!
+//! The submodules: [`keys`] (the test app's credentials, session keys, signatures and
+//! encrypted profiles), [`fake_wechat`], [`login`] (`MpAuth` over a token store, a
+//! temporary sqlite file and a fake WeChat), [`http`] (collected responses, requests),
+//! [`stores`] (Redis stores and issuing tokens), [`users`] (sqlite files and their rows),
+//! [`logs`], and the multi-process setups [`cluster`] and [`sentinel`].
 
 #![allow(dead_code, unreachable_pub)]
 
@@ -14,7 +21,14 @@ use std::{
 };
 
 pub mod cluster;
+pub mod fake_wechat;
+pub mod http;
+pub mod keys;
+pub mod login;
+pub mod logs;
 pub mod sentinel;
+pub mod stores;
+pub mod users;
 
 /// A `redis-server` process owned by the test.
 ///
@@ -164,6 +178,11 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .expect("bind an ephemeral port")
         .port()
+}
+
+/// `http://127.0.0.1:<port>` of a port nobody listens on.
+pub fn closed_port_url() -> String {
+    format!("http://127.0.0.1:{}", free_port())
 }
 
 /// A prefix unique to one test, so tests sharing a server never see each other's keys.

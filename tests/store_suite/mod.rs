@@ -8,21 +8,10 @@ use std::{collections::HashSet, time::Duration};
 
 use mpauthx::{IssueOptions, Sku, Token, TokenHash, TokenInfo, TokenStore};
 
-pub const LONG: Duration = Duration::from_secs(600);
-
-pub fn sku() -> Sku {
-    Sku::new("demo").unwrap()
-}
-
-pub async fn issue<S: TokenStore>(store: &S, open_id: &str, options: &IssueOptions) -> Token {
-    let token = Token::generate(&sku(), open_id).unwrap();
-    store.issue(&token, options).await.unwrap();
-    token
-}
-
-pub async fn live<S: TokenStore>(store: &S, token: &Token) -> bool {
-    store.validate(&token.parsed()).await.unwrap()
-}
+pub use crate::common::{
+    keys::sku,
+    stores::{LONG, issue, live},
+};
 
 /// The shared cases.
 pub async fn issue_validate_revoke<S: TokenStore>(store: S) {

@@ -3,7 +3,7 @@
 //! the fuzz targets run (`fuzz/src/lib.rs`), so CI holds the targets' invariants without
 //! nightly or libFuzzer.
 
-#[path = "../fuzz/src/lib.rs"]
+#[path = "../../fuzz/src/lib.rs"]
 mod checks;
 
 use std::{

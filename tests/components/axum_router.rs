@@ -1,33 +1,27 @@
 //! `MpAuthLayer` and the `AuthedUser` extractor in an `axum::Router`.
 
-mod common;
-
 use std::time::Duration;
 
 use axum::{
     Router,
     body::Body,
     http::{
-        HeaderValue, Request, StatusCode,
+        Request, StatusCode,
         header::{AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE},
     },
     routing::get,
 };
-use common::{RedisServer, unique_prefix};
-use http_body_util::BodyExt as _;
-use mpauthx::{
-    AuthedUser, IssueOptions, MemoryTokenStore, MpAuthLayer, RedisTokenStore, Sku, Token,
-    TokenStore,
-};
+use mpauthx::{AuthedUser, IssueOptions, MemoryTokenStore, MpAuthLayer, Token, TokenStore};
 use tower::ServiceExt as _;
 
-const SKU: &str = "demo";
+use crate::common::{
+    http::{Answer, bearer},
+    keys::sku,
+    stores::{self, shared_redis},
+};
+
 const ALICE: &str = "o-alice_123";
 const HOUR: Duration = Duration::from_secs(3600);
-
-fn sku() -> Sku {
-    Sku::new(SKU).unwrap()
-}
 
 async fn required(user: AuthedUser) -> String {
     user.open_id().to_owned()
@@ -56,64 +50,29 @@ fn app<T: TokenStore>(store: T) -> Router {
         .route("/bare-optional", get(optional))
 }
 
+/// A token of `open_id` for an hour, issued into `store`.
 async fn issue<T: TokenStore>(store: &T, open_id: &str) -> Token {
-    let token = Token::generate(&sku(), open_id).unwrap();
-    store.issue(&token, &IssueOptions::new(HOUR)).await.unwrap();
-    token
-}
-
-#[derive(Debug)]
-struct Answer {
-    status: StatusCode,
-    www_authenticate: Option<String>,
-    content_type: Option<String>,
-    body: String,
-}
-
-impl Answer {
-    fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.body)
-            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {:?}", self.body))
-    }
+    stores::issue(store, open_id, &IssueOptions::new(HOUR)).await
 }
 
 async fn get_with(app: &Router, path: &str, token: Option<&str>) -> Answer {
     let mut request = Request::get(path).body(Body::empty()).unwrap();
     if let Some(token) = token {
-        request.headers_mut().insert(
-            AUTHORIZATION,
-            HeaderValue::try_from(format!("Bearer {token}")).unwrap(),
-        );
+        request.headers_mut().insert(AUTHORIZATION, bearer(token));
     }
-    let response = app.clone().oneshot(request).await.unwrap();
-    let header = |name| {
-        response
-            .headers()
-            .get(name)
-            .map(|v: &HeaderValue| v.to_str().unwrap().to_owned())
-    };
-    let www_authenticate = header(WWW_AUTHENTICATE);
-    let content_type = header(CONTENT_TYPE);
-    let status = response.status();
-    let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    Answer {
-        status,
-        www_authenticate,
-        content_type,
-        body: String::from_utf8(bytes.to_vec()).unwrap(),
-    }
+    Answer::collect(app.clone().oneshot(request).await.unwrap()).await
 }
 
 fn assert_ok(answer: &Answer, body: &str) {
     assert_eq!(answer.status, StatusCode::OK, "{answer:?}");
     assert_eq!(answer.body, body);
-    assert_eq!(answer.www_authenticate, None);
+    assert_eq!(answer.header(WWW_AUTHENTICATE), None);
 }
 
 fn assert_missing_token(answer: &Answer) {
     assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "{answer:?}");
     assert_eq!(
-        answer.www_authenticate.as_deref(),
+        answer.header(WWW_AUTHENTICATE),
         Some(r#"Bearer realm="mpauthx""#)
     );
     let json = answer.json();
@@ -123,7 +82,7 @@ fn assert_missing_token(answer: &Answer) {
 
 fn assert_invalid_token(answer: &Answer) {
     assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "{answer:?}");
-    let challenge = answer.www_authenticate.as_deref().expect("a challenge");
+    let challenge = answer.header(WWW_AUTHENTICATE).expect("a challenge");
     assert!(
         challenge.starts_with(r#"Bearer realm="mpauthx", error="invalid_token""#),
         "{challenge}"
@@ -140,11 +99,15 @@ fn assert_missing_layer(answer: &Answer) {
         "{answer:?}"
     );
     assert!(answer.body.contains("MpAuthLayer"), "{}", answer.body);
-    assert_eq!(answer.content_type.as_deref(), Some("application/json"));
+    assert_eq!(answer.header(CONTENT_TYPE), Some("application/json"));
     let json = answer.json();
     assert_eq!(json["error"], "server_error");
     assert_eq!(json["code"], 9999);
-    assert_eq!(answer.www_authenticate, None, "a 500 is no challenge");
+    assert_eq!(
+        answer.header(WWW_AUTHENTICATE),
+        None,
+        "a 500 is no challenge"
+    );
 }
 
 #[tokio::test]
@@ -168,7 +131,7 @@ async fn required_route_without_token_is_401() {
     let app = app(MemoryTokenStore::new());
     let answer = get_with(&app, "/required", None).await;
     assert_missing_token(&answer);
-    assert_eq!(answer.content_type.as_deref(), Some("application/json"));
+    assert_eq!(answer.header(CONTENT_TYPE), Some("application/json"));
 }
 
 #[tokio::test]
@@ -207,8 +170,7 @@ async fn optional_route_with_bad_token_is_still_rejected() {
     assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{answer:?}");
     assert!(
         answer
-            .www_authenticate
-            .as_deref()
+            .header(WWW_AUTHENTICATE)
             .is_some_and(|c| c.contains(r#"error="invalid_request""#)),
         "{answer:?}"
     );
@@ -245,7 +207,7 @@ async fn authed_user_behind_an_optional_layer_without_token_is_401_not_500() {
     let app = app(store.clone());
     let answer = get_with(&app, "/optional-required", None).await;
     assert_missing_token(&answer);
-    assert_eq!(answer.content_type.as_deref(), Some("application/json"));
+    assert_eq!(answer.header(CONTENT_TYPE), Some("application/json"));
     // With a token it is the user.
     let token = issue(&store, ALICE).await;
     assert_ok(
@@ -264,21 +226,14 @@ async fn optional_layer_realm_reaches_the_extractor_rejection() {
     let answer = get_with(&app, "/", None).await;
     assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "{answer:?}");
     assert_eq!(
-        answer.www_authenticate.as_deref(),
+        answer.header(WWW_AUTHENTICATE),
         Some(r#"Bearer realm="shop""#)
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_backed_router() {
-    let url = tokio::task::spawn_blocking(|| RedisServer::shared().url())
-        .await
-        .unwrap();
-    let store = RedisTokenStore::builder(url)
-        .with_key_prefix(unique_prefix("axum_router"))
-        .build()
-        .await
-        .unwrap();
+    let store = shared_redis("axum_router").await;
     let app = app(store.clone());
     let token = issue(&store, ALICE).await;
 

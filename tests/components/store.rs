@@ -1,40 +1,21 @@
 //! One suite, run against both token stores: they must be interchangeable.
 
-mod common;
-#[macro_use]
-mod store_suite;
-
 use std::time::Duration;
 
-use common::{RedisServer, unique_prefix};
 use mpauthx::{IssueOptions, MemoryTokenStore, RedisTokenStore, Token, TokenStore};
-use store_suite::{LONG, issue, live, sku};
 
-async fn redis_store() -> RedisTokenStore {
-    let url = tokio::task::spawn_blocking(|| RedisServer::shared().url())
-        .await
-        .unwrap();
-    RedisTokenStore::builder(url)
-        .with_key_prefix(unique_prefix("suite"))
-        .build()
-        .await
-        .unwrap()
-}
+use crate::common::{
+    RedisServer,
+    keys::sku,
+    stores::{LONG, issue, live, own_server, redis, shared_redis},
+};
 
 store_suite!(memory, MemoryTokenStore::new());
-store_suite!(redis, redis_store().await);
+store_suite!(redis, shared_redis("suite").await);
 
 /// What only the Redis store can show: its key layout and its cost per request.
 mod redis_layout {
     use super::*;
-
-    async fn store_on(server: &RedisServer, prefix: &str) -> RedisTokenStore {
-        RedisTokenStore::builder(server.url())
-            .with_key_prefix(prefix)
-            .build()
-            .await
-            .unwrap()
-    }
 
     fn total_commands(server: &RedisServer) -> u64 {
         server
@@ -50,10 +31,8 @@ mod redis_layout {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn keys_are_prefixed_hash_tagged_and_hold_no_token() {
-        let server = tokio::task::spawn_blocking(RedisServer::start)
-            .await
-            .unwrap();
-        let store = store_on(&server, "app").await;
+        let server = own_server().await;
+        let store = redis(&server.url(), "app").await;
         let options = IssueOptions::new(LONG).with_device("iPad");
         let a = issue(&store, "o-alice", &options).await;
         let b = issue(&store, "o-alice", &options).await;
@@ -93,10 +72,8 @@ mod redis_layout {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn expired_tokens_leave_nothing_behind() {
-        let server = tokio::task::spawn_blocking(RedisServer::start)
-            .await
-            .unwrap();
-        let store = store_on(&server, "gone").await;
+        let server = own_server().await;
+        let store = redis(&server.url(), "gone").await;
         issue(
             &store,
             "o-x",
@@ -109,10 +86,8 @@ mod redis_layout {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn validation_is_one_round_trip() {
-        let server = tokio::task::spawn_blocking(RedisServer::start)
-            .await
-            .unwrap();
-        let store = store_on(&server, "rt").await;
+        let server = own_server().await;
+        let store = redis(&server.url(), "rt").await;
         let token = issue(&store, "o-rt", &IssueOptions::new(LONG)).await;
         let unknown = Token::generate(&sku(), "o-rt").unwrap();
 

@@ -2,61 +2,26 @@
 //! through the wrapper apply at once, revocations by another process within the TTL and
 //! not before, unknown tokens fill a bounded table, and store errors are never cached.
 
-mod common;
-
 use std::{
     convert::Infallible,
     time::{Duration, Instant},
 };
 
 use bytes::Bytes;
-use common::{RedisServer, unique_prefix};
 use http::{Request, Response, StatusCode, header::AUTHORIZATION};
 use http_body_util::Full;
-use mpauthx::{
-    CachedTokenStore, IssueOptions, MpAuthLayer, RedisTokenStore, Sku, StoreError, Token,
-    TokenStore,
-};
+use mpauthx::{CachedTokenStore, IssueOptions, MpAuthLayer, StoreError, Token, TokenStore};
 use tower::{Layer as _, ServiceExt as _, service_fn};
 
-const LONG: Duration = Duration::from_secs(600);
+use crate::common::{
+    RedisServer,
+    keys::sku,
+    stores::{LONG, issue, live, own_server, redis_with_timeout, shared_url},
+    unique_prefix,
+};
 
-fn sku() -> Sku {
-    Sku::new("demo").unwrap()
-}
-
-async fn shared_url() -> String {
-    tokio::task::spawn_blocking(|| RedisServer::shared().url())
-        .await
-        .unwrap()
-}
-
-/// A server of the test's own, so that its command counts are the test's alone.
-async fn own_server() -> RedisServer {
-    tokio::task::spawn_blocking(RedisServer::start)
-        .await
-        .unwrap()
-}
-
-async fn redis(url: &str, prefix: &str) -> RedisTokenStore {
-    RedisTokenStore::builder(url)
-        .with_key_prefix(prefix)
-        .with_command_timeout(Duration::from_millis(250))
-        .with_connect_timeout(Duration::from_millis(250))
-        .build()
-        .await
-        .unwrap()
-}
-
-async fn issue(store: &impl TokenStore, open_id: &str) -> Token {
-    let token = Token::generate(&sku(), open_id).unwrap();
-    store.issue(&token, &IssueOptions::new(LONG)).await.unwrap();
-    token
-}
-
-async fn live(store: &impl TokenStore, token: &Token) -> bool {
-    store.validate(&token.parsed()).await.unwrap()
-}
+/// The Redis stores' connect and command timeout.
+const TIMEOUT: Duration = Duration::from_millis(250);
 
 /// `calls` of `cmdstat_hget` in `INFO commandstats`: how many `HGET`s the server ran.
 fn hget_calls(server: &RedisServer) -> u64 {
@@ -72,8 +37,9 @@ fn hget_calls(server: &RedisServer) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hits_do_not_reach_redis() {
     let server = own_server().await;
-    let store = CachedTokenStore::new(redis(&server.url(), "hits").await).with_ttl(LONG);
-    let token = issue(&store, "o-alice").await;
+    let store = CachedTokenStore::new(redis_with_timeout(&server.url(), "hits", TIMEOUT).await)
+        .with_ttl(LONG);
+    let token = issue(&store, "o-alice", &IssueOptions::new(LONG)).await;
     let unknown = Token::generate(&sku(), "o-nobody").unwrap();
 
     let before = hget_calls(&server);
@@ -93,13 +59,14 @@ async fn hits_do_not_reach_redis() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_revoke_rotate_and_logout_all_apply_at_once() {
     let prefix = unique_prefix("cache-local");
-    let store = CachedTokenStore::new(redis(&shared_url().await, &prefix).await)
-        .with_ttl(Duration::from_secs(60));
-    let revoked = issue(&store, "o-alice").await;
-    let by_hash = issue(&store, "o-alice").await;
-    let rotated = issue(&store, "o-alice").await;
-    let logged_out = issue(&store, "o-alice").await;
-    let bystander = issue(&store, "o-bob").await;
+    let store =
+        CachedTokenStore::new(redis_with_timeout(&shared_url().await, &prefix, TIMEOUT).await)
+            .with_ttl(Duration::from_secs(60));
+    let revoked = issue(&store, "o-alice", &IssueOptions::new(LONG)).await;
+    let by_hash = issue(&store, "o-alice", &IssueOptions::new(LONG)).await;
+    let rotated = issue(&store, "o-alice", &IssueOptions::new(LONG)).await;
+    let logged_out = issue(&store, "o-alice", &IssueOptions::new(LONG)).await;
+    let bystander = issue(&store, "o-bob", &IssueOptions::new(LONG)).await;
     for token in [&revoked, &by_hash, &rotated, &logged_out, &bystander] {
         assert!(live(&store, token).await, "cached as live");
     }
@@ -131,8 +98,10 @@ async fn local_revoke_rotate_and_logout_all_apply_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn behind_the_layer_a_local_logout_all_is_a_401_at_once() {
     let prefix = unique_prefix("cache-layer");
-    let store = CachedTokenStore::new(redis(&shared_url().await, &prefix).await).with_ttl(LONG);
-    let token = issue(&store, "o-alice").await;
+    let store =
+        CachedTokenStore::new(redis_with_timeout(&shared_url().await, &prefix, TIMEOUT).await)
+            .with_ttl(LONG);
+    let token = issue(&store, "o-alice", &IssueOptions::new(LONG)).await;
     let service =
         MpAuthLayer::new(store.clone(), sku()).layer(service_fn(|_: Request<Full<Bytes>>| async {
             Ok::<_, Infallible>(Response::new(Full::new(Bytes::new())))
@@ -160,14 +129,15 @@ async fn a_remote_revocation_applies_within_the_ttl_and_not_before() {
     const MARGIN: Duration = Duration::from_millis(100);
     let url = shared_url().await;
     let prefix = unique_prefix("cache-remote");
-    let remote = redis(&url, &prefix).await;
-    let cached = CachedTokenStore::new(redis(&url, &prefix).await).with_ttl(TTL);
+    let remote = redis_with_timeout(&url, &prefix, TIMEOUT).await;
+    let cached =
+        CachedTokenStore::new(redis_with_timeout(&url, &prefix, TIMEOUT).await).with_ttl(TTL);
 
     // A loaded machine may take longer than the TTL between two steps, which would make
     // "not before" unobservable: retry with a new token until one run sees it.
     let mut observed = false;
     for _ in 0..5 {
-        let token = issue(&remote, "o-alice").await;
+        let token = issue(&remote, "o-alice", &IssueOptions::new(LONG)).await;
         let asked = Instant::now();
         assert!(live(&cached, &token).await);
         let answered = Instant::now();
@@ -193,15 +163,16 @@ async fn a_remote_revocation_applies_within_the_ttl_and_not_before() {
 async fn unknown_tokens_fill_at_most_the_negative_capacity() {
     const CAPACITY: usize = 100;
     let prefix = unique_prefix("cache-flood");
-    let store = CachedTokenStore::new(redis(&shared_url().await, &prefix).await)
-        .with_ttl(LONG)
-        .with_capacity(CAPACITY)
-        .with_negative_capacity(CAPACITY);
+    let store =
+        CachedTokenStore::new(redis_with_timeout(&shared_url().await, &prefix, TIMEOUT).await)
+            .with_ttl(LONG)
+            .with_capacity(CAPACITY)
+            .with_negative_capacity(CAPACITY);
     assert_eq!(
         (store.capacity(), store.negative_capacity()),
         (CAPACITY, CAPACITY)
     );
-    let token = issue(&store, "o-alice").await;
+    let token = issue(&store, "o-alice", &IssueOptions::new(LONG)).await;
     assert!(live(&store, &token).await);
 
     for i in 0..CAPACITY * 10 {
@@ -224,8 +195,9 @@ async fn unknown_tokens_fill_at_most_the_negative_capacity() {
 async fn store_errors_are_not_cached() {
     const TTL: Duration = Duration::from_secs(1);
     let server = own_server().await;
-    let store = CachedTokenStore::new(redis(&server.url(), "outage").await).with_ttl(TTL);
-    let token = issue(&store, "o-alice").await;
+    let store = CachedTokenStore::new(redis_with_timeout(&server.url(), "outage", TIMEOUT).await)
+        .with_ttl(TTL);
+    let token = issue(&store, "o-alice", &IssueOptions::new(LONG)).await;
     let unknown = Token::generate(&sku(), "o-nobody").unwrap();
     let asked = Instant::now();
     assert!(live(&store, &token).await);

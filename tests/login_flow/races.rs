@@ -6,35 +6,23 @@
 //! `PEXPIRETIME`, `HGETALL`) and checked against the tokens the clients received: each
 //! field is the raw SHA-256 of a token, each value `<expires ms>|<issued ms>|<device>`.
 
-mod common;
+use std::{collections::HashSet, ops::Deref, time::Duration};
 
-use std::{collections::HashSet, time::Duration};
-
-use axum::{Router, routing::get};
-use common::{RedisServer, unique_prefix};
 use mpauthx::{
-    AuthorizeRequest, Error, MemoryTokenStore, MpAuth, MpAuthConfig, RedisTokenStore, Sku,
-    SqliteUserStore, Token, TokenStore, testing::WeChatSimulator,
+    AuthorizeRequest, Error, MemoryTokenStore, RedisTokenStore, Token, TokenStore,
+    testing::WeChatSimulator,
 };
 use sha2::{Digest as _, Sha256};
-use tempfile::TempDir;
 
-const APP_ID: &str = "wx-races-app";
-const SECRET: &str = "races-app-secret";
-const SKU: &str = "races";
+use crate::common::{
+    fake_wechat::FakeWeChat,
+    keys::{APP_ID, SECRET},
+    login::{Fixture, config},
+    stores::{RedisView, shared_redis_viewed},
+};
+
 const USER: &str = "alice";
 const LIMIT: u32 = 5;
-const TTL: Duration = Duration::from_secs(3600);
-
-fn sku() -> Sku {
-    Sku::new(SKU).unwrap()
-}
-
-/// What a test inspects in Redis, next to the store under test.
-struct RedisView {
-    client: redis::Client,
-    prefix: String,
-}
 
 /// `TIME`, `PTTL`, `PEXPIRETIME` and `HGETALL`, as one `MULTI` answers them.
 type Transaction = ((u64, u64), i64, i64, Vec<(Vec<u8>, String)>);
@@ -53,16 +41,8 @@ struct HashState {
 }
 
 impl RedisView {
-    fn key(&self, open_id: &str) -> String {
-        format!("{}:{{{SKU}:{open_id}}}", self.prefix)
-    }
-
     async fn read(&self, open_id: &str) -> HashState {
-        let mut conn = self
-            .client
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap();
+        let mut conn = self.connection().await;
         let key = self.key(open_id);
         let ((secs, micros), pttl_ms, expire_at_ms, pairs): Transaction = redis::pipe()
             .atomic()
@@ -131,57 +111,41 @@ fn sha256(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 
-struct Fixture<T> {
-    auth: MpAuth<T, SqliteUserStore>,
+/// The login fixture against the WeChat simulator, under a device limit of `LIMIT`, and
+/// (on Redis) a view of the store's keys.
+struct Race<T> {
+    fx: Fixture<T>,
     sim: WeChatSimulator,
     redis: Option<RedisView>,
-    db: std::path::PathBuf,
-    _dir: TempDir,
 }
 
-impl<T: TokenStore> Fixture<T> {
+impl<T> Deref for Race<T> {
+    type Target = Fixture<T>;
+
+    fn deref(&self) -> &Fixture<T> {
+        &self.fx
+    }
+}
+
+impl<T: TokenStore> Race<T> {
     async fn new(tokens: T, redis: Option<RedisView>) -> Self {
         let sim = WeChatSimulator::new(APP_ID, SECRET);
-        let api = Router::new().route("/sns/jscode2session", get(sim.jscode2session_handler()));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base_url = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, api).await });
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("users.db");
-        let users = SqliteUserStore::open(&db).await.unwrap();
-        let config = MpAuthConfig::new(APP_ID, SECRET, SKU)
-            .unwrap()
-            .with_token_ttl(TTL)
+        // Hundreds of logins at once on a small machine: WeChat gets the client's default
+        // read timeout, not the fixture's short one.
+        let config = config()
             .with_max_tokens_per_user(LIMIT)
-            .with_wechat_base_url(&base_url);
-        let auth = MpAuth::new(config, tokens, users);
-        Self {
-            auth,
-            sim,
-            redis,
-            db,
-            _dir: dir,
-        }
+            .with_wechat_read_timeout(Duration::from_secs(5));
+        let fx = Fixture::with_config(tokens, FakeWeChat::simulating(&sim), config).await;
+        Self { fx, sim, redis }
     }
 
     fn open_id(&self) -> String {
         self.sim.open_id(USER)
     }
 
-    /// Rows in the user table, counted through a connection of our own.
+    /// Rows in the user table, and the test user's, counted through a connection of our own.
     fn rows(&self) -> (i64, i64) {
-        let conn = rusqlite::Connection::open(&self.db).unwrap();
-        let all = conn
-            .query_row("SELECT count(*) FROM user", [], |row| row.get(0))
-            .unwrap();
-        let user = conn
-            .query_row(
-                "SELECT count(*) FROM user WHERE openId = ?1",
-                [self.open_id()],
-                |row| row.get(0),
-            )
-            .unwrap();
-        (all, user)
+        (self.fx.all_rows(), self.fx.rows(&self.open_id()))
     }
 
     /// A fresh login code for the test user, as `wx.login()` would mint.
@@ -202,33 +166,18 @@ impl<T: TokenStore> Fixture<T> {
 
     /// The hashes `list` reports for the test user.
     async fn listed(&self) -> HashSet<[u8; 32]> {
-        let listed = self
-            .auth
-            .tokens()
-            .list(&sku(), &self.open_id())
-            .await
-            .unwrap();
+        let listed = self.fx.live(&self.open_id()).await;
         listed.iter().map(|info| *info.hash.as_bytes()).collect()
     }
 }
 
-async fn redis_fixture(test: &str) -> Fixture<RedisTokenStore> {
-    let server = RedisServer::shared();
-    let prefix = unique_prefix(test);
-    let tokens = RedisTokenStore::builder(server.url())
-        .with_key_prefix(&prefix)
-        .build()
-        .await
-        .unwrap();
-    let view = RedisView {
-        client: redis::Client::open(server.url()).unwrap(),
-        prefix,
-    };
-    Fixture::new(tokens, Some(view)).await
+async fn redis_fixture(test: &str) -> Race<RedisTokenStore> {
+    let (tokens, view) = shared_redis_viewed(test).await;
+    Race::new(tokens, Some(view)).await
 }
 
-async fn memory_fixture() -> Fixture<MemoryTokenStore> {
-    Fixture::new(MemoryTokenStore::new(), None).await
+async fn memory_fixture() -> Race<MemoryTokenStore> {
+    Race::new(MemoryTokenStore::new(), None).await
 }
 
 // ---------------------------------------------------------------------------------------
@@ -237,7 +186,7 @@ async fn memory_fixture() -> Fixture<MemoryTokenStore> {
 
 const LOGINS: usize = 200;
 
-async fn concurrent_logins_keep_the_device_limit<T: TokenStore>(fx: Fixture<T>) {
+async fn concurrent_logins_keep_the_device_limit<T: TokenStore>(fx: Race<T>) {
     let requests: Vec<_> = (0..LOGINS).map(|_| fx.request()).collect();
     let tasks: Vec<_> = requests
         .into_iter()
@@ -289,7 +238,7 @@ async fn memory_concurrent_logins_keep_the_device_limit() {
 
 const REFRESHES: usize = 50;
 
-async fn concurrent_refreshes_have_one_winner<T: TokenStore>(fx: Fixture<T>) {
+async fn concurrent_refreshes_have_one_winner<T: TokenStore>(fx: Race<T>) {
     let other_device = fx.auth.authorize(&fx.request()).await.unwrap().token;
     let old = fx.auth.authorize(&fx.request()).await.unwrap().token;
 
@@ -346,7 +295,7 @@ async fn memory_concurrent_refreshes_have_one_winner() {
 const RACING_LOGINS: usize = 100;
 const RACING_LOGOUTS: usize = 20;
 
-async fn logout_all_racing_logins_leaves_a_consistent_hash<T: TokenStore>(fx: Fixture<T>) {
+async fn logout_all_racing_logins_leaves_a_consistent_hash<T: TokenStore>(fx: Race<T>) {
     enum Done {
         Login(String),
         LogoutAll,

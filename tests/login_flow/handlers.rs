@@ -2,188 +2,44 @@
 //! in an `axum::Router`, driven with `oneshot`, against a fake WeChat and a real sqlite
 //! file.
 
-#![allow(dead_code)]
-
-mod common;
-mod fake_wechat;
-
 use std::{
-    path::{Path, PathBuf},
     pin::Pin,
     task::{Context, Poll},
-    time::Duration,
 };
 
 use axum::{
-    Router,
     body::Body,
     http::{
-        HeaderMap, Request, StatusCode,
+        Request, StatusCode,
         header::{
             AUTHORIZATION, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER,
             WWW_AUTHENTICATE,
         },
     },
-    routing::{get, post},
 };
-use base64::{Engine as _, engine::general_purpose::STANDARD};
 use bytes::Bytes;
-use common::{RedisServer, unique_prefix};
-use fake_wechat::{FakeWeChat, Reply};
 use http_body::Frame;
-use http_body_util::BodyExt as _;
-use mpauthx::{
-    AuthedUser, MAX_BODY_BYTES, MemoryTokenStore, MpAuth, MpAuthConfig, RedisTokenStore,
-    SessionKey, Sku, SqliteUserStore, Token, TokenStore, encrypt_profile,
+use mpauthx::{MAX_BODY_BYTES, MemoryTokenStore, Sku, Token, TokenStore};
+use serde_json::json;
+
+use crate::common::{
+    fake_wechat::{wechat_errcode, wechat_ok},
+    http::{Answer, json_post},
+    keys::{APP_ID, SECRET, SKU, encrypted, profile_json, session_key, sku},
+    login::{Fixture, TTL},
+    stores::{dedicated, shared_redis},
+    users,
 };
-use serde_json::{Value, json};
-use tempfile::TempDir;
-use tower::ServiceExt as _;
 
-const APP_ID: &str = "wx0123456789abcdef";
-const SECRET: &str = "APPSECRET-5f2b9c1e7d3a4b6c";
-const SKU: &str = "demo";
 const OPEN_ID: &str = "oUser_http-1";
-const SESSION_KEY_BYTES: &[u8; 16] = b"mpauthx-http-key";
-const TTL: Duration = Duration::from_secs(7200);
-
-fn session_key() -> String {
-    STANDARD.encode(SESSION_KEY_BYTES)
-}
-
-fn wechat_ok(open_id: &str) -> FakeWeChat {
-    let body = json!({ "openid": open_id, "session_key": session_key() }).to_string();
-    FakeWeChat::start(move |_, _| Reply::json(body.clone()))
-}
-
-fn wechat_errcode(errcode: i64) -> FakeWeChat {
-    let body = json!({ "errcode": errcode, "errmsg": "fake" }).to_string();
-    FakeWeChat::start(move |_, _| Reply::json(body.clone()))
-}
-
-async fn me(user: AuthedUser) -> String {
-    user.open_id().to_owned()
-}
-
-struct Fixture<T> {
-    auth: MpAuth<T, SqliteUserStore>,
-    app: Router,
-    fake: FakeWeChat,
-    db: PathBuf,
-    _dir: TempDir,
-}
 
 impl<T: TokenStore> Fixture<T> {
-    async fn new(tokens: T, fake: FakeWeChat) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("users.db");
-        let users = SqliteUserStore::open(&db).await.unwrap();
-        let config = MpAuthConfig::new(APP_ID, SECRET, SKU)
-            .unwrap()
-            .with_token_ttl(TTL)
-            .with_wechat_base_url(fake.base_url())
-            .with_wechat_read_timeout(Duration::from_millis(500))
-            .with_wechat_busy_retry(2, Duration::from_millis(10));
-        let auth = MpAuth::new(config, tokens, users);
-        let protected = Router::new().route("/me", get(me)).layer(auth.layer());
-        let app = Router::new()
-            .route("/auth/authorize", post(auth.authorize_handler()))
-            .route("/auth/refresh", post(auth.refresh_handler()))
-            .route("/auth/logout", post(auth.logout_handler()))
-            .route("/auth/logout_all", post(auth.logout_all_handler()))
-            .merge(protected);
-        Self {
-            auth,
-            app,
-            fake,
-            db,
-            _dir: dir,
-        }
-    }
-
-    async fn send(&self, request: Request<Body>) -> Answer {
-        let response = self.app.clone().oneshot(request).await.unwrap();
-        let status = response.status();
-        let headers = response.headers().clone();
-        let bytes = response.into_body().collect().await.unwrap().to_bytes();
-        Answer {
-            status,
-            headers,
-            body: String::from_utf8(bytes.to_vec()).unwrap(),
-        }
-    }
-
-    async fn authorize(&self, body: Value) -> Answer {
-        self.send(json_post("/auth/authorize", &body.to_string()))
-            .await
-    }
-
-    /// Logs in with `code` and returns the token, checking the 200 answer on the way.
-    async fn login(&self, code: &str) -> String {
+    /// Logs in with `code` through `POST /auth/authorize` and returns the token, checking
+    /// the 200 answer on the way.
+    async fn login_over_http(&self, code: &str) -> String {
         let answer = self.authorize(json!({ "code": code })).await;
         assert_token_answer(&answer);
         answer.json()["token"].as_str().unwrap().to_owned()
-    }
-
-    async fn me(&self, token: &str) -> Answer {
-        self.send(with_bearer(Request::get("/me"), token, Body::empty()))
-            .await
-    }
-
-    async fn post_with_token(&self, path: &str, token: &str) -> Answer {
-        self.send(with_bearer(Request::post(path), token, Body::empty()))
-            .await
-    }
-
-    fn rows(&self, open_id: &str) -> i64 {
-        count_rows(&self.db, open_id)
-    }
-
-    fn wechat_calls(&self) -> usize {
-        self.fake.requests().len()
-    }
-}
-
-fn count_rows(db: &Path, open_id: &str) -> i64 {
-    rusqlite::Connection::open(db)
-        .unwrap()
-        .query_row(
-            "SELECT count(*) FROM user WHERE openId = ?1",
-            [open_id],
-            |row| row.get(0),
-        )
-        .unwrap()
-}
-
-fn json_post(path: &str, body: &str) -> Request<Body> {
-    Request::post(path)
-        .header(CONTENT_TYPE, "application/json")
-        .body(Body::from(body.to_owned()))
-        .unwrap()
-}
-
-fn with_bearer(builder: axum::http::request::Builder, token: &str, body: Body) -> Request<Body> {
-    builder
-        .header(AUTHORIZATION, format!("Bearer {token}"))
-        .body(body)
-        .unwrap()
-}
-
-#[derive(Debug)]
-struct Answer {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: String,
-}
-
-impl Answer {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body)
-            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {self:?}"))
-    }
-
-    fn header(&self, name: axum::http::HeaderName) -> Option<&str> {
-        self.headers.get(name).map(|v| v.to_str().unwrap())
     }
 }
 
@@ -275,7 +131,7 @@ impl http_body::Body for Streaming {
 // ---------------------------------------------------------------------------------------
 
 async fn full_flow<T: TokenStore>(tokens: T) {
-    let fx = Fixture::new(tokens, wechat_ok(OPEN_ID)).await;
+    let fx = Fixture::new(tokens, wechat_ok(OPEN_ID, None)).await;
 
     // authorize
     let answer = fx
@@ -313,30 +169,13 @@ async fn authorize_refresh_logout_through_the_router() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn authorize_refresh_logout_through_the_router_on_redis() {
-    let tokens = RedisTokenStore::builder(RedisServer::shared().url())
-        .with_key_prefix(unique_prefix("handlers_flow"))
-        .build()
-        .await
-        .unwrap();
-    full_flow(tokens).await;
+    full_flow(shared_redis("handlers_flow").await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn authorize_with_an_encrypted_profile_stores_it() {
-    let fx = Fixture::new(MemoryTokenStore::new(), wechat_ok(OPEN_ID)).await;
-    let profile = json!({
-        "openId": OPEN_ID,
-        "nickName": "Ada",
-        "gender": 2,
-        "city": "Hangzhou",
-        "watermark": { "appid": APP_ID, "timestamp": 1_700_000_000 },
-    });
-    let encrypted = encrypt_profile(
-        &SessionKey::new(session_key()),
-        *b"fixed-test-iv-16",
-        &profile.to_string(),
-    )
-    .unwrap();
+    let fx = Fixture::new(MemoryTokenStore::new(), wechat_ok(OPEN_ID, None)).await;
+    let encrypted = encrypted(&profile_json(OPEN_ID, APP_ID));
 
     let answer = fx
         .authorize(json!({
@@ -347,8 +186,7 @@ async fn authorize_with_an_encrypted_profile_stores_it() {
         .await;
 
     assert_token_answer(&answer);
-    let nick: String = rusqlite::Connection::open(&fx.db)
-        .unwrap()
+    let nick: String = users::raw(&fx.db)
         .query_row(
             "SELECT nickName FROM user WHERE openId = ?1",
             [OPEN_ID],
@@ -360,9 +198,9 @@ async fn authorize_with_an_encrypted_profile_stores_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logout_all_revokes_every_device() {
-    let fx = Fixture::new(MemoryTokenStore::new(), wechat_ok(OPEN_ID)).await;
-    let phone = fx.login("code-1").await;
-    let tablet = fx.login("code-2").await;
+    let fx = Fixture::new(MemoryTokenStore::new(), wechat_ok(OPEN_ID, None)).await;
+    let phone = fx.login_over_http("code-1").await;
+    let tablet = fx.login_over_http("code-2").await;
     assert_accepted_at_me(&fx, &phone).await;
     assert_accepted_at_me(&fx, &tablet).await;
 
@@ -380,7 +218,7 @@ async fn logout_all_revokes_every_device() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn authorize_without_code_is_400_6001() {
-    let fx = Fixture::new(MemoryTokenStore::new(), wechat_ok(OPEN_ID)).await;
+    let fx = Fixture::new(MemoryTokenStore::new(), wechat_ok(OPEN_ID, None)).await;
     for body in [json!({}), json!({ "code": "" }), json!({ "iv": "AAAA" })] {
         let answer = fx.authorize(body).await;
         assert_error(&answer, StatusCode::BAD_REQUEST, "invalid_request", 6001);
@@ -392,7 +230,7 @@ async fn authorize_without_code_is_400_6001() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn authorize_with_encrypted_data_but_no_iv_is_400_6001() {
-    let fx = Fixture::new(MemoryTokenStore::new(), wechat_ok(OPEN_ID)).await;
+    let fx = Fixture::new(MemoryTokenStore::new(), wechat_ok(OPEN_ID, None)).await;
     let answer = fx
         .authorize(json!({ "code": "code-1", "encryptedData": "AAAA" }))
         .await;
@@ -402,7 +240,7 @@ async fn authorize_with_encrypted_data_but_no_iv_is_400_6001() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn authorize_with_a_non_json_body_is_400() {
-    let fx = Fixture::new(MemoryTokenStore::new(), wechat_ok(OPEN_ID)).await;
+    let fx = Fixture::new(MemoryTokenStore::new(), wechat_ok(OPEN_ID, None)).await;
     for body in [
         "code=abc",
         "",
@@ -419,7 +257,7 @@ async fn authorize_with_a_non_json_body_is_400() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn authorize_with_a_body_over_64_kib_and_content_length_is_413() {
-    let fx = Fixture::new(MemoryTokenStore::new(), wechat_ok(OPEN_ID)).await;
+    let fx = Fixture::new(MemoryTokenStore::new(), wechat_ok(OPEN_ID, None)).await;
     // Valid JSON with a real code, padded past the limit: only the size is wrong.
     let body = format!(
         "{{\"code\":\"code-1\",\"device\":\"{}\"}}",
@@ -457,7 +295,7 @@ async fn authorize_with_a_body_over_64_kib_and_content_length_is_413() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn authorize_with_a_streamed_body_over_64_kib_is_413() {
-    let fx = Fixture::new(MemoryTokenStore::new(), wechat_ok(OPEN_ID)).await;
+    let fx = Fixture::new(MemoryTokenStore::new(), wechat_ok(OPEN_ID, None)).await;
     let request = Request::post("/auth/authorize")
         .header(CONTENT_TYPE, "application/json")
         .body(Body::new(Streaming {
@@ -491,7 +329,7 @@ async fn authorize_with_a_streamed_body_over_64_kib_is_413() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_routes_without_authorization_are_401_missing_token() {
-    let fx = Fixture::new(MemoryTokenStore::new(), wechat_ok(OPEN_ID)).await;
+    let fx = Fixture::new(MemoryTokenStore::new(), wechat_ok(OPEN_ID, None)).await;
     for path in ["/auth/refresh", "/auth/logout", "/auth/logout_all"] {
         let answer = fx
             .send(Request::post(path).body(Body::empty()).unwrap())
@@ -505,8 +343,8 @@ async fn token_routes_without_authorization_are_401_missing_token() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_routes_with_a_malformed_authorization_are_400() {
-    let fx = Fixture::new(MemoryTokenStore::new(), wechat_ok(OPEN_ID)).await;
-    let token = fx.login("code-1").await;
+    let fx = Fixture::new(MemoryTokenStore::new(), wechat_ok(OPEN_ID, None)).await;
+    let token = fx.login_over_http("code-1").await;
     for path in ["/auth/refresh", "/auth/logout", "/auth/logout_all"] {
         for header in ["Bearer", "Bearer not a token", "Bearer a,b"] {
             let request = Request::post(path)
@@ -536,8 +374,8 @@ async fn token_routes_with_a_malformed_authorization_are_400() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_routes_with_an_unknown_token_are_401_invalid_token() {
-    let fx = Fixture::new(MemoryTokenStore::new(), wechat_ok(OPEN_ID)).await;
-    let unknown = Token::generate(&Sku::new(SKU).unwrap(), OPEN_ID).unwrap();
+    let fx = Fixture::new(MemoryTokenStore::new(), wechat_ok(OPEN_ID, None)).await;
+    let unknown = Token::generate(&sku(), OPEN_ID).unwrap();
     let other_sku = Token::generate(&Sku::new("other").unwrap(), OPEN_ID).unwrap();
     for path in ["/auth/refresh", "/auth/logout", "/auth/logout_all"] {
         for token in [unknown.expose(), other_sku.expose(), "not-a-token"] {
@@ -575,20 +413,13 @@ async fn wechat_rate_limit_is_429_with_retry_after() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_store_down_during_authorize_is_503_and_stores_no_user() {
-    let mut server = RedisServer::start();
-    let tokens = RedisTokenStore::builder(server.url())
-        .with_key_prefix(unique_prefix("handlers_down"))
-        .with_connect_timeout(Duration::from_millis(300))
-        .with_command_timeout(Duration::from_millis(300))
-        .build()
-        .await
-        .unwrap();
-    let fx = Fixture::new(tokens, wechat_ok(OPEN_ID)).await;
-    let token = fx.login("code-1").await;
+    let (mut server, tokens, _) = dedicated("handlers_down").await;
+    let fx = Fixture::new(tokens, wechat_ok(OPEN_ID, None)).await;
+    let token = fx.login_over_http("code-1").await;
     assert_eq!(fx.rows(OPEN_ID), 1);
     let newcomer = "oUser_http-2";
     // A second user whose first login falls into the outage.
-    let fx2 = Fixture::new(fx.auth.tokens().clone(), wechat_ok(newcomer)).await;
+    let fx2 = Fixture::new(fx.auth.tokens().clone(), wechat_ok(newcomer, None)).await;
 
     server.stop();
 

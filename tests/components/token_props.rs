@@ -2,9 +2,19 @@
 //! parsing panic or accept something outside the grammar.
 
 use mpauthx::{ParsedToken, Sku, Token, TokenHash, extract_open_id, extract_sku};
-use proptest::prelude::*;
+use proptest::{prelude::*, test_runner::FileFailurePersistence};
 
 proptest! {
+    // Failures are kept beside this file (`token_props.proptest-regressions`); by default
+    // proptest would put them under `tests/proptest-regressions/`, this binary's `main.rs`
+    // marking `tests/components/` as a crate root.
+    #![proptest_config(ProptestConfig {
+        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource(
+            "proptest-regressions"
+        ))),
+        ..ProptestConfig::default()
+    })]
+
     #[test]
     fn generated_tokens_parse_back_to_their_parts(
         sku in "[A-Za-z0-9_-]{1,32}",

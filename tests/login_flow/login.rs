@@ -1,174 +1,31 @@
 //! `MpAuth`: login, refresh and logout against a fake WeChat, a real sqlite file and both
 //! token stores (in memory and a real `redis-server`).
 
-#![allow(dead_code)]
-
-mod common;
-mod fake_wechat;
-
-use std::{
-    path::{Path, PathBuf},
-    time::{Duration, SystemTime, UNIX_EPOCH},
-};
+use std::time::Duration;
 
 use base64::{Engine as _, engine::general_purpose::STANDARD};
-use common::{RedisServer, unique_prefix};
-use fake_wechat::{FakeWeChat, Received, Reply};
 use http::StatusCode;
 use mpauthx::{
     AuthorizeRequest, DecryptError, EncryptedProfile, Error, Identity, MemoryTokenStore, MpAuth,
-    MpAuthConfig, RedisTokenStore, SessionKey, Sku, SqliteUserStore, StoreError, TokenInfo,
-    TokenStore, UserStore, UserStoreError, WeChatError, encrypt_profile,
+    SqliteUserStore, StoreError, TokenStore, UserStore, UserStoreError, WeChatError,
 };
 use sha1::{Digest as _, Sha1};
-use tempfile::TempDir;
 
-const APP_ID: &str = "wx0123456789abcdef";
-const SECRET: &str = "APPSECRET-5f2b9c1e7d3a4b6c";
-const SKU: &str = "demo";
+use crate::common::{
+    fake_wechat::{FakeWeChat, Reply, session_body, wechat_errcode, wechat_ok},
+    keys::{
+        APP_ID, SECRET, SKU, encrypted, now_secs, profile_json, session_key, signature, sku,
+        with_profile,
+    },
+    login::{Fixture, TTL, config, config_for, pointed_at},
+    stores::dedicated,
+    users,
+};
+
 const OPEN_ID: &str = "oUser_login-1";
 const UNION_ID: &str = "uUnion_ABC123";
-/// 16 bytes; its base64 text is the `session_key` the fake hands out.
-const SESSION_KEY_BYTES: &[u8; 16] = b"mpauthx-test-key";
-const IV: [u8; 16] = *b"fixed-test-iv-16";
-const TTL: Duration = Duration::from_secs(3600);
-/// The WeChat client's read timeout: short, so the timeout case stays fast.
-const READ_TIMEOUT: Duration = Duration::from_millis(500);
-
-fn session_key() -> String {
-    STANDARD.encode(SESSION_KEY_BYTES)
-}
-
-fn sku() -> Sku {
-    Sku::new(SKU).unwrap()
-}
-
-fn config() -> MpAuthConfig {
-    MpAuthConfig::new(APP_ID, SECRET, SKU)
-        .unwrap()
-        .with_token_ttl(TTL)
-}
-
-fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
-// ---------------------------------------------------------------------------------------
-// The fake WeChat
-// ---------------------------------------------------------------------------------------
-
-fn session_body(open_id: &str, union_id: Option<&str>) -> String {
-    let mut body = serde_json::json!({ "openid": open_id, "session_key": session_key() });
-    if let Some(union_id) = union_id {
-        body["unionid"] = union_id.into();
-    }
-    body.to_string()
-}
-
-/// A WeChat that accepts every code as a login of `open_id`.
-fn wechat_ok(open_id: &str, union_id: Option<&str>) -> FakeWeChat {
-    let body = session_body(open_id, union_id);
-    FakeWeChat::start(move |_, _| Reply::json(body.clone()))
-}
-
-/// A WeChat that answers every code with `errcode`, its errmsg echoing the request's
-/// secret and code (a hostile upstream: neither may leak into our errors).
-fn wechat_errcode(errcode: i64) -> FakeWeChat {
-    FakeWeChat::start(move |request: &Received, _| {
-        Reply::json(
-            serde_json::json!({
-                "errcode": errcode,
-                "errmsg": format!(
-                    "echo secret={} code={}",
-                    request.param("secret").unwrap_or(""),
-                    request.param("js_code").unwrap_or("")
-                ),
-            })
-            .to_string(),
-        )
-    })
-}
-
-/// `config` talking to `fake`.
-fn pointed_at(config: MpAuthConfig, fake: &FakeWeChat) -> MpAuthConfig {
-    config
-        .with_wechat_base_url(fake.base_url())
-        .with_wechat_read_timeout(READ_TIMEOUT)
-        .with_wechat_busy_retry(3, Duration::from_millis(10))
-}
-
-// ---------------------------------------------------------------------------------------
-// Fixture: MpAuth over a token store, a sqlite file and the fake
-// ---------------------------------------------------------------------------------------
-
-struct Fixture<T> {
-    auth: MpAuth<T, SqliteUserStore>,
-    fake: FakeWeChat,
-    db: PathBuf,
-    _dir: TempDir,
-}
 
 impl<T: TokenStore> Fixture<T> {
-    async fn new(tokens: T, fake: FakeWeChat) -> Self {
-        Self::with_config(tokens, fake, config()).await
-    }
-
-    async fn with_config(tokens: T, fake: FakeWeChat, config: MpAuthConfig) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("users.db");
-        let users = SqliteUserStore::open(&db).await.unwrap();
-        Self::with_users(tokens, fake, config, users, dir, db)
-    }
-
-    fn with_users(
-        tokens: T,
-        fake: FakeWeChat,
-        config: MpAuthConfig,
-        users: SqliteUserStore,
-        dir: TempDir,
-        db: PathBuf,
-    ) -> Self {
-        let auth = MpAuth::new(pointed_at(config, &fake), tokens, users);
-        Self {
-            auth,
-            fake,
-            db,
-            _dir: dir,
-        }
-    }
-
-    /// Rows for `open_id`, read through a connection of our own.
-    fn rows(&self, open_id: &str) -> i64 {
-        count_rows(&self.db, open_id)
-    }
-
-    /// Every row in the table.
-    fn all_rows(&self) -> i64 {
-        rusqlite::Connection::open(&self.db)
-            .unwrap()
-            .query_row("SELECT count(*) FROM user", [], |row| row.get(0))
-            .unwrap()
-    }
-
-    /// The live tokens of `open_id` under this sku.
-    async fn live(&self, open_id: &str) -> Vec<TokenInfo> {
-        self.auth.tokens().list(&sku(), open_id).await.unwrap()
-    }
-
-    async fn login(&self, code: &str) -> mpauthx::Authorized {
-        self.auth
-            .authorize(&AuthorizeRequest::new(code))
-            .await
-            .unwrap_or_else(|e| panic!("login with {code} failed: {e:?}"))
-    }
-
-    fn wechat_calls(&self) -> usize {
-        self.fake.requests().len()
-    }
-
     /// A failed login: the error has `status`, leaks no secret, and left neither a
     /// user row nor a token behind.
     async fn assert_failed_cleanly(&self, error: &Error, status: StatusCode) {
@@ -186,17 +43,6 @@ impl<T: TokenStore> Fixture<T> {
     }
 }
 
-fn count_rows(db: &Path, open_id: &str) -> i64 {
-    rusqlite::Connection::open(db)
-        .unwrap()
-        .query_row(
-            "SELECT count(*) FROM user WHERE openId = ?1",
-            [open_id],
-            |row| row.get(0),
-        )
-        .unwrap()
-}
-
 /// Neither the app secret nor the session key (nor a login code used here) shows in an
 /// error's `Display` or `Debug`.
 fn assert_secret_free(error: &Error) {
@@ -205,14 +51,6 @@ fn assert_secret_free(error: &Error) {
         assert!(!text.contains(&session_key()), "session key leaked: {text}");
         assert!(!text.contains("code-"), "login code leaked: {text}");
     }
-}
-
-async fn redis_store(test: &str) -> RedisTokenStore {
-    RedisTokenStore::builder(RedisServer::shared().url())
-        .with_key_prefix(unique_prefix(test))
-        .build()
-        .await
-        .expect("connect to the shared test redis")
 }
 
 /// Runs each named `async fn(store)` against a `MemoryTokenStore` and a `RedisTokenStore`.
@@ -230,7 +68,8 @@ macro_rules! for_both_stores {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    super::$name(super::redis_store(stringify!($name)).await).await;
+                    let store = crate::common::stores::shared_redis(stringify!($name)).await;
+                    super::$name(store).await;
                 }
             )*
         }
@@ -267,40 +106,6 @@ for_both_stores!(
     is_token_valid_answers_true_and_false,
     secrets_never_appear_in_errors_or_debug,
 );
-
-// ---------------------------------------------------------------------------------------
-// Helpers for encrypted profiles
-// ---------------------------------------------------------------------------------------
-
-fn profile_json(open_id: &str, app_id: &str) -> String {
-    serde_json::json!({
-        "openId": open_id,
-        "nickName": "Ada",
-        "gender": 2,
-        "city": "Hangzhou",
-        "province": "Zhejiang",
-        "country": "China",
-        "language": "zh_CN",
-        "avatarUrl": "https://example.com/ada.png",
-        "watermark": { "appid": app_id, "timestamp": now_secs() },
-    })
-    .to_string()
-}
-
-fn encrypted(profile_json: &str) -> EncryptedProfile {
-    encrypt_profile(&SessionKey::new(session_key()), IV, profile_json).unwrap()
-}
-
-fn signature(raw_data: &str) -> String {
-    let mut hasher = Sha1::new();
-    hasher.update(raw_data.as_bytes());
-    hasher.update(session_key().as_bytes());
-    hex::encode(hasher.finalize())
-}
-
-fn with_profile(code: &str, profile: &EncryptedProfile) -> AuthorizeRequest {
-    AuthorizeRequest::new(code).with_encrypted_profile(&profile.encrypted_data, &profile.iv)
-}
 
 // ---------------------------------------------------------------------------------------
 // Logins
@@ -421,7 +226,7 @@ async fn wrong_signature_is_rejected_and_stores_nothing<T: TokenStore>(tokens: T
     ];
     for (i, wrong) in cases.into_iter().enumerate() {
         let request = with_profile(&format!("code-{i}"), &profile).with_signature(raw, wrong);
-        let error = fx.auth.authorize(&request).await.unwrap_err();
+        let error = fx.refused(&request).await;
         assert!(
             matches!(error, Error::Decrypt(DecryptError::SignatureMismatch)),
             "{error:?}"
@@ -438,11 +243,7 @@ async fn wrong_watermark_app_id_is_rejected_and_stores_nothing<T: TokenStore>(to
     let fx = Fixture::new(tokens, wechat_ok(OPEN_ID, None)).await;
     let profile = encrypted(&profile_json(OPEN_ID, "wxANOTHERAPP00000"));
 
-    let error = fx
-        .auth
-        .authorize(&with_profile("code-1", &profile))
-        .await
-        .unwrap_err();
+    let error = fx.refused(&with_profile("code-1", &profile)).await;
 
     assert!(
         matches!(error, Error::Decrypt(DecryptError::AppIdMismatch)),
@@ -467,11 +268,7 @@ async fn stale_watermark_is_rejected_when_a_max_age_is_set<T: TokenStore>(tokens
     stale["watermark"]["timestamp"] = (now_secs() - 3600).into();
     let profile = encrypted(&stale.to_string());
 
-    let error = fx
-        .auth
-        .authorize(&with_profile("code-1", &profile))
-        .await
-        .unwrap_err();
+    let error = fx.refused(&with_profile("code-1", &profile)).await;
 
     assert!(
         matches!(error, Error::Decrypt(DecryptError::Expired)),
@@ -492,11 +289,7 @@ async fn mismatched_open_id_is_rejected_and_stores_nothing<T: TokenStore>(tokens
     let fx = Fixture::new(tokens, wechat_ok(OPEN_ID, None)).await;
     let profile = encrypted(&profile_json("oSomebodyElse", APP_ID));
 
-    let error = fx
-        .auth
-        .authorize(&with_profile("code-1", &profile))
-        .await
-        .unwrap_err();
+    let error = fx.refused(&with_profile("code-1", &profile)).await;
 
     assert!(
         matches!(error, Error::Decrypt(DecryptError::OpenIdMismatch)),
@@ -523,10 +316,8 @@ async fn tampered_ciphertext_is_rejected_and_stores_nothing<T: TokenStore>(token
         bytes[at] ^= 0x5a;
 
         let error = fx
-            .auth
-            .authorize(&with_profile(&format!("code-{i}"), &tampered))
-            .await
-            .unwrap_err();
+            .refused(&with_profile(&format!("code-{i}"), &tampered))
+            .await;
 
         assert!(
             matches!(error, Error::Decrypt(DecryptError::Invalid { .. })),
@@ -555,7 +346,7 @@ async fn encrypted_data_without_iv_is_rejected_before_wechat<T: TokenStore>(toke
     no_signature.raw_data = Some("{}".to_owned());
 
     for request in [no_iv, no_data, no_signature] {
-        let error = fx.auth.authorize(&request).await.unwrap_err();
+        let error = fx.refused(&request).await;
         assert!(matches!(error, Error::InvalidRequest(_)), "{error:?}");
         assert_eq!(error.node_code(), 6001);
         fx.assert_failed_cleanly(&error, StatusCode::BAD_REQUEST)
@@ -570,7 +361,7 @@ async fn missing_code_is_rejected_before_wechat<T: TokenStore>(tokens: T) {
     empty.device = Some("iPhone".to_owned());
     let too_long = AuthorizeRequest::new("c".repeat(257));
     for request in [AuthorizeRequest::default(), empty, too_long] {
-        let error = fx.auth.authorize(&request).await.unwrap_err();
+        let error = fx.refused(&request).await;
         assert!(matches!(error, Error::InvalidRequest(_)), "{error:?}");
         assert_eq!(error.node_code(), 6001);
         assert_eq!(error.oauth_error(), "invalid_request");
@@ -597,11 +388,7 @@ async fn wechat_errcodes_map_to_statuses_and_store_nothing<T: TokenStore>(tokens
     ];
     for (errcode, status, calls) in cases {
         let fx = Fixture::new(tokens.clone(), wechat_errcode(errcode)).await;
-        let error = fx
-            .auth
-            .authorize(&AuthorizeRequest::new("code-1"))
-            .await
-            .unwrap_err();
+        let error = fx.refused(&AuthorizeRequest::new("code-1")).await;
         assert!(matches!(error, Error::WeChat(_)), "{errcode}: {error:?}");
         assert_eq!(error.node_code(), 6008, "{errcode}: {error:?}");
         fx.assert_failed_cleanly(&error, status).await;
@@ -612,11 +399,7 @@ async fn wechat_errcodes_map_to_statuses_and_store_nothing<T: TokenStore>(tokens
 async fn wechat_http_5xx_is_502_and_stores_nothing<T: TokenStore>(tokens: T) {
     let fake = FakeWeChat::start(|_, _| Reply::text_plain("upstream broke").with_status(500));
     let fx = Fixture::new(tokens, fake).await;
-    let error = fx
-        .auth
-        .authorize(&AuthorizeRequest::new("code-1"))
-        .await
-        .unwrap_err();
+    let error = fx.refused(&AuthorizeRequest::new("code-1")).await;
     assert!(
         matches!(
             error,
@@ -631,11 +414,7 @@ async fn wechat_http_5xx_is_502_and_stores_nothing<T: TokenStore>(tokens: T) {
 async fn wechat_garbage_body_is_502_and_stores_nothing<T: TokenStore>(tokens: T) {
     let fake = FakeWeChat::start(|_, _| Reply::text_plain("<html>not json</html>"));
     let fx = Fixture::new(tokens, fake).await;
-    let error = fx
-        .auth
-        .authorize(&AuthorizeRequest::new("code-1"))
-        .await
-        .unwrap_err();
+    let error = fx.refused(&AuthorizeRequest::new("code-1")).await;
     assert!(
         matches!(error, Error::WeChat(WeChatError::InvalidResponse { .. })),
         "{error:?}"
@@ -650,11 +429,7 @@ async fn wechat_timeout_is_504_and_stores_nothing<T: TokenStore>(tokens: T) {
         FakeWeChat::start(move |_, _| Reply::json(body.clone()).with_delay(Duration::from_secs(3)));
     let fx = Fixture::new(tokens, fake).await;
     let started = std::time::Instant::now();
-    let error = fx
-        .auth
-        .authorize(&AuthorizeRequest::new("code-1"))
-        .await
-        .unwrap_err();
+    let error = fx.refused(&AuthorizeRequest::new("code-1")).await;
     let elapsed = started.elapsed();
     assert!(
         matches!(error, Error::WeChat(WeChatError::Timeout { .. })),
@@ -668,11 +443,7 @@ async fn wechat_timeout_is_504_and_stores_nothing<T: TokenStore>(tokens: T) {
 async fn unusable_wechat_ids_are_502_and_store_nothing<T: TokenStore>(tokens: T) {
     // An openid that cannot be put in a token (`.` separates a token's parts).
     let fx = Fixture::new(tokens.clone(), wechat_ok("o.bad.id", None)).await;
-    let error = fx
-        .auth
-        .authorize(&AuthorizeRequest::new("code-1"))
-        .await
-        .unwrap_err();
+    let error = fx.refused(&AuthorizeRequest::new("code-1")).await;
     assert!(matches!(error, Error::UnusableId), "{error:?}");
     fx.assert_failed_cleanly(&error, StatusCode::BAD_GATEWAY)
         .await;
@@ -685,11 +456,7 @@ async fn unusable_wechat_ids_are_502_and_store_nothing<T: TokenStore>(tokens: T)
         config().with_identity(Identity::UnionIdWhenPresent),
     )
     .await;
-    let error = fx
-        .auth
-        .authorize(&AuthorizeRequest::new("code-1"))
-        .await
-        .unwrap_err();
+    let error = fx.refused(&AuthorizeRequest::new("code-1")).await;
     assert!(matches!(error, Error::UnusableId), "{error:?}");
     fx.assert_failed_cleanly(&error, StatusCode::BAD_GATEWAY)
         .await;
@@ -744,8 +511,7 @@ async fn default_identity_names_the_user_by_open_id_despite_a_union_id<T: TokenS
 // ---------------------------------------------------------------------------------------
 
 async fn user_store_failure_leaves_no_live_token<T: TokenStore>(tokens: T) {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("users.db");
+    let (dir, db) = users::temp_db();
     // Creates the file with the current schema; kept open, as a live writer would be.
     let _writer = SqliteUserStore::open(&db).await.unwrap();
     let read_only = SqliteUserStore::builder(&db)
@@ -762,11 +528,7 @@ async fn user_store_failure_leaves_no_live_token<T: TokenStore>(tokens: T) {
         db,
     );
 
-    let error = fx
-        .auth
-        .authorize(&AuthorizeRequest::new("code-1"))
-        .await
-        .unwrap_err();
+    let error = fx.refused(&AuthorizeRequest::new("code-1")).await;
 
     assert!(
         matches!(error, Error::Users(UserStoreError::ReadOnly(_))),
@@ -959,12 +721,7 @@ async fn refresh_for_unknown_user_is_404<T: TokenStore>(tokens: T) {
 async fn tokens_of_another_sku_are_invalid<T: TokenStore>(tokens: T) {
     let fx = Fixture::new(tokens, wechat_ok(OPEN_ID, None)).await;
     let other = MpAuth::new(
-        pointed_at(
-            MpAuthConfig::new(APP_ID, SECRET, "other")
-                .unwrap()
-                .with_token_ttl(TTL),
-            &fx.fake,
-        ),
+        pointed_at(config_for("other"), &fx.fake),
         fx.auth.tokens().clone(),
         fx.auth.users().clone(),
     );
@@ -1024,11 +781,7 @@ async fn is_token_valid_answers_true_and_false<T: TokenStore>(tokens: T) {
 async fn secrets_never_appear_in_errors_or_debug<T: TokenStore>(tokens: T) {
     // An upstream that echoes the secret and the code in its errmsg.
     let fx = Fixture::new(tokens.clone(), wechat_errcode(40999)).await;
-    let error = fx
-        .auth
-        .authorize(&AuthorizeRequest::new("code-echo"))
-        .await
-        .unwrap_err();
+    let error = fx.refused(&AuthorizeRequest::new("code-echo")).await;
     assert!(
         matches!(
             error,
@@ -1057,7 +810,7 @@ async fn secrets_never_appear_in_errors_or_debug<T: TokenStore>(tokens: T) {
         AuthorizeRequest::new("code-5").with_encrypted_profile(&good.encrypted_data, "AAAA"),
     ];
     for request in &requests {
-        let error = fx.auth.authorize(request).await.unwrap_err();
+        let error = fx.refused(request).await;
         assert!(matches!(error, Error::Decrypt(_)), "{error:?}");
         fx.assert_failed_cleanly(&error, StatusCode::BAD_REQUEST)
             .await;
@@ -1081,14 +834,7 @@ async fn secrets_never_appear_in_errors_or_debug<T: TokenStore>(tokens: T) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn is_token_valid_is_an_error_not_false_when_redis_is_down() {
-    let mut server = RedisServer::start();
-    let tokens = RedisTokenStore::builder(server.url())
-        .with_key_prefix(unique_prefix("redis_down"))
-        .with_connect_timeout(Duration::from_millis(300))
-        .with_command_timeout(Duration::from_millis(300))
-        .build()
-        .await
-        .unwrap();
+    let (mut server, tokens, _) = dedicated("redis_down").await;
     let fx = Fixture::new(tokens, wechat_ok(OPEN_ID, None)).await;
     let token = fx.login("code-1").await.token;
     assert!(fx.auth.is_token_valid(token.expose()).await.unwrap());
@@ -1107,11 +853,7 @@ async fn is_token_valid_is_an_error_not_false_when_redis_is_down() {
     assert!(matches!(error, Error::Store(_)), "{error:?}");
 
     // A login during the outage fails with 503 and stores no user.
-    let error = fx
-        .auth
-        .authorize(&AuthorizeRequest::new("code-2"))
-        .await
-        .unwrap_err();
+    let error = fx.refused(&AuthorizeRequest::new("code-2")).await;
     assert!(
         matches!(
             error,
@@ -1145,11 +887,7 @@ async fn is_token_valid_is_an_error_not_false_when_redis_is_down() {
 async fn refused_login_leaves_the_memory_store_empty() {
     let tokens = MemoryTokenStore::new();
     let fx = Fixture::new(tokens.clone(), wechat_errcode(40029)).await;
-    let error = fx
-        .auth
-        .authorize(&AuthorizeRequest::new("code-1"))
-        .await
-        .unwrap_err();
+    let error = fx.refused(&AuthorizeRequest::new("code-1")).await;
     assert_eq!(error.status(), StatusCode::UNAUTHORIZED);
     assert!(tokens.is_empty(), "a refused login stored a token");
 }

@@ -2,8 +2,6 @@
 //! bodies are `http_body_util::Full<Bytes>` (no axum involved), driven with
 //! `ServiceExt::oneshot`, against both token stores.
 
-mod common;
-
 use std::{
     convert::Infallible,
     future::Future,
@@ -16,9 +14,8 @@ use std::{
 };
 
 use bytes::Bytes;
-use common::{RedisServer, unique_prefix};
 use http::{
-    HeaderMap, HeaderValue, Request, Response, StatusCode,
+    HeaderValue, Request, Response, StatusCode,
     header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE},
 };
 use http_body_util::{BodyExt as _, Full};
@@ -28,17 +25,20 @@ use mpauthx::{
 };
 use tower::{Layer as _, Service, ServiceExt as _, service_fn};
 
+use crate::common::{
+    RedisServer, blocking,
+    http::{Answer, bearer},
+    keys::{SKU, sku},
+    stores::{dedicated, issue, issue_in, own_server, redis},
+    unique_prefix,
+};
+
 type Req = Request<Full<Bytes>>;
 type Res = Response<Full<Bytes>>;
 
-const SKU: &str = "demo";
 const ALICE: &str = "o-alice_123";
 const REQUEST_BODY: &[u8] = b"request payload";
 const HOUR: Duration = Duration::from_secs(3600);
-
-fn sku() -> Sku {
-    Sku::new(SKU).unwrap()
-}
 
 // ---------------------------------------------------------------------------------------
 // Harness
@@ -86,46 +86,18 @@ fn echo(
     })
 }
 
-/// A response with its body collected.
-#[derive(Debug)]
-struct Answer {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Bytes,
-}
-
-impl Answer {
-    fn header(&self, name: http::header::HeaderName) -> Option<&str> {
-        self.headers
-            .get(name)
-            .map(|v| v.to_str().expect("visible ASCII header"))
-    }
-
-    fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!(
-                "body is not JSON ({e}): {:?}",
-                String::from_utf8_lossy(&self.body)
-            )
-        })
-    }
-}
-
+/// The response with its body collected.
 async fn collect<B>(response: Response<B>) -> Answer
 where
     B: http_body::Body<Data = Bytes>,
     B::Error: std::fmt::Debug,
 {
-    let (parts, body) = response.into_parts();
     // Every body here, passed through or a rejection, knows its exact length.
-    let hint = body.size_hint().exact();
-    let body = body.collect().await.unwrap().to_bytes();
+    let hint = response.body().size_hint().exact();
+    let answer = Answer::collect(response).await;
+    let body = &answer.body;
     assert_eq!(hint, Some(body.len() as u64), "size hint of {body:?}");
-    Answer {
-        status: parts.status,
-        headers: parts.headers,
-        body,
-    }
+    answer
 }
 
 fn request(authorization: &[HeaderValue]) -> Req {
@@ -137,10 +109,6 @@ fn request(authorization: &[HeaderValue]) -> Req {
         request.headers_mut().append(AUTHORIZATION, value.clone());
     }
     request
-}
-
-fn bearer(token: &str) -> HeaderValue {
-    HeaderValue::try_from(format!("Bearer {token}")).unwrap()
 }
 
 /// A layer plus a counter of inner-service calls.
@@ -198,25 +166,12 @@ impl<T: TokenStore> Harness<T> {
     }
 }
 
-async fn issue<T: TokenStore>(store: &T, sku: &Sku, open_id: &str, ttl: Duration) -> Token {
-    let token = Token::generate(sku, open_id).unwrap();
-    store.issue(&token, &IssueOptions::new(ttl)).await.unwrap();
-    token
-}
-
 fn assert_passed_through(answer: &Answer) {
     assert_eq!(answer.status, StatusCode::ACCEPTED, "{answer:?}");
-    assert_eq!(
-        answer.header("x-inner".try_into().unwrap()),
-        Some("reached")
-    );
+    assert_eq!(answer.header("x-inner"), Some("reached"));
     let mut expected = b"echo:".to_vec();
     expected.extend_from_slice(REQUEST_BODY);
-    assert_eq!(
-        answer.body,
-        Bytes::from(expected),
-        "the body passes through"
-    );
+    assert_eq!(answer.body.as_bytes(), expected, "the body passes through");
     assert_eq!(answer.header(WWW_AUTHENTICATE), None);
 }
 
@@ -270,7 +225,7 @@ fn assert_unavailable(answer: &Answer, retry_after: &str) {
         answer.status,
         StatusCode::SERVICE_UNAVAILABLE,
         "{answer:?}: {:?}",
-        String::from_utf8_lossy(&answer.body)
+        answer.body
     );
     assert_eq!(answer.header(RETRY_AFTER), Some(retry_after));
     assert_eq!(
@@ -380,21 +335,6 @@ impl<T: TokenStore> TokenStore for Counting<T> {
     }
 }
 
-/// Runs blocking test-support code (the `RedisServer` methods) off the runtime.
-async fn blocking<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> R {
-    tokio::task::spawn_blocking(f).await.unwrap()
-}
-
-/// A store on the binary's shared server, under a key prefix of its own.
-async fn shared_redis_store(test: &str) -> RedisTokenStore {
-    let url = blocking(|| RedisServer::shared().url()).await;
-    RedisTokenStore::builder(url)
-        .with_key_prefix(unique_prefix(test))
-        .build()
-        .await
-        .unwrap()
-}
-
 /// Runs each case (an `async fn(store)`) once on a `MemoryTokenStore` and once on a
 /// `RedisTokenStore`: `case::memory` and `case::redis`.
 macro_rules! on_both_stores {
@@ -407,7 +347,8 @@ macro_rules! on_both_stores {
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn redis() {
-                super::$case(super::shared_redis_store(stringify!($case)).await).await;
+                let store = crate::common::stores::shared_redis(stringify!($case)).await;
+                super::$case(store).await;
             }
         }
     )*};
@@ -434,8 +375,8 @@ on_both_stores!(
 
 async fn valid_token_reaches_inner_service<T: TokenStore>(store: T) {
     let harness = Harness::new(MpAuthLayer::new(store.clone(), sku()));
-    let alice = issue(&store, &sku(), ALICE, HOUR).await;
-    let bob = issue(&store, &sku(), "o-bob", HOUR).await;
+    let alice = issue(&store, ALICE, &IssueOptions::new(HOUR)).await;
+    let bob = issue(&store, "o-bob", &IssueOptions::new(HOUR)).await;
 
     harness.send_authed(&alice, SKU, ALICE).await;
     harness.send_authed(&bob, SKU, "o-bob").await;
@@ -458,7 +399,7 @@ async fn no_authorization_header_is_401_missing_token<T: TokenStore>(store: T) {
 
 async fn other_scheme_is_401_missing_token<T: TokenStore>(store: T) {
     let harness = Harness::new(MpAuthLayer::new(store.clone(), sku()));
-    let token = issue(&store, &sku(), ALICE, HOUR).await;
+    let token = issue(&store, ALICE, &IssueOptions::new(HOUR)).await;
     for value in [
         "Basic dXNlcjpwYXNz".to_owned(),
         // A valid token under another scheme is still no bearer credential.
@@ -485,8 +426,8 @@ async fn unknown_token_is_401_invalid_token<T: TokenStore>(store: T) {
 
 async fn revoked_token_is_401_invalid_token<T: TokenStore>(store: T) {
     let harness = Harness::new(MpAuthLayer::new(store.clone(), sku()));
-    let token = issue(&store, &sku(), ALICE, HOUR).await;
-    let other = issue(&store, &sku(), ALICE, HOUR).await;
+    let token = issue(&store, ALICE, &IssueOptions::new(HOUR)).await;
+    let other = issue(&store, ALICE, &IssueOptions::new(HOUR)).await;
     harness.send_authed(&token, SKU, ALICE).await;
 
     assert!(store.revoke(&token.parsed()).await.unwrap());
@@ -499,7 +440,12 @@ async fn revoked_token_is_401_invalid_token<T: TokenStore>(store: T) {
 async fn expired_token_is_401_invalid_token<T: TokenStore>(store: T) {
     let harness = Harness::new(MpAuthLayer::new(store.clone(), sku()));
     let issued_at = Instant::now();
-    let token = issue(&store, &sku(), ALICE, Duration::from_millis(200)).await;
+    let token = issue(
+        &store,
+        ALICE,
+        &IssueOptions::new(Duration::from_millis(200)),
+    )
+    .await;
     harness.send_authed(&token, SKU, ALICE).await;
     assert!(
         issued_at.elapsed() < Duration::from_millis(200),
@@ -514,7 +460,7 @@ async fn expired_token_is_401_invalid_token<T: TokenStore>(store: T) {
 async fn malformed_token_is_401_without_asking_the_store<T: TokenStore>(store: T) {
     let store = Counting::new(store);
     let harness = Harness::new(MpAuthLayer::new(store.clone(), sku()));
-    let valid = issue(&store, &sku(), ALICE, HOUR).await;
+    let valid = issue(&store, ALICE, &IssueOptions::new(HOUR)).await;
     let secret = valid.expose().rsplit('.').next().unwrap().to_owned();
     for text in [
         "abc".to_owned(),
@@ -545,7 +491,7 @@ async fn token_of_another_sku_is_401_invalid_token<T: TokenStore>(store: T) {
     let store = Counting::new(store);
     let harness = Harness::new(MpAuthLayer::new(store.clone(), sku()));
     let other_sku = Sku::new("other").unwrap();
-    let foreign = issue(&store, &other_sku, ALICE, HOUR).await;
+    let foreign = issue_in(&store, &other_sku, ALICE, &IssueOptions::new(HOUR)).await;
     // The store itself holds the token as live: only the sku check can refuse it.
     assert!(store.validate(&foreign.parsed()).await.unwrap());
     let asked = store.validations();
@@ -566,7 +512,7 @@ async fn token_of_another_sku_is_401_invalid_token<T: TokenStore>(store: T) {
 async fn malformed_headers_are_400_invalid_request<T: TokenStore>(store: T) {
     let store = Counting::new(store);
     let harness = Harness::new(MpAuthLayer::new(store.clone(), sku()));
-    let valid = issue(&store, &sku(), ALICE, HOUR).await;
+    let valid = issue(&store, ALICE, &IssueOptions::new(HOUR)).await;
     for (what, values) in malformed_headers(&valid) {
         let answer = harness.send_rejected(&values).await;
         assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{what}");
@@ -594,7 +540,7 @@ async fn realm_is_configurable<T: TokenStore>(store: T) {
         "shop",
     );
     // Valid tokens are unaffected.
-    let token = issue(&store, &sku(), ALICE, HOUR).await;
+    let token = issue(&store, ALICE, &IssueOptions::new(HOUR)).await;
     harness.send_authed(&token, SKU, ALICE).await;
 }
 
@@ -618,7 +564,7 @@ async fn optional_layer_lets_anonymous_requests_through<T: TokenStore>(store: T)
     assert_eq!(store.validations(), 0);
 
     // A valid token still authenticates.
-    let token = issue(&store, &sku(), ALICE, HOUR).await;
+    let token = issue(&store, ALICE, &IssueOptions::new(HOUR)).await;
     harness.send_authed(&token, SKU, ALICE).await;
 
     // A bad token is not silently anonymous.
@@ -688,7 +634,7 @@ async fn layer_calls_the_ready_inner_service<T: TokenStore>(store: T) {
         ready: false,
         calls: Arc::clone(&calls),
     };
-    let token = issue(&store, &sku(), ALICE, HOUR).await;
+    let token = issue(&store, ALICE, &IssueOptions::new(HOUR)).await;
     let unknown = Token::generate(&sku(), ALICE).unwrap();
     let mut service = MpAuthLayer::new(store.clone(), sku())
         .with_optional(true)
@@ -757,7 +703,7 @@ async fn memory_layer_is_generic_over_bodies_and_errors() {
     // The same layer value serves two inner services with different body types.
     let store = MemoryTokenStore::new();
     let layer = MpAuthLayer::new(store.clone(), sku());
-    let token = issue(&store, &sku(), ALICE, HOUR).await;
+    let token = issue(&store, ALICE, &IssueOptions::new(HOUR)).await;
 
     let text = layer.layer(service_fn(|request: Request<String>| async move {
         let user = request.extensions().get::<AuthedUser>().unwrap().clone();
@@ -797,7 +743,7 @@ fn commands_processed(server: &RedisServer) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_is_never_asked_about_malformed_tokens_or_headers() {
-    let server = Arc::new(blocking(RedisServer::start).await);
+    let server = Arc::new(own_server().await);
     let store = RedisTokenStore::builder(server.url())
         .with_key_prefix(unique_prefix("never_asked"))
         .with_pool_size(1)
@@ -805,8 +751,14 @@ async fn redis_is_never_asked_about_malformed_tokens_or_headers() {
         .await
         .unwrap();
     let harness = Harness::new(MpAuthLayer::new(store.clone(), sku()));
-    let valid = issue(&store, &sku(), ALICE, HOUR).await;
-    let foreign = issue(&store, &Sku::new("other").unwrap(), ALICE, HOUR).await;
+    let valid = issue(&store, ALICE, &IssueOptions::new(HOUR)).await;
+    let foreign = issue_in(
+        &store,
+        &Sku::new("other").unwrap(),
+        ALICE,
+        &IssueOptions::new(HOUR),
+    )
+    .await;
     // Let the pool settle (it may open its idle connection in the background).
     harness.send_authed(&valid, SKU, ALICE).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -815,7 +767,11 @@ async fn redis_is_never_asked_about_malformed_tokens_or_headers() {
         let server = Arc::clone(&server);
         move || {
             let server = Arc::clone(&server);
-            blocking(move || commands_processed(&server))
+            async move {
+                tokio::task::spawn_blocking(move || commands_processed(&server))
+                    .await
+                    .unwrap()
+            }
         }
     };
     // Calibrate: what one INFO round costs by itself.
@@ -849,33 +805,14 @@ async fn redis_is_never_asked_about_malformed_tokens_or_headers() {
     assert_eq!(fourth - third, per_info + 1, "one lookup per valid request");
 }
 
-/// A store on a dedicated server, with short timeouts so that outages answer fast.
-async fn dedicated(test: &str) -> (RedisServer, RedisTokenStore, String) {
-    let server = blocking(RedisServer::start).await;
-    let prefix = unique_prefix(test);
-    let store = RedisTokenStore::builder(server.url())
-        .with_key_prefix(prefix.clone())
-        .with_connect_timeout(Duration::from_millis(300))
-        .with_command_timeout(Duration::from_millis(300))
-        .build()
-        .await
-        .unwrap();
-    (server, store, prefix)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_outage_is_503_and_the_layer_recovers() {
     let (server, store, prefix) = dedicated("outage").await;
     let harness = Harness::new(MpAuthLayer::new(store.clone(), sku()));
-    let token = issue(&store, &sku(), ALICE, HOUR).await;
+    let token = issue(&store, ALICE, &IssueOptions::new(HOUR)).await;
     harness.send_authed(&token, SKU, ALICE).await;
 
-    let mut server = blocking(move || {
-        let mut server = server;
-        server.stop();
-        server
-    })
-    .await;
+    let server = blocking(server, RedisServer::stop).await;
     // The first request meets the dead connection, later ones a refused connect: all
     // are 503, never 401, and quickly.
     for attempt in 0..3 {
@@ -892,19 +829,11 @@ async fn redis_outage_is_503_and_the_layer_recovers() {
     assert_missing(&harness.send_rejected(&[]).await, "mpauthx");
     assert_invalid_token(&harness.send_rejected(&[bearer("abc")]).await, "mpauthx");
 
-    server = blocking(move || {
-        server.restart();
-        server
-    })
-    .await;
+    let server = blocking(server, RedisServer::restart).await;
     // The restarted server is empty: issue afresh through another store, so that only
     // the layer's own requests can heal its pool.
-    let fresh = RedisTokenStore::builder(server.url())
-        .with_key_prefix(prefix)
-        .build()
-        .await
-        .unwrap();
-    let reissued = issue(&fresh, &sku(), ALICE, HOUR).await;
+    let fresh = redis(&server.url(), &prefix).await;
+    let reissued = issue(&fresh, ALICE, &IssueOptions::new(HOUR)).await;
 
     let deadline = Instant::now() + Duration::from_secs(2);
     let mut unavailable = 0;
@@ -940,7 +869,7 @@ async fn redis_outage_is_503_and_the_layer_recovers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_after_is_configurable() {
     let (server, store, _) = dedicated("retry_after").await;
-    let token = issue(&store, &sku(), ALICE, HOUR).await;
+    let token = issue(&store, ALICE, &IssueOptions::new(HOUR)).await;
     let default = Harness::new(MpAuthLayer::new(store.clone(), sku()));
     let five = Harness::new(
         MpAuthLayer::new(store.clone(), sku()).with_retry_after(Duration::from_secs(5)),
@@ -950,12 +879,7 @@ async fn retry_after_is_configurable() {
     );
     five.send_authed(&token, SKU, ALICE).await;
 
-    let server = blocking(move || {
-        let mut server = server;
-        server.stop();
-        server
-    })
-    .await;
+    let server = blocking(server, RedisServer::stop).await;
     assert_unavailable(&five.send_rejected(&[bearer(token.expose())]).await, "5");
     assert_unavailable(&rounded.send_rejected(&[bearer(token.expose())]).await, "2");
     assert_unavailable(&default.send_rejected(&[bearer(token.expose())]).await, "1");
@@ -965,13 +889,11 @@ async fn retry_after_is_configurable() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn frozen_redis_is_503_within_the_command_timeout_and_the_layer_recovers() {
     let (server, store, _) = dedicated("frozen").await;
-    let server = Arc::new(server);
     let harness = Harness::new(MpAuthLayer::new(store.clone(), sku()));
-    let token = issue(&store, &sku(), ALICE, HOUR).await;
+    let token = issue(&store, ALICE, &IssueOptions::new(HOUR)).await;
     harness.send_authed(&token, SKU, ALICE).await;
 
-    let frozen = Arc::clone(&server);
-    blocking(move || frozen.freeze()).await;
+    let server = blocking(server, |s| s.freeze()).await;
     // The first request hangs on the open connection, later ones on opening another:
     // the command timeout (300 ms) bounds both.
     for attempt in 0..2 {
@@ -984,8 +906,8 @@ async fn frozen_redis_is_503_within_the_command_timeout_and_the_layer_recovers()
             "attempt {attempt} answered after {took:?}"
         );
     }
-    let thawed = Arc::clone(&server);
-    blocking(move || thawed.thaw()).await;
+    // Kept to the end: dropping the server would kill it.
+    let _server = blocking(server, |s| s.thaw()).await;
 
     // The data survived the freeze; the timed-out connection must not be reused blindly.
     let deadline = Instant::now() + Duration::from_secs(2);

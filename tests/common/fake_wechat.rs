@@ -1,4 +1,5 @@
-//! A fake of WeChat's `jscode2session` endpoint: a real HTTP/1.1 server on 127.0.0.1.
+//! A fake of WeChat's `jscode2session` endpoint: a real HTTP/1.1 server on 127.0.0.1,
+//! and the fakes the suites log in against.
 //!
 //! Each connection gets its own thread so a deliberately slow reply does not hold up others.
 
@@ -12,6 +13,10 @@ use std::{
     thread::{self, JoinHandle},
     time::Duration,
 };
+
+use mpauthx::testing::WeChatSimulator;
+
+use super::keys::session_key;
 
 /// What the fake answers to one request.
 pub struct Reply {
@@ -62,6 +67,8 @@ impl Reply {
 pub struct Received {
     pub path: String,
     pub query: Vec<(String, String)>,
+    /// The query as sent, still percent-encoded.
+    pub raw_query: String,
 }
 
 impl Received {
@@ -118,6 +125,12 @@ impl FakeWeChat {
         Self::start(move |_, _| Reply::json(body))
     }
 
+    /// Answers as WeChat would for the app and users of `sim`.
+    pub fn simulating(sim: &WeChatSimulator) -> Self {
+        let sim = sim.clone();
+        Self::start(move |request, _| Reply::json(sim.jscode2session_query(&request.raw_query)))
+    }
+
     pub fn base_url(&self) -> String {
         format!("http://{}", self.addr)
     }
@@ -155,6 +168,7 @@ fn serve(mut stream: TcpStream, received: &Mutex<Vec<Received>>, handler: &Handl
         query: form_urlencoded::parse(query.as_bytes())
             .map(|(k, v)| (k.into_owned(), v.into_owned()))
             .collect(),
+        raw_query: query.to_owned(),
     };
     let index = {
         let mut all = received.lock().expect("lock");
@@ -190,4 +204,46 @@ fn read_head(stream: &mut TcpStream) -> Option<String> {
         buf.extend_from_slice(&chunk[..n]);
     }
     String::from_utf8(buf).ok()
+}
+
+/// The body of a successful exchange: `open_id`, [`session_key`] and maybe `union_id`.
+pub fn session_body(open_id: &str, union_id: Option<&str>) -> String {
+    let mut body = serde_json::json!({ "openid": open_id, "session_key": session_key() });
+    if let Some(union_id) = union_id {
+        body["unionid"] = union_id.into();
+    }
+    body.to_string()
+}
+
+/// A WeChat that accepts every code as a login of `open_id`.
+pub fn wechat_ok(open_id: &str, union_id: Option<&str>) -> FakeWeChat {
+    let body = session_body(open_id, union_id);
+    FakeWeChat::start(move |_, _| Reply::json(body.clone()))
+}
+
+/// A WeChat that answers every code with `errcode`, its errmsg echoing the request's
+/// secret and code (a hostile upstream: neither may leak into our errors).
+pub fn wechat_errcode(errcode: i64) -> FakeWeChat {
+    FakeWeChat::start(move |request: &Received, _| {
+        Reply::json(
+            serde_json::json!({
+                "errcode": errcode,
+                "errmsg": format!(
+                    "echo secret={} code={}",
+                    request.param("secret").unwrap_or(""),
+                    request.param("js_code").unwrap_or("")
+                ),
+            })
+            .to_string(),
+        )
+    })
+}
+
+/// A WeChat that accepts every code `<user>-<anything>` as a login of `<user>`.
+pub fn wechat_by_code() -> FakeWeChat {
+    FakeWeChat::start(|received, _| {
+        let code = received.param("js_code").unwrap_or_default();
+        let user = code.split('-').next().unwrap_or_default();
+        Reply::json(session_body(user, None))
+    })
 }

@@ -1,44 +1,26 @@
 //! Login throttling through the authorize handler: per client, per user, on both
 //! limiters (in memory and in a real Redis), with a fake WeChat that counts its calls.
 
-#![allow(dead_code)]
-
-mod common;
-mod fake_wechat;
-
 use std::time::{Duration, Instant};
 
 use axum::{
-    Router,
     body::Body,
     http::{Request, StatusCode, header::RETRY_AFTER},
-    routing::post,
 };
-use common::{RedisServer, unique_prefix};
-use fake_wechat::{FakeWeChat, Reply};
-use http_body_util::BodyExt as _;
 use mpauthx::{
-    Decision, Error, LoginThrottle, MemoryRateLimiter, MemoryTokenStore, MpAuth, MpAuthConfig,
-    RateLimit, RateLimiter, RedisTokenStore, SqliteUserStore, TokenStore,
+    Decision, Error, LoginThrottle, MemoryRateLimiter, MemoryTokenStore, RateLimit, RateLimiter,
+    RedisTokenStore, TokenStore,
 };
 use serde_json::{Value, json};
-use tempfile::TempDir;
-use tower::ServiceExt as _;
 
-const APP_ID: &str = "wx0123456789abcdef";
-const SECRET: &str = "APPSECRET-throttle";
-const SKU: &str = "demo";
-
-/// A WeChat that accepts every code `<user>-<anything>` as a login of `<user>`.
-fn wechat() -> FakeWeChat {
-    FakeWeChat::start(|received, _| {
-        let code = received.param("js_code").unwrap_or_default();
-        let user = code.split('-').next().unwrap_or_default();
-        Reply::json(
-            json!({ "openid": user, "session_key": "c2Vzc2lvbi1rZXktMTIzNA==" }).to_string(),
-        )
-    })
-}
+use crate::common::{
+    RedisServer,
+    fake_wechat::{FakeWeChat, wechat_by_code},
+    keys::{SKU, sku},
+    login::Fixture,
+    stores::{dedicated, redis, shared_redis},
+    unique_prefix,
+};
 
 fn limit(max: u32, period: Duration) -> RateLimit {
     RateLimit::new(max, period).unwrap()
@@ -53,62 +35,31 @@ fn by_header(parts: &http::request::Parts) -> Option<String> {
         .map(str::to_owned)
 }
 
-struct Service<T: TokenStore> {
-    auth: MpAuth<T, SqliteUserStore>,
-    app: Router,
-    fake: FakeWeChat,
-    _dir: TempDir,
+/// The login fixture with `throttle`, against a WeChat that logs in `<user>` for every
+/// code `<user>-<anything>`.
+async fn service<T: TokenStore>(tokens: T, throttle: LoginThrottle) -> Fixture<T, FakeWeChat> {
+    Fixture::with_throttle(tokens, wechat_by_code(), throttle).await
 }
 
-impl<T: TokenStore> Service<T> {
-    async fn new(tokens: T, throttle: LoginThrottle) -> Self {
-        let fake = wechat();
-        let dir = tempfile::tempdir().unwrap();
-        let users = SqliteUserStore::open(dir.path().join("users.db"))
-            .await
-            .unwrap();
-        let config = MpAuthConfig::new(APP_ID, SECRET, SKU)
-            .unwrap()
-            .with_wechat_base_url(fake.base_url());
-        let auth = MpAuth::builder(config, tokens, users)
-            .with_login_throttle(throttle)
-            .build();
-        let app = Router::new().route("/auth/authorize", post(auth.authorize_handler()));
-        Self {
-            auth,
-            app,
-            fake,
-            _dir: dir,
-        }
-    }
-
+impl<T: TokenStore> Fixture<T> {
     /// Logs `user` in from `client`: the status, `Retry-After` and the JSON body.
-    async fn login(&self, client: &str, user: &str) -> (StatusCode, Option<u64>, Value) {
-        self.post(
+    async fn login_from(&self, client: &str, user: &str) -> (StatusCode, Option<u64>, Value) {
+        self.post_from(
             client,
             &json!({ "code": format!("{user}-{}", rand_suffix()) }).to_string(),
         )
         .await
     }
 
-    async fn post(&self, client: &str, body: &str) -> (StatusCode, Option<u64>, Value) {
+    async fn post_from(&self, client: &str, body: &str) -> (StatusCode, Option<u64>, Value) {
         let request = Request::post("/auth/authorize")
             .header("content-type", "application/json")
             .header("x-client", client)
             .body(Body::from(body.to_owned()))
             .unwrap();
-        let response = self.app.clone().oneshot(request).await.unwrap();
-        let status = response.status();
-        let retry_after = response
-            .headers()
-            .get(RETRY_AFTER)
-            .map(|v| v.to_str().unwrap().parse().unwrap());
-        let bytes = response.into_body().collect().await.unwrap().to_bytes();
-        (status, retry_after, serde_json::from_slice(&bytes).unwrap())
-    }
-
-    fn wechat_calls(&self) -> usize {
-        self.fake.requests().len()
+        let answer = self.send(request).await;
+        let retry_after = answer.header(RETRY_AFTER).map(|v| v.parse().unwrap());
+        (answer.status, retry_after, answer.json())
     }
 }
 
@@ -130,24 +81,16 @@ fn assert_throttled(answer: &(StatusCode, Option<u64>, Value), max_wait_secs: u6
     );
 }
 
-async fn redis_store(server: &RedisServer, test: &str) -> RedisTokenStore {
-    RedisTokenStore::builder(server.url())
-        .with_key_prefix(unique_prefix(test))
-        .build()
-        .await
-        .unwrap()
-}
-
 /// Per client: a burst of `max`, then 429 without asking WeChat; other clients unaffected.
 async fn per_client_limit<T: TokenStore, L: RateLimiter>(tokens: T, limiter: L) {
     let throttle =
         LoginThrottle::new(limiter).per_client(limit(3, Duration::from_secs(60)), by_header);
-    let service = Service::new(tokens, throttle).await;
+    let service = service(tokens, throttle).await;
     for i in 0..3 {
-        let (status, _, body) = service.login("10.0.0.1", &format!("u{i}")).await;
+        let (status, _, body) = service.login_from("10.0.0.1", &format!("u{i}")).await;
         assert_eq!(status, StatusCode::OK, "{body}");
     }
-    let refused = service.login("10.0.0.1", "u9").await;
+    let refused = service.login_from("10.0.0.1", "u9").await;
     // The steady rate is one login per 20 s.
     assert_throttled(&refused, 20);
     assert_eq!(
@@ -155,7 +98,7 @@ async fn per_client_limit<T: TokenStore, L: RateLimiter>(tokens: T, limiter: L) 
         3,
         "a throttled login never reaches WeChat"
     );
-    let (status, _, _) = service.login("10.0.0.2", "u9").await;
+    let (status, _, _) = service.login_from("10.0.0.2", "u9").await;
     assert_eq!(status, StatusCode::OK, "another client is counted apart");
 }
 
@@ -166,8 +109,7 @@ async fn per_client_limit_in_memory() {
 
 #[tokio::test]
 async fn per_client_limit_in_redis() {
-    let server = RedisServer::shared();
-    let store = redis_store(server, "per_client").await;
+    let store = shared_redis("per_client").await;
     per_client_limit(store.clone(), store).await;
 }
 
@@ -175,19 +117,16 @@ async fn per_client_limit_in_redis() {
 /// token.
 async fn per_user_limit<T: TokenStore, L: RateLimiter>(tokens: T, limiter: L) {
     let throttle = LoginThrottle::new(limiter).per_user(limit(2, Duration::from_secs(60)));
-    let service = Service::new(tokens.clone(), throttle).await;
+    let service = service(tokens.clone(), throttle).await;
     for client in ["a", "b"] {
-        let (status, _, body) = service.login(client, "alice").await;
+        let (status, _, body) = service.login_from(client, "alice").await;
         assert_eq!(status, StatusCode::OK, "{body}");
     }
-    let refused = service.login("c", "alice").await;
+    let refused = service.login_from("c", "alice").await;
     assert_throttled(&refused, 30);
-    let live = tokens
-        .list(&mpauthx::Sku::new(SKU).unwrap(), "alice")
-        .await
-        .unwrap();
+    let live = tokens.list(&sku(), "alice").await.unwrap();
     assert_eq!(live.len(), 2, "the throttled login issued no token");
-    let (status, _, _) = service.login("c", "bob").await;
+    let (status, _, _) = service.login_from("c", "bob").await;
     assert_eq!(status, StatusCode::OK, "another user is counted apart");
 }
 
@@ -198,8 +137,7 @@ async fn per_user_limit_in_memory() {
 
 #[tokio::test]
 async fn per_user_limit_in_redis() {
-    let server = RedisServer::shared();
-    let store = redis_store(server, "per_user").await;
+    let store = shared_redis("per_user").await;
     per_user_limit(store.clone(), store).await;
 }
 
@@ -207,12 +145,12 @@ async fn per_user_limit_in_redis() {
 async fn malformed_requests_do_not_count() {
     let throttle = LoginThrottle::new(MemoryRateLimiter::new())
         .per_client(limit(1, Duration::from_secs(60)), by_header);
-    let service = Service::new(MemoryTokenStore::new(), throttle).await;
+    let service = service(MemoryTokenStore::new(), throttle).await;
     for body in ["not json", "{}", r#"{"code": ""}"#] {
-        let (status, _, _) = service.post("10.0.0.3", body).await;
+        let (status, _, _) = service.post_from("10.0.0.3", body).await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
     }
-    let (status, _, body) = service.login("10.0.0.3", "u1").await;
+    let (status, _, body) = service.login_from("10.0.0.3", "u1").await;
     assert_eq!(status, StatusCode::OK, "{body}");
 }
 
@@ -220,9 +158,9 @@ async fn malformed_requests_do_not_count() {
 async fn requests_without_a_client_key_are_not_limited_per_client() {
     let throttle = LoginThrottle::new(MemoryRateLimiter::new())
         .per_client(limit(1, Duration::from_secs(60)), |_| None);
-    let service = Service::new(MemoryTokenStore::new(), throttle).await;
+    let service = service(MemoryTokenStore::new(), throttle).await;
     for i in 0..3 {
-        let (status, _, body) = service.login("ignored", &format!("u{i}")).await;
+        let (status, _, body) = service.login_from("ignored", &format!("u{i}")).await;
         assert_eq!(status, StatusCode::OK, "{body}");
     }
 }
@@ -233,23 +171,18 @@ async fn requests_without_a_client_key_are_not_limited_per_client() {
 async fn redis_counts_are_shared_and_refill() {
     let server = RedisServer::shared();
     let prefix = unique_prefix("shared");
-    let store = || async {
-        RedisTokenStore::builder(server.url())
-            .with_key_prefix(prefix.clone())
-            .build()
-            .await
-            .unwrap()
-    };
+    let url = server.url();
+    let store = || redis(&url, &prefix);
     let period = Duration::from_millis(1200);
     let throttle =
         |store: RedisTokenStore| LoginThrottle::new(store).per_client(limit(2, period), by_header);
     let (one, two) = (store().await, store().await);
-    let first = Service::new(one.clone(), throttle(one)).await;
-    let second = Service::new(two.clone(), throttle(two)).await;
+    let first = service(one.clone(), throttle(one)).await;
+    let second = service(two.clone(), throttle(two)).await;
 
-    assert_eq!(first.login("10.1.0.1", "u1").await.0, StatusCode::OK);
-    assert_eq!(second.login("10.1.0.1", "u2").await.0, StatusCode::OK);
-    let refused = first.login("10.1.0.1", "u3").await;
+    assert_eq!(first.login_from("10.1.0.1", "u1").await.0, StatusCode::OK);
+    assert_eq!(second.login_from("10.1.0.1", "u2").await.0, StatusCode::OK);
+    let refused = first.login_from("10.1.0.1", "u3").await;
     assert_throttled(&refused, 1);
 
     // Counted per sku: another mini-program on this Redis counts its own clients.
@@ -262,9 +195,9 @@ async fn redis_counts_are_shared_and_refill() {
 
     // One interval (600 ms) later, one more login is allowed.
     tokio::time::sleep(Duration::from_millis(650)).await;
-    assert_eq!(second.login("10.1.0.1", "u4").await.0, StatusCode::OK);
+    assert_eq!(second.login_from("10.1.0.1", "u4").await.0, StatusCode::OK);
     assert_eq!(
-        second.login("10.1.0.1", "u5").await.0,
+        second.login_from("10.1.0.1", "u5").await.0,
         StatusCode::TOO_MANY_REQUESTS
     );
 }
@@ -272,14 +205,13 @@ async fn redis_counts_are_shared_and_refill() {
 /// Concurrent logins of one client never together exceed the limit.
 #[tokio::test]
 async fn concurrent_logins_respect_the_limit() {
-    let server = RedisServer::shared();
-    let store = redis_store(server, "concurrent").await;
+    let store = shared_redis("concurrent").await;
     let throttle =
         LoginThrottle::new(store.clone()).per_client(limit(5, Duration::from_secs(60)), by_header);
-    let service = std::sync::Arc::new(Service::new(store, throttle).await);
+    let service = std::sync::Arc::new(service(store, throttle).await);
     let logins = (0..40).map(|i| {
         let service = service.clone();
-        tokio::spawn(async move { service.login("10.2.0.1", &format!("c{i}")).await.0 })
+        tokio::spawn(async move { service.login_from("10.2.0.1", &format!("c{i}")).await.0 })
     });
     let mut ok = 0;
     for login in logins {
@@ -296,18 +228,13 @@ async fn concurrent_logins_respect_the_limit() {
 /// While Redis is down a throttled login answers 503, never 200 or 429.
 #[tokio::test]
 async fn redis_outage_is_503() {
-    let mut server = RedisServer::start();
-    let store = RedisTokenStore::builder(server.url())
-        .with_command_timeout(Duration::from_millis(300))
-        .build()
-        .await
-        .unwrap();
+    let (mut server, store, _) = dedicated("throttle_down").await;
     let throttle =
         LoginThrottle::new(store.clone()).per_client(limit(5, Duration::from_secs(60)), by_header);
-    let service = Service::new(store, throttle).await;
+    let service = service(store, throttle).await;
     server.stop();
     let started = Instant::now();
-    let (status, retry_after, body) = service.login("10.3.0.1", "u1").await;
+    let (status, retry_after, body) = service.login_from("10.3.0.1", "u1").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert_eq!(retry_after, Some(1));
     assert!(started.elapsed() < Duration::from_secs(2));
@@ -318,7 +245,7 @@ async fn redis_outage_is_503() {
 async fn the_library_call_reports_throttled() {
     let limiter = MemoryRateLimiter::new();
     let throttle = LoginThrottle::new(limiter).per_user(limit(1, Duration::from_secs(60)));
-    let service = Service::new(MemoryTokenStore::new(), throttle).await;
+    let service = service(MemoryTokenStore::new(), throttle).await;
     let login = |user: &str| mpauthx::AuthorizeRequest::new(format!("{user}-{}", rand_suffix()));
     service.auth.authorize(&login("dora")).await.unwrap();
     match service.auth.authorize(&login("dora")).await {

@@ -1,20 +1,17 @@
 //! `WeChatClient` against a fake `jscode2session` server on loopback.
 
-mod fake_wechat;
+use std::time::{Duration, Instant};
 
-use std::{
-    io::Write,
-    net::TcpListener,
-    sync::{Arc, Mutex},
-    time::{Duration, Instant},
-};
-
-use fake_wechat::{FakeWeChat, Reply};
 use http::StatusCode;
 use mpauthx::{AppSecret, WeChatClient, WeChatError};
 
-const APP_ID: &str = "wx0123456789abcdef";
-const SECRET: &str = "APPSECRET-d41d8cd98f00b204e980";
+use crate::common::{
+    closed_port_url,
+    fake_wechat::{FakeWeChat, Reply},
+    keys::{APP_ID, SECRET},
+    logs::LogBuffer,
+};
+
 const CODE: &str = "LOGINCODE-0a1b2c3d4e5f";
 
 fn client_for(server: &FakeWeChat) -> WeChatClient {
@@ -320,13 +317,6 @@ fn empty_code_is_rejected_without_calling_wechat() {
     assert!(server.requests().is_empty());
 }
 
-fn closed_port_url() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    drop(listener);
-    format!("http://{addr}")
-}
-
 #[test]
 fn transport_error_is_502_and_hides_url() {
     let err = expect_err(&client_at(&closed_port_url()), CODE);
@@ -335,26 +325,6 @@ fn transport_error_is_502_and_hides_url() {
     assert_eq!(err.node_code(), 6006);
     assert_no_secrets(&format!("{err}"));
     assert_no_secrets(&format!("{err:?}"));
-}
-
-#[derive(Clone, Default)]
-struct LogBuffer(Arc<Mutex<Vec<u8>>>);
-
-impl Write for LogBuffer {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl LogBuffer {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
 }
 
 /// Runs `f` with every `tracing` event of this thread captured at TRACE level.

@@ -2,38 +2,17 @@
 
 use std::{
     error::Error as _,
-    path::{Path, PathBuf},
+    path::Path,
     sync::Arc,
     time::{Duration, Instant},
 };
 
 use mpauthx::{Profile, SqliteUserStore, User, UserStore, UserStoreError};
-use rusqlite::Connection;
-use tempfile::TempDir;
+
+use crate::common::users::{count_rows, raw, temp_db};
 
 const LEGACY_SCHEMA: &str = "CREATE TABLE user(openId text primary key not null, city text, \
      country text, gender integer, language text, nickName text, province text);";
-
-fn temp_db() -> (TempDir, PathBuf) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("users.db");
-    (dir, path)
-}
-
-/// A connection of the test's own, so assertions do not go through the code under test.
-fn raw(path: &Path) -> Connection {
-    Connection::open(path).expect("open raw connection")
-}
-
-fn count_rows(path: &Path, open_id: &str) -> i64 {
-    raw(path)
-        .query_row(
-            "SELECT count(*) FROM user WHERE openId = ?1",
-            [open_id],
-            |r| r.get(0),
-        )
-        .expect("count rows")
-}
 
 fn columns(path: &Path) -> Vec<String> {
     let conn = raw(path);
