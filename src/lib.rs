@@ -39,8 +39,8 @@ pub use crate::{
     layer::{MpAuthLayer, MpAuthService, ResponseBody, ResponseFuture},
     response::{AuthRejection, RejectionKind},
     store::{
-        CachedTokenStore, CachedValidation, IssueOptions, MemoryTokenStore, StoreBuildError,
-        StoreError, TokenInfo, TokenStore,
+        CachedTokenStore, CachedValidation, IssueOptions, Issued, MemoryTokenStore,
+        StoreBuildError, StoreError, TokenInfo, TokenStore,
     },
     throttle::{
         Decision, InvalidRateLimit, LoginThrottle, MemoryRateLimiter, RateLimit, RateLimiter,

@@ -359,9 +359,23 @@ fn walk(server: &Http, mint: &Http, sku: &str, ttl: u64) -> Handed {
     stale.refused(401, "invalid_token");
     let challenge = stale.header("www-authenticate").unwrap_or_default();
     assert!(challenge.starts_with("Bearer ") && challenge.contains(r#"error="invalid_token""#));
+    assert_eq!(server.get("/me", Some(&second)).json()["open_id"], alice);
+    // Within the retry grace the rotated-out token refreshes once more (its client may
+    // never have received `second`), and `second` gives way; a third try is refused.
+    let retried = server.post("/auth/refresh", Some(&first), None);
+    assert_eq!(retried.status, 200, "{}", retried.body);
+    let third = retried.json()["token"].as_str().unwrap().to_owned();
+    handed.0.push(third.clone());
+    server
+        .get("/me", Some(&second))
+        .refused(401, "invalid_token");
     server
         .post("/auth/refresh", Some(&first), None)
         .refused(401, "invalid_token");
+    server
+        .post("/auth/refresh", Some(&second), None)
+        .refused(401, "invalid_token");
+    let second = third;
     assert_eq!(server.get("/me", Some(&second)).json()["open_id"], alice);
 
     // Log out: 204, and the token is rejected.

@@ -21,8 +21,8 @@ use axum::{
 };
 use http_body_util::BodyExt as _;
 use mpauthx::{
-    AuthedUser, IssueOptions, MemoryTokenStore, MpAuth, MpAuthConfig, MpAuthLayer, ParsedToken,
-    Sku, SqliteUserStore, StoreError, Token, TokenHash, TokenInfo, TokenStore,
+    AuthedUser, IssueOptions, Issued, MemoryTokenStore, MpAuth, MpAuthConfig, MpAuthLayer,
+    ParsedToken, Sku, SqliteUserStore, StoreError, Token, TokenHash, TokenInfo, TokenStore,
 };
 use tower::ServiceExt as _;
 
@@ -59,7 +59,7 @@ impl Switchable {
 impl TokenStore for Switchable {
     type Validation = Ready<Result<bool, StoreError>>;
 
-    async fn issue(&self, token: &Token, options: &IssueOptions) -> Result<TokenInfo, StoreError> {
+    async fn issue(&self, token: &Token, options: &IssueOptions) -> Result<Issued, StoreError> {
         self.check()?;
         self.inner.issue(token, options).await
     }
@@ -96,7 +96,7 @@ impl TokenStore for Switchable {
         token: &ParsedToken<'_>,
         successor: &Token,
         options: &IssueOptions,
-    ) -> Result<Option<TokenInfo>, StoreError> {
+    ) -> Result<Option<Issued>, StoreError> {
         self.check()?;
         self.inner.rotate(token, successor, options).await
     }

@@ -312,7 +312,7 @@ impl TokenStore for MemoryTokenStore {
         let now = now_millis();
         let record = Record {
             issued_at_ms: now,
-            expires_at_ms: now.saturating_add(options.ttl_millis()),
+            expires_at_ms: now.saturating_add(options.login_ttl_millis()),
             started_at_ms: now,
             device: options.device().map(str::to_owned),
         };

@@ -153,6 +153,14 @@ impl IssueOptions {
     pub(crate) fn ttl_millis(&self) -> u64 {
         millis(self.ttl)
     }
+
+    /// The lifetime of a login's first token: the TTL, or the whole session if shorter.
+    pub(crate) fn login_ttl_millis(&self) -> u64 {
+        match self.max_session_age {
+            Some(max_age) => millis(self.ttl.min(max_age)),
+            None => self.ttl_millis(),
+        }
+    }
 }
 
 /// The longest [`IssueOptions::with_retry_grace`] accepted: one minute.

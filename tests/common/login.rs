@@ -36,10 +36,15 @@ pub fn config() -> MpAuthConfig {
 
 /// The test app under `sku`: tokens live [`TTL`], WeChat is given [`READ_TIMEOUT`] and a
 /// busy WeChat is asked three times, 10 ms apart. The fixture sets WeChat's address.
+///
+/// No retry grace: these suites assert the strict rotation rule (a rotated-out token is
+/// dead at once, an evicted device is gone). The grace, on by default, has its own
+/// cases in `login_flow/retry.rs` and in the store suite.
 pub fn config_for(sku: &str) -> MpAuthConfig {
     MpAuthConfig::new(APP_ID, SECRET, sku)
         .unwrap()
         .with_token_ttl(TTL)
+        .with_refresh_grace(Duration::ZERO)
         .with_wechat_read_timeout(READ_TIMEOUT)
         .with_wechat_busy_retry(3, Duration::from_millis(10))
 }

@@ -20,8 +20,8 @@ use http::{
 };
 use http_body_util::{BodyExt as _, Full};
 use mpauthx::{
-    AuthedUser, IssueOptions, MemoryTokenStore, MpAuthLayer, ParsedToken, RedisTokenStore, Sku,
-    StoreError, Token, TokenHash, TokenInfo, TokenStore,
+    AuthedUser, IssueOptions, Issued, MemoryTokenStore, MpAuthLayer, ParsedToken, RedisTokenStore,
+    Sku, StoreError, Token, TokenHash, TokenInfo, TokenStore,
 };
 use tower::{Layer as _, Service, ServiceExt as _, service_fn};
 
@@ -291,7 +291,7 @@ impl<T: TokenStore> TokenStore for Counting<T> {
         &self,
         token: &Token,
         options: &IssueOptions,
-    ) -> impl Future<Output = Result<TokenInfo, StoreError>> + Send {
+    ) -> impl Future<Output = Result<Issued, StoreError>> + Send {
         self.inner.issue(token, options)
     }
 
@@ -330,7 +330,7 @@ impl<T: TokenStore> TokenStore for Counting<T> {
         token: &ParsedToken<'_>,
         successor: &Token,
         options: &IssueOptions,
-    ) -> impl Future<Output = Result<Option<TokenInfo>, StoreError>> + Send {
+    ) -> impl Future<Output = Result<Option<Issued>, StoreError>> + Send {
         self.inner.rotate(token, successor, options)
     }
 }

@@ -11,4 +11,5 @@ mod common;
 mod handlers;
 mod login;
 mod races;
+mod retry;
 mod throttle;

@@ -60,9 +60,10 @@ impl RedisView {
             .into_iter()
             .map(|(field, value)| {
                 let field: [u8; 32] = field.try_into().expect("a field is 32 raw bytes");
-                let mut parts = value.splitn(3, '|');
+                let mut parts = value.splitn(4, '|');
                 let expires: u64 = parts.next().unwrap().parse().expect("expires ms");
                 let _issued: u64 = parts.next().unwrap().parse().expect("issued ms");
+                let _started: u64 = parts.next().unwrap().parse().expect("started ms");
                 assert!(parts.next().is_some(), "no device part in {value:?}");
                 (field, expires)
             })

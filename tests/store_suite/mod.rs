@@ -206,6 +206,190 @@ pub async fn concurrent_issues_respect_the_limit<S: TokenStore>(store: S) {
     }
 }
 
+/// How long the retry-grace cases give themselves.
+const GRACE: Duration = Duration::from_secs(10);
+
+pub async fn evictions_are_reported<S: TokenStore>(store: S) {
+    let single = IssueOptions::new(LONG).with_max_tokens_per_user(1);
+    let first = issue(&store, "o-evict", &single).await;
+    let second = Token::generate(&sku(), "o-evict").unwrap();
+    let issued = store.issue(&second, &single).await.unwrap();
+    assert_eq!(issued.evicted, vec![first.hash()]);
+    assert_eq!(issued.info.hash, second.hash());
+    assert_eq!(issued.info.session_started_at_ms, issued.info.issued_at_ms);
+    assert!(!live(&store, &first).await);
+    // Without a grace nothing is kept aside: undoing the issue restores nothing.
+    assert!(store.undo_issue(&second.parsed()).await.unwrap().is_empty());
+    assert!(!live(&store, &first).await);
+    assert!(!live(&store, &second).await, "taken back");
+}
+
+pub async fn a_rotated_out_token_rotates_once_more_within_the_grace<S: TokenStore>(store: S) {
+    let options = IssueOptions::new(LONG)
+        .with_device("Pixel")
+        .with_retry_grace(GRACE);
+    let old = issue(&store, "o-retry", &options).await;
+    let lost = Token::successor_of(&old.parsed()).unwrap();
+    let first = store
+        .rotate(&old.parsed(), &lost, &options)
+        .await
+        .unwrap()
+        .expect("a live token rotates");
+    assert!(first.evicted.is_empty());
+    assert!(!live(&store, &old).await, "rotated out: not live");
+    assert!(live(&store, &lost).await);
+
+    // The answer was lost; the client retries with the old token.
+    let retried = Token::successor_of(&old.parsed()).unwrap();
+    let second = store
+        .rotate(&old.parsed(), &retried, &options)
+        .await
+        .unwrap()
+        .expect("the rotated-out token rotates once more within the grace");
+    assert_eq!(
+        second.evicted,
+        vec![lost.hash()],
+        "the lost successor gives way"
+    );
+    assert_eq!(second.info.device.as_deref(), Some("Pixel"));
+    assert_eq!(
+        second.info.session_started_at_ms,
+        first.info.session_started_at_ms
+    );
+    assert!(!live(&store, &lost).await);
+    assert!(live(&store, &retried).await);
+    assert!(!live(&store, &old).await);
+
+    // Once more only.
+    assert!(rotate(&store, &old, &options).await.is_none());
+    assert!(rotate(&store, &lost, &options).await.is_none());
+    let list = store.list(&sku(), "o-retry").await.unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0].hash, retried.hash());
+    // A rotated-out token is no device, and revoking it revokes nothing live.
+    assert!(!store.revoke(&old.parsed()).await.unwrap());
+    assert!(live(&store, &retried).await);
+}
+
+pub async fn the_retry_grace_ends<S: TokenStore>(store: S) {
+    let options = IssueOptions::new(LONG).with_retry_grace(Duration::from_millis(300));
+    let old = issue(&store, "o-late", &options).await;
+    let (successor, _) = rotate(&store, &old, &options).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    assert!(
+        rotate(&store, &old, &options).await.is_none(),
+        "past the grace the old token is dead"
+    );
+    assert!(live(&store, &successor).await, "and the successor stays");
+}
+
+pub async fn concurrent_rotations_within_a_grace_leave_one_live_successor<S: TokenStore>(store: S) {
+    let options = IssueOptions::new(LONG).with_retry_grace(GRACE);
+    let old = issue(&store, "o-race-grace", &options).await;
+    let tasks: Vec<_> = (0..32)
+        .map(|_| {
+            let (store, old, options) = (store.clone(), old.clone(), options.clone());
+            tokio::spawn(async move { rotate(&store, &old, &options).await })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    for task in tasks {
+        if let Some((successor, _)) = task.await.unwrap() {
+            winners.push(successor);
+        }
+    }
+    assert!(
+        (1..=2).contains(&winners.len()),
+        "one rotation, and at most one more: {}",
+        winners.len()
+    );
+    let mut alive = Vec::new();
+    for successor in &winners {
+        if live(&store, successor).await {
+            alive.push(successor);
+        }
+    }
+    assert_eq!(alive.len(), 1, "exactly one successor lives");
+    let list = store.list(&sku(), "o-race-grace").await.unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0].hash, alive[0].hash());
+}
+
+pub async fn an_undone_issue_restores_the_devices_it_evicted<S: TokenStore>(store: S) {
+    let options = IssueOptions::new(LONG)
+        .with_max_tokens_per_user(2)
+        .with_retry_grace(GRACE);
+    let a = issue(&store, "o-undo", &options).await;
+    let b = issue(&store, "o-undo", &options.clone().with_device("tablet")).await;
+    let phantom = Token::generate(&sku(), "o-undo").unwrap();
+    let issued = store.issue(&phantom, &options).await.unwrap();
+    assert_eq!(issued.evicted, vec![a.hash()]);
+    assert!(!live(&store, &a).await, "evicted");
+    assert_eq!(store.list(&sku(), "o-undo").await.unwrap().len(), 2);
+
+    let restored = store.undo_issue(&phantom.parsed()).await.unwrap();
+    assert_eq!(restored, vec![a.hash()]);
+    assert!(live(&store, &a).await, "restored");
+    assert!(live(&store, &b).await);
+    assert!(!live(&store, &phantom).await, "taken back");
+    let list = store.list(&sku(), "o-undo").await.unwrap();
+    let hashes: HashSet<TokenHash> = list.iter().map(|i| i.hash).collect();
+    assert_eq!(hashes, HashSet::from([a.hash(), b.hash()]));
+    assert_eq!(
+        list.iter()
+            .find(|i| i.hash == b.hash())
+            .unwrap()
+            .device
+            .as_deref(),
+        Some("tablet")
+    );
+    // Undoing twice restores nothing more.
+    assert!(
+        store
+            .undo_issue(&phantom.parsed())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+pub async fn undo_after_the_grace_restores_nothing<S: TokenStore>(store: S) {
+    let options = IssueOptions::new(LONG)
+        .with_max_tokens_per_user(1)
+        .with_retry_grace(Duration::from_millis(300));
+    let a = issue(&store, "o-undo-late", &options).await;
+    let b = issue(&store, "o-undo-late", &options).await;
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    assert!(store.undo_issue(&b.parsed()).await.unwrap().is_empty());
+    assert!(!live(&store, &a).await);
+    assert!(!live(&store, &b).await);
+    assert!(store.list(&sku(), "o-undo-late").await.unwrap().is_empty());
+}
+
+pub async fn sessions_keep_their_start_and_end_at_their_maximum_age<S: TokenStore>(store: S) {
+    let max_age = Duration::from_millis(800);
+    let options = IssueOptions::new(LONG).with_max_session_age(max_age);
+    let token = Token::generate(&sku(), "o-session").unwrap();
+    let login = store.issue(&token, &options).await.unwrap().info;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (successor, info) = rotate(&store, &token, &options).await.unwrap();
+    assert_eq!(
+        info.session_started_at_ms, login.issued_at_ms,
+        "the login's time"
+    );
+    assert!(info.issued_at_ms > login.issued_at_ms);
+    assert_eq!(
+        info.expires_at_ms,
+        login.issued_at_ms + max_age.as_millis() as u64,
+        "no token outlives its session"
+    );
+    let listed = store.list(&sku(), "o-session").await.unwrap();
+    assert_eq!(listed[0].session_started_at_ms, login.issued_at_ms);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(!live(&store, &successor).await, "the session ended");
+    assert!(rotate(&store, &successor, &options).await.is_none());
+}
+
 /// One `#[tokio::test]` per case, each on a store made by `$make`.
 macro_rules! store_suite {
     ($name:ident, $make:expr) => {
@@ -223,6 +407,13 @@ macro_rules! store_suite {
                 rotate_replaces_and_keeps_the_device,
                 concurrent_rotations_have_one_winner,
                 concurrent_issues_respect_the_limit,
+                evictions_are_reported,
+                a_rotated_out_token_rotates_once_more_within_the_grace,
+                the_retry_grace_ends,
+                concurrent_rotations_within_a_grace_leave_one_live_successor,
+                an_undone_issue_restores_the_devices_it_evicted,
+                undo_after_the_grace_restores_nothing,
+                sessions_keep_their_start_and_end_at_their_maximum_age,
             );
         }
     };
@@ -244,9 +435,9 @@ pub async fn rotate<S: TokenStore>(
     options: &IssueOptions,
 ) -> Option<(Token, TokenInfo)> {
     let successor = Token::successor_of(&old.parsed()).unwrap();
-    let info = store
+    let issued = store
         .rotate(&old.parsed(), &successor, options)
         .await
         .unwrap()?;
-    Some((successor, info))
+    Some((successor, issued.info))
 }

@@ -304,7 +304,7 @@ impl TokenStore for RedisTokenStore {
         let hash = token.hash();
         async move {
             let now = now_millis();
-            let expires_at_ms = now.saturating_add(options.ttl_millis());
+            let expires_at_ms = now.saturating_add(options.login_ttl_millis());
             let device = options.device().unwrap_or("");
             let evicted: Vec<Vec<u8>> = scripts::eval(
                 &self.inner.backend,
