@@ -253,6 +253,20 @@ impl Http {
         Self::answer(request.send(body.to_string()))
     }
 
+    /// `POST /auth/authorize` with these `X-Forwarded-For` lines, as they are (none, or
+    /// several, or not text).
+    fn authorize_with_lines(&self, body: &Value, lines: &[&[u8]]) -> Answer {
+        let mut request = self
+            .agent
+            .post(format!("{}/auth/authorize", self.base))
+            .header("content-type", "application/json");
+        for line in lines {
+            let value = http::HeaderValue::from_bytes(line).unwrap();
+            request = request.header("x-forwarded-for", value);
+        }
+        Self::answer(request.send(body.to_string()))
+    }
+
     fn answer(result: Result<http::Response<ureq::Body>, ureq::Error>) -> Answer {
         let response = result.expect("the server answers");
         let status = response.status();
@@ -615,6 +629,49 @@ fn signals_stop_the_server_gracefully_and_promptly() {
     }
 }
 
+/// The simulator's tokens work nowhere else: a server logging users in with WeChat on
+/// the same Redis and sku refuses them, because they live under a prefix of their own.
+#[test]
+fn simulator_tokens_are_refused_by_servers_that_use_wechat() {
+    const SECRET: &str = "e2e-app-secret-sim";
+    let redis = RedisServer::start();
+    let redis_url = redis.url();
+    let wechat = OutsideWeChat::start("wx-real-app", SECRET);
+    let dir = tempfile::tempdir().unwrap();
+    let (_simulating, sim_http) = Server::start(
+        &[
+            ("MPAUTHX_LISTEN", "127.0.0.1:0"),
+            ("MPAUTHX_REDIS_URL", &redis_url),
+            ("MPAUTHX_DATABASE", "sim.db"),
+        ],
+        dir.path(),
+    );
+    let (_real, real_http) = Server::start(
+        &[
+            ("MPAUTHX_LISTEN", "127.0.0.1:0"),
+            ("MPAUTHX_APP_ID", "wx-real-app"),
+            ("MPAUTHX_APP_SECRET", SECRET),
+            ("MPAUTHX_WECHAT_API", &wechat.http.base),
+            ("MPAUTHX_REDIS_URL", &redis_url),
+            ("MPAUTHX_DATABASE", "real.db"),
+        ],
+        dir.path(),
+    );
+    let body = minted(&sim_http, "mallory");
+    let authorized = sim_http.post("/auth/authorize", None, Some(&body));
+    assert_eq!(authorized.status, 200, "{}", authorized.body);
+    let token = authorized.json()["token"].as_str().unwrap().to_owned();
+    assert_eq!(sim_http.get("/me", Some(&token)).status, 200);
+    real_http
+        .get("/me", Some(&token))
+        .refused(401, "invalid_token");
+    let keys = redis.keys();
+    assert!(!keys.is_empty());
+    for key in &keys {
+        assert!(key.starts_with("mpauthx-simulator:"), "{key}");
+    }
+}
+
 /// A fresh login body for `user` from the server's simulator.
 fn minted(http: &Http, user: &str) -> Value {
     let minted = http.post("/sim/login", None, Some(&json!({ "user": user })));
@@ -673,6 +730,39 @@ fn login_limits_answer_429_with_retry_after() {
     assert_eq!(login("dan", "10.0.0.2").status, 200);
     // dan's third login, from a third address, is over the per-user limit.
     login("dan", "10.0.0.3").refused(429, "too_many_requests");
+    drop(_server);
+
+    // Nothing in the header lets a request escape the limit: without an address in
+    // the last entry of the last line, the peer (127.0.0.1) counts.
+    let (_server, http) = Server::start(
+        &[
+            ("MPAUTHX_LISTEN", "127.0.0.1:0"),
+            ("MPAUTHX_LOGIN_LIMIT_PER_CLIENT", "1/60"),
+            ("MPAUTHX_CLIENT_IP_HEADER", "X-Forwarded-For"),
+            ("MPAUTHX_DATABASE", "third.db"),
+        ],
+        dir.path(),
+    );
+    let login =
+        |user: &str, lines: &[&[u8]]| http.authorize_with_lines(&minted(&http, user), lines);
+    assert_eq!(login("fay", &[]).status, 200, "the peer's one login");
+    for lines in [
+        &[][..],
+        &[&b"1.2.3.4,"[..]],
+        &[b"1.2.3.4, "],
+        &[b"\xff\xfe"],
+        &[b"not-an-address"],
+        &[b"6.6.6.6", b""],
+    ] {
+        login("gus", lines).refused(429, "too_many_requests");
+    }
+    // A proxy that appends a line: the last line's entry counts.
+    assert_eq!(login("hal", &[b"9.9.9.9", b"10.0.0.7"]).status, 200);
+    login("ida", &[b"10.0.0.7"]).refused(429, "too_many_requests");
+    // IPv6 clients count by /64: another address of the same network is the same client.
+    assert_eq!(login("joe", &[b"2001:db8:1:2::1"]).status, 200);
+    login("kim", &[b"2001:db8:1:2::ffff"]).refused(429, "too_many_requests");
+    assert_eq!(login("lee", &[b"2001:db8:1:3::1"]).status, 200);
 }
 
 #[test]
@@ -682,6 +772,13 @@ fn bad_settings_exit_1_with_one_clear_error() {
     let busy = TcpListener::bind("127.0.0.1:0").unwrap();
     let busy = busy.local_addr().unwrap().to_string();
     let unreachable_redis = format!("redis://:hunter2-redis-pw@127.0.0.1:{}/", free_port());
+    // Passwords with the characters that end a URL's authority, and the multi-node forms.
+    let (p1, p2) = (free_port(), free_port());
+    let slash_password = format!("redis://:hunter2/x@127.0.0.1:{p1}/");
+    let query_password = format!("redis://:hunter2?x@127.0.0.1:{p1}/");
+    let hash_password = format!("redis://:hunter2#x@127.0.0.1:{p1}/");
+    let cluster_password = format!("redis+cluster://:hunter2-c@127.0.0.1:{p1},127.0.0.1:{p2}");
+    let sentinel_password = format!("redis+sentinel://:hunter2-s@127.0.0.1:{p1}/mymaster");
     let cases: &[(&str, &str, &str)] = &[
         ("MPAUTHX_LISTEN", "MPAUTHX_LISTEN", "localhost:port"),
         ("MPAUTHX_LISTEN", "MPAUTHX_LISTEN", &busy),
@@ -710,6 +807,17 @@ fn bad_settings_exit_1_with_one_clear_error() {
             "not a header",
         ),
         ("MPAUTHX_REDIS_URL", "MPAUTHX_REDIS_URL", &unreachable_redis),
+        ("MPAUTHX_REDIS_URL", "MPAUTHX_REDIS_URL", &slash_password),
+        ("MPAUTHX_REDIS_URL", "MPAUTHX_REDIS_URL", &query_password),
+        ("MPAUTHX_REDIS_URL", "MPAUTHX_REDIS_URL", &hash_password),
+        ("MPAUTHX_REDIS_URL", "MPAUTHX_REDIS_URL", &cluster_password),
+        ("MPAUTHX_REDIS_URL", "MPAUTHX_REDIS_URL", &sentinel_password),
+        (
+            "MPAUTHX_SESSION_MAX_AGE",
+            "MPAUTHX_SESSION_MAX_AGE",
+            "forever",
+        ),
+        ("MPAUTHX_SESSION_MAX_AGE", "MPAUTHX_SESSION_MAX_AGE", "0"),
         ("MPAUTHX_REDIS_URL", "MPAUTHX_REDIS_URL", "not a url"),
         (
             "MPAUTHX_DATABASE",
@@ -747,6 +855,23 @@ fn bad_settings_exit_1_with_one_clear_error() {
         vec![
             ("MPAUTHX_LISTEN", "127.0.0.1:0"),
             ("MPAUTHX_WECHAT_API", "http://127.0.0.1:9/"),
+        ],
+    ));
+    // A real app id whose secret failed to arrive: never a simulator under its name.
+    for secret in [None, Some("")] {
+        let mut settings = vec![
+            ("MPAUTHX_LISTEN", "127.0.0.1:0"),
+            ("MPAUTHX_APP_ID", "wx4f4bc4dec97d474b"),
+        ];
+        settings.extend(secret.map(|s| ("MPAUTHX_APP_SECRET", s)));
+        runs.push(("MPAUTHX_APP_SECRET".into(), settings));
+    }
+    // A client header with no per-client limit to apply it to.
+    runs.push((
+        "MPAUTHX_CLIENT_IP_HEADER".into(),
+        vec![
+            ("MPAUTHX_LISTEN", "127.0.0.1:0"),
+            ("MPAUTHX_CLIENT_IP_HEADER", "X-Forwarded-For"),
         ],
     ));
 
