@@ -10,7 +10,7 @@
 //! # Ok::<(), mpauthx::ConfigError>(())
 //! ```
 
-use std::{fmt, time::Duration};
+use std::time::Duration;
 
 use crate::{
     store::{DEFAULT_MAX_TOKENS_PER_USER, DEFAULT_TOKEN_TTL, IssueOptions},
@@ -64,7 +64,8 @@ pub enum Identity {
 /// assert!(!format!("{config:?}").contains("app-secret"));
 /// # Ok::<(), mpauthx::ConfigError>(())
 /// ```
-#[derive(Clone)]
+// `Debug` is derived: the WeChat client's redacts the app secret.
+#[derive(Clone, Debug)]
 pub struct MpAuthConfig {
     wechat: WeChatClient,
     sku: Sku,
@@ -74,21 +75,6 @@ pub struct MpAuthConfig {
     pub(super) profile_max_age: Option<Duration>,
     refresh_grace: Duration,
     max_session_age: Option<Duration>,
-}
-
-impl fmt::Debug for MpAuthConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("MpAuthConfig")
-            .field("wechat", &self.wechat)
-            .field("sku", &self.sku)
-            .field("token_ttl", &self.token_ttl)
-            .field("max_tokens_per_user", &self.max_tokens_per_user)
-            .field("identity", &self.identity)
-            .field("profile_max_age", &self.profile_max_age)
-            .field("refresh_grace", &self.refresh_grace)
-            .field("max_session_age", &self.max_session_age)
-            .finish()
-    }
 }
 
 impl MpAuthConfig {
