@@ -130,7 +130,8 @@ impl IssueOptions {
         millis(self.retry_grace)
     }
 
-    /// The maximum session age in ms, 0 for none.
+    /// The maximum session age in ms, 0 for none: the Redis scripts' argument.
+    #[cfg(feature = "redis")]
     pub(crate) fn max_session_age_millis(&self) -> u64 {
         self.max_session_age.map_or(0, millis)
     }

@@ -65,12 +65,11 @@ pub struct Session {
 /// The check is a comparison with `log::max_level()` and, only when that allows TRACE, a few
 /// calls to the logger's `enabled`.
 ///
-/// * [`WeChatClient`] exchanges a `wx.login()` code for a [`Session`] via `jscode2session`.
-/// * [`decrypt_profile`] decrypts and checks the "open data" (`encryptedData` + `iv`) a
-///   Mini-Program hands to its backend, and [`verify_signature`] checks `rawData`.
-///
-/// Secrets (the app secret, `session_key`, login codes) never appear in `Debug`/`Display`
-/// output or log lines produced by this module; see [`AppSecret`].
+/// Beside it, [`decrypt_profile`](super::decrypt_profile) decrypts and checks the "open
+/// data" (`encryptedData` + `iv`) a mini-program hands to its backend, and
+/// [`verify_signature`](super::verify_signature) checks `rawData`. Secrets (the app
+/// secret, `session_key`, login codes) never appear in `Debug`/`Display` output or in
+/// log lines of this crate; see [`AppSecret`].
 #[derive(Clone)]
 pub struct WeChatClient {
     inner: Arc<Inner>,
