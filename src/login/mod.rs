@@ -1,6 +1,10 @@
 //! [`MpAuth`]: the login, refresh and logout flows.
 
-use std::{fmt, sync::Arc, time::Duration, time::SystemTime};
+use std::{
+    fmt,
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
 
 use http::request::Parts;
 
