@@ -43,11 +43,24 @@ impl Default for IssueOptions {
 }
 
 impl IssueOptions {
-    /// Tokens that live for `ttl` (at least one millisecond), at most ten per user,
-    /// without a device label.
+    /// Tokens that live for `ttl`, at most ten per user, without a device label.
+    ///
+    /// The lifetime is clamped to 1 ms ..= 10 years (315,360,000 s): stores compute
+    /// `now + ttl` in milliseconds, and Redis's scripts format it as a 64-bit integer,
+    /// which a lifetime near `Duration::MAX` would overflow. A token meant to outlive
+    /// ten years belongs in a refresh flow instead.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use mpauthx::IssueOptions;
+    /// let forever = IssueOptions::new(Duration::MAX);
+    /// assert_eq!(forever.ttl(), Duration::from_secs(10 * 365 * 24 * 3600));
+    /// ```
     pub fn new(ttl: Duration) -> Self {
+        /// Ten years of 365 days.
+        const MAX_TTL: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
         Self {
-            ttl: ttl.max(Duration::from_millis(1)),
+            ttl: ttl.clamp(Duration::from_millis(1), MAX_TTL),
             max_tokens_per_user: NonZeroU32::new(DEFAULT_MAX_TOKENS_PER_USER).expect("non-zero"),
             device: None,
         }
@@ -298,5 +311,36 @@ mod tests {
         assert_eq!(options.max_tokens_per_user(), MAX_TOKENS_PER_USER_LIMIT);
         assert_eq!(options.device().unwrap().len(), MAX_DEVICE_LEN);
         assert_eq!(options.with_device("\n").device(), None);
+    }
+
+    /// Ten years, the most `IssueOptions::new` keeps.
+    const TEN_YEARS: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
+    #[test]
+    fn ttl_is_capped_at_ten_years() {
+        assert_eq!(IssueOptions::new(TEN_YEARS).ttl(), TEN_YEARS);
+        for huge in [
+            TEN_YEARS + Duration::from_millis(1),
+            Duration::from_millis(1 << 63),
+            Duration::MAX,
+        ] {
+            let options = IssueOptions::new(huge);
+            assert_eq!(options.ttl(), TEN_YEARS, "{huge:?}");
+            // What the stores add to `now`: far inside what Lua formats with `%d`
+            // (an i64) and what a float holds exactly.
+            assert!(options.ttl_millis() < 1 << 53);
+            assert!(now_millis().checked_add(options.ttl_millis()).is_some());
+        }
+        let just_under = TEN_YEARS - Duration::from_millis(1);
+        assert_eq!(IssueOptions::new(just_under).ttl(), just_under);
+    }
+
+    #[cfg(feature = "wechat")]
+    #[test]
+    fn config_token_ttl_is_capped_through_issue_options() {
+        let config = crate::MpAuthConfig::new("wx-app", "secret", "demo")
+            .unwrap()
+            .with_token_ttl(Duration::MAX);
+        assert_eq!(config.issue_options().ttl(), TEN_YEARS);
     }
 }
