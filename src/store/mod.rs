@@ -393,21 +393,20 @@ mod tests {
         let options = IssueOptions::default()
             .with_device("\u{FEFF}Pi\u{200D}xel\u{200B} \u{2066}9\u{2069}\u{00AD}\u{200E}\u{200F}");
         assert_eq!(options.device(), Some("Pixel 9"));
-        let every_format_char: String = [
-            '\u{00AD}', '\u{061C}', '\u{180E}', '\u{200B}', '\u{200C}', '\u{200D}', '\u{200E}',
-            '\u{200F}', '\u{202A}', '\u{202B}', '\u{202C}', '\u{202D}', '\u{202E}', '\u{2060}',
-            '\u{2061}', '\u{2062}', '\u{2063}', '\u{2064}', '\u{2066}', '\u{2067}', '\u{2068}',
-            '\u{2069}', '\u{206A}', '\u{206B}', '\u{206C}', '\u{206D}', '\u{206E}', '\u{206F}',
-            '\u{FEFF}', '\u{FFF9}', '\u{FFFA}', '\u{FFFB}', '\u{E0000}', '\u{E0001}',
-            '\u{E0020}', '\u{E0041}', '\u{E007F}',
-        ]
-        .into_iter()
-        .collect();
+        let every_format_char = concat!(
+            "\u{00AD}\u{061C}\u{180E}\u{200B}\u{200C}\u{200D}\u{200E}\u{200F}",
+            "\u{202A}\u{202B}\u{202C}\u{202D}\u{202E}\u{2060}\u{2061}\u{2062}",
+            "\u{2063}\u{2064}\u{2066}\u{2067}\u{2068}\u{2069}\u{206A}\u{206B}",
+            "\u{206C}\u{206D}\u{206E}\u{206F}\u{FEFF}\u{FFF9}\u{FFFA}\u{FFFB}",
+            "\u{E0000}\u{E0001}\u{E0020}\u{E0041}\u{E007F}",
+        );
         let options = IssueOptions::default().with_device(format!("a{every_format_char}b"));
         assert_eq!(options.device(), Some("ab"));
         // Nothing but format characters is no label at all.
         assert_eq!(
-            IssueOptions::default().with_device(&every_format_char).device(),
+            IssueOptions::default()
+                .with_device(every_format_char)
+                .device(),
             None
         );
         // Dropped characters do not count towards the 64 bytes.

@@ -456,7 +456,9 @@ fn create_private(path: &Path) {
         .mode(0o600)
         .open(path);
     match created {
-        Ok(_) => tracing::debug!(path = %path.display(), "created the sqlite user database, mode 0600"),
+        Ok(_) => {
+            tracing::debug!(path = %path.display(), "created the sqlite user database, mode 0600")
+        }
         Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
             let mode = std::fs::metadata(path).map(|m| m.permissions().mode() & 0o777);
             if let Ok(mode) = mode
