@@ -21,6 +21,8 @@
 //! | `MPAUTHX_LOGIN_LIMIT_PER_USER` | unset: no limit | logins per user, `<count>/<seconds>` such as `10/60` |
 //! | `MPAUTHX_CLIENT_IP_HEADER` | unset: the peer address | the header naming the client behind your proxy, e.g. `X-Forwarded-For` (its last entry counts) |
 //! | `MPAUTHX_VALIDATION_CACHE_MS` | `0`: off | keep token checks this long, at most 60000 (see below) |
+//! | `MPAUTHX_HEADER_TIMEOUT_MS` | `10000` | close a connection whose request headers take longer, 1 to 600000 |
+//! | `MPAUTHX_REQUEST_TIMEOUT_MS` | `30000` | answer 503 to a request that runs longer, 1 to 600000 |
 //!
 //! Routes: `POST /auth/authorize`, `/auth/refresh`, `/auth/logout`, `/auth/logout_all`,
 //! `GET /me` (behind `MpAuthLayer`: the stored user as JSON), `GET /healthz`, and with
@@ -36,6 +38,16 @@
 //! server stays usable here for up to that long (revocations through this server apply
 //! at once). Off by default.
 //!
+//! Slow clients are cut off. A connection is closed without an answer when it sends
+//! nothing for `MPAUTHX_HEADER_TIMEOUT_MS` (10 s) after it opens, or when the head of
+//! an HTTP/1 request, counted from the first byte, takes longer than that; an idle
+//! HTTP/1 keep-alive connection is closed that long after its last answer. A request still running `MPAUTHX_REQUEST_TIMEOUT_MS` (30 s) after
+//! its head arrived, whether its body is slow to come or the server is slow to answer
+//! (WeChat, Redis, sqlite), gets `503 Service Unavailable` with an empty body: like the
+//! crate's other 503s it says "try again later", where 408 would blame the client.
+//! HTTP/1.1 and cleartext HTTP/2 with prior knowledge (h2c) are both served; once a
+//! connection has sent HTTP/2's preface, only the request timeout applies to it.
+//!
 //! Logs go to stderr (`RUST_LOG` filters them; default `info,mpauthx=debug`). A bad
 //! setting is one `ERROR` line naming it and exit code 1. SIGINT or SIGTERM stops the
 //! server gracefully: requests in flight get up to 10 s to finish, then it exits 0.
@@ -50,12 +62,17 @@ use std::{
 };
 
 use axum::{
-    Json, Router,
+    Extension, Json, Router,
     extract::{ConnectInfo, Request, State},
     http::{StatusCode, Uri},
     middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::{get, post},
+};
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+    server::{conn::auto, graceful::GracefulShutdown},
+    service::TowerToHyperService,
 };
 use mpauthx::{
     AppSecret, AuthedUser, CachedTokenStore, LoginThrottle, MemoryRateLimiter, MemoryTokenStore,
@@ -65,6 +82,8 @@ use mpauthx::{
 use rand::TryRng as _;
 use serde_json::json;
 use tokio::{net::TcpListener, sync::watch};
+use tower::Layer as _;
+use tower_http::timeout::TimeoutLayer;
 use tracing::{Instrument as _, Level};
 use tracing_subscriber::{EnvFilter, filter::filter_fn, prelude::*};
 
@@ -87,6 +106,12 @@ const MAX_TOKEN_TTL_SECS: u64 = 365 * 24 * 3600;
 const MAX_SESSION_AGE_SECS: u64 = 10 * 365 * 24 * 3600;
 /// How long requests in flight may run on after a shutdown signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// How long a client may take to send the head of a request (HTTP/1).
+const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a request may run, body upload included, before it is answered 503.
+const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// The longest either timeout may be set to.
+const MAX_TIMEOUT_MS: u64 = 600_000;
 
 /// A setting the server cannot start with: the variable and what is wrong with it.
 struct BadSetting {
@@ -127,6 +152,10 @@ struct Settings {
     limits: Limits,
     /// How long token checks are cached; zero: not at all.
     validation_cache: Duration,
+    /// How long a client may take to send a request's head.
+    header_timeout: Duration,
+    /// How long a request may run before it is answered 503.
+    request_timeout: Duration,
 }
 
 /// The login limits; off unless set.
@@ -210,6 +239,9 @@ fn settings() -> Result<Settings, BadSetting> {
         },
     };
 
+    let header_timeout = timeout("MPAUTHX_HEADER_TIMEOUT_MS", DEFAULT_HEADER_TIMEOUT)?;
+    let request_timeout = timeout("MPAUTHX_REQUEST_TIMEOUT_MS", DEFAULT_REQUEST_TIMEOUT)?;
+
     let app_id = var("MPAUTHX_APP_ID")?;
     let wechat_api = var("MPAUTHX_WECHAT_API")?;
     // The secret is never echoed, not even in an error.
@@ -273,6 +305,8 @@ fn settings() -> Result<Settings, BadSetting> {
             },
         },
         validation_cache,
+        header_timeout,
+        request_timeout,
     })
     .and_then(|settings| {
         if settings.limits.client_header.is_some() && settings.limits.per_client.is_none() {
@@ -283,6 +317,20 @@ fn settings() -> Result<Settings, BadSetting> {
         }
         Ok(settings)
     })
+}
+
+/// A timeout in milliseconds, 1 to [`MAX_TIMEOUT_MS`]; `default` when unset.
+fn timeout(name: &'static str, default: Duration) -> Result<Duration, BadSetting> {
+    let Some(ms) = var(name)? else {
+        return Ok(default);
+    };
+    match ms.parse::<u64>() {
+        Ok(ms @ 1..=MAX_TIMEOUT_MS) => Ok(Duration::from_millis(ms)),
+        _ => Err(BadSetting::new(
+            name,
+            format!("{name}={ms:?} is not a number of milliseconds from 1 to {MAX_TIMEOUT_MS}"),
+        )),
+    }
 }
 
 /// A `<count>/<seconds>` limit such as `20/60`.
@@ -575,6 +623,11 @@ async fn serve<T: TokenStore>(
             auth,
             sku: settings.sku.clone(),
         })
+        // Inside the logging, so that a request cut off is logged with its 503.
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            settings.request_timeout,
+        ))
         .layer(middleware::from_fn(log_request));
 
     tracing::info!(
@@ -582,6 +635,8 @@ async fn serve<T: TokenStore>(
         sku = %settings.sku,
         token_ttl_secs = settings.token_ttl.as_secs(),
         database = %database.display(),
+        header_timeout_ms = settings.header_timeout.as_millis() as u64,
+        request_timeout_ms = settings.request_timeout.as_millis() as u64,
         "listening on http://{local}"
     );
     if simulator.is_some() && !local.ip().is_loopback() {
@@ -596,22 +651,112 @@ async fn serve<T: TokenStore>(
         );
     }
 
-    let app = app.into_make_service_with_connect_info::<SocketAddr>();
-    let server = axum::serve(listener, app).with_graceful_shutdown(stopped(shutdown.clone()));
-    let grace_over = async {
-        stopped(shutdown).await;
-        tokio::time::sleep(SHUTDOWN_GRACE).await;
-    };
+    accept_loop(listener, app, settings.header_timeout, shutdown).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Serves connections from `listener` until `shutdown`, then lets the requests in
+/// flight finish for up to [`SHUTDOWN_GRACE`].
+///
+/// `axum::serve` would do, but has no header read timeout; this is the same loop on
+/// hyper-util's connection builder, HTTP/1 or HTTP/2 as the client speaks.
+async fn accept_loop(
+    listener: TcpListener,
+    app: Router,
+    header_timeout: Duration,
+    shutdown: watch::Receiver<bool>,
+) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    // As axum::serve: HTTP/2 WebSockets need the CONNECT protocol.
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .enable_connect_protocol();
+    let graceful = GracefulShutdown::new();
+    let mut stop = std::pin::pin!(stopped(shutdown.clone()));
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    accept_failed(e).await;
+                    continue;
+                }
+            },
+            () = &mut stop => break,
+        };
+        // The peer address as `ConnectInfo<SocketAddr>` in every request's extensions,
+        // as `into_make_service_with_connect_info` puts it: handlers and the login
+        // throttle's client key read it there.
+        let service = Extension(ConnectInfo(peer)).layer(app.clone());
+        let (builder, watcher, shutdown) = (builder.clone(), graceful.watcher(), shutdown.clone());
+        tokio::spawn(async move {
+            // hyper-util waits for the first bytes to tell HTTP/1 from HTTP/2, with no
+            // timeout of its own: without this, a client that sends nothing would hold
+            // the connection for ever.
+            tokio::select! {
+                known = tokio::time::timeout(header_timeout, protocol_known(&stream)) => {
+                    if known.is_err() {
+                        tracing::debug!(%peer, "connection closed: nothing received in time");
+                        return;
+                    }
+                }
+                () = stopped(shutdown) => return,
+            }
+            let connection = builder.serve_connection_with_upgrades(
+                TokioIo::new(stream),
+                TowerToHyperService::new(service),
+            );
+            if let Err(e) = watcher.watch(connection).await {
+                tracing::debug!(%peer, error = %e, "connection closed");
+            }
+        });
+    }
+    // No new connections; those open finish their requests and close.
+    drop(listener);
     tokio::select! {
-        served = server => served.map_err(|e| {
-            BadSetting::new("MPAUTHX_LISTEN", format!("the server failed: {e}"))
-        })?,
-        () = grace_over => {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(SHUTDOWN_GRACE) => {
             tracing::warn!("requests still running {SHUTDOWN_GRACE:?} after the signal; exiting anyway");
         }
     }
-    tracing::info!("stopped");
-    Ok(())
+}
+
+/// Returns once the bytes received tell HTTP/1 from HTTP/2's connection preface (or
+/// the client has closed the connection or failed), reading nothing: it only peeks.
+async fn protocol_known(stream: &tokio::net::TcpStream) {
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let mut buf = [0; PREFACE.len()];
+    loop {
+        match stream.peek(&mut buf).await {
+            Ok(n) if n > 0 && n < PREFACE.len() && buf[..n] == PREFACE[..n] => {
+                // A preface arriving piecemeal: wait for more (peek returns at once
+                // while anything is buffered).
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            _ => return,
+        }
+    }
+}
+
+/// After a failed `accept`: a connection that failed before it was accepted is the
+/// client's business; anything else (out of file descriptors, say) is logged and waited
+/// out, as axum::serve does.
+async fn accept_failed(e: std::io::Error) {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    if matches!(
+        e.kind(),
+        ConnectionAborted | ConnectionRefused | ConnectionReset
+    ) {
+        return;
+    }
+    tracing::error!(error = %e, "cannot accept a connection; retrying in 1 s");
+    tokio::time::sleep(Duration::from_secs(1)).await;
 }
 
 /// Where this server can reach itself: the listening address, with a wildcard IP

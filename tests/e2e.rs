@@ -1,13 +1,14 @@
 //! End to end: the example server, built and started as a process, walked over real
 //! HTTP, once on its embedded defaults (memory store, built-in WeChat simulator) and
 //! once on Redis with real-WeChat settings pointed at a simulator run by the test.
-//! Also: bad settings exit 1 with one clear error, and signals stop it gracefully.
+//! Also: bad settings exit 1 with one clear error, signals stop it gracefully, and
+//! slow clients are cut off by the header read and request timeouts.
 
 mod common;
 
 use std::{
-    io::{BufRead as _, BufReader, Read},
-    net::TcpListener,
+    io::{BufRead as _, BufReader, Read, Write as _},
+    net::{TcpListener, TcpStream},
     path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Stdio},
     sync::{Arc, Mutex, OnceLock, mpsc},
@@ -829,6 +830,26 @@ fn bad_settings_exit_1_with_one_clear_error() {
             "MPAUTHX_WECHAT_API",
             "ftp://api.example.com",
         ),
+        (
+            "MPAUTHX_HEADER_TIMEOUT_MS",
+            "MPAUTHX_HEADER_TIMEOUT_MS",
+            "0",
+        ),
+        (
+            "MPAUTHX_HEADER_TIMEOUT_MS",
+            "MPAUTHX_HEADER_TIMEOUT_MS",
+            "10s",
+        ),
+        (
+            "MPAUTHX_REQUEST_TIMEOUT_MS",
+            "MPAUTHX_REQUEST_TIMEOUT_MS",
+            "0",
+        ),
+        (
+            "MPAUTHX_REQUEST_TIMEOUT_MS",
+            "MPAUTHX_REQUEST_TIMEOUT_MS",
+            "600001",
+        ),
     ];
     let mut runs: Vec<(String, Vec<(&str, &str)>)> = cases
         .iter()
@@ -897,5 +918,141 @@ fn bad_settings_exit_1_with_one_clear_error() {
     assert!(
         !dir.path().join("mpauthx.db").exists(),
         "bad settings create no database"
+    );
+}
+
+/// Reads from `stream` until the server closes it or `patience` runs out; what arrived,
+/// and whether the server closed the connection (end of stream or reset).
+fn read_until_closed(stream: &mut TcpStream, patience: Duration) -> (Vec<u8>, bool) {
+    stream.set_read_timeout(Some(patience)).unwrap();
+    let mut received = Vec::new();
+    let mut buf = [0u8; 1024];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return (received, true),
+            Ok(n) => received.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                return (received, true);
+            }
+            // Our own read timeout: the server kept the connection open.
+            Err(_) => return (received, false),
+        }
+    }
+}
+
+/// `GET /ping` over cleartext HTTP/2 with prior knowledge (h2c): status and body.
+fn h2c_ping(addr: &str) -> (u16, String) {
+    use http_body_util::{BodyExt as _, Empty};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut sender, connection) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+                .await
+                .expect("an HTTP/2 handshake");
+        tokio::spawn(connection);
+        let request = http::Request::get(format!("http://{addr}/ping"))
+            .body(Empty::<bytes::Bytes>::new())
+            .unwrap();
+        let response = tokio::time::timeout(Duration::from_secs(10), sender.send_request(request))
+            .await
+            .expect("an HTTP/2 answer in time")
+            .expect("an HTTP/2 answer");
+        let status = response.status().as_u16();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    })
+}
+
+#[test]
+fn slow_clients_are_cut_off_by_the_timeouts() {
+    // The defaults are 10 s and 30 s; short ones keep the test quick.
+    let timeout = Duration::from_secs(1);
+    // Enough for a loaded CI machine, far below what a server without timeouts needs.
+    let patience = Duration::from_secs(6);
+    let dir = tempfile::tempdir().unwrap();
+    let (server, http) = Server::start(
+        &[
+            ("MPAUTHX_LISTEN", "127.0.0.1:0"),
+            ("MPAUTHX_HEADER_TIMEOUT_MS", "1000"),
+            ("MPAUTHX_REQUEST_TIMEOUT_MS", "1000"),
+        ],
+        dir.path(),
+    );
+    let addr = http.base.strip_prefix("http://").unwrap().to_owned();
+
+    // Headers that never end, and a connection that never says anything (so neither
+    // HTTP/1 nor HTTP/2): the server hangs up, without answering a request it never
+    // got.
+    let mut silent = TcpStream::connect(&addr).unwrap();
+    let mut stalled = TcpStream::connect(&addr).unwrap();
+    stalled.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").unwrap();
+    let sent = Instant::now();
+    let (received, closed) = read_until_closed(&mut stalled, patience);
+    let waited = sent.elapsed();
+    assert!(
+        closed,
+        "unfinished headers kept the connection open for {waited:?}"
+    );
+    assert!(
+        waited >= timeout - Duration::from_millis(100),
+        "closed after {waited:?}, before the timeout"
+    );
+    let received = String::from_utf8_lossy(&received);
+    assert!(
+        received.is_empty() || received.starts_with("HTTP/1.1 408"),
+        "{received:?}"
+    );
+    // Opened just before `stalled`, so it is due by now, give or take the margin.
+    let (received, closed) = read_until_closed(&mut silent, Duration::from_secs(2));
+    assert!(
+        closed && received.is_empty(),
+        "a silent connection was kept open for {:?}: {received:?}",
+        sent.elapsed()
+    );
+
+    // A request whose body never arrives: answered 503 once it has run too long.
+    let mut slow = TcpStream::connect(&addr).unwrap();
+    slow.write_all(
+        b"POST /auth/authorize HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+          Content-Length: 100\r\n\r\n{\"code\":",
+    )
+    .unwrap();
+    let sent = Instant::now();
+    slow.set_read_timeout(Some(patience)).unwrap();
+    let mut head = String::new();
+    let mut buf = [0u8; 1024];
+    while !head.contains("\r\n\r\n") {
+        match slow.read(&mut buf) {
+            Ok(n) if n > 0 => head.push_str(&String::from_utf8_lossy(&buf[..n])),
+            other => panic!("no answer after {:?} ({other:?}): {head:?}", sent.elapsed()),
+        }
+    }
+    let waited = sent.elapsed();
+    assert!(head.starts_with("HTTP/1.1 503"), "{head:?}");
+    assert!(
+        waited >= timeout - Duration::from_millis(100),
+        "answered after {waited:?}, before the timeout"
+    );
+
+    // Requests that are neither slow nor stalled are served as ever, over HTTP/1.1
+    // and h2c.
+    let pong = http.get("/ping", None);
+    assert_eq!((pong.status, pong.body.as_str()), (200, "pong"));
+    assert_eq!(http.get("/healthz", None).status, 200);
+    assert_eq!(h2c_ping(&addr), (200, "pong".to_owned()));
+
+    server.signal("-TERM");
+    let (status, log) = server.wait(PATIENCE);
+    assert_eq!(status.code(), Some(0), "{log}");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("path=\"/auth/authorize\"") && l.contains("status=503")),
+        "the timed-out request is logged:\n{log}"
     );
 }

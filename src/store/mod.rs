@@ -45,11 +45,24 @@ impl Default for IssueOptions {
 }
 
 impl IssueOptions {
-    /// Tokens that live for `ttl` (at least one millisecond), at most ten per user,
-    /// without a device label.
+    /// Tokens that live for `ttl`, at most ten per user, without a device label.
+    ///
+    /// The lifetime is clamped to 1 ms ..= 10 years (315,360,000 s): stores compute
+    /// `now + ttl` in milliseconds, and Redis's scripts format it as a 64-bit integer,
+    /// which a lifetime near `Duration::MAX` would overflow. A token meant to outlive
+    /// ten years belongs in a refresh flow instead.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use mpauthx::IssueOptions;
+    /// let forever = IssueOptions::new(Duration::MAX);
+    /// assert_eq!(forever.ttl(), Duration::from_secs(10 * 365 * 24 * 3600));
+    /// ```
     pub fn new(ttl: Duration) -> Self {
+        /// Ten years of 365 days.
+        const MAX_TTL: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
         Self {
-            ttl: ttl.max(Duration::from_millis(1)),
+            ttl: ttl.clamp(Duration::from_millis(1), MAX_TTL),
             max_tokens_per_user: NonZeroU32::new(DEFAULT_MAX_TOKENS_PER_USER).expect("non-zero"),
             device: None,
             retry_grace: Duration::ZERO,
@@ -72,10 +85,50 @@ impl IssueOptions {
     }
 
     /// Labels the token with the device it was issued to, for device lists. Control
-    /// characters are dropped and the label is cut to 64 bytes.
+    /// characters and invisible format characters (Unicode category Cf: bidirectional
+    /// overrides and isolates such as U+202E, zero-width spaces and joiners, the BOM,
+    /// the soft hyphen, tag characters) are dropped, so that a label shows what it
+    /// says; the rest is cut to 64 bytes. A label left empty is no label.
+    ///
+    /// ```
+    /// # use mpauthx::IssueOptions;
+    /// let options = IssueOptions::default().with_device("iPhone\u{202E}gpj.exe");
+    /// assert_eq!(options.device(), Some("iPhonegpj.exe"));
+    /// ```
     pub fn with_device(mut self, device: impl AsRef<str>) -> Self {
+        /// Unicode's format characters (general category Cf, as of Unicode 16), plus
+        /// the unassigned rest of the tag block.
+        fn is_format(c: char) -> bool {
+            matches!(
+                c,
+                '\u{00AD}'
+                    | '\u{0600}'..='\u{0605}'
+                    | '\u{061C}'
+                    | '\u{06DD}'
+                    | '\u{070F}'
+                    | '\u{0890}'..='\u{0891}'
+                    | '\u{08E2}'
+                    | '\u{180E}'
+                    | '\u{200B}'..='\u{200F}'
+                    | '\u{202A}'..='\u{202E}'
+                    | '\u{2060}'..='\u{2064}'
+                    | '\u{2066}'..='\u{206F}'
+                    | '\u{FEFF}'
+                    | '\u{FFF9}'..='\u{FFFB}'
+                    | '\u{110BD}'
+                    | '\u{110CD}'
+                    | '\u{13430}'..='\u{1343F}'
+                    | '\u{1BCA0}'..='\u{1BCA3}'
+                    | '\u{1D173}'..='\u{1D17A}'
+                    | '\u{E0000}'..='\u{E007F}'
+            )
+        }
         let mut label = String::new();
-        for c in device.as_ref().chars().filter(|c| !c.is_control()) {
+        for c in device
+            .as_ref()
+            .chars()
+            .filter(|&c| !c.is_control() && !is_format(c))
+        {
             if label.len() + c.len_utf8() > MAX_DEVICE_LEN {
                 break;
             }
@@ -410,5 +463,72 @@ mod tests {
         assert_eq!(options.max_tokens_per_user(), MAX_TOKENS_PER_USER_LIMIT);
         assert_eq!(options.device().unwrap().len(), MAX_DEVICE_LEN);
         assert_eq!(options.with_device("\n").device(), None);
+    }
+
+    /// Ten years, the most `IssueOptions::new` keeps.
+    const TEN_YEARS: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
+    #[test]
+    fn ttl_is_capped_at_ten_years() {
+        assert_eq!(IssueOptions::new(TEN_YEARS).ttl(), TEN_YEARS);
+        for huge in [
+            TEN_YEARS + Duration::from_millis(1),
+            Duration::from_millis(1 << 63),
+            Duration::MAX,
+        ] {
+            let options = IssueOptions::new(huge);
+            assert_eq!(options.ttl(), TEN_YEARS, "{huge:?}");
+            // What the stores add to `now`: far inside what Lua formats with `%d`
+            // (an i64) and what a float holds exactly.
+            assert!(options.ttl_millis() < 1 << 53);
+            assert!(now_millis().checked_add(options.ttl_millis()).is_some());
+        }
+        let just_under = TEN_YEARS - Duration::from_millis(1);
+        assert_eq!(IssueOptions::new(just_under).ttl(), just_under);
+    }
+
+    #[cfg(feature = "wechat")]
+    #[test]
+    fn config_token_ttl_is_capped_through_issue_options() {
+        let config = crate::MpAuthConfig::new("wx-app", "secret", "demo")
+            .unwrap()
+            .with_token_ttl(Duration::MAX);
+        assert_eq!(config.issue_options().ttl(), TEN_YEARS);
+    }
+
+    #[test]
+    fn device_labels_lose_format_characters() {
+        // A right-to-left override would show "iPhoneexe.jpg" in a device list.
+        let options = IssueOptions::default().with_device("iPhone\u{202E}gpj.exe");
+        assert_eq!(options.device(), Some("iPhonegpj.exe"));
+        // Zero-width joiners, spaces and marks; isolates; the BOM; a soft hyphen.
+        let options = IssueOptions::default()
+            .with_device("\u{FEFF}Pi\u{200D}xel\u{200B} \u{2066}9\u{2069}\u{00AD}\u{200E}\u{200F}");
+        assert_eq!(options.device(), Some("Pixel 9"));
+        let every_format_char = concat!(
+            "\u{00AD}\u{061C}\u{180E}\u{200B}\u{200C}\u{200D}\u{200E}\u{200F}",
+            "\u{202A}\u{202B}\u{202C}\u{202D}\u{202E}\u{2060}\u{2061}\u{2062}",
+            "\u{2063}\u{2064}\u{2066}\u{2067}\u{2068}\u{2069}\u{206A}\u{206B}",
+            "\u{206C}\u{206D}\u{206E}\u{206F}\u{FEFF}\u{FFF9}\u{FFFA}\u{FFFB}",
+            "\u{E0000}\u{E0001}\u{E0020}\u{E0041}\u{E007F}",
+        );
+        let options = IssueOptions::default().with_device(format!("a{every_format_char}b"));
+        assert_eq!(options.device(), Some("ab"));
+        // Nothing but format characters is no label at all.
+        assert_eq!(
+            IssueOptions::default()
+                .with_device(every_format_char)
+                .device(),
+            None
+        );
+        // Dropped characters do not count towards the 64 bytes.
+        let padded = "\u{200B}".repeat(40) + &"x".repeat(MAX_DEVICE_LEN);
+        assert_eq!(
+            IssueOptions::default().with_device(padded).device(),
+            Some("x".repeat(MAX_DEVICE_LEN).as_str())
+        );
+        // Ordinary non-ASCII text, emoji and their variation selectors stay.
+        let options = IssueOptions::default().with_device("华为 Mate 60 ❤\u{FE0F}");
+        assert_eq!(options.device(), Some("华为 Mate 60 ❤\u{FE0F}"));
     }
 }

@@ -229,6 +229,12 @@ impl SqliteUserStoreBuilder {
     }
 
     /// Opens the pool, creating or migrating the schema first.
+    ///
+    /// On Unix a database file this creates is readable and writable by its owner
+    /// only (mode 0600, less what the umask removes), and so are the `-wal` and `-shm`
+    /// files beside it, to which SQLite gives the database's mode. An existing file
+    /// keeps its mode; one that other users may read is logged as a warning. A `file:`
+    /// URI is opened by SQLite alone, with the mode the umask gives.
     pub async fn open(self) -> Result<SqliteUserStore, UserStoreError> {
         let flags = if self.read_only {
             OpenFlags::SQLITE_OPEN_READ_ONLY
@@ -243,7 +249,8 @@ impl SqliteUserStoreBuilder {
         let builder = Pool::builder()
             .max_size(self.max_connections)
             .connection_timeout(self.connection_timeout);
-        SqliteUserStore::from_manager(manager, builder).await
+        let create = (!self.read_only).then_some(self.path);
+        SqliteUserStore::from_manager(manager, builder, create).await
     }
 }
 
@@ -274,14 +281,20 @@ impl SqliteUserStore {
         let builder = Pool::builder()
             .max_size(1)
             .connection_timeout(DEFAULT_CONNECTION_TIMEOUT);
-        Self::from_manager(manager, builder).await
+        Self::from_manager(manager, builder, None).await
     }
 
+    /// Opens the pool on `manager`, first creating the file at `create` (if given and
+    /// missing) with owner-only permissions.
     async fn from_manager(
         manager: SqliteConnectionManager,
         builder: r2d2::Builder<SqliteConnectionManager>,
+        create: Option<PathBuf>,
     ) -> Result<Self, UserStoreError> {
         let pool = tokio::task::spawn_blocking(move || {
+            if let Some(path) = create {
+                create_private(&path);
+            }
             // Migrate on a connection of our own rather than through the pool:
             // r2d2 would retry a failing connect until its timeout and then
             // report only a string, losing the busy/read-only distinction.
@@ -421,6 +434,51 @@ impl UserStore for SqliteUserStore {
         }
     }
 }
+
+/// Creates the database file at `path` with mode 0600 unless it exists, so that SQLite
+/// (which gives its `-wal`, `-shm` and journal files the database's mode) keeps all of
+/// them private. An existing file keeps its mode, with a warning if other users may
+/// read it. Whatever fails here is left to SQLite's own open to report.
+#[cfg(unix)]
+fn create_private(path: &Path) {
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+
+    // SQLite's own names for a private in-memory or temporary database, and URIs,
+    // whose path and options SQLite parses.
+    let name = path.as_os_str().as_encoded_bytes();
+    if name.is_empty() || name == b":memory:" || name.starts_with(b"file:") {
+        return;
+    }
+    // `create_new` never follows a symlink, dangling or not.
+    let created = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path);
+    match created {
+        Ok(_) => {
+            tracing::debug!(path = %path.display(), "created the sqlite user database, mode 0600")
+        }
+        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
+            let mode = std::fs::metadata(path).map(|m| m.permissions().mode() & 0o777);
+            if let Ok(mode) = mode
+                && mode & 0o077 != 0
+            {
+                tracing::warn!(
+                    path = %path.display(),
+                    mode = format_args!("{mode:o}"),
+                    "the sqlite user database is readable or writable by other users; chmod 600 it unless that is meant"
+                );
+            }
+        }
+        Err(err) => {
+            tracing::debug!(path = %path.display(), error = %err, "cannot create the sqlite user database ahead of SQLite");
+        }
+    }
+}
+
+#[cfg(not(unix))]
+fn create_private(_path: &Path) {}
 
 /// Per-connection settings; none of these persist in the file except `journal_mode`.
 fn connection_init(

@@ -597,3 +597,54 @@ fn profile_accepts_wechat_user_info() {
     assert!(!snake.is_empty());
     assert!(Profile::default().is_empty());
 }
+
+/// The permission bits of `path`, in octal.
+#[cfg(unix)]
+fn mode(path: &Path) -> String {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode();
+    format!("{:o}", mode & 0o777)
+}
+
+/// `path` with `suffix` appended, as SQLite names its WAL and shared-memory files.
+#[cfg(unix)]
+fn sibling(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn a_new_database_and_its_wal_files_are_private() {
+    let (_dir, path) = temp_db();
+    let store = SqliteUserStore::open(&path).await.unwrap();
+    store
+        .upsert_login("o-private", None, Some(&full_profile()))
+        .await
+        .unwrap();
+    // Both exist while the store holds connections.
+    for file in [path.clone(), sibling(&path, "-wal"), sibling(&path, "-shm")] {
+        assert_eq!(mode(&file), "600", "{}", file.display());
+    }
+    drop(store);
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn an_existing_database_keeps_its_mode() {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    let (_dir, path) = temp_db();
+    raw(&path).execute_batch(LEGACY_SCHEMA).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let store = SqliteUserStore::open(&path).await.unwrap();
+    store.upsert_login("o-shared", None, None).await.unwrap();
+    assert_eq!(mode(&path), "640", "the owner's choice stands");
+    // SQLite gives its WAL files the database's mode.
+    assert_eq!(mode(&sibling(&path, "-wal")), "640");
+    drop(store);
+}
