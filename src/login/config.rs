@@ -97,7 +97,7 @@ impl MpAuthConfig {
         })
     }
 
-    /// How long a token lives. Default: 72 hours.
+    /// How long a token lives. Default: 72 hours; at most ten years (longer is cut).
     pub fn with_token_ttl(mut self, ttl: Duration) -> Self {
         self.token_ttl = ttl;
         self

@@ -2,7 +2,7 @@
 
 use std::{
     error::Error as _,
-    path::Path,
+    path::{Path, PathBuf},
     sync::Arc,
     time::{Duration, Instant},
 };

@@ -32,10 +32,13 @@ const OPEN_ID: &str = "oRetryUser";
 
 /// A TCP proxy in front of Redis that, while told to, carries commands to Redis but
 /// drops its replies: the script runs, and the client hears nothing (what a stall or a
-/// lost packet after the write looks like).
+/// lost packet after the write looks like). Once it has dropped a reply it holds every
+/// later command back too, until released, so that what the client does next (a retry,
+/// an undo) waits for the test.
 struct ReplyEater {
     port: u16,
     eating: Arc<AtomicBool>,
+    holding: Arc<AtomicBool>,
 }
 
 impl ReplyEater {
@@ -43,7 +46,8 @@ impl ReplyEater {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let eating = Arc::new(AtomicBool::new(false));
-        let eat = Arc::clone(&eating);
+        let holding = Arc::new(AtomicBool::new(false));
+        let (eat, hold) = (Arc::clone(&eating), Arc::clone(&holding));
         tokio::spawn(async move {
             while let Ok((down, _)) = listener.accept().await {
                 let Ok(up) = TcpStream::connect(("127.0.0.1", upstream)).await else {
@@ -51,31 +55,49 @@ impl ReplyEater {
                 };
                 let (down_read, down_write) = down.into_split();
                 let (up_read, up_write) = up.into_split();
-                let never = Arc::new(AtomicBool::new(false));
-                tokio::spawn(pipe(down_read, up_write, never));
-                tokio::spawn(pipe(up_read, down_write, Arc::clone(&eat)));
+                tokio::spawn(pipe(down_read, up_write, Arc::clone(&hold), None));
+                tokio::spawn(pipe(
+                    up_read,
+                    down_write,
+                    Arc::clone(&eat),
+                    Some(Arc::clone(&hold)),
+                ));
             }
         });
-        Self { port, eating }
+        Self {
+            port,
+            eating,
+            holding,
+        }
     }
 
     fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/", self.port)
     }
 
+    /// Drops replies from now on; or carries everything again.
     fn eat(&self, eat: bool) {
         self.eating.store(eat, Ordering::SeqCst);
+        if !eat {
+            self.holding.store(false, Ordering::SeqCst);
+        }
     }
 }
 
+/// Copies `from` to `to`, dropping what arrives while `drop` is set; having dropped
+/// something, sets `then_hold`.
 async fn pipe(
     mut from: impl AsyncRead + Unpin,
     mut to: impl AsyncWrite + Unpin,
     drop: Arc<AtomicBool>,
+    then_hold: Option<Arc<AtomicBool>>,
 ) {
     let mut buf = vec![0; 16 * 1024];
     while let Ok(n @ 1..) = from.read(&mut buf).await {
         if drop.load(Ordering::SeqCst) {
+            if let Some(hold) = &then_hold {
+                hold.store(true, Ordering::SeqCst);
+            }
             continue;
         }
         if to.write_all(&buf[..n]).await.is_err() {
