@@ -19,6 +19,7 @@
 //! | `MPAUTHX_DATABASE` | `mpauthx.db` | the sqlite file of users |
 //! | `MPAUTHX_LOGIN_LIMIT_PER_CLIENT` | unset: no limit | logins per client, `<count>/<seconds>` such as `20/60` |
 //! | `MPAUTHX_LOGIN_LIMIT_PER_USER` | unset: no limit | logins per user, `<count>/<seconds>` such as `10/60` |
+//! | `MPAUTHX_TRUSTED_PROXIES` | `127.0.0.0/8,::1` | the peers whose `MPAUTHX_CLIENT_IP_HEADER` is believed: addresses or `<ip>/<prefix>`, comma-separated |
 //! | `MPAUTHX_CLIENT_IP_HEADER` | unset: the peer address | the header naming the client behind your proxy, e.g. `X-Forwarded-For` (its last entry counts) |
 //! | `MPAUTHX_VALIDATION_CACHE_MS` | `0`: off | keep token checks this long, at most 60000 (see below) |
 //! | `MPAUTHX_HEADER_TIMEOUT_MS` | `10000` | close a connection whose request headers take longer, 1 to 600000 |
@@ -164,7 +165,52 @@ struct Limits {
     per_user: Option<RateLimit>,
     /// The header naming the client, else the peer address.
     client_header: Option<axum::http::HeaderName>,
+    /// The peers whose `client_header` is believed: the reverse proxies.
+    trusted_proxies: Vec<Network>,
 }
+
+/// An address range, `<ip>` or `<ip>/<prefix length>`.
+#[derive(Clone, Copy, Debug)]
+struct Network {
+    ip: IpAddr,
+    prefix: u8,
+}
+
+impl Network {
+    fn parse(text: &str) -> Option<Self> {
+        let (ip, prefix) = match text.split_once('/') {
+            Some((ip, prefix)) => (ip.parse::<IpAddr>().ok()?, Some(prefix.parse::<u8>().ok()?)),
+            None => (text.parse::<IpAddr>().ok()?, None),
+        };
+        let bits = if ip.is_ipv4() { 32 } else { 128 };
+        let prefix = prefix.unwrap_or(bits);
+        (prefix <= bits).then_some(Self { ip, prefix })
+    }
+
+    fn contains(&self, ip: IpAddr) -> bool {
+        let to_bits = |ip: IpAddr| match ip {
+            IpAddr::V4(v4) => (u128::from(u32::from(v4)) << 96, true),
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => (u128::from(u32::from(v4)) << 96, true),
+                None => (u128::from(v6), false),
+            },
+        };
+        let ((net, net_v4), (addr, addr_v4)) = (to_bits(self.ip), to_bits(ip));
+        if net_v4 != addr_v4 {
+            return false;
+        }
+        let prefix = u32::from(self.prefix);
+        let mask = if prefix == 0 {
+            0
+        } else {
+            u128::MAX << (128 - prefix)
+        };
+        net & mask == addr & mask
+    }
+}
+
+/// Reverse proxies believed unless `MPAUTHX_TRUSTED_PROXIES` says otherwise: this machine.
+const DEFAULT_TRUSTED_PROXIES: &str = "127.0.0.0/8,::1";
 
 /// An environment variable; empty counts as unset.
 fn var(name: &'static str) -> Result<Option<String>, BadSetting> {
@@ -303,6 +349,23 @@ fn settings() -> Result<Settings, BadSetting> {
                     )
                 })?),
             },
+            trusted_proxies: {
+                let list = var("MPAUTHX_TRUSTED_PROXIES")?
+                    .unwrap_or_else(|| DEFAULT_TRUSTED_PROXIES.into());
+                list.split(',')
+                    .map(|entry| {
+                        Network::parse(entry.trim()).ok_or_else(|| {
+                            BadSetting::new(
+                                "MPAUTHX_TRUSTED_PROXIES",
+                                format!(
+                                    "MPAUTHX_TRUSTED_PROXIES={list:?}: {:?} is not an IP address or <ip>/<prefix length>",
+                                    entry.trim()
+                                ),
+                            )
+                        })
+                    })
+                    .collect::<Result<_, _>>()?
+            },
         },
         validation_cache,
         header_timeout,
@@ -361,15 +424,17 @@ fn login_throttle(limits: &Limits, limiter: impl RateLimiter) -> Option<LoginThr
     let mut throttle = LoginThrottle::new(limiter);
     if let Some(limit) = limits.per_client {
         let header = limits.client_header.clone();
+        let trusted = limits.trusted_proxies.clone();
         throttle = throttle.per_client(limit, move |parts| {
-            // Behind a proxy, the entry the proxy itself appended; without one that
-            // parses, the peer: a request never escapes the limit by its headers.
-            let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>();
-            let ip = header
+            // From a trusted proxy, the entry the proxy itself appended; without one
+            // that parses, or from anyone else, the peer: a request never escapes the
+            // limit by its headers.
+            let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>()?.0.ip();
+            let forwarded = header
                 .as_ref()
-                .and_then(|header| forwarded_ip(&parts.headers, header))
-                .or_else(|| peer.map(|peer| peer.0.ip()))?;
-            Some(client_ip_key(ip))
+                .filter(|_| trusted.iter().any(|proxy| proxy.contains(peer)))
+                .and_then(|header| forwarded_ip(&parts.headers, header));
+            Some(client_ip_key(forwarded.unwrap_or(peer)))
         });
     }
     if let Some(limit) = limits.per_user {
@@ -392,23 +457,26 @@ fn checked_base_url(url: String) -> Result<String, BadSetting> {
     }
 }
 
-/// The URL with any password and query (which may hold one) masked, for messages.
-/// The URL with its credentials and query replaced by `***`. A password may hold `/`,
-/// `?` or `#` (`redis://:p/x@host`), so everything before the last `@` counts as
-/// credentials: this may hide more than it must, never less.
+/// The URL with its credentials and query replaced by `***`, for messages. A password
+/// may hold `/`, `?` or `#` (`redis://:p/x@host`), so everything before the last `@`
+/// counts as credentials, and an `@` beside a query hides all but the scheme: this may
+/// hide more than it must, never less.
 fn redacted_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return "<not a URL>".to_owned();
     };
-    let (credentials, rest) = match rest.rfind('@') {
-        Some(at) => ("***@", &rest[at + 1..]),
-        None => ("", rest),
+    let Some(at) = rest.rfind('@') else {
+        let hosts = rest.split(['?', '#']).next().unwrap_or_default();
+        let query = if hosts.len() < rest.len() { "?***" } else { "" };
+        return format!("{scheme}://{hosts}{query}");
     };
-    let (rest, query) = match rest.split_once(['?', '#']) {
-        Some((rest, _)) => (rest, "?***"),
-        None => (rest, ""),
-    };
-    format!("{scheme}://{credentials}{rest}{query}")
+    let (credentials, hosts) = (&rest[..at], &rest[at + 1..]);
+    // An `@` after a `?` or `#` may sit in a query, where anything around it can be a
+    // secret: show the scheme only.
+    if credentials.contains(['?', '#']) || hosts.contains(['?', '#']) {
+        return format!("{scheme}://***");
+    }
+    format!("{scheme}://***@{hosts}")
 }
 
 fn init_logging() {

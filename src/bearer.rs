@@ -16,7 +16,7 @@ use http::{HeaderMap, header::AUTHORIZATION};
 /// headers.insert(AUTHORIZATION, HeaderValue::from_static("Bearer a b"));
 /// assert_eq!(Credentials::from_headers(&headers), Credentials::Malformed);
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Credentials<'a> {
     /// No `Authorization` header, or one for another scheme.
@@ -25,6 +25,17 @@ pub enum Credentials<'a> {
     Malformed,
     /// A syntactically valid bearer credential (not yet a parsed token).
     Bearer(&'a str),
+}
+
+/// The credential is a bearer secret: `Debug` shows its kind only.
+impl std::fmt::Debug for Credentials<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Absent => f.write_str("Absent"),
+            Self::Malformed => f.write_str("Malformed"),
+            Self::Bearer(_) => f.write_str("Bearer(<redacted>)"),
+        }
+    }
 }
 
 impl<'a> Credentials<'a> {
@@ -93,6 +104,12 @@ mod tests {
         assert_eq!(read(&[]), Credentials::Absent);
         assert_eq!(read(&[b"Basic dXNlcjpwYXNz"]), Credentials::Absent);
         assert_eq!(read(&[b"Bearerx abc"]), Credentials::Absent);
+    }
+
+    #[test]
+    fn debug_never_shows_the_credential() {
+        let shown = format!("{:?}", read(&[b"Bearer demo.o-1.s3cr3t"]));
+        assert_eq!(shown, "Bearer(<redacted>)");
     }
 
     #[test]

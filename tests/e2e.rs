@@ -764,6 +764,23 @@ fn login_limits_answer_429_with_retry_after() {
     assert_eq!(login("joe", &[b"2001:db8:1:2::1"]).status, 200);
     login("kim", &[b"2001:db8:1:2::ffff"]).refused(429, "too_many_requests");
     assert_eq!(login("lee", &[b"2001:db8:1:3::1"]).status, 200);
+    drop(_server);
+
+    // From a peer that is not a trusted proxy the header is ignored: a client reaching
+    // the server directly cannot name itself.
+    let (_server, http) = Server::start(
+        &[
+            ("MPAUTHX_LISTEN", "127.0.0.1:0"),
+            ("MPAUTHX_LOGIN_LIMIT_PER_CLIENT", "1/60"),
+            ("MPAUTHX_CLIENT_IP_HEADER", "X-Forwarded-For"),
+            ("MPAUTHX_TRUSTED_PROXIES", "10.0.0.1, 192.168.0.0/16"),
+            ("MPAUTHX_DATABASE", "fourth.db"),
+        ],
+        dir.path(),
+    );
+    let login = |user: &str, chain: &str| http.authorize_for(&minted(&http, user), chain);
+    assert_eq!(login("max", "10.1.1.1").status, 200);
+    login("ned", "10.1.1.2").refused(429, "too_many_requests");
 }
 
 #[test]
@@ -819,6 +836,16 @@ fn bad_settings_exit_1_with_one_clear_error() {
             "forever",
         ),
         ("MPAUTHX_SESSION_MAX_AGE", "MPAUTHX_SESSION_MAX_AGE", "0"),
+        (
+            "MPAUTHX_TRUSTED_PROXIES",
+            "MPAUTHX_TRUSTED_PROXIES",
+            "10.0.0.1,proxy",
+        ),
+        (
+            "MPAUTHX_TRUSTED_PROXIES",
+            "MPAUTHX_TRUSTED_PROXIES",
+            "10.0.0.0/33",
+        ),
         ("MPAUTHX_REDIS_URL", "MPAUTHX_REDIS_URL", "not a url"),
         (
             "MPAUTHX_DATABASE",

@@ -226,7 +226,8 @@ impl<T: TokenStore, U: UserStore> MpAuth<T, U> {
     /// a handler uses [`authorize_from`](Self::authorize_from).
     ///
     /// A failed login stores nothing: the token is issued before the user is stored and
-    /// revoked again if storing fails, and never leaves this function unless both worked.
+    /// taken back if storing fails (or the login is dropped half-way), and never leaves
+    /// this function unless both worked.
     pub async fn authorize(&self, request: &AuthorizeRequest) -> Result<Authorized, Error> {
         self.login(None, request).await
     }
@@ -322,15 +323,11 @@ impl<T: TokenStore, U: UserStore> MpAuth<T, U> {
         if let Some(device) = &request.device {
             options = options.with_device(device);
         }
-        let issued = match self.inner.tokens.issue(&token, &options).await {
-            Ok(issued) => issued,
-            Err(error) => {
-                // The script may have run and only its answer been lost: take the token
-                // back, and the devices it evicted, once the store answers again.
-                self.undo_in_background(token);
-                return Err(error.into());
-            }
-        };
+        // Until the login completes, dropping this takes the token back: a login that
+        // fails, or whose future is dropped (a request timeout, a client hanging up),
+        // after its issue reached the store leaves no phantom token.
+        let mut pending = Pending::new(self.inner.tokens.clone(), token.clone(), &self.inner.issue);
+        let issued = self.inner.tokens.issue(&token, &options).await?;
         let stored = self
             .inner
             .users
@@ -339,44 +336,20 @@ impl<T: TokenStore, U: UserStore> MpAuth<T, U> {
         let user = match stored {
             Ok(user) => user,
             Err(error) => {
-                if let Err(undo) = self.inner.tokens.undo_issue(&token.parsed()).await {
-                    tracing::warn!(error = %undo, "could not take back the token of a failed login; retrying");
-                    self.undo_in_background(token);
+                // Take it back now, so that the failed login leaves nothing behind; if
+                // the store cannot answer either, `pending` keeps trying.
+                match self.inner.tokens.undo_issue(&token.parsed()).await {
+                    Ok(_) => pending.disarm(),
+                    Err(undo) => {
+                        tracing::warn!(error = %undo, "could not take back the token of a failed login; retrying")
+                    }
                 }
                 return Err(error.into());
             }
         };
+        pending.disarm();
         tracing::info!(user = %identity, token = %issued.info.hash.id(), "user logged in");
         Ok(Authorized::new(token, &issued.info, Some(user)))
-    }
-
-    /// Keeps trying to undo the issue of `token`, which never reached its client, for
-    /// as long as the devices it evicted can be restored (the retry grace), or a few
-    /// seconds without one. The token itself is harmless meanwhile: nobody holds it.
-    fn undo_in_background(&self, token: Token) {
-        let tokens = self.inner.tokens.clone();
-        let window = self.inner.issue.retry_grace().max(Duration::from_secs(5));
-        let id = token.hash().id();
-        tokio::spawn(async move {
-            let deadline = tokio::time::Instant::now() + window;
-            let mut backoff = Duration::from_millis(100);
-            loop {
-                match tokens.undo_issue(&token.parsed()).await {
-                    Ok(restored) => {
-                        tracing::info!(token = %id, restored = restored.len(), "took back the token of a failed login");
-                        return;
-                    }
-                    Err(error) if tokio::time::Instant::now() + backoff >= deadline => {
-                        tracing::warn!(token = %id, %error, "gave up taking back the token of a failed login; it expires unused");
-                        return;
-                    }
-                    Err(_) => {
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(1));
-                    }
-                }
-            }
-        });
     }
 
     /// Replaces a live token with a new one: the old one stops working at once. Of
@@ -495,6 +468,65 @@ impl<T: TokenStore, U: UserStore> MpAuth<T, U> {
             .ok()
             .filter(|t| *self.inner.config.sku() == *t.sku())
             .ok_or(Error::InvalidToken)
+    }
+}
+
+/// A login's token until the login completes: dropped armed, it takes the token back in
+/// the background, retrying while the store cannot answer, for as long as the devices
+/// it evicted can be restored (the retry grace) or a few seconds without one. The token
+/// is harmless meanwhile: nobody holds it.
+struct Pending<T: TokenStore> {
+    tokens: T,
+    token: Option<Token>,
+    window: Duration,
+}
+
+impl<T: TokenStore> Pending<T> {
+    fn new(tokens: T, token: Token, options: &IssueOptions) -> Self {
+        Self {
+            tokens,
+            token: Some(token),
+            window: options.retry_grace().max(Duration::from_secs(5)),
+        }
+    }
+
+    /// The login completed, or its token was taken back: nothing left to do.
+    fn disarm(&mut self) {
+        self.token = None;
+    }
+}
+
+impl<T: TokenStore> Drop for Pending<T> {
+    fn drop(&mut self) {
+        let Some(token) = self.token.take() else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::warn!(token = %token.hash().id(), "a failed login's token cannot be taken back outside a runtime; it expires unused");
+            return;
+        };
+        let (tokens, window) = (self.tokens.clone(), self.window);
+        runtime.spawn(async move {
+            let id = token.hash().id();
+            let deadline = tokio::time::Instant::now() + window;
+            let mut backoff = Duration::from_millis(100);
+            loop {
+                match tokens.undo_issue(&token.parsed()).await {
+                    Ok(restored) => {
+                        tracing::info!(token = %id, restored = restored.len(), "took back the token of a failed login");
+                        return;
+                    }
+                    Err(error) if tokio::time::Instant::now() + backoff >= deadline => {
+                        tracing::warn!(token = %id, %error, "gave up taking back the token of a failed login; it expires unused");
+                        return;
+                    }
+                    Err(_) => {
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(1));
+                    }
+                }
+            }
+        });
     }
 }
 

@@ -72,7 +72,10 @@ const MAX_CACHE_CAPACITY: usize = 1 << 24;
 ///   This is safe because a token's secret is 256 random bits drawn at issue (and at
 ///   rotation, which draws a new token): a token unknown now becomes live only if that
 ///   exact text is issued later, which the crate's own [`Token::generate`] and
-///   [`Token::successor_of`] never do. An application that [`issue`]s tokens it did not
+///   [`Token::successor_of`] never do, or if a login that evicted it is taken back
+///   ([`TokenStore::undo_issue`], within the retry grace), which this wrapper forgets
+///   when the undo goes through it; another server's cache may refuse the restored
+///   device for up to its TTL. An application that [`issue`]s tokens it did not
 ///   draw itself should issue them through this wrapper (which forgets the unknown entry)
 ///   or turn negative caching off with [`with_negative_capacity(0)`].
 /// - **Errors never.** A store that cannot answer makes `validate` fail (a 503 behind the
@@ -125,8 +128,8 @@ const MAX_CACHE_CAPACITY: usize = 1 << 24;
 /// # }
 /// ```
 ///
-/// Behind the layer: `MpAuth::with_parts(config, CachedTokenStore::new(store), users,
-/// wechat)`, or `MpAuthLayer::new(CachedTokenStore::new(store), ..)`.
+/// Behind the layer: `MpAuth::new(config, CachedTokenStore::new(store), users)`, or
+/// `MpAuthLayer::new(CachedTokenStore::new(store), ..)`.
 #[derive(Clone)]
 pub struct CachedTokenStore<S> {
     inner: S,
@@ -446,7 +449,14 @@ impl<S: TokenStore> TokenStore for CachedTokenStore<S> {
         // Restored devices were cached as unknown while evicted.
         match &undone {
             Ok(restored) => self.shared.changed(&[token.hash()], restored),
-            Err(_) => self.shared.changed_user(token.sku(), token.open_id()),
+            // It may have run, restoring devices this cache holds as unknown: it
+            // cannot tell which, so it forgets every unknown answer (rare, cheap).
+            Err(_) => {
+                self.shared.changed_user(token.sku(), token.open_id());
+                if let Some(invalid) = &self.shared.invalid {
+                    invalid.clear();
+                }
+            }
         }
         undone
     }
@@ -516,8 +526,12 @@ impl<S: TokenStore> TokenStore for CachedTokenStore<S> {
                 self.shared
                     .changed(&[token.hash(), successor.hash()], &issued.evicted);
             }
-            // Nothing was live to rotate: nothing changed.
-            Ok(None) => self.shared.forget(&successor.hash()),
+            // Nothing was live to rotate (though a session too old to refresh was
+            // ended): the old token is live no longer.
+            Ok(None) => {
+                self.shared.forget_live(&token.hash());
+                self.shared.forget(&successor.hash());
+            }
             Err(_) => self.shared.changed_user(token.sku(), token.open_id()),
         }
         rotated

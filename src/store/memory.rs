@@ -9,6 +9,15 @@ use std::{
 use super::{IssueOptions, Issued, StoreError, TokenInfo, TokenStore, now_millis};
 use crate::token::{ParsedToken, Sku, Token, TokenHash};
 
+/// Why an issue wrote nothing: the token was taken back (or issued) before.
+pub(super) const TOKEN_TAKEN: &str = "the token was issued or taken back before";
+
+/// A user keeps at most this many times their device limit of tombstones.
+const TOMBSTONES_PER_DEVICE: usize = 2;
+
+/// How long the marker of an undone issue is kept: longer than any late script.
+const UNDONE_MARKER_MS: u64 = 60_000;
+
 /// Sweep every expired token out after this many issues, so that memory stays bounded
 /// by the live tokens even when nobody ever reads the expired ones again.
 const SWEEP_EVERY: u32 = 1024;
@@ -56,6 +65,10 @@ enum Kind {
         by: TokenHash,
         record: Record,
     },
+    /// Its issue was undone: an issue of it writes nothing until `until`.
+    Undone {
+        until: u64,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -87,11 +100,23 @@ impl Kind {
         }
     }
 
+    /// Until when a tombstone is kept; `None` for a token.
+    fn tombstone_until(&self) -> Option<u64> {
+        match self {
+            Self::Live(_) => None,
+            Self::Rotated { until, .. } | Self::Evicted { until, .. } | Self::Undone { until } => {
+                Some(*until)
+            }
+        }
+    }
+
     /// Whether nothing will ever read this entry again.
     fn is_over(&self, now: u64) -> bool {
         match self {
             Self::Live(record) => record.expires_at_ms <= now,
-            Self::Rotated { until, .. } | Self::Evicted { until, .. } => *until <= now,
+            Self::Rotated { until, .. } | Self::Evicted { until, .. } | Self::Undone { until } => {
+                *until <= now
+            }
         }
     }
 }
@@ -163,6 +188,7 @@ impl State {
         }
         let live = self.live_of(&user, now);
         let max = options.max_tokens_per_user() as usize;
+        self.trim_tombstones(&user, TOMBSTONES_PER_DEVICE * max);
         let evict = (live.len() + 1).saturating_sub(max);
         let grace = options.retry_grace_millis();
         let mut evicted = Vec::with_capacity(evict);
@@ -190,6 +216,26 @@ impl State {
             },
         );
         evicted
+    }
+
+    /// Drops the user's oldest tombstones until fewer than `keep` are left, as
+    /// `common.lua` does: fast refreshes cannot grow a user without bound.
+    fn trim_tombstones(&mut self, user: &str, keep: usize) {
+        let Some(hashes) = self.users.get(user) else {
+            return;
+        };
+        let mut tombstones: Vec<(u64, TokenHash)> = hashes
+            .iter()
+            .filter_map(|h| Some((self.tokens.get(h)?.kind.tombstone_until()?, *h)))
+            .collect();
+        if tombstones.len() < keep {
+            return;
+        }
+        tombstones.sort_unstable_by_key(|(until, _)| *until);
+        let excess = tombstones.len() - keep + 1;
+        for (_, hash) in &tombstones[..excess] {
+            self.remove(hash);
+        }
     }
 
     fn remove(&mut self, hash: &TokenHash) -> Option<Entry> {
@@ -239,7 +285,10 @@ impl State {
                 gone.push(given);
                 record
             }
-            Kind::Evicted { .. } => return None,
+            Kind::Evicted { .. } | Kind::Undone { .. } => {
+                self.remove(&old);
+                return None;
+            }
             Kind::Live(record) => {
                 if record.expires_at_ms <= now {
                     self.remove(&old);
@@ -281,21 +330,38 @@ impl State {
         })
     }
 
-    /// The undo, as `undo.lua` does it.
+    /// The undo, as `undo.lua` does it: only a live token gives back the devices it
+    /// evicted, and whatever the entry was, it becomes a marker an issue respects.
     fn undo(&mut self, user: &str, hash: TokenHash, now: u64) -> Vec<TokenHash> {
-        if self.tokens.get(&hash).is_some_and(|e| e.user == user) {
+        let mine = self.tokens.get(&hash).filter(|e| e.user == user);
+        let was_live = mine.is_some_and(|e| e.kind.live(now).is_some());
+        if mine.is_some() {
             self.remove(&hash);
         }
         let mut restored = Vec::new();
-        for h in self.users.get(user).into_iter().flatten() {
-            let entry = self.tokens.get_mut(h).expect("users and tokens agree");
-            if let Kind::Evicted { until, by, record } = &entry.kind
-                && *by == hash
-                && *until > now
-            {
-                entry.kind = Kind::Live(record.clone());
-                restored.push(*h);
+        if was_live {
+            for h in self.users.get(user).into_iter().flatten() {
+                let entry = self.tokens.get_mut(h).expect("users and tokens agree");
+                if let Kind::Evicted { until, by, record } = &entry.kind
+                    && *by == hash
+                    && *until > now
+                {
+                    entry.kind = Kind::Live(record.clone());
+                    restored.push(*h);
+                }
             }
+        }
+        if !self.tokens.contains_key(&hash) {
+            self.users.entry(user.to_owned()).or_default().push(hash);
+            self.tokens.insert(
+                hash,
+                Entry {
+                    user: user.to_owned(),
+                    kind: Kind::Undone {
+                        until: now.saturating_add(UNDONE_MARKER_MS),
+                    },
+                },
+            );
         }
         restored
     }
@@ -319,7 +385,11 @@ impl TokenStore for MemoryTokenStore {
         let hash = token.hash();
         let info = record.info(hash);
         let user = user_key(token.sku(), token.open_id());
-        let evicted = self.lock().insert(user, hash, record, options, now);
+        let mut state = self.lock();
+        if state.tokens.contains_key(&hash) {
+            return ready(Err(StoreError::Protocol(TOKEN_TAKEN)));
+        }
+        let evicted = state.insert(user, hash, record, options, now);
         ready(Ok(Issued { info, evicted }))
     }
 
@@ -407,5 +477,33 @@ impl TokenStore for MemoryTokenStore {
         let user = user_key(token.sku(), token.open_id());
         let restored = self.lock().undo(&user, token.hash(), now_millis());
         ready(Ok(restored))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// As `common.lua` does: at most two tombstones per device, however fast a user
+    /// refreshes within the retry grace.
+    #[tokio::test]
+    async fn fast_refreshes_keep_a_user_small() {
+        let store = MemoryTokenStore::new();
+        let sku = Sku::new("unit").unwrap();
+        let options = IssueOptions::default()
+            .with_max_tokens_per_user(2)
+            .with_retry_grace(Duration::from_secs(60));
+        let mut token = Token::generate(&sku, "o-fast").unwrap();
+        store.issue(&token, &options).await.unwrap();
+        for _ in 0..50 {
+            let successor = Token::successor_of(&token.parsed()).unwrap();
+            let rotated = store.rotate(&token.parsed(), &successor, &options).await;
+            assert!(rotated.unwrap().is_some());
+            token = successor;
+        }
+        assert!(store.len() <= 1 + 2 * 2, "{} entries", store.len());
+        assert!(store.validate(&token.parsed()).await.unwrap());
     }
 }

@@ -70,6 +70,38 @@ mod redis_layout {
         );
     }
 
+    /// Refreshing fast within the retry grace leaves a tombstone per rotation; a user
+    /// keeps at most two per device, so the hash every script reads stays small.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn fast_refreshes_keep_the_hash_small() {
+        let server = own_server().await;
+        let store = redis(&server.url(), "fast").await;
+        let options = IssueOptions::new(LONG)
+            .with_max_tokens_per_user(2)
+            .with_retry_grace(Duration::from_secs(60));
+        let mut token = issue(&store, "o-fast", &options).await;
+        let other = issue(&store, "o-fast", &options).await;
+        for _ in 0..50 {
+            let successor = Token::successor_of(&token.parsed()).unwrap();
+            store
+                .rotate(&token.parsed(), &successor, &options)
+                .await
+                .unwrap()
+                .expect("the current token rotates");
+            token = successor;
+        }
+        let fields: usize = server
+            .cli(&["HLEN", "fast:{demo:o-fast}"])
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(fields <= 2 + 2 * 2, "{fields} fields for 2 devices");
+        assert!(live(&store, &token).await);
+        assert!(live(&store, &other).await);
+        // The newest tombstone is kept: the last rotation can still be retried.
+        assert_eq!(store.list(&sku(), "o-fast").await.unwrap().len(), 2);
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn expired_tokens_leave_nothing_behind() {
         let server = own_server().await;

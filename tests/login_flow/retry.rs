@@ -221,6 +221,35 @@ async fn a_login_whose_answer_was_lost_gives_the_evicted_device_back() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_dropped_half_way_gives_the_evicted_device_back() {
+    let (through, direct, proxy) = stores("retry-dropped").await;
+    let config = config()
+        .with_max_tokens_per_user(1)
+        .with_refresh_grace(Duration::from_secs(10));
+    let fx = Fixture::with_config(through, wechat_ok(OPEN_ID, None), config).await;
+    let phone = fx.login("code-1").await.token;
+
+    // A request timeout (or a client hanging up) drops the login while its issue,
+    // already run by Redis, waits for an answer.
+    proxy.eat(true);
+    let request = mpauthx::AuthorizeRequest::new("code-2");
+    let login = fx.auth.authorize(&request);
+    let dropped = tokio::time::timeout(Duration::from_millis(150), login).await;
+    assert!(dropped.is_err(), "the login was still waiting");
+    assert!(!live(&direct, &phone).await, "evicted by the dropped login");
+    proxy.eat(false);
+
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !live(&direct, &phone).await {
+        assert!(Instant::now() < deadline, "the phone was never given back");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let live_tokens = direct.list(&sku(), OPEN_ID).await.unwrap();
+    assert_eq!(live_tokens.len(), 1, "no phantom token left");
+    assert_eq!(live_tokens[0].hash, phone.hash());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_refreshes_under_the_default_grace_leave_one_live_successor() {
     let tokens = MemoryTokenStore::new();
     let fx = Fixture::with_config(

@@ -353,6 +353,65 @@ pub async fn an_undone_issue_restores_the_devices_it_evicted<S: TokenStore>(stor
     );
 }
 
+pub async fn an_undone_login_that_was_evicted_in_turn_restores_nothing<S: TokenStore>(store: S) {
+    let single = IssueOptions::new(LONG)
+        .with_max_tokens_per_user(1)
+        .with_retry_grace(GRACE);
+    let phone = issue(&store, "o-undo-chain", &single).await;
+    let phantom = issue(&store, "o-undo-chain", &single).await;
+    let retry = issue(&store, "o-undo-chain", &single).await;
+    // The retried login took the phantom's slot: undoing the phantom must not bring the
+    // phone back beside it, past the limit.
+    assert!(
+        store
+            .undo_issue(&phantom.parsed())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(!live(&store, &phone).await);
+    assert!(!live(&store, &phantom).await);
+    assert!(live(&store, &retry).await);
+    assert_eq!(store.list(&sku(), "o-undo-chain").await.unwrap().len(), 1);
+    // Nor does undoing the retry later bring the phantom back.
+    let restored = store.undo_issue(&retry.parsed()).await.unwrap();
+    assert!(!restored.contains(&phantom.hash()), "{restored:?}");
+    assert!(!live(&store, &phantom).await);
+}
+
+pub async fn an_issue_arriving_after_its_undo_writes_nothing<S: TokenStore>(store: S) {
+    let options = IssueOptions::new(LONG).with_retry_grace(GRACE);
+    let token = Token::generate(&sku(), "o-late-issue").unwrap();
+    assert!(store.undo_issue(&token.parsed()).await.unwrap().is_empty());
+    assert!(
+        store.issue(&token, &options).await.is_err(),
+        "the undone token is never written"
+    );
+    assert!(!live(&store, &token).await);
+    assert!(store.list(&sku(), "o-late-issue").await.unwrap().is_empty());
+}
+
+pub async fn an_evicted_token_refreshed_is_not_restored_later<S: TokenStore>(store: S) {
+    let single = IssueOptions::new(LONG)
+        .with_max_tokens_per_user(1)
+        .with_retry_grace(GRACE);
+    let phone = issue(&store, "o-evicted-refresh", &single).await;
+    let phantom = issue(&store, "o-evicted-refresh", &single).await;
+    // The phone, evicted, tries to refresh: refused, and forgotten.
+    assert!(rotate(&store, &phone, &single).await.is_none());
+    assert!(
+        store
+            .undo_issue(&phantom.parsed())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        !live(&store, &phone).await,
+        "its client was told it is gone"
+    );
+}
+
 pub async fn undo_after_the_grace_restores_nothing<S: TokenStore>(store: S) {
     let options = IssueOptions::new(LONG)
         .with_max_tokens_per_user(1)
@@ -413,6 +472,9 @@ macro_rules! store_suite {
                 concurrent_rotations_within_a_grace_leave_one_live_successor,
                 an_undone_issue_restores_the_devices_it_evicted,
                 undo_after_the_grace_restores_nothing,
+                an_undone_login_that_was_evicted_in_turn_restores_nothing,
+                an_issue_arriving_after_its_undo_writes_nothing,
+                an_evicted_token_refreshed_is_not_restored_later,
                 sessions_keep_their_start_and_end_at_their_maximum_age,
             );
         }

@@ -8,7 +8,11 @@
 --   `r<until>|<successor hex>`: a token rotated out, which may rotate once more until
 --     `until` (the client may never have received its successor);
 --   `x<until>|<evictor hex>|<value>`: a token the device limit evicted, restored if the
---     login that evicted it is undone.
+--     login that evicted it is undone;
+--   `u<until>|`: a token whose issue was undone, so that the issue, should its script
+--     arrive late, writes nothing.
+-- A user keeps at most `TOMBSTONES_PER_DEVICE` times their device limit of them (the
+-- oldest go first), so fast refreshes cannot grow a hash that every script reads.
 --
 -- Every time comes from the application server's clock, passed in as `now`: expiry is
 -- decided on one clock whichever operation looks at it (see `TokenStore`'s "Time").
@@ -19,8 +23,10 @@ local function expires_of(value)
 end
 
 local function tombstone_until(value)
-  return tonumber(string.match(value, '^[rx](%d+)|'))
+  return tonumber(string.match(value, '^[rxu](%d+)|'))
 end
+
+local TOMBSTONES_PER_DEVICE = 2
 
 local function hex(bytes)
   return (string.gsub(bytes, '.', function(c) return string.format('%02x', string.byte(c)) end))
@@ -31,10 +37,11 @@ local function unhex(text)
 end
 
 -- Drops the user's expired tokens and tombstones, and returns the live tokens as
--- {field, expires, value}, soonest to expire first.
-local function live_tokens(key, now)
+-- {field, expires, value}, soonest to expire first, and the tombstones as {field, until}.
+local function entries(key, now)
   local all = redis.call('HGETALL', key)
   local live = {}
+  local tombstones = {}
   for i = 1, #all, 2 do
     local value = all[i + 1]
     local expires = expires_of(value)
@@ -48,10 +55,17 @@ local function live_tokens(key, now)
       local grace_until = tombstone_until(value)
       if not grace_until or grace_until <= now then
         redis.call('HDEL', key, all[i])
+      else
+        tombstones[#tombstones + 1] = { all[i], grace_until }
       end
     end
   end
   table.sort(live, function(a, b) return a[2] < b[2] end)
+  return live, tombstones
+end
+
+local function live_tokens(key, now)
+  local live = entries(key, now)
   return live
 end
 
@@ -59,7 +73,14 @@ end
 -- tombstones while there is a grace). The hash lives as long as its longest-lived
 -- token or tombstone, so an idle user leaves nothing behind. Returns the evicted fields.
 local function add_token(key, field, now, expires, started, max, device, grace)
-  local live = live_tokens(key, now)
+  local live, tombstones = entries(key, now)
+  local keep = TOMBSTONES_PER_DEVICE * max
+  if #tombstones >= keep then
+    table.sort(tombstones, function(a, b) return a[2] < b[2] end)
+    for i = 1, #tombstones - keep + 1 do
+      redis.call('HDEL', key, tombstones[i][1])
+    end
+  end
   local evict = math.max(#live - max + 1, 0)
   local evicted = {}
   for i = 1, evict do

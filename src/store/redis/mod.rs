@@ -4,7 +4,9 @@
 //!
 //! One hash per user, `<prefix>:{<sku>:<openid>}` (`{…}` is a Redis Cluster hash tag):
 //! each field is a token's SHA-256 (32 raw bytes), each value
-//! `<expires at ms>|<issued at ms>|<device>`. The hash expires with its longest-lived
+//! `<expires at ms>|<issued at ms>|<session started at ms>|<device>` (or, for a few
+//! seconds after a write whose answer may have been lost, a tombstone: see
+//! `common.lua`). The hash expires with its longest-lived
 //! token; expired fields are dropped whenever the user's tokens are written or listed.
 //! Validation is one `HGET`, its expiry checked against this machine's clock.
 //!
@@ -306,7 +308,7 @@ impl TokenStore for RedisTokenStore {
             let now = now_millis();
             let expires_at_ms = now.saturating_add(options.login_ttl_millis());
             let device = options.device().unwrap_or("");
-            let evicted: Vec<Vec<u8>> = scripts::eval(
+            let evicted: Option<Vec<Vec<u8>>> = scripts::eval(
                 &self.inner.backend,
                 &self.inner.scripts.issue,
                 &key,
@@ -327,6 +329,10 @@ impl TokenStore for RedisTokenStore {
                 session_started_at_ms: now,
                 device: options.device().map(str::to_owned),
             };
+            // The field was taken: this token was taken back (or issued) before.
+            let evicted = evicted.ok_or(StoreError::Protocol(
+                "the token was issued or taken back before",
+            ))?;
             Ok(Issued {
                 info,
                 evicted: hashes(evicted)?,
@@ -342,11 +348,12 @@ impl TokenStore for RedisTokenStore {
         let hash = token.hash();
         async move {
             let now = number(now_millis());
+            let marker = number(UNDONE_MARKER_MS);
             let restored: Vec<Vec<u8>> = scripts::eval(
                 &self.inner.backend,
                 &self.inner.scripts.undo,
                 &key,
-                &[&hash.as_bytes()[..], now.as_bytes()],
+                &[&hash.as_bytes()[..], now.as_bytes(), marker.as_bytes()],
             )
             .await?;
             hashes(restored)
@@ -504,6 +511,10 @@ impl TokenStore for RedisTokenStore {
         }
     }
 }
+
+/// How long the marker of an undone issue is kept: longer than any script can arrive
+/// late (the login flow retries an undo for at most a minute).
+const UNDONE_MARKER_MS: u64 = 60_000;
 
 /// Token hashes as a script answers them: 32 raw bytes each.
 fn hashes(fields: Vec<Vec<u8>>) -> Result<Vec<TokenHash>, StoreError> {

@@ -1,16 +1,34 @@
--- KEYS: user key. ARGV: token hash, now ms. Removes a token whose issue may never have
--- reached its client, and restores the devices it evicted within the grace. Returns the
--- restored hashes.
-redis.call('HDEL', KEYS[1], ARGV[1])
+-- KEYS: user key. ARGV: token hash, now ms, marker ms. Takes back a token whose issue
+-- may never have reached its client: if it is live, removes it and restores the devices
+-- it evicted within the grace. Either way it leaves a `u` marker for `marker ms`, so
+-- that an issue script arriving late writes nothing. Returns the restored hashes.
+local key = KEYS[1]
 local now = tonumber(ARGV[2])
-local evictor = hex(ARGV[1])
-local all = redis.call('HGETALL', KEYS[1])
+local value = redis.call('HGET', key, ARGV[1])
 local restored = {}
-for i = 1, #all, 2 do
-  local grace_until, by, value = string.match(all[i + 1], '^x(%d+)|(%x+)|(.*)$')
-  if grace_until and by == evictor and tonumber(grace_until) > now then
-    redis.call('HSET', KEYS[1], all[i], value)
-    restored[#restored + 1] = all[i]
+-- Only a live token gives its devices back: one evicted in turn has had its slot
+-- taken by a newer login, which keeps it.
+if value and expires_of(value) then
+  local evictor = hex(ARGV[1])
+  local all = redis.call('HGETALL', key)
+  local longest = 0
+  for i = 1, #all, 2 do
+    local grace_until, by, kept = string.match(all[i + 1], '^x(%d+)|(%x+)|(.*)$')
+    if grace_until and by == evictor and tonumber(grace_until) > now then
+      redis.call('HSET', key, all[i], kept)
+      restored[#restored + 1] = all[i]
+      longest = math.max(longest, expires_of(kept) or 0)
+    end
   end
+  -- A restored device keeps its own lifetime, which the hash's may not have covered.
+  if longest > now and redis.call('PTTL', key) < longest - now then
+    redis.call('PEXPIRE', key, longest - now)
+  end
+end
+-- Whatever the field held (nothing yet, the token, or its eviction by a newer login,
+-- which must never bring it back), it now holds the marker.
+redis.call('HSET', key, ARGV[1], string.format('u%d|', now + tonumber(ARGV[3])))
+if redis.call('PTTL', key) < tonumber(ARGV[3]) then
+  redis.call('PEXPIRE', key, tonumber(ARGV[3]))
 end
 return restored
