@@ -331,11 +331,14 @@ impl State {
     }
 
     /// The undo, as `undo.lua` does it: only a live token gives back the devices it
-    /// evicted, and whatever the entry was, it becomes a marker an issue respects.
+    /// evicted; a token not there yet gets a marker its issue respects.
     fn undo(&mut self, user: &str, hash: TokenHash, now: u64) -> Vec<TokenHash> {
         let mine = self.tokens.get(&hash).filter(|e| e.user == user);
-        let was_live = mine.is_some_and(|e| e.kind.live(now).is_some());
-        if mine.is_some() {
+        let (was_there, was_live) = (
+            mine.is_some(),
+            mine.is_some_and(|e| e.kind.live(now).is_some()),
+        );
+        if was_there {
             self.remove(&hash);
         }
         let mut restored = Vec::new();
@@ -351,7 +354,9 @@ impl State {
                 }
             }
         }
-        if !self.tokens.contains_key(&hash) {
+        // The issue ran (the entry was there) or may not have yet: then a marker makes
+        // it write nothing.
+        if !was_there && !self.tokens.contains_key(&hash) {
             self.users.entry(user.to_owned()).or_default().push(hash);
             self.tokens.insert(
                 hash,

@@ -1,7 +1,8 @@
 -- KEYS: user key. ARGV: token hash, now ms, marker ms. Takes back a token whose issue
 -- may never have reached its client: if it is live, removes it and restores the devices
--- it evicted within the grace. Either way it leaves a `u` marker for `marker ms`, so
--- that an issue script arriving late writes nothing. Returns the restored hashes.
+-- it evicted within the grace. If its issue has not run yet, it leaves a `u` marker for
+-- `marker ms`, so that the issue, arriving late, writes nothing. Returns the restored
+-- hashes.
 local key = KEYS[1]
 local now = tonumber(ARGV[2])
 local value = redis.call('HGET', key, ARGV[1])
@@ -25,10 +26,15 @@ if value and expires_of(value) then
     redis.call('PEXPIRE', key, longest - now)
   end
 end
--- Whatever the field held (nothing yet, the token, or its eviction by a newer login,
--- which must never bring it back), it now holds the marker.
-redis.call('HSET', key, ARGV[1], string.format('u%d|', now + tonumber(ARGV[3])))
-if redis.call('PTTL', key) < tonumber(ARGV[3]) then
-  redis.call('PEXPIRE', key, tonumber(ARGV[3]))
+if value then
+  -- The issue ran: it cannot run again. The token, or its eviction by a newer login
+  -- (which must never bring it back), goes.
+  redis.call('HDEL', key, ARGV[1])
+else
+  -- The undo may have overtaken its issue: a marker makes the issue write nothing.
+  redis.call('HSET', key, ARGV[1], string.format('u%d|', now + tonumber(ARGV[3])))
+  if redis.call('PTTL', key) < tonumber(ARGV[3]) then
+    redis.call('PEXPIRE', key, tonumber(ARGV[3]))
+  end
 end
 return restored
