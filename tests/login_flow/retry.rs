@@ -132,6 +132,19 @@ async fn stores(test: &str) -> (RedisTokenStore, RedisTokenStore, ReplyEater) {
     (through, direct, proxy)
 }
 
+/// Waits until `phone` is live again in `store` as the only token of the user: a
+/// taken-back login gave it back and left nothing of its own.
+async fn assert_given_back(store: &RedisTokenStore, phone: &Token) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !live(store, phone).await {
+        assert!(Instant::now() < deadline, "the phone was never given back");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let live_tokens = store.list(&sku(), OPEN_ID).await.unwrap();
+    assert_eq!(live_tokens.len(), 1, "no phantom token left");
+    assert_eq!(live_tokens[0].hash, phone.hash());
+}
+
 fn is_outage(error: &Error) -> bool {
     matches!(
         error,
@@ -210,14 +223,7 @@ async fn a_login_whose_answer_was_lost_gives_the_evicted_device_back() {
     proxy.eat(false);
 
     // Once Redis answers again, the login is taken back and the phone restored.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !live(&direct, &phone).await {
-        assert!(Instant::now() < deadline, "the phone was never given back");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let live_tokens = direct.list(&sku(), OPEN_ID).await.unwrap();
-    assert_eq!(live_tokens.len(), 1, "no phantom token left");
-    assert_eq!(live_tokens[0].hash, phone.hash());
+    assert_given_back(&direct, &phone).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -239,14 +245,7 @@ async fn a_login_dropped_half_way_gives_the_evicted_device_back() {
     assert!(!live(&direct, &phone).await, "evicted by the dropped login");
     proxy.eat(false);
 
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !live(&direct, &phone).await {
-        assert!(Instant::now() < deadline, "the phone was never given back");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let live_tokens = direct.list(&sku(), OPEN_ID).await.unwrap();
-    assert_eq!(live_tokens.len(), 1, "no phantom token left");
-    assert_eq!(live_tokens[0].hash, phone.hash());
+    assert_given_back(&direct, &phone).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
