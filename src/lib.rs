@@ -2,10 +2,13 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs, unreachable_pub, missing_debug_implementations)]
 
+#[cfg(feature = "wechat")]
+mod access_token;
 mod bearer;
 mod layer;
 #[cfg(feature = "wechat")]
 mod login;
+mod phone;
 mod response;
 mod store;
 #[cfg(feature = "testing")]
@@ -17,11 +20,17 @@ mod users;
 #[cfg(feature = "wechat")]
 mod wechat;
 
+#[cfg(feature = "wechat")]
+pub use crate::access_token::{
+    AccessTokenCache, AccessTokenError, AccessTokenManager, CacheFuture, CachedAccessToken,
+    ForceRefreshBudget, MemoryAccessTokenCache,
+};
 #[cfg(all(feature = "wechat", feature = "axum"))]
 pub use crate::login::MAX_BODY_BYTES;
 #[cfg(feature = "wechat")]
 pub use crate::login::{
-    AuthorizeRequest, Authorized, ConfigError, Error, Identity, MpAuth, MpAuthBuilder, MpAuthConfig,
+    AuthorizeRequest, Authorized, ConfigError, EncryptedPhone, Error, Identity, MpAuth,
+    MpAuthBuilder, MpAuthConfig,
 };
 #[cfg(feature = "redis")]
 pub use crate::store::{RedisTokenStore, RedisTokenStoreBuilder, RedisValidation};
@@ -29,14 +38,16 @@ pub use crate::store::{RedisTokenStore, RedisTokenStoreBuilder, RedisValidation}
 pub use crate::users::{SqliteUserStore, SqliteUserStoreBuilder};
 #[cfg(feature = "wechat")]
 pub use crate::wechat::{
-    AppSecret, DecryptError, DecryptOptions, DecryptedProfile, Session, SessionKey, Watermark,
-    WeChatClient, WeChatError, decrypt_profile, verify_signature,
+    AccessToken, AppSecret, DecryptError, DecryptOptions, DecryptedProfile, FetchedAccessToken,
+    PhoneCode, Session, SessionKey, Watermark, WeChatClient, WeChatError, decrypt_phone,
+    decrypt_profile, verify_signature,
 };
 #[cfg(feature = "testing")]
 pub use crate::wechat::{EncryptedProfile, encrypt_profile};
 pub use crate::{
     bearer::Credentials,
     layer::{MpAuthLayer, MpAuthService, ResponseBody, ResponseFuture},
+    phone::PhoneNumber,
     response::{AuthRejection, RejectionKind},
     store::{
         CachedTokenStore, CachedValidation, IssueOptions, Issued, MemoryTokenStore,

@@ -13,6 +13,7 @@ use bytes::Bytes;
 use http::{Response, StatusCode, header};
 
 use crate::{
+    access_token::AccessTokenError,
     response::{RejectionKind, Responder, json_response, seconds_header},
     store::StoreError,
     token::TokenError,
@@ -192,6 +193,39 @@ impl Error {
             headers.insert(header::RETRY_AFTER, responder.retry_after().clone());
         }
         response
+    }
+}
+
+impl From<AccessTokenError> for Error {
+    fn from(error: AccessTokenError) -> Self {
+        match error {
+            AccessTokenError::WeChat(e) => Self::WeChat(e),
+            AccessTokenError::Store(e) => Self::Store(e),
+        }
+    }
+}
+
+impl Error {
+    /// The same error for another caller: what a duplicate of a login gets. Sources
+    /// that cannot be cloned are carried as their message.
+    pub(crate) fn replay(&self) -> Self {
+        match self {
+            Self::InvalidRequest(reason) => Self::InvalidRequest(reason),
+            Self::PayloadTooLarge => Self::PayloadTooLarge,
+            Self::WeChat(e) => Self::WeChat(e.clone()),
+            Self::Decrypt(e) => Self::Decrypt(e.clone()),
+            Self::Users(e) => Self::Users(e.replay()),
+            Self::Store(e) => Self::Store(e.replay()),
+            Self::MissingToken => Self::MissingToken,
+            Self::MalformedCredentials => Self::MalformedCredentials,
+            Self::InvalidToken => Self::InvalidToken,
+            Self::UnusableId => Self::UnusableId,
+            Self::UnknownUser => Self::UnknownUser,
+            Self::Token(e) => Self::Token(*e),
+            Self::Throttled { retry_after } => Self::Throttled {
+                retry_after: *retry_after,
+            },
+        }
     }
 }
 

@@ -6,6 +6,10 @@
 //! | `POST /auth/refresh` | `Authorization: Bearer <token>` | 200, a new token; the old one is revoked |
 //! | `POST /auth/logout` | `Authorization: Bearer <token>` | 204, the token revoked |
 //! | `POST /auth/logout_all` | `Authorization: Bearer <token>` | 204, every token of the user revoked |
+//! | `POST /auth/phone` | `Authorization: Bearer <token>`, JSON `{"code": "<phone code>"}` | 200 `{"phone_number", "pure_phone_number", "country_code"}`, the phone bound to the user |
+//!
+//! A login that binds a phone (`phone_code` or `phone` in its body) also answers
+//! `"phone": {"phone_number", "pure_phone_number", "country_code"}`.
 //!
 //! Errors are [`Error`] responses: JSON `{"error", "error_description", "code"}` with a
 //! fitting status; failures of the bearer token are answered exactly as
@@ -25,7 +29,8 @@
 //!     .route("/auth/authorize", post(auth.authorize_handler()))
 //!     .route("/auth/refresh", post(auth.refresh_handler()))
 //!     .route("/auth/logout", post(auth.logout_handler()))
-//!     .route("/auth/logout_all", post(auth.logout_all_handler()));
+//!     .route("/auth/logout_all", post(auth.logout_all_handler()))
+//!     .route("/auth/phone", post(auth.phone_handler()));
 //! # Ok(()) }
 //! ```
 //!
@@ -42,9 +47,13 @@ use axum_core::{
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode, header};
 use http_body_util::{BodyExt as _, LengthLimitError, Limited};
+use serde::Deserialize;
 
 use super::{AuthorizeRequest, Authorized, Error, MpAuth};
-use crate::{bearer::Credentials, response::json_response, store::TokenStore, users::UserStore};
+use crate::{
+    bearer::Credentials, response::json_response, store::TokenStore, user::AuthedUser,
+    users::UserStore, wechat::PhoneCode,
+};
 
 /// The largest request body accepted, in bytes: an `encryptedData` is a few KiB.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -96,6 +105,26 @@ impl<T: TokenStore, U: UserStore> MpAuth<T, U> {
             let user = auth.validate(&token).await?;
             auth.logout_all(user.open_id()).await?;
             Ok(StatusCode::NO_CONTENT.into_response())
+        })
+    }
+
+    /// `POST /auth/phone`: binds the phone of a phone code to the bearer token's user
+    /// (see [`MpAuth::bind_phone`]). Behind [`MpAuthLayer`](crate::MpAuthLayer) it
+    /// takes the user the layer found; mounted without it, it checks the token itself.
+    pub fn phone_handler(
+        &self,
+    ) -> impl Fn(Request) -> HandlerFuture + Clone + Send + Sync + 'static {
+        self.handler(|auth, request| async move {
+            let (parts, body) = request.into_parts();
+            let user = match parts.extensions.get::<AuthedUser>() {
+                Some(user) => user.clone(),
+                None => auth.validate(&bearer_token(&parts.headers)?).await?,
+            };
+            let request: PhoneRequest = read_json(&parts.headers, body, MAX_BODY_BYTES).await?;
+            let code = request.code.unwrap_or_default();
+            let phone = auth.bind_phone(&user, PhoneCode::new(code)).await?;
+            let body = serde_json::to_string(&phone).expect("a phone number serializes");
+            Ok(json_response(StatusCode::OK, Bytes::from(body), Body::from))
         })
     }
 
@@ -179,11 +208,20 @@ impl From<BodyError> for Error {
     }
 }
 
+/// The body of `POST /auth/phone`.
+#[derive(Deserialize)]
+struct PhoneRequest {
+    code: Option<String>,
+}
+
 fn token_response(authorized: Authorized) -> Response {
-    let body = serde_json::json!({
+    let mut body = serde_json::json!({
         "token": authorized.token.expose(),
         "token_type": "Bearer",
         "expires_in": authorized.expires_in,
     });
+    if let Some(phone) = &authorized.phone {
+        body["phone"] = serde_json::to_value(phone).expect("a phone number serializes");
+    }
     json_response(StatusCode::OK, Bytes::from(body.to_string()), Body::from)
 }

@@ -11,9 +11,11 @@ use http::request::Parts;
 pub use self::{
     config::{ConfigError, Identity, MpAuthConfig},
     error::Error,
-    request::{AuthorizeRequest, Authorized},
+    request::{AuthorizeRequest, Authorized, EncryptedPhone},
 };
+use self::{dedup::InFlight, phone::LoginPhone};
 use crate::{
+    access_token::AccessTokenManager,
     layer::MpAuthLayer,
     response::Responder,
     store::{IssueOptions, TokenStore},
@@ -25,9 +27,11 @@ use crate::{
 };
 
 mod config;
+mod dedup;
 mod error;
 #[cfg(feature = "axum")]
 mod handlers;
+mod phone;
 mod request;
 
 #[cfg(feature = "axum")]
@@ -67,6 +71,8 @@ struct Shared<T, U> {
     issue: IssueOptions,
     throttle: Option<LoginThrottle>,
     responder: Arc<Responder>,
+    access_tokens: AccessTokenManager,
+    in_flight: InFlight,
 }
 
 impl<T, U> Clone for MpAuth<T, U> {
@@ -84,6 +90,7 @@ impl<T: fmt::Debug, U: fmt::Debug> fmt::Debug for MpAuth<T, U> {
             .field("tokens", &self.inner.tokens)
             .field("users", &self.inner.users)
             .field("throttle", &self.inner.throttle)
+            .field("access_tokens", &self.inner.access_tokens)
             .finish_non_exhaustive()
     }
 }
@@ -115,6 +122,7 @@ pub struct MpAuthBuilder<T, U> {
     users: U,
     throttle: Option<LoginThrottle>,
     responder: Responder,
+    access_tokens: Option<AccessTokenManager>,
 }
 
 impl<T: fmt::Debug, U: fmt::Debug> fmt::Debug for MpAuthBuilder<T, U> {
@@ -124,11 +132,43 @@ impl<T: fmt::Debug, U: fmt::Debug> fmt::Debug for MpAuthBuilder<T, U> {
             .field("tokens", &self.tokens)
             .field("users", &self.users)
             .field("throttle", &self.throttle)
+            .field("access_tokens", &self.access_tokens)
             .finish_non_exhaustive()
     }
 }
 
 impl<T: TokenStore, U: UserStore> MpAuthBuilder<T, U> {
+    /// Where the app's WeChat access token (for phone numbers) is kept. Default: this
+    /// process ([`AccessTokenManager::memory`]); servers that share an app should share
+    /// it through Redis ([`AccessTokenManager::redis`]), so that one token serves them
+    /// all.
+    ///
+    /// ```no_run
+    /// use mpauthx::{AccessTokenManager, MpAuth, MpAuthConfig, RedisTokenStore, SqliteUserStore};
+    ///
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// let config = MpAuthConfig::new("wx-app-id", "app-secret", "demo")?;
+    /// let tokens = RedisTokenStore::connect("redis://127.0.0.1/").await?;
+    /// let access_tokens = AccessTokenManager::redis(config.wechat().clone(), &tokens);
+    /// let users = SqliteUserStore::open("users.db").await?;
+    /// let auth = MpAuth::builder(config, tokens, users)
+    ///     .with_access_tokens(access_tokens)
+    ///     .build();
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Panics
+    /// If `manager` is for another app id than the configuration's.
+    pub fn with_access_tokens(mut self, manager: AccessTokenManager) -> Self {
+        assert_eq!(
+            manager.app_id(),
+            self.config.app_id(),
+            "the access token manager is for another app than the configuration"
+        );
+        self.access_tokens = Some(manager);
+        self
+    }
+
     /// Limits logins per client and per user; see [`LoginThrottle`]. Logins over a limit
     /// get [`Error::Throttled`] (429 with `Retry-After`).
     pub fn with_login_throttle(mut self, throttle: LoginThrottle) -> Self {
@@ -160,6 +200,9 @@ impl<T: TokenStore, U: UserStore> MpAuthBuilder<T, U> {
             decrypt = decrypt.with_max_age(max_age);
         }
         let issue = self.config.issue_options();
+        let access_tokens = self
+            .access_tokens
+            .unwrap_or_else(|| AccessTokenManager::memory(self.config.wechat().clone()));
         MpAuth {
             inner: Arc::new(Shared {
                 config: self.config,
@@ -169,6 +212,8 @@ impl<T: TokenStore, U: UserStore> MpAuthBuilder<T, U> {
                 issue,
                 throttle: self.throttle,
                 responder: Arc::new(self.responder),
+                access_tokens,
+                in_flight: InFlight::default(),
             }),
         }
     }
@@ -191,6 +236,7 @@ impl<T: TokenStore, U: UserStore> MpAuth<T, U> {
             users,
             throttle: None,
             responder: Responder::default(),
+            access_tokens: None,
         }
     }
 
@@ -214,6 +260,16 @@ impl<T: TokenStore, U: UserStore> MpAuth<T, U> {
         &self.inner.users
     }
 
+    /// The app's WeChat access token, shared with phone binding: for WeChat calls of
+    /// your own (see [`AccessTokenManager::call`]).
+    pub fn access_tokens(&self) -> &AccessTokenManager {
+        &self.inner.access_tokens
+    }
+
+    fn decrypt_options(&self) -> &DecryptOptions {
+        &self.inner.decrypt
+    }
+
     /// A layer that authenticates requests with this service's tokens, answering
     /// failures exactly as the handlers do (realm, `Retry-After`, bodies).
     pub fn layer(&self) -> MpAuthLayer<T> {
@@ -225,11 +281,16 @@ impl<T: TokenStore, U: UserStore> MpAuth<T, U> {
     /// when one is given, stores the user and issues a token. Not limited per client:
     /// a handler uses [`authorize_from`](Self::authorize_from).
     ///
-    /// A failed login stores nothing: the token is issued before the user is stored and
-    /// taken back if storing fails (or the login is dropped half-way), and never leaves
-    /// this function unless both worked.
+    /// A failed login stores nothing: WeChat is asked everything first (the session,
+    /// then the phone for a `phone_code`), the token is issued before the user is stored
+    /// and taken back if storing fails (or the login is dropped half-way), and never
+    /// leaves this function unless both worked.
+    ///
+    /// Concurrent logins with the same code (a double submit) are one login: the first
+    /// runs, the others wait for it and get the same answer, token included. A later
+    /// replay of the code is refused by WeChat (`invalid_code`).
     pub async fn authorize(&self, request: &AuthorizeRequest) -> Result<Authorized, Error> {
-        self.login(None, request).await
+        self.login_once(None, request).await
     }
 
     /// Like [`authorize`](Self::authorize) for an HTTP request: when a throttle limits
@@ -243,7 +304,24 @@ impl<T: TokenStore, U: UserStore> MpAuth<T, U> {
         request: &AuthorizeRequest,
     ) -> Result<Authorized, Error> {
         let client = self.login_throttle().and_then(|t| t.client_key(parts));
-        self.login(client.as_deref(), request).await
+        self.login_once(client.as_deref(), request).await
+    }
+
+    /// A login, or the outcome of the one in flight with the same code.
+    async fn login_once(
+        &self,
+        client: Option<&str>,
+        request: &AuthorizeRequest,
+    ) -> Result<Authorized, Error> {
+        match request.code.as_deref() {
+            Some(code) if !code.is_empty() && code.len() <= MAX_CODE_LEN => {
+                self.inner
+                    .in_flight
+                    .run(code, self.login(client, request))
+                    .await
+            }
+            _ => self.login(client, request).await,
+        }
     }
 
     async fn login(
@@ -279,6 +357,7 @@ impl<T: TokenStore, U: UserStore> MpAuth<T, U> {
                 return Err(Error::InvalidRequest("missing required field `rawData`"));
             }
         };
+        let phone = LoginPhone::of(request)?;
 
         if let (Some(throttle), Some(client)) = (&self.inner.throttle, client) {
             let sku = self.inner.config.sku().as_str();
@@ -314,6 +393,7 @@ impl<T: TokenStore, U: UserStore> MpAuth<T, U> {
             )?;
         }
         let profile = decrypted.as_ref().map(DecryptedProfile::to_stored);
+        let phone = self.login_phone(phone, &session).await?;
 
         let token = Token::generate(self.inner.config.sku(), &identity).map_err(|e| match e {
             TokenError::InvalidOpenId => Error::UnusableId,
@@ -331,7 +411,12 @@ impl<T: TokenStore, U: UserStore> MpAuth<T, U> {
         let stored = self
             .inner
             .users
-            .upsert_login(&identity, union_id.as_deref(), profile.as_ref())
+            .upsert_login(
+                &identity,
+                union_id.as_deref(),
+                profile.as_ref(),
+                phone.as_ref(),
+            )
             .await;
         let user = match stored {
             Ok(user) => user,
@@ -348,8 +433,10 @@ impl<T: TokenStore, U: UserStore> MpAuth<T, U> {
             }
         };
         pending.disarm();
-        tracing::info!(user = %identity, token = %issued.info.hash.id(), "user logged in");
-        Ok(Authorized::new(token, &issued.info, Some(user)))
+        tracing::info!(user = %identity, token = %issued.info.hash.id(), phone = phone.is_some(), "user logged in");
+        let mut authorized = Authorized::new(token, &issued.info, Some(user));
+        authorized.phone = phone;
+        Ok(authorized)
     }
 
     /// Replaces a live token with a new one: the old one stops working at once. Of
@@ -544,5 +631,6 @@ fn admit(decision: Decision) -> Result<(), Error> {
     }
 }
 
-/// Far longer than any login code WeChat issues (they are 32 characters).
+/// Far longer than any login or phone code WeChat issues (login codes are 32
+/// characters).
 const MAX_CODE_LEN: usize = 256;

@@ -4,10 +4,11 @@ use std::fmt;
 
 use serde::Deserialize;
 
-use crate::{store::TokenInfo, token::Token, users::User};
+use crate::{phone::PhoneNumber, store::TokenInfo, token::Token, users::User};
 
 /// The body of `POST /auth/authorize`: what `wx.login()` and, optionally,
-/// `wx.getUserInfo()` gave the mini-program. `Debug` redacts everything but the device.
+/// `wx.getUserInfo()` and `getPhoneNumber` gave the mini-program. `Debug` redacts
+/// everything but the device.
 #[derive(Clone, Default, Deserialize)]
 #[non_exhaustive]
 pub struct AuthorizeRequest {
@@ -25,6 +26,39 @@ pub struct AuthorizeRequest {
     pub signature: Option<String>,
     /// A label for the device, shown in device lists.
     pub device: Option<String>,
+    /// A phone code from `<button open-type="getPhoneNumber">`: logs in and binds the
+    /// phone in one request.
+    pub phone_code: Option<String>,
+    /// The legacy encrypted phone data (`getPhoneNumber`'s `encryptedData` + `iv`),
+    /// decrypted with this login's session key.
+    pub phone: Option<EncryptedPhone>,
+}
+
+/// The legacy encrypted phone data of a login: `{"encryptedData", "iv"}`.
+#[derive(Clone, Default, Deserialize)]
+#[non_exhaustive]
+pub struct EncryptedPhone {
+    /// The base64 ciphertext.
+    #[serde(rename = "encryptedData", alias = "encrypted_data")]
+    pub encrypted_data: String,
+    /// The base64 IV.
+    pub iv: String,
+}
+
+impl EncryptedPhone {
+    /// The ciphertext and its IV.
+    pub fn new(encrypted_data: impl Into<String>, iv: impl Into<String>) -> Self {
+        Self {
+            encrypted_data: encrypted_data.into(),
+            iv: iv.into(),
+        }
+    }
+}
+
+impl fmt::Debug for EncryptedPhone {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("EncryptedPhone(<redacted>)")
+    }
 }
 
 impl AuthorizeRequest {
@@ -63,6 +97,18 @@ impl AuthorizeRequest {
         self.device = Some(device.into());
         self
     }
+
+    /// Adds a phone code, to bind the phone in the same request.
+    pub fn with_phone_code(mut self, phone_code: impl Into<String>) -> Self {
+        self.phone_code = Some(phone_code.into());
+        self
+    }
+
+    /// Adds the legacy encrypted phone data.
+    pub fn with_encrypted_phone(mut self, phone: EncryptedPhone) -> Self {
+        self.phone = Some(phone);
+        self
+    }
 }
 
 impl fmt::Debug for AuthorizeRequest {
@@ -75,6 +121,8 @@ impl fmt::Debug for AuthorizeRequest {
             .field("raw_data", &shown(&self.raw_data))
             .field("signature", &shown(&self.signature))
             .field("device", &self.device)
+            .field("phone_code", &shown(&self.phone_code))
+            .field("phone", &self.phone)
             .finish()
     }
 }
@@ -89,6 +137,8 @@ pub struct Authorized {
     pub expires_in: u64,
     /// The user, as stored (logins only; refreshes do not read the user store).
     pub user: Option<User>,
+    /// The phone number this login bound (with `phone_code` or `phone`), if any.
+    pub phone: Option<PhoneNumber>,
 }
 
 impl Authorized {
@@ -99,6 +149,7 @@ impl Authorized {
             token,
             expires_in: info.expires_at_ms.saturating_sub(info.issued_at_ms) / 1000,
             user,
+            phone: None,
         }
     }
 }

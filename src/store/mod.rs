@@ -298,6 +298,23 @@ pub enum StoreError {
     Protocol(&'static str),
 }
 
+impl StoreError {
+    /// The same failure for another caller, its source carried as its message.
+    pub(crate) fn replay(&self) -> Self {
+        match self {
+            Self::Unavailable(source) => Self::Unavailable(Box::new(Replayed(source.to_string()))),
+            Self::Timeout(after) => Self::Timeout(*after),
+            Self::Protocol(reason) => Self::Protocol(reason),
+        }
+    }
+}
+
+/// The message of a failure that happened to another caller: what a shared outcome
+/// carries in place of a source that cannot be cloned.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct Replayed(pub(crate) String);
+
 /// A store could not be built: its settings are unusable, or it could not be reached
 /// to check them.
 #[derive(Debug, thiserror::Error)]

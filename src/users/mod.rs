@@ -4,6 +4,8 @@ use std::{error::Error as StdError, fmt::Debug, future::Future};
 
 use serde::{Deserialize, Serialize};
 
+use crate::{phone::PhoneNumber, store::Replayed};
+
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
@@ -76,6 +78,12 @@ pub struct User {
     pub updated_at: i64,
     /// When the user last logged in through this store, in unix seconds; `None` for legacy rows not yet seen.
     pub last_login_at: Option<i64>,
+    /// The bound phone number as the user sees it (see [`PhoneNumber`]), once bound.
+    pub phone_number: Option<String>,
+    /// The bound phone number without its country code.
+    pub pure_phone_number: Option<String>,
+    /// The bound phone number's country calling code.
+    pub country_code: Option<String>,
 }
 
 impl User {
@@ -90,6 +98,15 @@ impl User {
             country: self.country.clone(),
             language: self.language.clone(),
         }
+    }
+
+    /// The bound phone number, if one is.
+    pub fn phone(&self) -> Option<PhoneNumber> {
+        Some(PhoneNumber {
+            phone_number: self.phone_number.clone()?,
+            pure_phone_number: self.pure_phone_number.clone()?,
+            country_code: self.country_code.clone()?,
+        })
     }
 }
 
@@ -122,6 +139,18 @@ impl UserStoreError {
     pub fn is_transient(&self) -> bool {
         matches!(self, Self::Busy(_) | Self::Pool(_))
     }
+
+    /// The same failure for another caller, its source carried as its message.
+    pub(crate) fn replay(&self) -> Self {
+        let source = |e: &BoxError| -> BoxError { Box::new(Replayed(e.to_string())) };
+        match self {
+            Self::Busy(e) => Self::Busy(source(e)),
+            Self::ReadOnly(e) => Self::ReadOnly(source(e)),
+            Self::Database(e) => Self::Database(source(e)),
+            Self::Pool(e) => Self::Pool(source(e)),
+            Self::Task(e) => Self::Task(source(e)),
+        }
+    }
 }
 
 /// Persistent storage of [`User`]s, in the style of tower-sessions' `SessionStore`.
@@ -142,10 +171,10 @@ impl UserStoreError {
 /// let store = SqliteUserStore::open(&path).await?;
 ///
 /// let profile = Profile { nick_name: Some("Ada".into()), ..Profile::default() };
-/// store.upsert_login("o-abc", None, Some(&profile)).await?;
+/// store.upsert_login("o-abc", None, Some(&profile), None).await?;
 ///
 /// // A later login without a profile keeps the stored nickname.
-/// let user = store.upsert_login("o-abc", Some("u-xyz"), None).await?;
+/// let user = store.upsert_login("o-abc", Some("u-xyz"), None, None).await?;
 /// assert_eq!(user.nick_name.as_deref(), Some("Ada"));
 /// assert_eq!(user.union_id.as_deref(), Some("u-xyz"));
 /// # Ok(())
@@ -154,13 +183,15 @@ impl UserStoreError {
 pub trait UserStore: Debug + Clone + Send + Sync + 'static {
     /// Records a login: creates the user if missing, else sets `last_login_at` and merges the given fields.
     ///
-    /// `union_id` and each profile field overwrite the stored value only when
-    /// they are `Some`. Concurrent first logins of one `open_id` create one user.
+    /// `union_id`, each profile field and the phone overwrite the stored value only
+    /// when they are `Some`, in the one write. Concurrent first logins of one `open_id`
+    /// create one user.
     fn upsert_login(
         &self,
         open_id: &str,
         union_id: Option<&str>,
         profile: Option<&Profile>,
+        phone: Option<&PhoneNumber>,
     ) -> impl Future<Output = Result<User, UserStoreError>> + Send;
 
     /// Looks a user up by openid.
@@ -180,6 +211,14 @@ pub trait UserStore: Debug + Clone + Send + Sync + 'static {
         &self,
         open_id: &str,
         profile: &Profile,
+    ) -> impl Future<Output = Result<Option<User>, UserStoreError>> + Send;
+
+    /// Binds `phone` to an existing user, replacing any number bound before, without
+    /// counting as a login; `None` if no such user.
+    fn set_phone(
+        &self,
+        open_id: &str,
+        phone: &PhoneNumber,
     ) -> impl Future<Output = Result<Option<User>, UserStoreError>> + Send;
 
     /// Deletes a user; returns whether one was deleted.

@@ -12,13 +12,14 @@ use rusqlite::{
 };
 
 use super::{Profile, User, UserStore, UserStoreError};
+use crate::phone::PhoneNumber;
 
 const DEFAULT_MAX_CONNECTIONS: u32 = 8;
 const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Bumped with each migration; recorded so later, non-additive migrations have something to key on.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 /// The original Node package's definition, kept verbatim so fresh and migrated files end up identical.
 const CREATE_LEGACY_TABLE: &str = "CREATE TABLE IF NOT EXISTS user(openId text primary key not null, \
@@ -50,13 +51,25 @@ const COLUMNS: &[(&str, &str)] = &[
         "last_login_at",
         "ALTER TABLE user ADD COLUMN last_login_at integer",
     ),
+    (
+        "phoneNumber",
+        "ALTER TABLE user ADD COLUMN phoneNumber text",
+    ),
+    (
+        "purePhoneNumber",
+        "ALTER TABLE user ADD COLUMN purePhoneNumber text",
+    ),
+    (
+        "countryCode",
+        "ALTER TABLE user ADD COLUMN countryCode text",
+    ),
 ];
 
 /// Column list shared by every query, in the order [`user_from_row`] reads it.
 macro_rules! user_columns {
     () => {
         "openId, unionId, nickName, avatarUrl, gender, city, province, country, language, \
-         created_at, updated_at, last_login_at"
+         created_at, updated_at, last_login_at, phoneNumber, purePhoneNumber, countryCode"
     };
 }
 
@@ -66,7 +79,8 @@ macro_rules! user_columns {
 /// "data changed" in both, not "someone logged in".
 macro_rules! changed_condition {
     ($union:literal, $nick:literal, $avatar:literal, $gender:literal,
-     $city:literal, $province:literal, $country:literal, $language:literal) => {
+     $city:literal, $province:literal, $country:literal, $language:literal,
+     $phone:literal, $pure_phone:literal, $country_code:literal) => {
         concat!(
             "coalesce(",
             $union,
@@ -92,6 +106,15 @@ macro_rules! changed_condition {
             " OR coalesce(",
             $language,
             ", user.language) IS NOT user.language",
+            " OR coalesce(",
+            $phone,
+            ", user.phoneNumber) IS NOT user.phoneNumber",
+            " OR coalesce(",
+            $pure_phone,
+            ", user.purePhoneNumber) IS NOT user.purePhoneNumber",
+            " OR coalesce(",
+            $country_code,
+            ", user.countryCode) IS NOT user.countryCode",
         )
     };
 }
@@ -101,8 +124,8 @@ macro_rules! changed_condition {
 // rest take the DO UPDATE branch.
 const UPSERT_LOGIN: &str = concat!(
     "INSERT INTO user (openId, unionId, nickName, avatarUrl, gender, city, province, country, \
-     language, created_at, updated_at, last_login_at) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?10) \
+     language, created_at, updated_at, last_login_at, phoneNumber, purePhoneNumber, countryCode) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?10, ?11, ?12, ?13) \
      ON CONFLICT(openId) DO UPDATE SET \
      unionId = coalesce(excluded.unionId, user.unionId), \
      nickName = coalesce(excluded.nickName, user.nickName), \
@@ -112,6 +135,9 @@ const UPSERT_LOGIN: &str = concat!(
      province = coalesce(excluded.province, user.province), \
      country = coalesce(excluded.country, user.country), \
      language = coalesce(excluded.language, user.language), \
+     phoneNumber = coalesce(excluded.phoneNumber, user.phoneNumber), \
+     purePhoneNumber = coalesce(excluded.purePhoneNumber, user.purePhoneNumber), \
+     countryCode = coalesce(excluded.countryCode, user.countryCode), \
      created_at = coalesce(user.created_at, excluded.created_at), \
      updated_at = CASE WHEN ",
     changed_condition!(
@@ -122,7 +148,10 @@ const UPSERT_LOGIN: &str = concat!(
         "excluded.city",
         "excluded.province",
         "excluded.country",
-        "excluded.language"
+        "excluded.language",
+        "excluded.phoneNumber",
+        "excluded.purePhoneNumber",
+        "excluded.countryCode"
     ),
     " THEN excluded.updated_at ELSE coalesce(user.updated_at, excluded.updated_at) END, \
      last_login_at = excluded.last_login_at \
@@ -141,8 +170,25 @@ const UPDATE_PROFILE: &str = concat!(
      language = coalesce(?8, language), \
      created_at = coalesce(created_at, ?9), \
      updated_at = CASE WHEN ",
-    changed_condition!("NULL", "?2", "?3", "?4", "?5", "?6", "?7", "?8"),
+    changed_condition!(
+        "NULL", "?2", "?3", "?4", "?5", "?6", "?7", "?8", "NULL", "NULL", "NULL"
+    ),
     " THEN ?9 ELSE coalesce(updated_at, ?9) END \
+     WHERE openId = ?1 RETURNING ",
+    user_columns!()
+);
+
+const SET_PHONE: &str = concat!(
+    "UPDATE user SET \
+     phoneNumber = ?2, \
+     purePhoneNumber = ?3, \
+     countryCode = ?4, \
+     created_at = coalesce(created_at, ?5), \
+     updated_at = CASE WHEN ",
+    changed_condition!(
+        "NULL", "NULL", "NULL", "NULL", "NULL", "NULL", "NULL", "NULL", "?2", "?3", "?4"
+    ),
+    " THEN ?5 ELSE coalesce(updated_at, ?5) END \
      WHERE openId = ?1 RETURNING ",
     user_columns!()
 );
@@ -352,10 +398,12 @@ impl UserStore for SqliteUserStore {
         open_id: &str,
         union_id: Option<&str>,
         profile: Option<&Profile>,
+        phone: Option<&PhoneNumber>,
     ) -> impl Future<Output = Result<User, UserStoreError>> + Send {
         let open_id = open_id.to_owned();
         let union_id = union_id.map(str::to_owned);
         let profile = profile.cloned().unwrap_or_default();
+        let phone = phone.cloned();
         async move {
             self.with_conn(move |conn| {
                 let p = &profile;
@@ -371,6 +419,9 @@ impl UserStore for SqliteUserStore {
                         p.country,
                         p.language,
                         unix_now(),
+                        phone.as_ref().map(|p| &p.phone_number),
+                        phone.as_ref().map(|p| &p.pure_phone_number),
+                        phone.as_ref().map(|p| &p.country_code),
                     ],
                     user_from_row,
                 )
@@ -414,6 +465,32 @@ impl UserStore for SqliteUserStore {
                             p.province,
                             p.country,
                             p.language,
+                            unix_now(),
+                        ],
+                        user_from_row,
+                    )
+                    .optional()
+            })
+            .await
+        }
+    }
+
+    fn set_phone(
+        &self,
+        open_id: &str,
+        phone: &PhoneNumber,
+    ) -> impl Future<Output = Result<Option<User>, UserStoreError>> + Send {
+        let open_id = open_id.to_owned();
+        let phone = phone.clone();
+        async move {
+            self.with_conn(move |conn| {
+                conn.prepare_cached(SET_PHONE)?
+                    .query_row(
+                        rusqlite::params![
+                            open_id,
+                            phone.phone_number,
+                            phone.pure_phone_number,
+                            phone.country_code,
                             unix_now(),
                         ],
                         user_from_row,
@@ -594,6 +671,9 @@ fn user_from_row(row: &Row<'_>) -> rusqlite::Result<User> {
         created_at: row.get::<_, Option<i64>>(9)?.unwrap_or(0),
         updated_at: row.get::<_, Option<i64>>(10)?.unwrap_or(0),
         last_login_at: row.get(11)?,
+        phone_number: row.get(12)?,
+        pure_phone_number: row.get(13)?,
+        country_code: row.get(14)?,
     })
 }
 

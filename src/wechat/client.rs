@@ -17,8 +17,9 @@ use serde::Deserialize;
 
 use super::{
     error::WeChatError,
-    secret::{AppSecret, SessionKey},
+    secret::{AccessToken, AppSecret, PhoneCode, SessionKey},
 };
+use crate::phone::PhoneNumber;
 
 /// WeChat's production API host.
 pub(crate) const DEFAULT_BASE_URL: &str = "https://api.weixin.qq.com";
@@ -32,6 +33,12 @@ pub(crate) const DEFAULT_BUSY_ATTEMPTS: u32 = 3;
 pub(crate) const DEFAULT_BUSY_BACKOFF: Duration = Duration::from_millis(100);
 
 const JSCODE2SESSION_PATH: &str = "/sns/jscode2session";
+const STABLE_TOKEN_PATH: &str = "/cgi-bin/stable_token";
+const PHONE_NUMBER_PATH: &str = "/wxa/business/getuserphonenumber";
+/// WeChat asks for room for 512 characters; far more is not an access token.
+const MAX_ACCESS_TOKEN_LEN: usize = 2048;
+/// WeChat's access tokens live 7200 s; a longer `expires_in` is not believed.
+const MAX_ACCESS_TOKEN_LIFETIME: Duration = Duration::from_secs(7200);
 /// A real answer is a few hundred bytes; the cap bounds memory if the upstream misbehaves.
 const MAX_BODY_BYTES: u64 = 64 * 1024;
 const MAX_ERRMSG_CHARS: usize = 200;
@@ -48,7 +55,40 @@ pub struct Session {
     pub session_key: SessionKey,
 }
 
-/// Client for `GET {base}/sns/jscode2session`; cheap to clone, shareable across threads.
+/// An access token as `stable_token` handed it out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FetchedAccessToken {
+    /// The token.
+    pub token: AccessToken,
+    /// How long WeChat says it stays valid, from when it answered (at most 7200 s).
+    pub expires_in: Duration,
+}
+
+/// Which WeChat endpoint a call went to, for logs.
+#[derive(Clone, Copy)]
+enum Endpoint {
+    Jscode2Session,
+    StableToken,
+    PhoneNumber,
+}
+
+impl Endpoint {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Jscode2Session => "jscode2session",
+            Self::StableToken => "stable_token",
+            Self::PhoneNumber => "getuserphonenumber",
+        }
+    }
+}
+
+/// Client for WeChat's server API: `GET {base}/sns/jscode2session` (logins),
+/// `POST {base}/cgi-bin/stable_token` (access tokens) and
+/// `POST {base}/wxa/business/getuserphonenumber` (phone numbers); cheap to clone,
+/// shareable across threads. Calls that need an access token are best made through an
+/// [`AccessTokenManager`](crate::AccessTokenManager), which shares one token between
+/// every caller and server.
 ///
 /// # Logging
 ///
@@ -176,6 +216,35 @@ impl WeChatClient {
         &self.inner.app_id
     }
 
+    /// The bound on a whole exchange, retries included.
+    pub(crate) fn total_timeout(&self) -> Duration {
+        self.inner.total_timeout
+    }
+
+    /// Runs a blocking call on Tokio's blocking pool.
+    fn on_blocking_pool<T, F>(
+        &self,
+        call: F,
+    ) -> impl Future<Output = Result<T, WeChatError>> + Send + 'static + use<T, F>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Self) -> Result<T, WeChatError> + Send + 'static,
+    {
+        let client = self.clone();
+        async move {
+            tokio::task::spawn_blocking(move || call(&client))
+                .await
+                .unwrap_or_else(|join_error| {
+                    // The join error's text may quote a panic payload, so only its kind is logged.
+                    tracing::error!(
+                        panicked = join_error.is_panic(),
+                        "WeChat worker did not complete"
+                    );
+                    Err(WeChatError::Internal)
+                })
+        }
+    }
+
     /// Exchanges a login code on Tokio's blocking pool; must be polled inside a Tokio runtime.
     ///
     /// # Errors
@@ -184,21 +253,9 @@ impl WeChatClient {
     pub fn code2session(
         &self,
         code: &str,
-    ) -> impl Future<Output = Result<Session, WeChatError>> + Send + 'static {
-        let client = self.clone();
+    ) -> impl Future<Output = Result<Session, WeChatError>> + Send + 'static + use<> {
         let code = code.to_owned();
-        async move {
-            tokio::task::spawn_blocking(move || client.code2session_blocking(&code))
-                .await
-                .unwrap_or_else(|join_error| {
-                    // The join error's text may quote a panic payload, so only its kind is logged.
-                    tracing::error!(
-                        panicked = join_error.is_panic(),
-                        "jscode2session worker did not complete"
-                    );
-                    Err(WeChatError::Internal)
-                })
-        }
+        self.on_blocking_pool(move |client| client.code2session_blocking(&code))
     }
 
     /// Exchanges a login code for a [`Session`], blocking the current thread.
@@ -209,27 +266,192 @@ impl WeChatClient {
     /// # Errors
     /// See [`WeChatError`] for the mapping of WeChat errcodes and transport failures.
     pub fn code2session_blocking(&self, code: &str) -> Result<Session, WeChatError> {
-        let result = self.exchange_with_retry(code);
+        if code.is_empty() {
+            return Err(WeChatError::MissingCode);
+        }
+        self.logged(Endpoint::Jscode2Session, || {
+            self.with_retry(|deadline| {
+                let inner = &self.inner;
+                let url = format!("{}{JSCODE2SESSION_PATH}", inner.base_url);
+                let body = read_body(
+                    inner
+                        .agent
+                        .get(&url)
+                        .config()
+                        .timeout_global(Some(time_left(deadline)?))
+                        .build()
+                        .query("appid", &inner.app_id)
+                        .query("secret", inner.secret.expose_secret())
+                        .query("js_code", code)
+                        .query("grant_type", "authorization_code")
+                        .call(),
+                )?;
+                self.interpret(&body, code)
+            })
+        })
+    }
+
+    /// Fetches the app's access token from `POST {base}/cgi-bin/stable_token`, on
+    /// Tokio's blocking pool; see [`stable_token_blocking`](Self::stable_token_blocking).
+    ///
+    /// # Errors
+    /// As [`stable_token_blocking`](Self::stable_token_blocking), plus
+    /// [`WeChatError::Internal`] if the blocking task failed.
+    pub fn stable_token(
+        &self,
+        force_refresh: bool,
+    ) -> impl Future<Output = Result<FetchedAccessToken, WeChatError>> + Send + 'static + use<>
+    {
+        self.on_blocking_pool(move |client| client.stable_token_blocking(force_refresh))
+    }
+
+    /// Fetches the app's access token from `stable_token`, blocking the current thread.
+    ///
+    /// In normal mode (`force_refresh: false`) WeChat hands back the token it already
+    /// issued while that one is valid (a new one in its last five minutes), so any number
+    /// of servers may call it. `force_refresh: true` ends the previous token at once and
+    /// is limited by WeChat (20 a day, 30 s apart; beyond that errcode 45009, which is
+    /// [`WeChatError::AccessTokenUnavailable`]); use it only through an
+    /// [`AccessTokenManager`](crate::AccessTokenManager), which budgets it. Errcode -1 is
+    /// retried as for logins.
+    ///
+    /// # Errors
+    /// See [`WeChatError`]; a wrong app id or secret (40013, 40125) or a server address
+    /// missing from the app's IP allow list (40164) is [`WeChatError::Misconfigured`].
+    pub fn stable_token_blocking(
+        &self,
+        force_refresh: bool,
+    ) -> Result<FetchedAccessToken, WeChatError> {
+        let inner = &self.inner;
+        let request = serde_json::json!({
+            "grant_type": "client_credential",
+            "appid": inner.app_id,
+            "secret": inner.secret.expose_secret(),
+            "force_refresh": force_refresh,
+        })
+        .to_string();
+        let result = self.logged(Endpoint::StableToken, || {
+            self.with_retry(|deadline| {
+                let url = format!("{}{STABLE_TOKEN_PATH}", inner.base_url);
+                let body = read_body(
+                    inner
+                        .agent
+                        .post(&url)
+                        .config()
+                        .timeout_global(Some(time_left(deadline)?))
+                        .build()
+                        .header("Content-Type", "application/json")
+                        .send(request.as_bytes()),
+                )?;
+                self.interpret_stable_token(&body)
+            })
+        });
+        let mut request = request;
+        zeroize::Zeroize::zeroize(&mut request);
+        result
+    }
+
+    /// Exchanges a phone code for the user's phone number
+    /// (`POST {base}/wxa/business/getuserphonenumber`) on Tokio's blocking pool; see
+    /// [`phone_number_blocking`](Self::phone_number_blocking).
+    ///
+    /// # Errors
+    /// As [`phone_number_blocking`](Self::phone_number_blocking), plus
+    /// [`WeChatError::Internal`] if the blocking task failed.
+    pub fn phone_number(
+        &self,
+        access_token: &AccessToken,
+        code: &PhoneCode,
+        open_id: Option<&str>,
+    ) -> impl Future<Output = Result<PhoneNumber, WeChatError>> + Send + 'static + use<> {
+        let (access_token, code) = (access_token.clone(), code.clone());
+        let open_id = open_id.map(str::to_owned);
+        self.on_blocking_pool(move |client| {
+            client.phone_number_blocking(&access_token, &code, open_id.as_deref())
+        })
+    }
+
+    /// Exchanges a phone code for the user's phone number, blocking the current thread.
+    ///
+    /// With `open_id`, WeChat refuses a code that another user's button produced. The
+    /// answer's watermark must name this client's app id. A code works once; errcode -1
+    /// is retried as for logins.
+    ///
+    /// # Errors
+    /// [`WeChatError::InvalidPhoneCode`] for 40029, [`WeChatError::RateLimited`] for
+    /// 45011, [`WeChatError::AccessTokenRejected`] for 40001, 42001 and 40014 (an
+    /// [`AccessTokenManager`](crate::AccessTokenManager) fetches a new token and retries),
+    /// [`WeChatError::InvalidResponse`] for an answer without a well-formed number or
+    /// with another app's watermark; the rest as for logins.
+    pub fn phone_number_blocking(
+        &self,
+        access_token: &AccessToken,
+        code: &PhoneCode,
+        open_id: Option<&str>,
+    ) -> Result<PhoneNumber, WeChatError> {
+        if code.expose_secret().is_empty() {
+            return Err(WeChatError::MissingCode);
+        }
+        let inner = &self.inner;
+        let mut request = serde_json::json!({ "code": code.expose_secret() });
+        if let Some(open_id) = open_id {
+            request["openid"] = serde_json::Value::from(open_id);
+        }
+        let mut request = request.to_string();
+        let result = self.logged(Endpoint::PhoneNumber, || {
+            self.with_retry(|deadline| {
+                let url = format!("{}{PHONE_NUMBER_PATH}", inner.base_url);
+                let body = read_body(
+                    inner
+                        .agent
+                        .post(&url)
+                        .config()
+                        .timeout_global(Some(time_left(deadline)?))
+                        .build()
+                        .query("access_token", access_token.expose_secret())
+                        .header("Content-Type", "application/json")
+                        .send(request.as_bytes()),
+                )?;
+                self.interpret_phone_number(
+                    &body,
+                    &[access_token.expose_secret(), code.expose_secret()],
+                )
+            })
+        });
+        zeroize::Zeroize::zeroize(&mut request);
+        result
+    }
+
+    /// Runs `call`, logging its failure: the one place a WeChat failure is logged.
+    fn logged<T>(
+        &self,
+        endpoint: Endpoint,
+        call: impl FnOnce() -> Result<T, WeChatError>,
+    ) -> Result<T, WeChatError> {
+        // Checked on the thread that makes the request, as a thread-local logger would be.
+        let result = if ureq_would_log_secrets() {
+            Err(WeChatError::SecretsWouldBeLogged)
+        } else {
+            call()
+        };
         if let Err(err) = &result {
-            self.log_failure(err);
+            self.log_failure(endpoint, err);
         }
         result
     }
 
-    fn exchange_with_retry(&self, code: &str) -> Result<Session, WeChatError> {
-        if code.is_empty() {
-            return Err(WeChatError::MissingCode);
-        }
-        // Checked on the thread that makes the request, as a thread-local logger would be.
-        if ureq_would_log_secrets() {
-            return Err(WeChatError::SecretsWouldBeLogged);
-        }
+    /// Makes `once` until it answers something other than errcode -1, at most the
+    /// configured number of times, doubling the backoff, within the total timeout.
+    fn with_retry<T>(
+        &self,
+        mut once: impl FnMut(Instant) -> Result<T, WeChatError>,
+    ) -> Result<T, WeChatError> {
         let deadline = Instant::now() + self.inner.total_timeout;
         let attempts = self.inner.busy_attempts;
         let mut backoff = self.inner.busy_backoff;
         let mut attempt = 1;
         loop {
-            match self.exchange_once(code, deadline) {
+            match once(deadline) {
                 // A retry that could not even start before the deadline is not made.
                 Err(WeChatError::Busy { .. })
                     if attempt < attempts && Instant::now() + backoff < deadline =>
@@ -247,50 +469,8 @@ impl WeChatClient {
         }
     }
 
-    fn exchange_once(&self, code: &str, deadline: Instant) -> Result<Session, WeChatError> {
-        let inner = &self.inner;
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(WeChatError::Timeout { phase: "request" });
-        }
-        let url = format!("{}{JSCODE2SESSION_PATH}", inner.base_url);
-        let mut response = inner
-            .agent
-            .get(&url)
-            .config()
-            .timeout_global(Some(left))
-            .build()
-            .query("appid", &inner.app_id)
-            .query("secret", inner.secret.expose_secret())
-            .query("js_code", code)
-            .query("grant_type", "authorization_code")
-            .call()
-            .map_err(|e| from_transport_error(&e))?;
-        let status = response.status();
-        if !status.is_success() {
-            return Err(WeChatError::HttpStatus {
-                status: status.as_u16(),
-            });
-        }
-        // Parsed from bytes regardless of Content-Type: WeChat often labels JSON `text/plain`.
-        let body = response
-            .body_mut()
-            .with_config()
-            .limit(MAX_BODY_BYTES)
-            .read_to_vec()
-            .map_err(|e| from_transport_error(&e))?;
-        self.interpret(&body, code)
-    }
-
     fn interpret(&self, body: &[u8], code: &str) -> Result<Session, WeChatError> {
-        if body.trim_ascii().is_empty() {
-            return Err(WeChatError::EmptyResponse);
-        }
-        let reply: Option<Reply> =
-            serde_json::from_slice(body).map_err(|_| WeChatError::InvalidResponse {
-                reason: "body is not jscode2session JSON",
-            })?;
-        let reply = reply.ok_or(WeChatError::EmptyResponse)?;
+        let reply: Reply = parse_reply(body, "body is not jscode2session JSON")?;
         match reply.errcode {
             0 => {}
             40029 | 40163 => {
@@ -309,7 +489,7 @@ impl WeChatClient {
             errcode => {
                 return Err(WeChatError::Upstream {
                     errcode,
-                    errmsg: self.scrub(&reply.errmsg, code),
+                    errmsg: self.scrub(&reply.errmsg, &[code]),
                 });
             }
         }
@@ -330,10 +510,95 @@ impl WeChatClient {
         })
     }
 
+    fn interpret_stable_token(&self, body: &[u8]) -> Result<FetchedAccessToken, WeChatError> {
+        let reply: TokenReply = parse_reply(body, "body is not stable_token JSON")?;
+        match reply.errcode {
+            0 => {}
+            -1 => return Err(WeChatError::Busy { attempts: 1 }),
+            40013 | 40125 | 40164 => {
+                return Err(WeChatError::Misconfigured {
+                    errcode: reply.errcode,
+                });
+            }
+            45009 => {
+                return Err(WeChatError::AccessTokenUnavailable {
+                    reason: "WeChat refused a forced refresh (errcode 45009: 20 a day, 30 s apart)",
+                });
+            }
+            errcode => {
+                return Err(WeChatError::Upstream {
+                    errcode,
+                    errmsg: self.scrub(&reply.errmsg, &[]),
+                });
+            }
+        }
+        let token = reply
+            .access_token
+            .filter(|t| {
+                let t = t.expose_secret();
+                !t.is_empty()
+                    && t.len() <= MAX_ACCESS_TOKEN_LEN
+                    && t.bytes().all(|b| b.is_ascii_graphic())
+            })
+            .ok_or(WeChatError::InvalidResponse {
+                reason: "access_token missing or malformed",
+            })?;
+        let expires_in = reply
+            .expires_in
+            .filter(|secs| *secs > 0)
+            .map(|secs| Duration::from_secs(secs).min(MAX_ACCESS_TOKEN_LIFETIME))
+            .ok_or(WeChatError::InvalidResponse {
+                reason: "expires_in missing or not positive",
+            })?;
+        Ok(FetchedAccessToken { token, expires_in })
+    }
+
+    fn interpret_phone_number(
+        &self,
+        body: &[u8],
+        secrets: &[&str],
+    ) -> Result<PhoneNumber, WeChatError> {
+        let reply: PhoneReply = parse_reply(body, "body is not getuserphonenumber JSON")?;
+        match reply.errcode {
+            0 => {}
+            40029 => {
+                return Err(WeChatError::InvalidPhoneCode {
+                    errcode: reply.errcode,
+                });
+            }
+            45011 => return Err(WeChatError::RateLimited),
+            -1 => return Err(WeChatError::Busy { attempts: 1 }),
+            errcode if WeChatError::is_access_token_errcode(errcode) => {
+                return Err(WeChatError::AccessTokenRejected { errcode });
+            }
+            errcode => {
+                return Err(WeChatError::Upstream {
+                    errcode,
+                    errmsg: self.scrub(&reply.errmsg, secrets),
+                });
+            }
+        }
+        let info = reply.phone_info.ok_or(WeChatError::InvalidResponse {
+            reason: "phone_info missing or malformed",
+        })?;
+        if info.watermark.appid != self.inner.app_id {
+            return Err(WeChatError::InvalidResponse {
+                reason: "phone number was issued for another app",
+            });
+        }
+        if !info.number.is_well_formed() {
+            return Err(WeChatError::InvalidResponse {
+                reason: "phone number is malformed",
+            });
+        }
+        Ok(info.number)
+    }
+
     /// WeChat's errmsg is free text; scrubbing keeps a future echo of the request out of logs.
-    fn scrub(&self, errmsg: &str, code: &str) -> String {
+    fn scrub(&self, errmsg: &str, secrets: &[&str]) -> String {
         let mut text = errmsg.to_owned();
-        for needle in [self.inner.secret.expose_secret(), code] {
+        let app_secret = [self.inner.secret.expose_secret()];
+        for needle in app_secret.iter().chain(secrets) {
             if !needle.is_empty() {
                 text = text.replace(needle, REDACTED);
             }
@@ -341,17 +606,19 @@ impl WeChatClient {
         text.chars().take(MAX_ERRMSG_CHARS).collect()
     }
 
-    fn log_failure(&self, err: &WeChatError) {
+    fn log_failure(&self, endpoint: Endpoint, err: &WeChatError) {
         let app_id = self.inner.app_id.as_str();
+        let endpoint = endpoint.name();
         match err {
             WeChatError::Misconfigured { errcode } => {
-                let wrong = if *errcode == 40013 {
-                    "app id"
-                } else {
-                    "app secret"
+                let wrong = match *errcode {
+                    40013 => "app id",
+                    40164 => "server address (add it to the app's IP allow list)",
+                    _ => "app secret",
                 };
                 tracing::error!(
                     app_id,
+                    endpoint,
                     errcode,
                     "WeChat rejected the configured {wrong}: fix the Mini-Program credentials"
                 );
@@ -366,10 +633,10 @@ impl WeChatClient {
             }
             WeChatError::Internal => {}
             _ if err.status().is_server_error() => {
-                tracing::warn!(app_id, error_code = err.node_code(), error = %err, "jscode2session failed");
+                tracing::warn!(app_id, endpoint, error_code = err.node_code(), error = %err, "WeChat call failed");
             }
             _ => {
-                tracing::debug!(app_id, error_code = err.node_code(), error = %err, "jscode2session refused");
+                tracing::debug!(app_id, endpoint, error_code = err.node_code(), error = %err, "WeChat refused the call");
             }
         }
     }
@@ -425,6 +692,95 @@ struct Reply {
     errcode: i64,
     #[serde(default)]
     errmsg: String,
+}
+
+/// A `stable_token` answer; not `Debug`, as it holds the access token.
+#[derive(Deserialize)]
+struct TokenReply {
+    access_token: Option<AccessToken>,
+    expires_in: Option<u64>,
+    #[serde(default)]
+    errcode: i64,
+    #[serde(default)]
+    errmsg: String,
+}
+
+/// A `getuserphonenumber` answer.
+#[derive(Deserialize)]
+struct PhoneReply {
+    // A malformed `phone_info` is an answer without one, refused below.
+    #[serde(default, deserialize_with = "lenient")]
+    phone_info: Option<PhoneInfo>,
+    #[serde(default)]
+    errcode: i64,
+    #[serde(default)]
+    errmsg: String,
+}
+
+#[derive(Deserialize)]
+struct PhoneInfo {
+    #[serde(flatten)]
+    number: PhoneNumber,
+    watermark: PhoneWatermark,
+}
+
+#[derive(Deserialize)]
+struct PhoneWatermark {
+    appid: String,
+}
+
+/// `Some` when the value parses as `T`, else `None`.
+fn lenient<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::de::DeserializeOwned,
+{
+    let value = serde_json::Value::deserialize(deserializer)?;
+    Ok(serde_json::from_value(value).ok())
+}
+
+/// Parses a WeChat answer: blank or `null` is [`WeChatError::EmptyResponse`], anything
+/// not of the shape `T` is [`WeChatError::InvalidResponse`] with `reason`.
+fn parse_reply<T: serde::de::DeserializeOwned>(
+    body: &[u8],
+    reason: &'static str,
+) -> Result<T, WeChatError> {
+    if body.trim_ascii().is_empty() {
+        return Err(WeChatError::EmptyResponse);
+    }
+    let reply: Option<T> =
+        serde_json::from_slice(body).map_err(|_| WeChatError::InvalidResponse { reason })?;
+    reply.ok_or(WeChatError::EmptyResponse)
+}
+
+/// What is left of the budget until `deadline`; [`WeChatError::Timeout`] if nothing.
+fn time_left(deadline: Instant) -> Result<Duration, WeChatError> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        Err(WeChatError::Timeout { phase: "request" })
+    } else {
+        Ok(left)
+    }
+}
+
+/// The body of a successful (2xx) answer, at most [`MAX_BODY_BYTES`].
+fn read_body(
+    response: Result<http::Response<ureq::Body>, ureq::Error>,
+) -> Result<Vec<u8>, WeChatError> {
+    let mut response = response.map_err(|e| from_transport_error(&e))?;
+    let status = response.status();
+    if !status.is_success() {
+        return Err(WeChatError::HttpStatus {
+            status: status.as_u16(),
+        });
+    }
+    // Parsed from bytes regardless of Content-Type: WeChat often labels JSON `text/plain`.
+    response
+        .body_mut()
+        .with_config()
+        .limit(MAX_BODY_BYTES)
+        .read_to_vec()
+        .map_err(|e| from_transport_error(&e))
 }
 
 /// ureq's error text can contain the request URL (secret and code included), so only the
@@ -532,6 +888,97 @@ mod tests {
             panic!("expected Upstream");
         };
         assert_eq!(errmsg.chars().count(), MAX_ERRMSG_CHARS);
+    }
+
+    #[test]
+    fn stable_token_answers_are_checked() {
+        let c = client();
+        let fetched = c
+            .interpret_stable_token(br#"{"access_token":"AT-1","expires_in":7200}"#)
+            .unwrap();
+        assert_eq!(fetched.token.expose_secret(), "AT-1");
+        assert_eq!(fetched.expires_in, Duration::from_secs(7200));
+        let capped = c
+            .interpret_stable_token(br#"{"access_token":"AT-1","expires_in":99999}"#)
+            .unwrap();
+        assert_eq!(capped.expires_in, MAX_ACCESS_TOKEN_LIFETIME);
+        let status = |body: &[u8]| c.interpret_stable_token(body).unwrap_err().status();
+        assert_eq!(status(br#"{"errcode":40125,"errmsg":"x"}"#), 500);
+        assert_eq!(status(br#"{"errcode":40013,"errmsg":"x"}"#), 500);
+        assert_eq!(status(br#"{"errcode":40164,"errmsg":"x"}"#), 500);
+        assert_eq!(status(br#"{"errcode":45009,"errmsg":"x"}"#), 503);
+        assert_eq!(status(br#"{"errcode":-1,"errmsg":"x"}"#), 503);
+        for garbage in [
+            &b"<html>"[..],
+            br#"{"access_token":"","expires_in":7200}"#,
+            br#"{"access_token":"a b","expires_in":7200}"#,
+            br#"{"access_token":"AT","expires_in":0}"#,
+            br#"{"access_token":"AT"}"#,
+            br#"{"expires_in":7200}"#,
+            br#"{"access_token":7,"expires_in":7200}"#,
+        ] {
+            assert_eq!(
+                status(garbage),
+                502,
+                "{:?}",
+                String::from_utf8_lossy(garbage)
+            );
+        }
+        assert_eq!(status(b""), 502);
+    }
+
+    #[test]
+    fn phone_answers_are_checked() {
+        let c = client();
+        let answer = |cc: &str, appid: &str| {
+            format!(
+                r#"{{"errcode":0,"errmsg":"ok","phone_info":{{"phoneNumber":"13800138000","purePhoneNumber":"13800138000","countryCode":{cc},"watermark":{{"timestamp":1,"appid":"{appid}"}}}}}}"#
+            )
+        };
+        for cc in [r#""86""#, "86"] {
+            let phone = c
+                .interpret_phone_number(answer(cc, "wxapp").as_bytes(), &[])
+                .unwrap();
+            assert_eq!(phone.pure_phone_number, "13800138000");
+            assert_eq!(phone.country_code, "86");
+        }
+        let err = c
+            .interpret_phone_number(answer("86", "wx-other").as_bytes(), &[])
+            .unwrap_err();
+        assert_eq!(
+            (err.status().as_u16(), err.oauth_error()),
+            (502, "invalid_response")
+        );
+        let refusal = |body: &str| {
+            c.interpret_phone_number(body.as_bytes(), &["PC-9"])
+                .unwrap_err()
+        };
+        let err = refusal(r#"{"errcode":40029,"errmsg":"invalid code"}"#);
+        assert_eq!(
+            (err.status().as_u16(), err.oauth_error()),
+            (401, "invalid_phone_code")
+        );
+        assert_eq!(refusal(r#"{"errcode":45011,"errmsg":"x"}"#).status(), 429);
+        assert_eq!(refusal(r#"{"errcode":-1,"errmsg":"x"}"#).status(), 503);
+        for errcode in [40001, 42001, 40014] {
+            let err = refusal(&format!(r#"{{"errcode":{errcode},"errmsg":"x"}}"#));
+            assert!(matches!(err, WeChatError::AccessTokenRejected { errcode: e } if e == errcode));
+        }
+        let WeChatError::Upstream { errmsg, .. } =
+            refusal(r#"{"errcode":47001,"errmsg":"bad PC-9 SECRET-123"}"#)
+        else {
+            panic!("expected Upstream");
+        };
+        assert_eq!(errmsg, "bad <redacted> <redacted>");
+        for garbage in [
+            r#"{"errcode":0}"#,
+            r#"{"errcode":0,"phone_info":{"phoneNumber":"1"}}"#,
+            r#"{"errcode":0,"phone_info":{"phoneNumber":"x","purePhoneNumber":"x","countryCode":"86","watermark":{"timestamp":1,"appid":"wxapp"}}}"#,
+            r#"{"errcode":0,"phone_info":{"phoneNumber":"13800138000","purePhoneNumber":"13800138000","countryCode":"86"}}"#,
+            "[]",
+        ] {
+            assert_eq!(refusal(garbage).status(), 502, "{garbage}");
+        }
     }
 
     #[test]

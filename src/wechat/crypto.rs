@@ -14,11 +14,17 @@ use std::{
 use aes::Aes128;
 use base64::{Engine as _, engine::general_purpose::STANDARD_PAD_INDIFFERENT};
 use cbc::cipher::{BlockModeDecrypt as _, KeyIvInit as _, block_padding::Pkcs7};
-use serde::de::DeserializeOwned;
+use serde::{Deserialize, de::DeserializeOwned};
 use sha1::{Digest as _, Sha1};
 use subtle::ConstantTimeEq as _;
 
-use super::{client::Session, error::DecryptError, profile::DecryptedProfile, secret::SessionKey};
+use super::{
+    client::Session,
+    error::DecryptError,
+    profile::{DecryptedProfile, Watermark},
+    secret::SessionKey,
+};
+use crate::phone::PhoneNumber;
 
 type Aes128CbcDec = cbc::Decryptor<Aes128>;
 
@@ -98,22 +104,32 @@ fn check_profile(
     profile: DecryptedProfile,
     now: SystemTime,
 ) -> Result<DecryptedProfile, DecryptError> {
-    if profile.watermark.appid != opts.app_id {
-        return Err(DecryptError::AppIdMismatch);
-    }
+    check_watermark(opts, &profile.watermark, now)?;
     if profile.open_id != session.open_id {
         return Err(DecryptError::OpenIdMismatch);
+    }
+    Ok(profile)
+}
+
+/// The watermark names this app and, with a maximum age, is recent enough.
+fn check_watermark(
+    opts: &DecryptOptions,
+    watermark: &Watermark,
+    now: SystemTime,
+) -> Result<(), DecryptError> {
+    if watermark.appid != opts.app_id {
+        return Err(DecryptError::AppIdMismatch);
     }
     if let Some(max_age) = opts.max_age {
         let now_secs = now
             .duration_since(UNIX_EPOCH)
             .map_or(0, |elapsed| elapsed.as_secs());
-        let age = now_secs.saturating_sub(profile.watermark.timestamp);
+        let age = now_secs.saturating_sub(watermark.timestamp);
         if age > max_age.as_secs() {
             return Err(DecryptError::Expired);
         }
     }
-    Ok(profile)
+    Ok(())
 }
 
 fn decrypt_json<T: DeserializeOwned>(
@@ -137,6 +153,46 @@ fn decrypt_json<T: DeserializeOwned>(
         .decrypt_padded_vec::<Pkcs7>(&ciphertext)
         .map_err(|_| invalid("bad padding"))?;
     serde_json::from_slice(&plaintext).map_err(|_| invalid("plaintext is not the expected JSON"))
+}
+
+/// Decrypts the legacy phone open data (`getPhoneNumber`'s `encryptedData` + `iv`,
+/// before WeChat's phone code existed) with the session's key.
+///
+/// Checks as [`decrypt_profile`] does, except that phone data names no openid: key and
+/// IV length, padding, the plaintext is a phone number with a watermark,
+/// `watermark.appid == opts.app_id`, the watermark's age when `opts.max_age` is set,
+/// and that the number is well formed ([`PhoneNumber::is_well_formed`]).
+///
+/// # Errors
+/// As [`decrypt_profile`]; a malformed number is [`DecryptError::Invalid`].
+pub fn decrypt_phone(
+    opts: &DecryptOptions,
+    session: &Session,
+    encrypted_data_b64: &str,
+    iv_b64: &str,
+    now: SystemTime,
+) -> Result<PhoneNumber, DecryptError> {
+    #[derive(Deserialize)]
+    struct Phone {
+        #[serde(flatten)]
+        number: PhoneNumber,
+        watermark: Watermark,
+    }
+    let result =
+        decrypt_json::<Phone>(&session.session_key, encrypted_data_b64, iv_b64).and_then(|phone| {
+            check_watermark(opts, &phone.watermark, now)?;
+            if phone.number.is_well_formed() {
+                Ok(phone.number)
+            } else {
+                Err(DecryptError::Invalid {
+                    reason: "phone number is malformed",
+                })
+            }
+        });
+    if let Err(e) = &result {
+        tracing::debug!(error = ?e, "rejected WeChat phone open data");
+    }
+    result
 }
 
 /// Encrypts `profile_json` the way WeChat does, for simulators and tests only.

@@ -5,8 +5,8 @@
 
 use http::StatusCode;
 
-/// Why a `jscode2session` exchange failed.
-#[derive(Debug, thiserror::Error)]
+/// Why a call to WeChat (`jscode2session`, `stable_token`, `getuserphonenumber`) failed.
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum WeChatError {
     /// The caller passed an empty login code; WeChat was not asked.
@@ -17,6 +17,30 @@ pub enum WeChatError {
     InvalidCode {
         /// WeChat's errcode.
         errcode: i64,
+    },
+    /// The phone code is invalid, expired, already used or another user's (errcode
+    /// 40029 from `getuserphonenumber`).
+    #[error("WeChat rejected the phone code (errcode {errcode})")]
+    InvalidPhoneCode {
+        /// WeChat's errcode.
+        errcode: i64,
+    },
+    /// WeChat refused the access_token (errcode 40001 stale, 42001 expired, 40014
+    /// malformed) even after it was fetched anew: see
+    /// [`AccessTokenManager::call`](crate::AccessTokenManager::call), which retries once.
+    #[error("WeChat rejected the access_token (errcode {errcode})")]
+    AccessTokenRejected {
+        /// WeChat's errcode.
+        errcode: i64,
+    },
+    /// No usable access_token could be had: another server's refresh did not finish in
+    /// time, or WeChat keeps handing back a rejected token and a forced refresh is not
+    /// allowed now (the daily budget is spent, one ran within 30 s, or WeChat answered
+    /// 45009).
+    #[error("no usable WeChat access_token: {reason}")]
+    AccessTokenUnavailable {
+        /// Why not.
+        reason: &'static str,
     },
     /// WeChat's per-minute quota was hit (errcode 45011).
     #[error("WeChat rate limit reached (errcode 45011)")]
@@ -88,14 +112,17 @@ impl WeChatError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::MissingCode => StatusCode::BAD_REQUEST,
-            Self::InvalidCode { .. } => StatusCode::UNAUTHORIZED,
+            Self::InvalidCode { .. } | Self::InvalidPhoneCode { .. } => StatusCode::UNAUTHORIZED,
             Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Self::UserBlocked => StatusCode::FORBIDDEN,
-            Self::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Busy { .. } | Self::AccessTokenUnavailable { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::Misconfigured { .. } | Self::Internal | Self::SecretsWouldBeLogged => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
             Self::Upstream { .. }
+            | Self::AccessTokenRejected { .. }
             | Self::HttpStatus { .. }
             | Self::EmptyResponse
             | Self::InvalidResponse { .. }
@@ -114,6 +141,9 @@ impl WeChatError {
             Self::Transport { .. } | Self::Timeout { .. } => 6006,
             Self::MissingCode
             | Self::InvalidCode { .. }
+            | Self::InvalidPhoneCode { .. }
+            | Self::AccessTokenRejected { .. }
+            | Self::AccessTokenUnavailable { .. }
             | Self::RateLimited
             | Self::UserBlocked
             | Self::Busy { .. }
@@ -127,6 +157,9 @@ impl WeChatError {
         match self {
             Self::MissingCode => "missing_code",
             Self::InvalidCode { .. } => "invalid_code",
+            Self::InvalidPhoneCode { .. } => "invalid_phone_code",
+            Self::AccessTokenRejected { .. } => "access_token_rejected",
+            Self::AccessTokenUnavailable { .. } => "access_token_unavailable",
             Self::RateLimited => "rate_limited",
             Self::UserBlocked => "user_blocked",
             Self::Busy { .. } => "wechat_busy",
@@ -143,6 +176,15 @@ impl WeChatError {
     }
 }
 
+impl WeChatError {
+    /// Whether `errcode` says the access_token itself was refused (40001 stale, 42001
+    /// expired, 40014 malformed): the one case in which fetching a new token and trying
+    /// again can help.
+    pub fn is_access_token_errcode(errcode: i64) -> bool {
+        matches!(errcode, 40001 | 42001 | 40014)
+    }
+}
+
 /// Why open data or a signature was rejected.
 ///
 /// What a client can learn: all decryption failures (bad base64, wrong key or IV length,
@@ -151,7 +193,7 @@ impl WeChatError {
 /// ciphertext that decrypts to a complete profile, which needs the session key anyway.
 /// [`DecryptError::oauth_error`] and [`DecryptError::status`] are the same for every
 /// decryption failure, so an endpoint that only shows those reveals even less.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum DecryptError {
     /// The data could not be decrypted or parsed.

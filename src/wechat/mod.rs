@@ -11,9 +11,9 @@ pub(crate) use self::crypto::signature;
 #[cfg(feature = "testing")]
 pub use self::crypto::{EncryptedProfile, encrypt_profile};
 pub use self::{
-    client::{Session, WeChatClient},
-    crypto::{DecryptOptions, decrypt_profile, verify_signature},
+    client::{FetchedAccessToken, Session, WeChatClient},
+    crypto::{DecryptOptions, decrypt_phone, decrypt_profile, verify_signature},
     error::{DecryptError, WeChatError},
     profile::{DecryptedProfile, Watermark},
-    secret::{AppSecret, SessionKey},
+    secret::{AccessToken, AppSecret, PhoneCode, SessionKey},
 };

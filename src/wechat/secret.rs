@@ -70,6 +70,76 @@ impl fmt::Debug for SessionKey {
     }
 }
 
+/// A WeChat API `access_token` (from `stable_token`): every server-side API call of the
+/// app carries it. `Debug` redacts it and equality is checked in constant time.
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct AccessToken(String);
+
+impl AccessToken {
+    /// Wraps an access token exactly as WeChat returned it.
+    pub fn new(token: impl Into<String>) -> Self {
+        Self(token.into())
+    }
+
+    /// Returns the token itself; only for building an upstream request.
+    pub fn expose_secret(&self) -> &str {
+        &self.0
+    }
+}
+
+impl PartialEq for AccessToken {
+    fn eq(&self, other: &Self) -> bool {
+        use subtle::ConstantTimeEq as _;
+        bool::from(self.0.as_bytes().ct_eq(other.0.as_bytes()))
+    }
+}
+
+impl Eq for AccessToken {}
+
+impl Drop for AccessToken {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
+}
+
+impl fmt::Debug for AccessToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(REDACTED)
+    }
+}
+
+/// The one-time code `<button open-type="getPhoneNumber">` hands the mini-program: a
+/// different code from `wx.login()`'s, exchanged once for the user's phone number.
+/// `Debug` redacts it.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct PhoneCode(String);
+
+impl PhoneCode {
+    /// Wraps a phone code.
+    pub fn new(code: impl Into<String>) -> Self {
+        Self(code.into())
+    }
+
+    /// Returns the code itself; only for building the upstream request.
+    pub fn expose_secret(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Drop for PhoneCode {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
+}
+
+impl fmt::Debug for PhoneCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(REDACTED)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -81,6 +151,14 @@ mod tests {
             format!("{:?}", SessionKey::new("c2Vzc2lvbg==")),
             "<redacted>"
         );
+        assert_eq!(format!("{:?}", AccessToken::new("at-1")), "<redacted>");
+        assert_eq!(format!("{:?}", PhoneCode::new("pc-1")), "<redacted>");
+    }
+
+    #[test]
+    fn access_tokens_compare_by_value() {
+        assert_eq!(AccessToken::new("a"), AccessToken::new("a"));
+        assert_ne!(AccessToken::new("a"), AccessToken::new("ab"));
     }
 
     #[test]

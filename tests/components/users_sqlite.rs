@@ -136,7 +136,7 @@ async fn migrates_original_node_schema_keeping_rows() {
     );
 
     let user = store
-        .upsert_login("o-legacy", Some("u-1"), None)
+        .upsert_login("o-legacy", Some("u-1"), None, None)
         .await
         .unwrap();
     assert_eq!(user.nick_name.as_deref(), Some("老用户"));
@@ -148,7 +148,7 @@ async fn migrates_original_node_schema_keeping_rows() {
 async fn reopening_is_a_no_op() {
     let (_dir, path) = temp_db();
     let store = SqliteUserStore::open(&path).await.unwrap();
-    let first = store.upsert_login("o-1", None, None).await.unwrap();
+    let first = store.upsert_login("o-1", None, None, None).await.unwrap();
     drop(store);
 
     let store = SqliteUserStore::open(&path).await.unwrap();
@@ -182,14 +182,14 @@ async fn upsert_inserts_then_merges_only_present_fields() {
     let store = SqliteUserStore::open(&path).await.unwrap();
 
     let created = store
-        .upsert_login("o-1", None, Some(&full_profile()))
+        .upsert_login("o-1", None, Some(&full_profile()), None)
         .await
         .unwrap();
     assert_eq!(created.open_id, "o-1");
     assert_eq!(created.profile(), full_profile());
     assert_eq!(created.last_login_at, Some(created.created_at));
 
-    let again = store.upsert_login("o-1", None, None).await.unwrap();
+    let again = store.upsert_login("o-1", None, None, None).await.unwrap();
     assert_eq!(
         again.profile(),
         full_profile(),
@@ -198,7 +198,7 @@ async fn upsert_inserts_then_merges_only_present_fields() {
     assert_eq!(again.created_at, created.created_at);
 
     let empty = store
-        .upsert_login("o-1", None, Some(&Profile::default()))
+        .upsert_login("o-1", None, Some(&Profile::default()), None)
         .await
         .unwrap();
     assert_eq!(
@@ -213,7 +213,7 @@ async fn upsert_inserts_then_merges_only_present_fields() {
         ..Profile::default()
     };
     let merged = store
-        .upsert_login("o-1", None, Some(&partial))
+        .upsert_login("o-1", None, Some(&partial), None)
         .await
         .unwrap();
     let expected = Profile {
@@ -231,7 +231,7 @@ async fn updated_at_moves_only_when_data_changes() {
     let (_dir, path) = temp_db();
     let store = SqliteUserStore::open(&path).await.unwrap();
     store
-        .upsert_login("o-1", Some("u-1"), Some(&full_profile()))
+        .upsert_login("o-1", Some("u-1"), Some(&full_profile()), None)
         .await
         .unwrap();
     // Backdate, since the store's clock has one-second resolution.
@@ -240,7 +240,7 @@ async fn updated_at_moves_only_when_data_changes() {
         .unwrap();
 
     let same = store
-        .upsert_login("o-1", Some("u-1"), Some(&full_profile()))
+        .upsert_login("o-1", Some("u-1"), Some(&full_profile()), None)
         .await
         .unwrap();
     assert_eq!(same.updated_at, 1, "same data is not a change");
@@ -254,6 +254,7 @@ async fn updated_at_moves_only_when_data_changes() {
                 city: Some("Beijing".into()),
                 ..Profile::default()
             }),
+            None,
         )
         .await
         .unwrap();
@@ -265,13 +266,19 @@ async fn union_id_is_set_when_given_and_kept_otherwise() {
     let (_dir, path) = temp_db();
     let store = SqliteUserStore::open(&path).await.unwrap();
 
-    let user = store.upsert_login("o-1", None, None).await.unwrap();
+    let user = store.upsert_login("o-1", None, None, None).await.unwrap();
     assert_eq!(user.union_id, None);
-    let user = store.upsert_login("o-1", Some("u-1"), None).await.unwrap();
+    let user = store
+        .upsert_login("o-1", Some("u-1"), None, None)
+        .await
+        .unwrap();
     assert_eq!(user.union_id.as_deref(), Some("u-1"));
-    let user = store.upsert_login("o-1", None, None).await.unwrap();
+    let user = store.upsert_login("o-1", None, None, None).await.unwrap();
     assert_eq!(user.union_id.as_deref(), Some("u-1"), "kept when not given");
-    let user = store.upsert_login("o-1", Some("u-2"), None).await.unwrap();
+    let user = store
+        .upsert_login("o-1", Some("u-2"), None, None)
+        .await
+        .unwrap();
     assert_eq!(user.union_id.as_deref(), Some("u-2"));
 
     let found = store.get_by_union_id("u-2").await.unwrap().unwrap();
@@ -295,7 +302,9 @@ async fn concurrent_first_logins_create_exactly_one_row() {
                     ..Profile::default()
                 };
                 barrier.wait().await;
-                store.upsert_login("o-race", None, Some(&profile)).await
+                store
+                    .upsert_login("o-race", None, Some(&profile), None)
+                    .await
             })
         })
         .collect();
@@ -320,7 +329,10 @@ async fn concurrent_first_logins_create_exactly_one_row() {
 async fn injection_looking_open_id_is_stored_verbatim() {
     let (_dir, path) = temp_db();
     let store = SqliteUserStore::open(&path).await.unwrap();
-    store.upsert_login("o-bystander", None, None).await.unwrap();
+    store
+        .upsert_login("o-bystander", None, None, None)
+        .await
+        .unwrap();
 
     let hostile = "x'); DROP TABLE user;--";
     let profile = Profile {
@@ -328,7 +340,7 @@ async fn injection_looking_open_id_is_stored_verbatim() {
         ..Profile::default()
     };
     let user = store
-        .upsert_login(hostile, Some("' OR 1=1 --"), Some(&profile))
+        .upsert_login(hostile, Some("' OR 1=1 --"), Some(&profile), None)
         .await
         .unwrap();
     assert_eq!(user.open_id, hostile);
@@ -367,7 +379,10 @@ async fn read_only_flag_rejects_writes_without_a_row() {
         reader.get("o-1").await.unwrap().is_none(),
         "reads still work"
     );
-    let err = reader.upsert_login("o-1", None, None).await.unwrap_err();
+    let err = reader
+        .upsert_login("o-1", None, None, None)
+        .await
+        .unwrap_err();
     assert!(matches!(err, UserStoreError::ReadOnly(_)), "{err:?}");
     assert!(!err.is_transient());
     let err = reader.delete("o-1").await.unwrap_err();
@@ -383,7 +398,7 @@ async fn read_only_uri_rejects_writes_without_a_row() {
     let reader = SqliteUserStore::open(&uri).await.unwrap();
 
     let err = reader
-        .upsert_login("o-1", None, Some(&full_profile()))
+        .upsert_login("o-1", None, Some(&full_profile()), None)
         .await
         .unwrap_err();
     assert!(matches!(err, UserStoreError::ReadOnly(_)), "{err:?}");
@@ -419,7 +434,7 @@ async fn exclusive_lock_gives_busy_within_the_timeout_and_no_row() {
 
     let started = Instant::now();
     let err = store
-        .upsert_login(secret_looking_id, Some("u-do-not-echo"), None)
+        .upsert_login(secret_looking_id, Some("u-do-not-echo"), None, None)
         .await
         .unwrap_err();
     let elapsed = started.elapsed();
@@ -441,7 +456,7 @@ async fn exclusive_lock_gives_busy_within_the_timeout_and_no_row() {
     assert_eq!(count_rows(&path, secret_looking_id), 0);
     // The store recovers once the lock is gone.
     store
-        .upsert_login(secret_looking_id, None, None)
+        .upsert_login(secret_looking_id, None, None, None)
         .await
         .unwrap();
     assert_eq!(count_rows(&path, secret_looking_id), 1);
@@ -477,7 +492,7 @@ async fn update_profile_get_and_delete() {
     assert_eq!(count_rows(&path, "o-1"), 0, "update does not create");
 
     store
-        .upsert_login("o-1", Some("u-1"), Some(&full_profile()))
+        .upsert_login("o-1", Some("u-1"), Some(&full_profile()), None)
         .await
         .unwrap();
     raw(&path)
@@ -533,7 +548,7 @@ async fn in_memory_store_works_and_is_private() {
     let tasks: Vec<_> = (0..10)
         .map(|_| {
             let a = a.clone();
-            tokio::spawn(async move { a.upsert_login("o-1", None, None).await })
+            tokio::spawn(async move { a.upsert_login("o-1", None, None, None).await })
         })
         .collect();
     for task in tasks {
@@ -558,6 +573,9 @@ fn user_serializes_with_snake_case_fields() {
         created_at: 10,
         updated_at: 11,
         last_login_at: Some(12),
+        phone_number: Some("13800138000".into()),
+        pure_phone_number: Some("13800138000".into()),
+        country_code: Some("86".into()),
     };
     let json = serde_json::to_value(&user).unwrap();
     assert_eq!(
@@ -574,7 +592,10 @@ fn user_serializes_with_snake_case_fields() {
             "language": "zh_CN",
             "created_at": 10,
             "updated_at": 11,
-            "last_login_at": 12
+            "last_login_at": 12,
+            "phone_number": "13800138000",
+            "pure_phone_number": "13800138000",
+            "country_code": "86"
         })
     );
 }
@@ -623,7 +644,7 @@ async fn a_new_database_and_its_wal_files_are_private() {
     let (_dir, path) = temp_db();
     let store = SqliteUserStore::open(&path).await.unwrap();
     store
-        .upsert_login("o-private", None, Some(&full_profile()))
+        .upsert_login("o-private", None, Some(&full_profile()), None)
         .await
         .unwrap();
     // Both exist while the store holds connections.
@@ -642,7 +663,10 @@ async fn an_existing_database_keeps_its_mode() {
     raw(&path).execute_batch(LEGACY_SCHEMA).unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
     let store = SqliteUserStore::open(&path).await.unwrap();
-    store.upsert_login("o-shared", None, None).await.unwrap();
+    store
+        .upsert_login("o-shared", None, None, None)
+        .await
+        .unwrap();
     assert_eq!(mode(&path), "640", "the owner's choice stands");
     // SQLite gives its WAL files the database's mode.
     assert_eq!(mode(&sibling(&path, "-wal")), "640");

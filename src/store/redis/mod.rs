@@ -271,7 +271,20 @@ impl RedisTokenStore {
     {
         let args: Vec<String> = args.iter().copied().map(number).collect();
         let args: Vec<&[u8]> = args.iter().map(String::as_bytes).collect();
-        scripts::eval(&self.inner.backend, script, key, &args).await
+        self.invoke_script_bytes(script, key, &args).await
+    }
+
+    /// Like [`invoke_script`](Self::invoke_script), with arguments as bytes.
+    pub(crate) async fn invoke_script_bytes<R>(
+        &self,
+        script: &Script,
+        key: &str,
+        args: &[&[u8]],
+    ) -> Result<R, StoreError>
+    where
+        R: redis::FromRedisValue + Send,
+    {
+        scripts::eval(&self.inner.backend, script, key, args).await
     }
 
     /// This store's key prefix.
