@@ -26,13 +26,19 @@
 //! | `MPAUTHX_REQUEST_TIMEOUT_MS` | `30000` | answer 503 to a request that runs longer, 1 to 600000 |
 //!
 //! Routes: `POST /auth/authorize`, `/auth/refresh`, `/auth/logout`, `/auth/logout_all`,
-//! `GET /me` (behind `MpAuthLayer`: the stored user as JSON), `GET /healthz`, and with
-//! the simulator `POST /sim/login` and `GET /sim/sns/jscode2session`. `GET /ping` and
+//! `POST /auth/phone` and `GET /me` (both behind `MpAuthLayer`; `/me` answers the
+//! stored user as JSON, phone included), `GET /healthz`, and with the simulator
+//! `POST /sim/login` (a login code), `POST /sim/phone` (a phone code) and WeChat's own
+//! endpoints under `/sim`: `GET /sim/sns/jscode2session`, `POST /sim/cgi-bin/stable_token`,
+//! `GET /sim/cgi-bin/token` and `POST /sim/wxa/business/getuserphonenumber`. `GET /ping` and
 //! `GET /me/ping` answer `pong` from the same handler, the second behind `MpAuthLayer`:
 //! the load benchmark (`benches/load.sh`) compares them to measure the layer.
 //!
 //! Login limits are counted in Redis when `MPAUTHX_REDIS_URL` is set (shared by every
-//! instance), else in memory; a login over a limit gets 429 with `Retry-After`.
+//! instance), else in memory; a login over a limit gets 429 with `Retry-After`. The
+//! WeChat access token (for phone numbers) lives there too: with `MPAUTHX_REDIS_URL`
+//! every instance shares one token per app id, fetched single-flight; without it the
+//! process keeps its own.
 //!
 //! `MPAUTHX_VALIDATION_CACHE_MS` puts a `CachedTokenStore` in front of the token store:
 //! each token's check is kept that many milliseconds, so that a token revoked by another
@@ -76,9 +82,10 @@ use hyper_util::{
     service::TowerToHyperService,
 };
 use mpauthx::{
-    AppSecret, AuthedUser, CachedTokenStore, LoginThrottle, MemoryRateLimiter, MemoryTokenStore,
-    MpAuth, MpAuthConfig, RateLimit, RateLimiter, RedisTokenStore, Sku, SqliteUserStore, Token,
-    TokenStore, UserStore, client_ip_key, forwarded_ip, testing::WeChatSimulator,
+    AccessTokenManager, AppSecret, AuthedUser, CachedTokenStore, LoginThrottle, MemoryRateLimiter,
+    MemoryTokenStore, MpAuth, MpAuthConfig, RateLimit, RateLimiter, RedisTokenStore, Sku,
+    SqliteUserStore, Token, TokenStore, UserStore, client_ip_key, forwarded_ip,
+    testing::WeChatSimulator,
 };
 use rand::TryRng as _;
 use serde_json::json;
@@ -579,42 +586,46 @@ async fn run(settings: Settings, shutdown: watch::Receiver<bool>) -> Result<(), 
                         format!("cannot use MPAUTHX_REDIS_URL={}: {e}", redacted_url(url)),
                     )
                 })?;
-            tracing::info!(url = %redacted_url(url), prefix, "tokens are kept in Redis");
+            tracing::info!(url = %redacted_url(url), prefix, "tokens and the WeChat access token are kept in Redis");
             let throttle = login_throttle(&settings.limits, store.clone());
-            serve_cached(listener, store, throttle, settings, shutdown).await
+            let shared = Some(store.clone());
+            serve_cached(listener, store, shared, throttle, settings, shutdown).await
         }
         None => {
             tracing::info!("MPAUTHX_REDIS_URL unset: tokens are kept in memory");
             let throttle = login_throttle(&settings.limits, MemoryRateLimiter::new());
             let tokens = MemoryTokenStore::new();
-            serve_cached(listener, tokens, throttle, settings, shutdown).await
+            serve_cached(listener, tokens, None, throttle, settings, shutdown).await
         }
     }
 }
 
-/// Serves with the validation cache in front of `tokens` when it is on.
+/// Serves with the validation cache in front of `tokens` when it is on. `shared` is the
+/// Redis that keeps the WeChat access token, if one is set.
 async fn serve_cached<T: TokenStore>(
     listener: TcpListener,
     tokens: T,
+    shared: Option<RedisTokenStore>,
     throttle: Option<LoginThrottle>,
     settings: Settings,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), BadSetting> {
     let ttl = settings.validation_cache;
     if ttl.is_zero() {
-        return serve(listener, tokens, throttle, settings, shutdown).await;
+        return serve(listener, tokens, shared, throttle, settings, shutdown).await;
     }
     tracing::warn!(
         cache_ms = ttl.as_millis() as u64,
         "token checks are cached: a token revoked by another server stays usable here for up to {ttl:?}"
     );
     let tokens = CachedTokenStore::new(tokens).with_ttl(ttl);
-    serve(listener, tokens, throttle, settings, shutdown).await
+    serve(listener, tokens, shared, throttle, settings, shutdown).await
 }
 
 async fn serve<T: TokenStore>(
     listener: TcpListener,
     tokens: T,
+    shared: Option<RedisTokenStore>,
     throttle: Option<LoginThrottle>,
     settings: Settings,
     shutdown: watch::Receiver<bool>,
@@ -661,7 +672,11 @@ async fn serve<T: TokenStore>(
         Some(max_age) => config.with_max_session_age(max_age),
         None => config,
     };
-    let mut builder = MpAuth::builder(config, tokens, users);
+    let access_tokens = match &shared {
+        Some(store) => AccessTokenManager::redis(config.wechat().clone(), store),
+        None => AccessTokenManager::memory(config.wechat().clone()),
+    };
+    let mut builder = MpAuth::builder(config, tokens, users).with_access_tokens(access_tokens);
     if let Some(throttle) = throttle {
         tracing::info!(?throttle, "logins are limited");
         builder = builder.with_login_throttle(throttle);
@@ -671,6 +686,7 @@ async fn serve<T: TokenStore>(
     let mut app = Router::new()
         .route("/me", get(me::<T>))
         .route("/me/ping", get(ping))
+        .route("/auth/phone", post(auth.phone_handler()))
         .route_layer(auth.layer())
         .route("/ping", get(ping))
         .route("/healthz", get(healthz::<T>))
@@ -681,9 +697,19 @@ async fn serve<T: TokenStore>(
     if let Some(simulator) = &simulator {
         app = app
             .route("/sim/login", post(simulator.mint_handler()))
+            .route("/sim/phone", post(simulator.phone_mint_handler()))
             .route(
                 "/sim/sns/jscode2session",
                 get(simulator.jscode2session_handler()),
+            )
+            .route(
+                "/sim/cgi-bin/stable_token",
+                post(simulator.stable_token_handler()),
+            )
+            .route("/sim/cgi-bin/token", get(simulator.token_handler()))
+            .route(
+                "/sim/wxa/business/getuserphonenumber",
+                post(simulator.phone_number_handler()),
             );
     }
     let app = app

@@ -11,7 +11,7 @@ set -euo pipefail
 
 cd "$(dirname "$0")"
 seconds="${SMOKE_SECONDS:-20}"
-targets=(token_parse auth_header profile_decrypt profile_roundtrip authorize_body)
+targets=(token_parse auth_header profile_decrypt profile_roundtrip authorize_body phone_answer)
 
 if ! cargo +nightly --version >/dev/null 2>&1; then
     echo "fuzz/smoke.sh: SKIPPED: no nightly toolchain (rustup toolchain install nightly)"

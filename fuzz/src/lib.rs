@@ -678,3 +678,75 @@ where
         .to_bytes()
         .to_vec()
 }
+
+// ---------------------------------------------------------------------------------------
+// phone_answer
+// ---------------------------------------------------------------------------------------
+
+/// The app id the phone answers are read for.
+const PHONE_APP_ID: &str = "wx-fuzz-app";
+/// The app secret of that client: never echoed in an error.
+const PHONE_SECRET: &str = "fuzz-app-secret-4f1c";
+
+/// `WeChatClient::interpret_phone_answer` on any bytes, as the body of a
+/// `getuserphonenumber` answer, and `decrypt_phone` on the same bytes encrypted with a
+/// fixed session key (the legacy phone data).
+///
+/// No panic; a number comes back only when the answer's watermark names this app, and
+/// it is then well formed (digits where digits belong); every refusal maps to 401, 429,
+/// 502 or 503 with a stable snake_case name, and no error text repeats the app secret;
+/// a legacy plaintext decrypts to the same verdict on the number's shape.
+pub fn check_phone_answer(data: &[u8]) {
+    use mpauthx::{AppSecret, WeChatClient, WeChatError, decrypt_phone};
+
+    let client = WeChatClient::new(PHONE_APP_ID, AppSecret::new(PHONE_SECRET));
+    match client.interpret_phone_answer(data) {
+        Ok(phone) => {
+            assert!(phone.is_well_formed(), "accepted a malformed number");
+            let answer: Value = serde_json::from_slice(data).expect("an accepted answer is JSON");
+            assert_eq!(
+                answer["phone_info"]["watermark"]["appid"], PHONE_APP_ID,
+                "accepted another app's number"
+            );
+            assert_eq!(answer["errcode"].as_i64().unwrap_or(0), 0);
+            // `Debug` masks the number (beyond 7 digits, its middle; else all of it).
+            let shown = format!("{phone:?}");
+            if phone.pure_phone_number.len() > 7 {
+                assert!(!shown.contains(&phone.pure_phone_number), "{shown}");
+            }
+        }
+        Err(error) => {
+            let status = error.status().as_u16();
+            assert!(
+                matches!(status, 401 | 429 | 502 | 503),
+                "unexpected status {status} for {error:?}"
+            );
+            assert!(!error.oauth_error().is_empty());
+            let shown = format!("{error} {error:?}");
+            assert!(!shown.contains(PHONE_SECRET), "an error repeats the secret");
+            if let WeChatError::InvalidPhoneCode { errcode } = error {
+                assert_eq!(errcode, 40029);
+            }
+        }
+    }
+
+    // The same bytes as legacy phone plaintext.
+    let session = Session {
+        open_id: "o-fuzz".into(),
+        union_id: None,
+        session_key: SessionKey::new(STANDARD.encode([7u8; 16])),
+    };
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let sealed = encrypt_profile(&session.session_key, [9u8; 16], text).expect("a 16-byte key");
+    let options = DecryptOptions::new(PHONE_APP_ID);
+    match decrypt_phone(&options, &session, &sealed.encrypted_data, &sealed.iv, SystemTime::now()) {
+        Ok(phone) => {
+            assert!(phone.is_well_formed());
+            let plain: Value = serde_json::from_str(text).expect("accepted plaintext is JSON");
+            assert_eq!(plain["watermark"]["appid"], PHONE_APP_ID);
+        }
+        Err(error) => assert_eq!(error.status(), StatusCode::BAD_REQUEST),
+    }
+}

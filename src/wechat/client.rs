@@ -422,6 +422,17 @@ impl WeChatClient {
         result
     }
 
+    /// Reads a `getuserphonenumber` answer exactly as
+    /// [`phone_number_blocking`](Self::phone_number_blocking) does: for answers fetched
+    /// by other means (your own HTTP client, a queue).
+    ///
+    /// # Errors
+    /// As [`phone_number_blocking`](Self::phone_number_blocking), without the transport
+    /// errors.
+    pub fn interpret_phone_answer(&self, body: &[u8]) -> Result<PhoneNumber, WeChatError> {
+        self.interpret_phone_number(body, &[])
+    }
+
     /// Runs `call`, logging its failure: the one place a WeChat failure is logged.
     fn logged<T>(
         &self,

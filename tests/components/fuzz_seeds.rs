@@ -56,6 +56,11 @@ fn auth_header_seeds() {
 }
 
 #[test]
+fn phone_answer_seeds() {
+    replay("phone_answer", checks::check_phone_answer);
+}
+
+#[test]
 fn profile_decrypt_seeds() {
     replay("profile_decrypt", checks::check_profile_decrypt);
 }

@@ -7,7 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use mpauthx::{Profile, SqliteUserStore, User, UserStore, UserStoreError};
+use mpauthx::{PhoneNumber, Profile, SqliteUserStore, User, UserStore, UserStoreError};
 
 use crate::common::users::{count_rows, raw, temp_db};
 
@@ -58,7 +58,7 @@ fn chain(err: &UserStoreError) -> String {
     out
 }
 
-const ALL_COLUMNS: [&str; 12] = [
+const ALL_COLUMNS: [&str; 15] = [
     "openId",
     "city",
     "country",
@@ -71,7 +71,24 @@ const ALL_COLUMNS: [&str; 12] = [
     "created_at",
     "updated_at",
     "last_login_at",
+    "phoneNumber",
+    "purePhoneNumber",
+    "countryCode",
 ];
+
+/// The schema this crate created before phone numbers (schema version 1).
+const V1_SCHEMA: &str = "CREATE TABLE user(openId text primary key not null, city text, \
+     country text, gender integer, language text, nickName text, province text, avatarUrl text, \
+     unionId text, created_at integer, updated_at integer, last_login_at integer); \
+     CREATE INDEX user_unionId ON user(unionId); PRAGMA user_version = 1;";
+
+fn phone(pure: &str) -> PhoneNumber {
+    PhoneNumber {
+        phone_number: pure.into(),
+        pure_phone_number: pure.into(),
+        country_code: "86".into(),
+    }
+}
 
 #[tokio::test]
 async fn fresh_file_gets_schema_wal_and_index() {
@@ -142,6 +159,88 @@ async fn migrates_original_node_schema_keeping_rows() {
     assert_eq!(user.nick_name.as_deref(), Some("老用户"));
     assert!(user.last_login_at.is_some());
     assert_eq!(count_rows(&path, "o-legacy"), 1);
+}
+
+#[tokio::test]
+async fn migrates_a_version_1_file_to_phone_columns_keeping_rows() {
+    let (_dir, path) = temp_db();
+    {
+        let conn = raw(&path);
+        conn.execute_batch(V1_SCHEMA).unwrap();
+        conn.execute(
+            "INSERT INTO user (openId, unionId, nickName, created_at, updated_at, last_login_at) \
+             VALUES ('o-v1', 'u-v1', 'Ada', 100, 200, 300)",
+            [],
+        )
+        .unwrap();
+    }
+    let store = SqliteUserStore::open(&path).await.unwrap();
+    assert_eq!(columns(&path), ALL_COLUMNS);
+    let version: i64 = raw(&path)
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, 2);
+    let user = store.get("o-v1").await.unwrap().expect("the row is kept");
+    assert_eq!(
+        (user.union_id.as_deref(), user.nick_name.as_deref()),
+        (Some("u-v1"), Some("Ada"))
+    );
+    assert_eq!(
+        (user.created_at, user.updated_at, user.last_login_at),
+        (100, 200, Some(300))
+    );
+    assert_eq!(user.phone(), None);
+    let bound = store
+        .set_phone("o-v1", &phone("13800138000"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(bound.phone(), Some(phone("13800138000")));
+}
+
+#[tokio::test]
+async fn phones_are_bound_replaced_and_kept_across_logins() {
+    let (_dir, path) = temp_db();
+    let store = SqliteUserStore::open(&path).await.unwrap();
+    assert_eq!(
+        store.set_phone("o-nobody", &phone("13800138000")).await.unwrap(),
+        None,
+        "no such user: nothing written"
+    );
+    assert_eq!(count_rows(&path, "o-nobody"), 0);
+
+    let user = store
+        .upsert_login("o-1", None, None, Some(&phone("13800138000")))
+        .await
+        .unwrap();
+    assert_eq!(user.phone(), Some(phone("13800138000")));
+    assert_eq!(user.pure_phone_number.as_deref(), Some("13800138000"));
+    let again = store.upsert_login("o-1", None, None, None).await.unwrap();
+    assert_eq!(again.phone(), Some(phone("13800138000")), "a login without a phone keeps it");
+    assert_eq!(again.updated_at, user.updated_at);
+
+    conn_set_updated_at(&path, "o-1", 5);
+    let same = store.set_phone("o-1", &phone("13800138000")).await.unwrap().unwrap();
+    assert_eq!(same.updated_at, 5, "binding the same number changes nothing");
+    let other = PhoneNumber {
+        phone_number: "+1 4155550100".into(),
+        pure_phone_number: "4155550100".into(),
+        country_code: "1".into(),
+    };
+    let replaced = store.set_phone("o-1", &other).await.unwrap().unwrap();
+    assert_eq!(replaced.phone(), Some(other.clone()));
+    assert!(replaced.updated_at > 5);
+    assert_eq!(replaced.last_login_at, again.last_login_at, "not a login");
+    assert_eq!(store.get("o-1").await.unwrap().unwrap().phone(), Some(other));
+}
+
+fn conn_set_updated_at(path: &Path, open_id: &str, at: i64) {
+    raw(path)
+        .execute(
+            "UPDATE user SET updated_at = ?1 WHERE openId = ?2",
+            rusqlite::params![at, open_id],
+        )
+        .unwrap();
 }
 
 #[tokio::test]
