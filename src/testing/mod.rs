@@ -47,14 +47,20 @@
 //! [`DEFAULT_CODE_TTL`], like WeChat. It is for tests and demos: never mount it in
 //! production, where anyone could mint logins with it.
 
+mod calls;
 mod codes;
 mod handlers;
 mod mint;
+mod phone;
 mod simulator;
+mod tokens;
 mod wire;
 
 pub use self::{
+    calls::{SimEndpoint, SimulatorCalls},
     mint::{MAX_USER_LEN, SimulatedLogin, SimulatedProfile, SimulatorError},
+    phone::{PhoneInfo, SimulatedPhone, SimulatedPhoneCode},
     simulator::{DEFAULT_CODE_TTL, DEFAULT_MAX_CODES, WeChatSimulator},
+    tokens::{DEFAULT_ACCESS_TOKEN_TTL, DEFAULT_FORCE_REFRESH_LIMIT},
     wire::Errcode,
 };
