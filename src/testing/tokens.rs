@@ -368,3 +368,465 @@ impl WeChatSimulator {
             .unwrap_or_else(PoisonError::into_inner)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const APP: &str = "wx-sim-app";
+    const SECRET: &str = "sim-secret";
+
+    fn sim() -> WeChatSimulator {
+        WeChatSimulator::new(APP, SECRET)
+    }
+
+    fn secs(n: u64) -> Duration {
+        Duration::from_secs(n)
+    }
+
+    impl WeChatSimulator {
+        fn stable_at(&self, force: bool, now: Instant) -> Result<(String, u64), Errcode> {
+            self.stable_token_at(APP, SECRET, force, now)
+        }
+
+        fn live_tokens(&self) -> usize {
+            self.lock_tokens().live.len()
+        }
+    }
+
+    fn stable_answer(sim: &WeChatSimulator, request: Result<TokenRequest, Errcode>) -> i64 {
+        let answer: serde_json::Value =
+            serde_json::from_str(&sim.stable_token_answer(request, Instant::now())).unwrap();
+        assert!(answer["errmsg"].is_string(), "{answer}");
+        answer["errcode"].as_i64().unwrap()
+    }
+
+    fn request(
+        grant_type: Option<&str>,
+        app_id: Option<&str>,
+        secret: Option<&str>,
+    ) -> TokenRequest {
+        TokenRequest {
+            grant_type: grant_type.map(str::to_owned),
+            app_id: app_id.map(str::to_owned),
+            secret: secret.map(str::to_owned),
+            force_refresh: false,
+        }
+    }
+
+    #[test]
+    fn tokens_have_wechat_shape() {
+        let (token, expires_in) = sim().stable_token(APP, SECRET, false).unwrap();
+        assert_eq!(expires_in, 7200);
+        assert_eq!(token.len(), 136);
+        assert!(has_token_shape(&token), "{token}");
+        let (legacy, expires_in) = sim().token(APP, SECRET).unwrap();
+        assert_eq!(expires_in, 7200);
+        assert!(has_token_shape(&legacy), "{legacy}");
+    }
+
+    #[test]
+    fn the_same_stable_token_is_handed_back_while_valid() {
+        let sim = sim();
+        let t0 = Instant::now();
+        let (token, expires_in) = sim.stable_at(false, t0).unwrap();
+        assert_eq!(expires_in, 7200);
+        assert_eq!(
+            sim.stable_at(false, t0 + secs(100)).unwrap(),
+            (token.clone(), 7100)
+        );
+        // Whole seconds, rounded down; 301 s left is more than five minutes.
+        let late = t0 + secs(6899) - Duration::from_millis(500);
+        assert_eq!(sim.stable_at(false, late).unwrap(), (token.clone(), 301));
+        assert!(sim.check_access_token_at(&token, late).is_ok());
+        assert_eq!(sim.current_access_token(), Some(token));
+    }
+
+    #[test]
+    fn a_new_stable_token_comes_in_the_last_five_minutes_and_the_old_stays_valid() {
+        let sim = sim();
+        let t0 = Instant::now();
+        let (old, _) = sim.stable_at(false, t0).unwrap();
+        let window = t0 + secs(6900);
+        let (new, expires_in) = sim.stable_at(false, window).unwrap();
+        assert_ne!(new, old);
+        assert_eq!(expires_in, 7200);
+        assert!(sim.check_access_token_at(&old, window + secs(299)).is_ok());
+        assert!(sim.check_access_token_at(&new, window + secs(299)).is_ok());
+        // The new one is handed back from then on.
+        assert_eq!(
+            sim.stable_at(false, window + secs(10)).unwrap(),
+            (new.clone(), 7190)
+        );
+        // The old one expires on its own schedule.
+        assert_eq!(
+            sim.check_access_token_at(&old, t0 + secs(7200)),
+            Err(Errcode::ACCESS_TOKEN_EXPIRED)
+        );
+        assert!(sim.check_access_token_at(&new, t0 + secs(7200)).is_ok());
+    }
+
+    #[test]
+    fn an_expired_stable_token_is_replaced() {
+        let sim = sim().with_access_token_ttl(secs(600));
+        let t0 = Instant::now();
+        let (old, expires_in) = sim.stable_at(false, t0).unwrap();
+        assert_eq!(expires_in, 600);
+        let late = t0 + secs(601);
+        assert_eq!(
+            sim.check_access_token_at(&old, late),
+            Err(Errcode::ACCESS_TOKEN_EXPIRED)
+        );
+        let (new, expires_in) = sim.stable_at(false, late).unwrap();
+        assert_ne!(new, old);
+        assert_eq!(expires_in, 600);
+        assert!(sim.check_access_token_at(&new, late).is_ok());
+    }
+
+    #[test]
+    fn short_lifetimes_get_a_new_token_every_call() {
+        let sim = sim().with_access_token_ttl(secs(60));
+        let t0 = Instant::now();
+        let (a, _) = sim.stable_at(false, t0).unwrap();
+        let (b, expires_in) = sim.stable_at(false, t0 + secs(1)).unwrap();
+        assert_ne!(a, b);
+        assert_eq!(expires_in, 60);
+        assert!(sim.check_access_token_at(&a, t0 + secs(1)).is_ok());
+    }
+
+    #[test]
+    fn a_force_refresh_invalidates_every_earlier_stable_token() {
+        let sim = sim();
+        let t0 = Instant::now();
+        let (first, _) = sim.stable_at(false, t0).unwrap();
+        let window = t0 + secs(6950);
+        let (second, _) = sim.stable_at(false, window).unwrap();
+        let (legacy, _) = sim.token_at(APP, SECRET, window).unwrap();
+        let (forced, expires_in) = sim.stable_at(true, window + secs(1)).unwrap();
+        assert_eq!(expires_in, 7200);
+        assert!(forced != first && forced != second);
+        let now = window + secs(2);
+        for earlier in [&first, &second] {
+            assert_eq!(
+                sim.check_access_token_at(earlier, now),
+                Err(Errcode::INVALID_CREDENTIAL)
+            );
+        }
+        assert!(sim.check_access_token_at(&forced, now).is_ok());
+        assert!(
+            sim.check_access_token_at(&legacy, now).is_ok(),
+            "the legacy token is kept apart"
+        );
+        assert_eq!(sim.stable_at(false, now).unwrap().0, forced);
+        let calls = sim.calls();
+        assert_eq!((calls.stable_token, calls.force_refresh), (4, 1));
+    }
+
+    #[test]
+    fn force_refreshes_are_spaced_30_seconds_apart() {
+        let sim = sim();
+        let t0 = Instant::now();
+        let (first, _) = sim.stable_at(true, t0).unwrap();
+        assert_eq!(sim.stable_at(true, t0 + secs(29)), Err(Errcode::API_QUOTA));
+        assert!(
+            sim.check_access_token_at(&first, t0 + secs(29)).is_ok(),
+            "a refused force refresh invalidates nothing"
+        );
+        let (second, _) = sim.stable_at(true, t0 + secs(30)).unwrap();
+        assert_ne!(first, second);
+        assert_eq!(sim.calls().force_refresh, 2);
+        assert_eq!(sim.calls().stable_token, 3);
+    }
+
+    #[test]
+    fn the_spacing_can_be_shortened() {
+        let sim = sim().with_force_refresh_interval(Duration::ZERO);
+        let t0 = Instant::now();
+        let (a, _) = sim.stable_at(true, t0).unwrap();
+        let (b, _) = sim.stable_at(true, t0).unwrap();
+        assert_ne!(a, b);
+        assert!(sim.stable_token(APP, SECRET, true).is_ok());
+    }
+
+    #[test]
+    fn force_refreshes_are_limited_in_number_until_reset() {
+        let sim = sim().with_force_refresh_limit(3);
+        let t0 = Instant::now();
+        for i in 0..3 {
+            assert!(sim.stable_at(true, t0 + secs(30 * i)).is_ok(), "{i}");
+        }
+        let later = t0 + secs(3600);
+        assert_eq!(sim.stable_at(true, later), Err(Errcode::API_QUOTA));
+        // Normal mode still works.
+        assert!(sim.stable_at(false, later).is_ok());
+        sim.reset_force_refresh_quota();
+        assert!(sim.stable_at(true, later).is_ok());
+        assert_eq!(sim.calls().force_refresh, 4);
+
+        let sim = WeChatSimulator::new(APP, SECRET);
+        for i in 0..20 {
+            assert!(sim.stable_at(true, t0 + secs(30 * i)).is_ok(), "{i}");
+        }
+        assert_eq!(
+            sim.stable_at(true, t0 + secs(30 * 20)),
+            Err(Errcode::API_QUOTA),
+            "WeChat's default of 20"
+        );
+        let none = WeChatSimulator::new(APP, SECRET).with_force_refresh_limit(0);
+        assert_eq!(none.stable_at(true, t0), Err(Errcode::API_QUOTA));
+    }
+
+    #[test]
+    fn refused_credentials_use_no_force_refresh() {
+        let sim = sim().with_force_refresh_limit(1);
+        assert_eq!(
+            sim.stable_token(APP, "wrong", true),
+            Err(Errcode::INVALID_APP_SECRET)
+        );
+        assert!(sim.stable_token(APP, SECRET, true).is_ok());
+        assert_eq!(sim.calls().force_refresh, 1);
+    }
+
+    #[test]
+    fn revoked_tokens_answer_40001_and_new_ones_are_issued() {
+        let sim = sim();
+        let (stable, _) = sim.stable_token(APP, SECRET, false).unwrap();
+        let (legacy, _) = sim.token(APP, SECRET).unwrap();
+        sim.revoke_access_tokens();
+        for token in [&stable, &legacy] {
+            assert_eq!(
+                sim.check_access_token(token),
+                Err(Errcode::INVALID_CREDENTIAL)
+            );
+        }
+        assert_eq!(sim.current_access_token(), None);
+        let (fresh, expires_in) = sim.stable_token(APP, SECRET, false).unwrap();
+        assert_ne!(fresh, stable);
+        assert_eq!(expires_in, 7200);
+        assert!(sim.check_access_token(&fresh).is_ok());
+        assert_eq!(sim.current_access_token(), Some(fresh));
+    }
+
+    #[test]
+    fn served_revoked_tokens_are_dead_until_a_force_refresh() {
+        let sim = sim();
+        sim.serve_revoked_tokens(true);
+        let t0 = Instant::now();
+        let (token, _) = sim.stable_at(false, t0).unwrap();
+        sim.revoke_access_tokens();
+        let now = t0 + secs(10);
+        assert_eq!(sim.stable_at(false, now).unwrap(), (token.clone(), 7190));
+        assert_eq!(
+            sim.check_access_token_at(&token, now),
+            Err(Errcode::INVALID_CREDENTIAL)
+        );
+        let (forced, _) = sim.stable_at(true, now).unwrap();
+        assert_ne!(forced, token);
+        assert!(sim.check_access_token_at(&forced, now).is_ok());
+        assert_eq!(sim.stable_at(false, now).unwrap().0, forced);
+
+        // Its last five minutes bring a valid one, as for any token.
+        sim.revoke_access_tokens();
+        let window = now + secs(6950);
+        let (renewed, _) = sim.stable_at(false, window).unwrap();
+        assert_ne!(renewed, forced);
+        assert!(sim.check_access_token_at(&renewed, window).is_ok());
+
+        // Off again: a revoked token is replaced.
+        sim.serve_revoked_tokens(false);
+        sim.revoke_access_tokens();
+        let (replaced, _) = sim.stable_at(false, window).unwrap();
+        assert_ne!(replaced, renewed);
+        assert!(sim.check_access_token_at(&replaced, window).is_ok());
+    }
+
+    #[test]
+    fn the_legacy_endpoint_issues_a_new_token_every_call() {
+        let sim = sim();
+        let (stable, _) = sim.stable_token(APP, SECRET, false).unwrap();
+        let (first, _) = sim.token(APP, SECRET).unwrap();
+        let (second, expires_in) = sim.token(APP, SECRET).unwrap();
+        assert_ne!(first, second);
+        assert_eq!(expires_in, 7200);
+        assert_eq!(
+            sim.check_access_token(&first),
+            Err(Errcode::INVALID_CREDENTIAL)
+        );
+        assert!(sim.check_access_token(&second).is_ok());
+        assert!(
+            sim.check_access_token(&stable).is_ok(),
+            "stable tokens are apart"
+        );
+        assert_eq!(sim.current_access_token(), Some(stable.clone()));
+        assert_eq!(sim.stable_token(APP, SECRET, false).unwrap().0, stable);
+        assert_eq!(sim.calls().token, 2);
+    }
+
+    #[test]
+    fn access_tokens_are_checked_as_the_api_does() {
+        let sim = sim();
+        let t0 = Instant::now();
+        let (token, _) = sim.stable_at(false, t0).unwrap();
+        assert_eq!(
+            sim.check_access_token_at("", t0),
+            Err(Errcode::MISSING_ACCESS_TOKEN)
+        );
+        let mut wrong_char = token.clone();
+        wrong_char.replace_range(0..1, "!");
+        for malformed in ["short", &token[1..], &format!("{token}A"), &wrong_char] {
+            assert_eq!(
+                sim.check_access_token_at(malformed, t0),
+                Err(Errcode::INVALID_ACCESS_TOKEN),
+                "{malformed}"
+            );
+        }
+        assert_eq!(
+            sim.check_access_token_at(&"A".repeat(136), t0),
+            Err(Errcode::INVALID_CREDENTIAL)
+        );
+        assert!(sim.check_access_token_at(&token, t0 + secs(7199)).is_ok());
+        assert_eq!(
+            sim.check_access_token_at(&token, t0 + secs(7200)),
+            Err(Errcode::ACCESS_TOKEN_EXPIRED)
+        );
+    }
+
+    #[test]
+    fn token_requests_are_checked_like_wechat() {
+        let sim = sim();
+        assert_eq!(
+            sim.stable_token("wx-other", SECRET, false),
+            Err(Errcode::INVALID_APP_ID)
+        );
+        for wrong in ["sim-secreT", "sim-secret-", "sim-secre"] {
+            assert_eq!(
+                sim.stable_token(APP, wrong, false),
+                Err(Errcode::INVALID_APP_SECRET),
+                "{wrong}"
+            );
+            assert_eq!(sim.token(APP, wrong), Err(Errcode::INVALID_APP_SECRET));
+        }
+        assert_eq!(
+            sim.stable_token("", SECRET, false),
+            Err(Errcode::MISSING_APP_ID)
+        );
+        assert_eq!(
+            sim.stable_token(APP, "", false),
+            Err(Errcode::MISSING_APP_SECRET)
+        );
+        assert_eq!(sim.token("wx-other", SECRET), Err(Errcode::INVALID_APP_ID));
+        assert_eq!(sim.token("", SECRET), Err(Errcode::MISSING_APP_ID));
+        assert_eq!(sim.token(APP, ""), Err(Errcode::MISSING_APP_SECRET));
+
+        let cc = Some(CLIENT_CREDENTIAL);
+        assert_eq!(stable_answer(&sim, Err(Errcode::DATA_FORMAT_ERROR)), 47001);
+        assert_eq!(
+            stable_answer(&sim, Ok(request(None, Some(APP), Some(SECRET)))),
+            40002
+        );
+        let wrong_grant = request(Some("authorization_code"), Some(APP), Some(SECRET));
+        assert_eq!(stable_answer(&sim, Ok(wrong_grant)), 40002);
+        assert_eq!(
+            stable_answer(&sim, Ok(request(cc, None, Some(SECRET)))),
+            41002
+        );
+        assert_eq!(
+            stable_answer(&sim, Ok(request(cc, Some(""), Some(SECRET)))),
+            41002
+        );
+        assert_eq!(stable_answer(&sim, Ok(request(cc, Some(APP), None))), 41004);
+        assert_eq!(
+            stable_answer(&sim, Ok(request(cc, Some(APP), Some("")))),
+            41004
+        );
+        assert_eq!(
+            stable_answer(&sim, Ok(request(cc, Some("x"), Some(SECRET)))),
+            40013
+        );
+        assert_eq!(
+            stable_answer(&sim, Ok(request(cc, Some(APP), Some("x")))),
+            40125
+        );
+        let answer: serde_json::Value = serde_json::from_str(
+            &sim.stable_token_answer(Ok(request(cc, Some(APP), Some(SECRET))), Instant::now()),
+        )
+        .unwrap();
+        assert!(
+            sim.check_access_token(answer["access_token"].as_str().unwrap())
+                .is_ok()
+        );
+        assert_eq!(answer["expires_in"], 7200);
+        assert!(answer.get("errcode").is_none());
+        assert_eq!(sim.calls().stable_token, 16);
+    }
+
+    #[test]
+    fn token_queries_are_answered_like_wechat() {
+        let sim = sim();
+        let errcode = |query: &str| -> i64 {
+            let answer: serde_json::Value =
+                serde_json::from_str(&sim.token_query_answer(query, Instant::now())).unwrap();
+            assert!(answer["errmsg"].is_string(), "{answer}");
+            answer["errcode"].as_i64().unwrap()
+        };
+        assert_eq!(errcode(""), 40002);
+        assert_eq!(errcode(&format!("appid={APP}&secret={SECRET}")), 40002);
+        let grant = "grant_type=client_credential";
+        assert_eq!(errcode(grant), 41002);
+        assert_eq!(errcode(&format!("{grant}&appid=&secret={SECRET}")), 41002);
+        assert_eq!(errcode(&format!("{grant}&appid={APP}")), 41004);
+        assert_eq!(errcode(&format!("{grant}&appid=x&secret={SECRET}")), 40013);
+        assert_eq!(errcode(&format!("{grant}&appid={APP}&secret=x")), 40125);
+        let query = format!("{grant}&appid=wx%2Dsim%2Dapp&secret={SECRET}");
+        let answer: serde_json::Value =
+            serde_json::from_str(&sim.token_query_answer(&query, Instant::now())).unwrap();
+        let token = answer["access_token"].as_str().unwrap();
+        assert!(sim.check_access_token(token).is_ok());
+        assert_eq!(answer["expires_in"], 7200);
+        assert_eq!(sim.calls().token, 8);
+    }
+
+    #[test]
+    fn clones_share_tokens() {
+        let sim = sim();
+        let (token, _) = sim.clone().stable_token(APP, SECRET, false).unwrap();
+        assert!(sim.check_access_token(&token).is_ok());
+        assert_eq!(sim.stable_token(APP, SECRET, false).unwrap().0, token);
+        sim.clone().revoke_access_tokens();
+        assert!(sim.check_access_token(&token).is_err());
+    }
+
+    #[test]
+    fn remembered_tokens_are_bounded() {
+        let sim = sim().with_access_token_ttl(Duration::ZERO);
+        let t0 = Instant::now();
+        let (first, expires_in) = sim.stable_at(false, t0).unwrap();
+        assert_eq!(expires_in, 0);
+        assert_eq!(
+            sim.check_access_token_at(&first, t0),
+            Err(Errcode::ACCESS_TOKEN_EXPIRED)
+        );
+        for i in 1..=MAX_TOKENS as u64 {
+            sim.stable_at(false, t0 + secs(i)).unwrap();
+        }
+        assert_eq!(sim.live_tokens(), MAX_TOKENS);
+        assert_eq!(
+            sim.check_access_token_at(&first, t0),
+            Err(Errcode::INVALID_CREDENTIAL),
+            "the soonest to expire is forgotten"
+        );
+    }
+
+    #[test]
+    fn debug_shows_no_token() {
+        let sim = sim();
+        let (stable, _) = sim.stable_token(APP, SECRET, false).unwrap();
+        let (legacy, _) = sim.token(APP, SECRET).unwrap();
+        let shown = format!("{sim:?}");
+        assert!(
+            !shown.contains(&stable) && !shown.contains(&legacy),
+            "{shown}"
+        );
+        assert!(!shown.contains(SECRET), "{shown}");
+    }
+}
