@@ -357,3 +357,451 @@ impl WeChatSimulator {
             .unwrap_or_else(PoisonError::into_inner)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use aes::Aes128;
+    use base64::{Engine as _, engine::general_purpose::STANDARD};
+    use cbc::cipher::{BlockModeDecrypt as _, KeyIvInit as _, block_padding::Pkcs7};
+
+    use super::*;
+    use crate::testing::SimulatorError;
+
+    const APP: &str = "wx-sim-app";
+    const SECRET: &str = "sim-secret";
+
+    fn sim() -> WeChatSimulator {
+        WeChatSimulator::new(APP, SECRET)
+    }
+
+    fn token(sim: &WeChatSimulator) -> String {
+        sim.stable_token(APP, SECRET, false).unwrap().0
+    }
+
+    fn info(phone_number: &str, pure: &str, country_code: &str) -> PhoneInfo {
+        PhoneInfo {
+            phone_number: phone_number.into(),
+            pure_phone_number: pure.into(),
+            country_code: country_code.into(),
+        }
+    }
+
+    /// The JSON answer to a `getuserphonenumber` request.
+    fn answer(
+        sim: &WeChatSimulator,
+        access_token: &str,
+        request: Result<PhoneNumberRequest, Errcode>,
+    ) -> serde_json::Value {
+        let query = format!("access_token={access_token}");
+        let body = sim.phone_number_answer(&query, request, Instant::now(), SystemTime::now());
+        serde_json::from_str(&body).unwrap()
+    }
+
+    fn request(code: &str, open_id: Option<&str>) -> Result<PhoneNumberRequest, Errcode> {
+        Ok(PhoneNumberRequest {
+            code: Some(code.into()),
+            open_id: open_id.map(str::to_owned),
+        })
+    }
+
+    #[test]
+    fn a_phone_code_is_exchanged_once() {
+        let sim = sim();
+        let token = token(&sim);
+        let minted = sim.phone_code("alice", "13800138000").unwrap();
+        assert_eq!(minted.code.len(), 64);
+        assert!(minted.code.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_eq!(minted.open_id, sim.open_id("alice"));
+        assert_eq!(
+            sim.get_user_phone_number(&token, &minted.code, None),
+            Ok(info("13800138000", "13800138000", "86"))
+        );
+        assert_eq!(
+            sim.get_user_phone_number(&token, &minted.code, None),
+            Err(Errcode::INVALID_CODE)
+        );
+        assert_eq!(
+            sim.get_user_phone_number(&token, "never-minted", None),
+            Err(Errcode::INVALID_CODE)
+        );
+        assert_eq!(
+            sim.get_user_phone_number(&token, "", None),
+            Err(Errcode::DATA_FORMAT_ERROR)
+        );
+    }
+
+    #[test]
+    fn phone_numbers_are_given_as_wechat_gives_them() {
+        let sim = sim();
+        let token = token(&sim);
+        for (phone, expected) in [
+            ("13800138000", info("13800138000", "13800138000", "86")),
+            ("+86 13800138000", info("13800138000", "13800138000", "86")),
+            ("+1 4155550100", info("+1 4155550100", "4155550100", "1")),
+            ("+852 61234567", info("+852 61234567", "61234567", "852")),
+            ("+1234 1234", info("+1234 1234", "1234", "1234")),
+            ("1234", info("1234", "1234", "86")),
+            (
+                "12345678901234567890",
+                info("12345678901234567890", "12345678901234567890", "86"),
+            ),
+        ] {
+            let minted = sim.phone_code("alice", phone).unwrap();
+            assert_eq!(minted.phone_number, expected.phone_number, "{phone}");
+            assert_eq!(minted.pure_phone_number, expected.pure_phone_number);
+            assert_eq!(minted.country_code, expected.country_code);
+            assert_eq!(
+                sim.get_user_phone_number(&token, &minted.code, None),
+                Ok(expected),
+                "{phone}"
+            );
+        }
+    }
+
+    #[test]
+    fn phone_numbers_are_checked() {
+        let sim = sim();
+        for bad in [
+            "",
+            "123",
+            "123456789012345678901",
+            "1380013800a",
+            " 13800138000",
+            "13800138000 ",
+            "138 0013 8000",
+            "+13800138000",
+            "+1",
+            "+1 ",
+            "+ 4155550100",
+            "+12345 4155550100",
+            "+0 4155550100",
+            "+1  4155550100",
+            "+1-4155550100",
+            "+1 415 555 0100",
+            "++1 4155550100",
+            "１３８００１３８０００",
+        ] {
+            assert_eq!(
+                sim.phone_code("alice", bad),
+                Err(SimulatorError::InvalidPhone),
+                "{bad:?}"
+            );
+            assert_eq!(
+                sim.login_with_phone("alice", bad),
+                Err(SimulatorError::InvalidPhone),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            sim.phone_code("", "13800138000"),
+            Err(SimulatorError::InvalidUser)
+        );
+    }
+
+    #[test]
+    fn another_users_openid_is_refused_without_using_the_code() {
+        let sim = sim();
+        let token = token(&sim);
+        let minted = sim.phone_code("alice", "13800138000").unwrap();
+        let bob = sim.open_id("bob");
+        assert_eq!(
+            sim.get_user_phone_number(&token, &minted.code, Some(&bob)),
+            Err(Errcode::INVALID_CODE)
+        );
+        let alice = sim.open_id("alice");
+        assert!(
+            sim.get_user_phone_number(&token, &minted.code, Some(&alice))
+                .is_ok()
+        );
+        // An empty openid is no openid.
+        let minted = sim.phone_code("alice", "13800138000").unwrap();
+        assert!(
+            sim.get_user_phone_number(&token, &minted.code, Some(""))
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn phone_codes_expire() {
+        let sim = sim();
+        let start = Instant::now();
+        let (token, _) = sim.stable_token(APP, SECRET, false).unwrap();
+        let minted = sim.phone_code_at("alice", "13800138000", start).unwrap();
+        let late = start + Duration::from_secs(300);
+        assert_eq!(
+            sim.get_user_phone_number_at(&token, &minted.code, None, late),
+            Err(Errcode::INVALID_CODE)
+        );
+        let minted = sim.phone_code_at("alice", "13800138000", start).unwrap();
+        let in_time = start + Duration::from_secs(299);
+        assert!(
+            sim.get_user_phone_number_at(&token, &minted.code, None, in_time)
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn the_oldest_phone_codes_are_forgotten_beyond_the_cap() {
+        let sim = sim().with_max_codes(2);
+        let token = token(&sim);
+        let codes: Vec<_> = (0..3)
+            .map(|_| sim.phone_code("alice", "13800138000").unwrap().code)
+            .collect();
+        // Login codes are counted apart.
+        sim.login("alice").unwrap();
+        assert_eq!(
+            sim.get_user_phone_number(&token, &codes[0], None),
+            Err(Errcode::INVALID_CODE)
+        );
+        for code in &codes[1..] {
+            assert!(sim.get_user_phone_number(&token, code, None).is_ok());
+        }
+    }
+
+    #[test]
+    fn the_access_token_is_checked_first_and_uses_nothing_up() {
+        let sim = sim().with_access_token_ttl(Duration::from_secs(600));
+        let (token, _) = sim.stable_token(APP, SECRET, false).unwrap();
+        // The token expires by `start + 600 s`.
+        let start = Instant::now();
+        let minted = sim.phone_code_at("alice", "13800138000", start).unwrap();
+        let code = &minted.code;
+        let wrong_user = sim.open_id("bob");
+        let refused = |access_token: &str, now| {
+            sim.get_user_phone_number_at(access_token, code, Some(&wrong_user), now)
+                .unwrap_err()
+        };
+        assert_eq!(refused("", start), Errcode::MISSING_ACCESS_TOKEN);
+        assert_eq!(refused("nope", start), Errcode::INVALID_ACCESS_TOKEN);
+        assert_eq!(
+            refused(&"A".repeat(136), start),
+            Errcode::INVALID_CREDENTIAL
+        );
+        let late = start + Duration::from_secs(600);
+        assert_eq!(refused(&token, late), Errcode::ACCESS_TOKEN_EXPIRED);
+        let expired_and_empty = sim.get_user_phone_number_at(&token, "", None, late);
+        assert_eq!(expired_and_empty, Err(Errcode::ACCESS_TOKEN_EXPIRED));
+        assert!(sim.get_user_phone_number(&token, code, None).is_ok());
+
+        let minted = sim.phone_code("alice", "13800138000").unwrap();
+        sim.revoke_access_tokens();
+        assert_eq!(
+            sim.get_user_phone_number(&token, &minted.code, None),
+            Err(Errcode::INVALID_CREDENTIAL)
+        );
+        let (legacy, _) = sim.token(APP, SECRET).unwrap();
+        assert!(
+            sim.get_user_phone_number(&legacy, &minted.code, None)
+                .is_ok(),
+            "legacy tokens work too"
+        );
+    }
+
+    #[test]
+    fn login_codes_and_phone_codes_are_not_interchangeable() {
+        let sim = sim();
+        let token = token(&sim);
+        let login = sim.login("alice").unwrap();
+        let phone = sim.phone_code("alice", "13800138000").unwrap();
+        assert_eq!(
+            sim.get_user_phone_number(&token, &login.code, None),
+            Err(Errcode::INVALID_CODE)
+        );
+        assert_eq!(
+            sim.jscode2session(APP, SECRET, &phone.code),
+            Err(Errcode::INVALID_CODE)
+        );
+        assert!(sim.jscode2session(APP, SECRET, &login.code).is_ok());
+        assert!(sim.get_user_phone_number(&token, &phone.code, None).is_ok());
+    }
+
+    #[test]
+    fn answers_carry_phone_info_with_a_watermark() {
+        let sim = sim();
+        let token = token(&sim);
+        let minted = sim.phone_code("alice", "+1 4155550100").unwrap();
+        let before = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let answer = answer(&sim, &token, request(&minted.code, None));
+        assert_eq!(answer["errcode"], 0);
+        assert_eq!(answer["errmsg"], "ok");
+        let info = &answer["phone_info"];
+        assert_eq!(info["phoneNumber"], "+1 4155550100");
+        assert_eq!(info["purePhoneNumber"], "4155550100");
+        assert_eq!(info["countryCode"], "1");
+        assert_eq!(info["watermark"]["appid"], APP);
+        let timestamp = info["watermark"]["timestamp"].as_u64().unwrap();
+        assert!((before..before + 5).contains(&timestamp), "{timestamp}");
+    }
+
+    #[test]
+    fn country_codes_can_be_numbers() {
+        let sim = sim().with_numeric_country_codes(true);
+        let token = token(&sim);
+        let minted = sim.phone_code("alice", "13800138000").unwrap();
+        let answer = answer(&sim, &token, request(&minted.code, None));
+        assert_eq!(answer["phone_info"]["countryCode"], 86);
+        assert_eq!(answer["phone_info"]["phoneNumber"], "13800138000");
+        // The library call and the minted code keep the string.
+        assert_eq!(minted.country_code, "86");
+    }
+
+    #[test]
+    fn refused_requests_are_answered_like_wechat() {
+        let sim = sim();
+        let token = token(&sim);
+        let minted = sim.phone_code("alice", "13800138000").unwrap();
+        let errcode = |access_token: &str, request| {
+            let answer = answer(&sim, access_token, request);
+            assert!(answer["errmsg"].is_string(), "{answer}");
+            let errcode = answer["errcode"].as_i64().unwrap();
+            assert_eq!(answer.get("phone_info").is_some(), errcode == 0, "{answer}");
+            errcode
+        };
+        let not_json = || Err(Errcode::DATA_FORMAT_ERROR);
+        assert_eq!(errcode("", not_json()), 41001, "the token comes first");
+        assert_eq!(errcode("x", not_json()), 40014);
+        assert_eq!(errcode(&"A".repeat(136), not_json()), 40001);
+        assert_eq!(errcode(&token, not_json()), 47001);
+        let no_code = Ok(PhoneNumberRequest {
+            code: None,
+            open_id: None,
+        });
+        assert_eq!(errcode(&token, no_code), 47001);
+        assert_eq!(errcode(&token, request("", None)), 47001);
+        assert_eq!(errcode(&token, request("nope", None)), 40029);
+        let bob = sim.open_id("bob");
+        assert_eq!(errcode(&token, request(&minted.code, Some(&bob))), 40029);
+        assert_eq!(errcode(&token, request(&minted.code, None)), 0);
+        assert_eq!(errcode(&token, request(&minted.code, None)), 40029);
+        assert_eq!(sim.calls().phone_number, 10);
+    }
+
+    #[test]
+    fn the_access_token_is_read_from_the_query() {
+        let sim = sim();
+        let token = token(&sim);
+        let minted = sim.phone_code("alice", "13800138000").unwrap();
+        let query = format!("foo=1&access_token=&access_token={token}");
+        let body = sim.phone_number_answer(
+            &query,
+            request(&minted.code, None),
+            Instant::now(),
+            SystemTime::now(),
+        );
+        assert!(body.contains(r#""errcode":0"#), "{body}");
+    }
+
+    fn decrypt(session_key: &str, encrypted_data: &str, iv: &str) -> serde_json::Value {
+        let key: [u8; 16] = STANDARD.decode(session_key).unwrap().try_into().unwrap();
+        let iv: [u8; 16] = STANDARD.decode(iv).unwrap().try_into().unwrap();
+        let ciphertext = STANDARD.decode(encrypted_data).unwrap();
+        let plaintext = cbc::Decryptor::<Aes128>::new(&key.into(), &iv.into())
+            .decrypt_padded_vec::<Pkcs7>(&ciphertext)
+            .unwrap();
+        serde_json::from_slice(&plaintext).unwrap()
+    }
+
+    #[test]
+    fn legacy_phone_data_decrypts_with_the_session_key() {
+        let sim = sim();
+        let login = sim.login_with_phone("alice", "+1 4155550100").unwrap();
+        assert!(login.profile.is_none());
+        let phone = login.phone.clone().unwrap();
+        let session = sim.jscode2session(APP, SECRET, &login.code).unwrap();
+        assert_eq!(session.open_id, sim.open_id("alice"));
+        let data = decrypt(
+            session.session_key.expose_secret(),
+            &phone.encrypted_data,
+            &phone.iv,
+        );
+        assert_eq!(data["phoneNumber"], "+1 4155550100");
+        assert_eq!(data["purePhoneNumber"], "4155550100");
+        assert_eq!(data["countryCode"], "1");
+        assert_eq!(data["watermark"]["appid"], APP);
+        assert!(data["watermark"]["timestamp"].as_u64().unwrap() > 0);
+
+        let numeric = WeChatSimulator::new(APP, SECRET).with_numeric_country_codes(true);
+        let login = numeric.login_with_phone("alice", "13800138000").unwrap();
+        let phone = login.phone.clone().unwrap();
+        let session = numeric.jscode2session(APP, SECRET, &login.code).unwrap();
+        let data = decrypt(
+            session.session_key.expose_secret(),
+            &phone.encrypted_data,
+            &phone.iv,
+        );
+        assert_eq!(data["phoneNumber"], "13800138000");
+        assert_eq!(data["countryCode"], 86);
+    }
+
+    #[test]
+    fn authorize_bodies_carry_the_phone_data() {
+        let sim = sim();
+        let login = sim.login_with_phone("alice", "13800138000").unwrap();
+        let phone = login.phone.clone().unwrap();
+        let body = login.authorize_body();
+        assert_eq!(
+            body,
+            serde_json::json!({
+                "code": login.code,
+                "phone": { "encryptedData": phone.encrypted_data, "iv": phone.iv },
+            })
+        );
+        assert_eq!(
+            login.authorize_request().code.as_deref(),
+            Some(login.code.as_str())
+        );
+
+        let login = sim.login_with_profile("alice").unwrap();
+        let profile = login.profile.clone().unwrap();
+        assert_eq!(
+            login.authorize_body(),
+            serde_json::json!({
+                "code": login.code,
+                "encryptedData": profile.encrypted_data,
+                "iv": profile.iv,
+                "rawData": profile.raw_data,
+                "signature": profile.signature,
+            })
+        );
+        let login = sim.login("alice").unwrap();
+        assert_eq!(
+            login.authorize_body(),
+            serde_json::json!({ "code": login.code })
+        );
+    }
+
+    #[test]
+    fn ivs_are_fresh_for_every_phone() {
+        let sim = sim();
+        let a = sim.login_with_phone("alice", "13800138000").unwrap();
+        let b = sim.login_with_phone("alice", "13800138000").unwrap();
+        assert_ne!(a.phone.as_ref().unwrap().iv, b.phone.as_ref().unwrap().iv);
+    }
+
+    #[test]
+    fn clones_share_phone_codes() {
+        let sim = sim();
+        let token = token(&sim);
+        let minted = sim.clone().phone_code("alice", "13800138000").unwrap();
+        assert!(
+            sim.get_user_phone_number(&token, &minted.code, None)
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn debug_redacts_codes() {
+        let sim = sim();
+        let minted = sim.phone_code("alice", "13800138000").unwrap();
+        let login = sim.login_with_phone("alice", "13800138000").unwrap();
+        let shown = format!("{minted:?} {login:?} {sim:?}");
+        assert!(!shown.contains(&minted.code), "{shown}");
+        assert!(!shown.contains(&login.code), "{shown}");
+        assert!(shown.contains("13800138000"), "{shown}");
+    }
+}
