@@ -100,3 +100,33 @@ impl<T> Codes<T> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn a_refusal_leaves_the_code_unused() {
+        let mut codes = Codes::default();
+        let now = Instant::now();
+        let later = now + Duration::from_secs(60);
+        codes.insert("c".into(), 7, later, now, 10);
+        let refuse = |_: &i32| Err(Errcode::INVALID_APP_ID);
+        assert_eq!(
+            codes.take_if("c", now, refuse),
+            Err(Errcode::INVALID_APP_ID)
+        );
+        assert_eq!(
+            codes.take_if("c", now, |value| {
+                assert_eq!(*value, 7);
+                Ok(())
+            }),
+            Ok(7)
+        );
+        // A used code is reported as used before `accept` is asked.
+        assert_eq!(codes.take_if("c", now, refuse), Err(Errcode::CODE_USED));
+        assert_eq!(codes.take("d", now), Err(Errcode::INVALID_CODE));
+    }
+}
