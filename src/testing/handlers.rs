@@ -268,15 +268,18 @@ impl WeChatSimulator {
     }
 }
 
-/// A WeChat API body, or 47001 for one that could not be read or is not JSON of the
-/// expected shape (WeChat answers them all alike).
+/// A WeChat API body, or 47001 for one that could not be read or is not a JSON object
+/// of the expected shape (WeChat answers them all alike).
 async fn wechat_body<T: DeserializeOwned>(
     headers: &http::HeaderMap,
     body: Body,
 ) -> Result<T, Errcode> {
-    read_json(headers, body, MAX_WECHAT_BODY_BYTES)
-        .await
-        .map_err(|_| Errcode::DATA_FORMAT_ERROR)
+    // An object first: serde would also read a struct from an array.
+    let object: serde_json::Map<String, serde_json::Value> =
+        read_json(headers, body, MAX_WECHAT_BODY_BYTES)
+            .await
+            .map_err(|_| Errcode::DATA_FORMAT_ERROR)?;
+    serde_json::from_value(object.into()).map_err(|_| Errcode::DATA_FORMAT_ERROR)
 }
 
 /// A mint request's body, or the refusal of one that could not be read or is not the
@@ -396,6 +399,312 @@ mod tests {
         ] {
             assert!(field.as_deref().is_some_and(|f| !f.is_empty()));
         }
+    }
+
+    fn post(uri: &str, body: &str) -> http::Request<Body> {
+        http::Request::post(uri)
+            .body(Body::from(body.to_owned()))
+            .unwrap()
+    }
+
+    fn get(uri: &str) -> http::Request<Body> {
+        http::Request::get(uri).body(Body::empty()).unwrap()
+    }
+
+    fn stable_token_body(force_refresh: bool) -> String {
+        serde_json::json!({
+            "grant_type": "client_credential",
+            "appid": APP,
+            "secret": SECRET,
+            "force_refresh": force_refresh,
+        })
+        .to_string()
+    }
+
+    /// A valid access token, over HTTP.
+    async fn access_token(sim: &WeChatSimulator) -> String {
+        let (status, answer) = call(
+            sim.stable_token_handler(),
+            post("/cgi-bin/stable_token", &stable_token_body(false)),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        answer["access_token"].as_str().unwrap().to_owned()
+    }
+
+    fn phone_number(access_token: &str, body: &str) -> http::Request<Body> {
+        post(
+            &format!("/wxa/business/getuserphonenumber?access_token={access_token}"),
+            body,
+        )
+    }
+
+    #[tokio::test]
+    async fn stable_tokens_are_served_over_http() {
+        let sim = WeChatSimulator::new(APP, SECRET);
+        let handler = sim.stable_token_handler();
+        let (status, first) = call(
+            handler.clone(),
+            post("/cgi-bin/stable_token", &stable_token_body(false)),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(first["expires_in"], 7200);
+        let token = first["access_token"].as_str().unwrap();
+        assert!(sim.check_access_token(token).is_ok());
+        // force_refresh is optional, and unknown fields are ignored.
+        let body = format!(
+            r#"{{"grant_type": "client_credential", "appid": "{APP}", "secret": "{SECRET}", "x": 1}}"#
+        );
+        let (_, again) = call(handler.clone(), post("/cgi-bin/stable_token", &body)).await;
+        assert_eq!(again["access_token"], token);
+        let (_, forced) = call(
+            handler.clone(),
+            post("/cgi-bin/stable_token", &stable_token_body(true)),
+        )
+        .await;
+        assert_ne!(forced["access_token"], token);
+        assert_eq!(
+            sim.check_access_token(token),
+            Err(crate::testing::Errcode::INVALID_CREDENTIAL)
+        );
+        let (_, too_soon) = call(
+            handler,
+            post("/cgi-bin/stable_token", &stable_token_body(true)),
+        )
+        .await;
+        assert_eq!(too_soon["errcode"], 45009);
+        let calls = sim.calls();
+        assert_eq!((calls.stable_token, calls.force_refresh), (4, 1));
+    }
+
+    #[tokio::test]
+    async fn refused_stable_token_requests_are_200_with_an_errcode() {
+        let sim = WeChatSimulator::new(APP, SECRET);
+        let huge = format!(r#"{{"appid": "{}"}}"#, "x".repeat(MAX_WECHAT_BODY_BYTES));
+        for (body, errcode) in [
+            ("", 47001),
+            ("nope", 47001),
+            ("[]", 47001),
+            (
+                r#"["client_credential", "wx-sim-app", "sim-secret"]"#,
+                47001,
+            ),
+            (r#"{"grant_type": 1}"#, 47001),
+            (r#"{"force_refresh": "yes"}"#, 47001),
+            (huge.as_str(), 47001),
+            ("{}", 40002),
+            (r#"{"grant_type": "client_credential"}"#, 41002),
+            (
+                r#"{"grant_type": "client_credential", "appid": "wx-sim-app"}"#,
+                41004,
+            ),
+            (
+                r#"{"grant_type": "client_credential", "appid": "wx-x", "secret": "sim-secret"}"#,
+                40013,
+            ),
+            (
+                r#"{"grant_type": "client_credential", "appid": "wx-sim-app", "secret": "s"}"#,
+                40125,
+            ),
+        ] {
+            let (status, answer) = call(
+                sim.stable_token_handler(),
+                post("/cgi-bin/stable_token", body),
+            )
+            .await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            assert_eq!(answer["errcode"], errcode, "{body}");
+            assert!(answer["errmsg"].is_string());
+            assert!(answer.get("access_token").is_none());
+        }
+    }
+
+    #[tokio::test]
+    async fn legacy_tokens_are_served_over_http() {
+        let sim = WeChatSimulator::new(APP, SECRET);
+        let uri =
+            format!("/cgi-bin/token?grant_type=client_credential&appid={APP}&secret={SECRET}");
+        let (status, first) = call(sim.token_handler(), get(&uri)).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(first["expires_in"], 7200);
+        let (_, second) = call(sim.token_handler(), get(&uri)).await;
+        assert_ne!(first["access_token"], second["access_token"]);
+        assert!(
+            sim.check_access_token(first["access_token"].as_str().unwrap())
+                .is_err()
+        );
+        let (status, refused) = call(sim.token_handler(), get("/cgi-bin/token")).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(refused["errcode"], 40002);
+        assert_eq!(sim.calls().token, 3);
+    }
+
+    #[tokio::test]
+    async fn phone_codes_are_minted_and_exchanged_over_http() {
+        let sim = WeChatSimulator::new(APP, SECRET);
+        let (status, minted) = call(
+            sim.phone_mint_handler(),
+            post(
+                "/sim/phone",
+                r#"{"user": "alice", "phone": "+1 4155550100"}"#,
+            ),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            minted,
+            serde_json::json!({
+                "code": minted["code"],
+                "open_id": sim.open_id("alice"),
+                "phone_number": "+1 4155550100",
+                "pure_phone_number": "4155550100",
+                "country_code": "1",
+            })
+        );
+        let code = minted["code"].as_str().unwrap();
+        let token = access_token(&sim).await;
+        let body = serde_json::json!({ "code": code, "openid": sim.open_id("alice") }).to_string();
+        let (status, answer) = call(sim.phone_number_handler(), phone_number(&token, &body)).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(answer["errcode"], 0);
+        assert_eq!(answer["errmsg"], "ok");
+        let info = &answer["phone_info"];
+        assert_eq!(info["phoneNumber"], "+1 4155550100");
+        assert_eq!(info["purePhoneNumber"], "4155550100");
+        assert_eq!(info["countryCode"], "1");
+        assert_eq!(info["watermark"]["appid"], APP);
+        assert!(info["watermark"]["timestamp"].as_u64().unwrap() > 0);
+        let (status, again) = call(sim.phone_number_handler(), phone_number(&token, &body)).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(again["errcode"], 40029);
+    }
+
+    #[tokio::test]
+    async fn numeric_country_codes_over_http() {
+        let sim = WeChatSimulator::new(APP, SECRET).with_numeric_country_codes(true);
+        let code = sim.phone_code("alice", "13800138000").unwrap().code;
+        let token = access_token(&sim).await;
+        let body = format!(r#"{{"code": "{code}"}}"#);
+        let (_, answer) = call(sim.phone_number_handler(), phone_number(&token, &body)).await;
+        assert_eq!(answer["phone_info"]["countryCode"], 86);
+    }
+
+    #[tokio::test]
+    async fn refused_phone_number_requests_are_200_with_an_errcode() {
+        let sim = WeChatSimulator::new(APP, SECRET);
+        let token = access_token(&sim).await;
+        let code = sim.phone_code("alice", "13800138000").unwrap().code;
+        let good = format!(r#"{{"code": "{code}"}}"#);
+        let bob = format!(
+            r#"{{"code": "{code}", "openid": "{}"}}"#,
+            sim.open_id("bob")
+        );
+        let huge = format!(r#"{{"code": "{}"}}"#, "x".repeat(MAX_WECHAT_BODY_BYTES));
+        let no_token = post("/wxa/business/getuserphonenumber", &good);
+        let cases = [
+            (no_token, 41001),
+            (phone_number("", &good), 41001),
+            (phone_number("short", &good), 40014),
+            (phone_number(&"A".repeat(136), &good), 40001),
+            (phone_number(&token, ""), 47001),
+            (phone_number(&token, "nope"), 47001),
+            (phone_number(&token, "{}"), 47001),
+            (phone_number(&token, r#"{"code": 1}"#), 47001),
+            (phone_number(&token, &huge), 47001),
+            (phone_number(&token, r#"{"code": "nope"}"#), 40029),
+            (phone_number(&token, &bob), 40029),
+        ];
+        for (request, errcode) in cases {
+            let (status, answer) = call(sim.phone_number_handler(), request).await;
+            assert_eq!(status, StatusCode::OK);
+            assert_eq!(answer["errcode"], errcode, "{answer}");
+            assert!(answer.get("phone_info").is_none());
+        }
+        // None of the refusals used the code up.
+        let (_, answer) = call(sim.phone_number_handler(), phone_number(&token, &good)).await;
+        assert_eq!(answer["errcode"], 0);
+        assert_eq!(sim.calls().phone_number, 12);
+    }
+
+    #[tokio::test]
+    async fn bad_phone_mint_requests_are_400() {
+        let sim = WeChatSimulator::new(APP, SECRET);
+        for body in [
+            "",
+            "{}",
+            r#"{"user": "alice"}"#,
+            r#"{"phone": "13800138000"}"#,
+            r#"{"user": "", "phone": "13800138000"}"#,
+            r#"{"user": "alice", "phone": "138"}"#,
+            r#"{"user": "alice", "phone": "+1-4155550100"}"#,
+            r#"{"user": "alice", "phone": 13800138000}"#,
+            r#"{"user": "alice", "phone": "13800138000", "extra": 1}"#,
+        ] {
+            let (status, answer) = call(sim.phone_mint_handler(), post("/sim/phone", body)).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{body:?}");
+            assert_eq!(answer["error"], "invalid_request");
+            assert!(answer["error_description"].is_string());
+        }
+        let huge = format!(
+            r#"{{"user": "{}", "phone": "1"}}"#,
+            "x".repeat(MAX_MINT_BODY_BYTES)
+        );
+        let (status, _) = call(sim.phone_mint_handler(), post("/sim/phone", &huge)).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    }
+
+    #[tokio::test]
+    async fn logins_minted_with_a_phone_carry_the_legacy_phone_data() {
+        let sim = WeChatSimulator::new(APP, SECRET);
+        let (status, minted) = call(
+            sim.mint_handler(),
+            mint(r#"{"user": "alice", "profile": true, "phone": "13800138000"}"#),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        let phone = &minted["phone"];
+        assert!(
+            phone["encryptedData"]
+                .as_str()
+                .is_some_and(|d| !d.is_empty())
+        );
+        assert!(phone["iv"].as_str().is_some_and(|iv| !iv.is_empty()));
+        assert_ne!(phone["iv"], minted["iv"], "the phone has its own IV");
+        let login: crate::login::AuthorizeRequest = serde_json::from_value(minted.clone()).unwrap();
+        assert!(login.encrypted_data.is_some());
+        let (_, plain) = call(sim.mint_handler(), mint(r#"{"user": "alice"}"#)).await;
+        assert!(plain.get("phone").is_none());
+        let (status, answer) = call(
+            sim.mint_handler(),
+            mint(r#"{"user": "alice", "phone": "12"}"#),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(answer["error"], "invalid_request");
+    }
+
+    #[tokio::test]
+    async fn injected_faults_are_200_with_the_errcode() {
+        let sim = WeChatSimulator::new(APP, SECRET);
+        sim.fail_next(super::super::SimEndpoint::StableToken, -1, 1);
+        let (status, answer) = call(
+            sim.stable_token_handler(),
+            post("/cgi-bin/stable_token", &stable_token_body(false)),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            answer,
+            serde_json::json!({"errcode": -1, "errmsg": "injected"})
+        );
+        sim.fail_next(super::super::SimEndpoint::Jscode2Session, 40029, 1);
+        let login = sim.login("alice").unwrap();
+        let (status, answer) = call(sim.jscode2session_handler(), exchange(&login.code)).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(answer["errcode"], 40029);
+        let (_, answer) = call(sim.jscode2session_handler(), exchange(&login.code)).await;
+        assert_eq!(answer["openid"], sim.open_id("alice"));
     }
 
     #[tokio::test]
