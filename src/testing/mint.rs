@@ -39,7 +39,8 @@ pub enum SimulatorError {
     #[error("user must be 1 to 64 characters without control characters")]
     InvalidUser,
     /// The phone number is neither 4 to 20 digits (a mainland number) nor
-    /// `+<country code> <number>` with a country code of 1 to 4 digits.
+    /// `+<country code> <number>` with a country code of 1 to 4 digits (not starting
+    /// with 0).
     #[error(
         "phone must be 4 to 20 digits, or \"+<country code> <digits>\" with a 1 to 4 digit country code"
     )]

@@ -27,7 +27,6 @@ const NUMBER_DIGITS: std::ops::RangeInclusive<usize> = 4..=20;
 const COUNTRY_CODE_DIGITS: std::ops::RangeInclusive<usize> = 1..=4;
 
 /// A test phone number: digits and country code.
-#[derive(Clone, PartialEq, Eq)]
 pub(super) struct Phone {
     pure: String,
     country_code: String,
@@ -190,9 +189,9 @@ impl WeChatSimulator {
     /// [`open_id(user)`](Self::open_id)) and `phone`, as
     /// `<button open-type="getPhoneNumber">` would. `phone` is a mainland number of 4 to
     /// 20 digits (`"13800138000"`, country code 86) or `"+<country code> <digits>"`
-    /// (`"+1 4155550100"`, a country code of 1 to 4 digits); anything else is
-    /// [`SimulatorError::InvalidPhone`]. The code lives as long as a login code and
-    /// works once.
+    /// (`"+1 4155550100"`, a country code of 1 to 4 digits not starting with 0);
+    /// anything else is [`SimulatorError::InvalidPhone`]. The code lives as long as a
+    /// login code and works once.
     ///
     /// ```
     /// use mpauthx::testing::WeChatSimulator;

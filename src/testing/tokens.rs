@@ -92,7 +92,8 @@ impl Tokens {
             }
         }
         // Earlier stable tokens stay valid until their own expiry.
-        self.issue(Grant::Stable, config.access_token_ttl, now)
+        let token = draw_token()?;
+        Ok(self.insert(token, Grant::Stable, config.access_token_ttl, now))
     }
 
     fn force_refresh(&mut self, config: &Config, now: Instant) -> Result<(String, u64), Errcode> {
@@ -116,16 +117,8 @@ impl Tokens {
         Ok(self.insert(token, Grant::Legacy, config.access_token_ttl, now))
     }
 
-    fn issue(
-        &mut self,
-        grant: Grant,
-        ttl: Duration,
-        now: Instant,
-    ) -> Result<(String, u64), Errcode> {
-        let token = draw_token()?;
-        Ok(self.insert(token, grant, ttl, now))
-    }
-
+    /// Remembers `token`, forgetting the one soonest to expire if there are too many,
+    /// and answers it with its lifetime in seconds.
     fn insert(
         &mut self,
         token: String,
@@ -133,7 +126,7 @@ impl Tokens {
         ttl: Duration,
         now: Instant,
     ) -> (String, u64) {
-        while self.live.len() >= MAX_TOKENS {
+        if self.live.len() >= MAX_TOKENS {
             let soonest = self
                 .live
                 .iter()
@@ -172,6 +165,16 @@ impl Tokens {
     }
 }
 
+/// The request a library call stands for.
+fn client_credential(app_id: &str, secret: &str, force_refresh: bool) -> TokenRequest {
+    TokenRequest {
+        grant_type: Some(CLIENT_CREDENTIAL.to_owned()),
+        app_id: Some(app_id.to_owned()),
+        secret: Some(secret.to_owned()),
+        force_refresh,
+    }
+}
+
 /// A fresh access token, or WeChat's "system error" if the RNG fails.
 fn draw_token() -> Result<String, Errcode> {
     random_bytes::<TOKEN_BYTES>()
@@ -197,7 +200,8 @@ impl WeChatSimulator {
     /// With `force_refresh`, a new token is issued and every earlier stable token is
     /// invalid at once (40001); at most
     /// [`with_force_refresh_limit`](Self::with_force_refresh_limit) times, and not twice
-    /// within 30 seconds (45009 both). Wrong credentials: 41002, 41004, 40013, 40125.
+    /// within 30 seconds ([`with_force_refresh_interval`](Self::with_force_refresh_interval));
+    /// 45009 for both. Wrong credentials: 41002, 41004, 40013, 40125.
     ///
     /// ```
     /// use mpauthx::testing::WeChatSimulator;
@@ -225,13 +229,7 @@ impl WeChatSimulator {
         now: Instant,
     ) -> Result<(String, u64), Errcode> {
         self.state.calls.enter(SimEndpoint::StableToken)?;
-        let request = TokenRequest {
-            grant_type: Some(CLIENT_CREDENTIAL.to_owned()),
-            app_id: Some(app_id.to_owned()),
-            secret: Some(secret.to_owned()),
-            force_refresh,
-        };
-        self.issue_stable(&request, now)
+        self.issue_stable(&client_credential(app_id, secret, force_refresh), now)
     }
 
     /// The JSON body WeChat answers to `POST /cgi-bin/stable_token` with `request` as
@@ -276,13 +274,7 @@ impl WeChatSimulator {
 
     fn token_at(&self, app_id: &str, secret: &str, now: Instant) -> Result<(String, u64), Errcode> {
         self.state.calls.enter(SimEndpoint::Token)?;
-        let request = TokenRequest {
-            grant_type: Some(CLIENT_CREDENTIAL.to_owned()),
-            app_id: Some(app_id.to_owned()),
-            secret: Some(secret.to_owned()),
-            force_refresh: false,
-        };
-        self.issue_legacy(&request, now)
+        self.issue_legacy(&client_credential(app_id, secret, false), now)
     }
 
     /// The JSON body WeChat answers to `GET /cgi-bin/token?<query>`.
@@ -307,13 +299,15 @@ impl WeChatSimulator {
 
     /// 40002, 41002, 41004, 40013 or 40125 for a request WeChat would refuse.
     fn check_token_request(&self, request: &TokenRequest) -> Result<(), Errcode> {
-        let given = |field: &Option<String>| field.clone().filter(|value| !value.is_empty());
+        fn given(field: Option<&str>) -> Option<&str> {
+            field.filter(|value| !value.is_empty())
+        }
         if request.grant_type.as_deref() != Some(CLIENT_CREDENTIAL) {
             return Err(Errcode::INVALID_GRANT_TYPE);
         }
-        let app_id = given(&request.app_id).ok_or(Errcode::MISSING_APP_ID)?;
-        let secret = given(&request.secret).ok_or(Errcode::MISSING_APP_SECRET)?;
-        self.check_credentials(&app_id, &secret)
+        let app_id = given(request.app_id.as_deref()).ok_or(Errcode::MISSING_APP_ID)?;
+        let secret = given(request.secret.as_deref()).ok_or(Errcode::MISSING_APP_SECRET)?;
+        self.check_credentials(app_id, secret)
     }
 
     /// Checks an access token as WeChat's APIs do: `Ok` for a token this simulator
@@ -354,8 +348,8 @@ impl WeChatSimulator {
     }
 
     /// Grants [`with_force_refresh_limit`](Self::with_force_refresh_limit) force
-    /// refreshes again, as a new day does on WeChat. The 30 seconds between two force
-    /// refreshes still apply.
+    /// refreshes again, as a new day does on WeChat. The spacing between two force
+    /// refreshes still applies.
     pub fn reset_force_refresh_quota(&self) {
         self.lock_tokens().forced = 0;
     }
