@@ -1,13 +1,20 @@
 //! The simulator over HTTP, as axum handlers (axum-core types only).
 
-use std::future;
+use std::{
+    future,
+    time::{Instant, SystemTime},
+};
 
 use axum_core::{body::Body, extract::Request, response::Response};
 use bytes::Bytes;
 use http::StatusCode;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
-use super::{SimulatorError, WeChatSimulator};
+use super::{
+    SimulatorError, WeChatSimulator,
+    phone::Phone,
+    wire::{Errcode, PhoneNumberRequest, TokenRequest},
+};
 use crate::{
     login::{BodyError, read_json},
     response::json_response,
@@ -15,8 +22,12 @@ use crate::{
 /// The future of a handler, boxed as axum's are.
 type HandlerFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Response> + Send>>;
 
-/// A mint request is a user name and a flag; anything larger is not one.
+/// A mint request is a user name, a phone number and a flag; anything larger is not one.
 const MAX_MINT_BODY_BYTES: usize = 4 * 1024;
+
+/// The WeChat API bodies the simulator reads are a few short fields; anything larger
+/// is not one.
+const MAX_WECHAT_BODY_BYTES: usize = 4 * 1024;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -24,6 +35,25 @@ struct MintRequest {
     user: String,
     #[serde(default)]
     profile: bool,
+    #[serde(default)]
+    phone: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PhoneMintRequest {
+    user: String,
+    phone: String,
+}
+
+/// The phone mint answer.
+#[derive(Serialize)]
+struct PhoneMintResponse<'a> {
+    code: &'a str,
+    open_id: &'a str,
+    phone_number: &'a str,
+    pure_phone_number: &'a str,
+    country_code: &'a str,
 }
 
 /// The mint answer: `code` and the profile fields carry the names of the
@@ -42,6 +72,16 @@ struct MintResponse<'a> {
     raw_data: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     signature: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    phone: Option<PhoneData<'a>>,
+}
+
+/// The legacy encrypted phone data of a mint answer.
+#[derive(Serialize)]
+struct PhoneData<'a> {
+    #[serde(rename = "encryptedData")]
+    encrypted_data: &'a str,
+    iv: &'a str,
 }
 
 impl WeChatSimulator {
@@ -60,10 +100,116 @@ impl WeChatSimulator {
         }
     }
 
-    /// `POST` JSON `{"user": "alice", "profile": true}`: mints a login code for the test
-    /// user (with `profile`, also encrypted profile data) and answers
+    /// `POST /cgi-bin/stable_token`: WeChat's access token endpoint, answered from the
+    /// JSON body `{"grant_type": "client_credential", "appid", "secret",
+    /// "force_refresh"?}` (always HTTP 200 with JSON, errcodes included, as WeChat
+    /// does). See [`stable_token`](Self::stable_token); a body that is not such JSON
+    /// is 47001.
+    pub fn stable_token_handler(
+        &self,
+    ) -> impl Fn(Request) -> HandlerFuture + Clone + Send + Sync + 'static {
+        let sim = self.clone();
+        move |request: Request| {
+            let sim = sim.clone();
+            Box::pin(async move {
+                let (parts, body) = request.into_parts();
+                let token_request = wechat_body::<TokenRequest>(&parts.headers, body).await;
+                json(
+                    StatusCode::OK,
+                    sim.stable_token_answer(token_request, Instant::now()),
+                )
+            })
+        }
+    }
+
+    /// `GET /cgi-bin/token`: WeChat's legacy access token endpoint, answered from the
+    /// query string `grant_type=client_credential&appid=..&secret=..` (always HTTP 200
+    /// with JSON). See [`token`](Self::token).
+    pub fn token_handler(
+        &self,
+    ) -> impl Fn(Request) -> HandlerFuture + Clone + Send + Sync + 'static {
+        let sim = self.clone();
+        move |request: Request| {
+            let query = request.uri().query().unwrap_or("");
+            let body = sim.token_query_answer(query, Instant::now());
+            Box::pin(future::ready(json(StatusCode::OK, body)))
+        }
+    }
+
+    /// `POST /wxa/business/getuserphonenumber?access_token=..`: WeChat's phone code
+    /// exchange, answered from the JSON body `{"code", "openid"?}` (always HTTP 200
+    /// with JSON): `{"errcode": 0, "errmsg": "ok", "phone_info": {"phoneNumber",
+    /// "purePhoneNumber", "countryCode", "watermark": {"timestamp", "appid"}}}`. See
+    /// [`get_user_phone_number`](Self::get_user_phone_number); a body that is not such
+    /// JSON, or has no code, is 47001.
+    pub fn phone_number_handler(
+        &self,
+    ) -> impl Fn(Request) -> HandlerFuture + Clone + Send + Sync + 'static {
+        let sim = self.clone();
+        move |request: Request| {
+            let sim = sim.clone();
+            Box::pin(async move {
+                let (parts, body) = request.into_parts();
+                let phone_request = wechat_body::<PhoneNumberRequest>(&parts.headers, body).await;
+                let answer = sim.phone_number_answer(
+                    parts.uri.query().unwrap_or(""),
+                    phone_request,
+                    Instant::now(),
+                    SystemTime::now(),
+                );
+                json(StatusCode::OK, answer)
+            })
+        }
+    }
+
+    /// `POST` JSON `{"user": "alice", "phone": "13800138000"}`: mints a one-time phone
+    /// code for the test user (see [`phone_code`](Self::phone_code) for the phone
+    /// format) and answers `200 {"code", "open_id", "phone_number",
+    /// "pure_phone_number", "country_code"}`. Bad input is 400
+    /// `{"error": "invalid_request", "error_description"}`.
+    ///
+    /// Anyone who can reach it can hand any phone number to the server under test:
+    /// mount it in tests and demos only.
+    pub fn phone_mint_handler(
+        &self,
+    ) -> impl Fn(Request) -> HandlerFuture + Clone + Send + Sync + 'static {
+        let sim = self.clone();
+        move |request: Request| {
+            let sim = sim.clone();
+            Box::pin(async move { sim.phone_mint_response(request).await })
+        }
+    }
+
+    async fn phone_mint_response(self, request: Request) -> Response {
+        let expected = r#"expected JSON {"user": "<name>", "phone": "<number>"}"#;
+        let mint = match mint_body::<PhoneMintRequest>(request, expected).await {
+            Ok(mint) => mint,
+            Err(refused) => return refused,
+        };
+        let minted = match self.phone_code(&mint.user, &mint.phone) {
+            Ok(minted) => minted,
+            Err(e) => return mint_refusal(e),
+        };
+        let answer = PhoneMintResponse {
+            code: &minted.code,
+            open_id: &minted.open_id,
+            phone_number: &minted.phone_number,
+            pure_phone_number: &minted.pure_phone_number,
+            country_code: &minted.country_code,
+        };
+        json(
+            StatusCode::OK,
+            serde_json::to_string(&answer).expect("the answer serializes"),
+        )
+    }
+
+    /// `POST` JSON `{"user": "alice", "profile": true, "phone": "13800138000"}`: mints
+    /// a login code for the test user (with `profile`, also encrypted profile data;
+    /// with `phone`, also the legacy encrypted phone data, see
+    /// [`login_with_phone`](Self::login_with_phone)) and answers
     /// `200 {"code", "open_id", "union_id"?, "encryptedData"?, "iv"?, "rawData"?,
-    /// "signature"?}`, a body `POST /auth/authorize` accepts as it is. Bad input is 400
+    /// "signature"?, "phone"?: {"encryptedData", "iv"}}`, a body `POST /auth/authorize`
+    /// accepts as it is. Bad input is 400
     /// `{"error": "invalid_request", "error_description"}`.
     ///
     /// Anyone who can reach it can log in as anyone: mount it in tests and demos only.
@@ -78,48 +224,28 @@ impl WeChatSimulator {
     }
 
     async fn mint_response(self, request: Request) -> Response {
-        let (parts, body) = request.into_parts();
-        let mint = match read_json::<MintRequest>(&parts.headers, body, MAX_MINT_BODY_BYTES).await {
+        let expected = r#"expected JSON {"user": "<name>", "profile": <bool, optional>, "phone": "<number>" (optional)}"#;
+        let mint = match mint_body::<MintRequest>(request, expected).await {
             Ok(mint) => mint,
-            Err(BodyError::TooLarge) => {
-                return refusal(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "payload_too_large",
-                    "request body is too large",
-                );
-            }
-            Err(BodyError::Unreadable) => {
-                return refusal(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_request",
-                    "could not read the request body",
-                );
-            }
-            Err(BodyError::NotJson) => {
-                return refusal(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_request",
-                    r#"expected JSON {"user": "<name>", "profile": <bool, optional>}"#,
-                );
-            }
+            Err(refused) => return refused,
         };
-        let minted = if mint.profile {
-            self.login_with_profile(&mint.user)
-        } else {
-            self.login(&mint.user)
-        };
+        let minted = mint
+            .phone
+            .as_deref()
+            .map(Phone::parse)
+            .transpose()
+            .and_then(|phone| {
+                self.mint(
+                    &mint.user,
+                    mint.profile,
+                    phone.as_ref(),
+                    Instant::now(),
+                    SystemTime::now(),
+                )
+            });
         let login = match minted {
             Ok(login) => login,
-            Err(e @ SimulatorError::InvalidUser) => {
-                return refusal(StatusCode::BAD_REQUEST, "invalid_request", &e.to_string());
-            }
-            Err(e) => {
-                return refusal(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "server_error",
-                    &e.to_string(),
-                );
-            }
+            Err(e) => return mint_refusal(e),
         };
         let profile = login.profile.as_ref();
         let answer = MintResponse {
@@ -130,11 +256,64 @@ impl WeChatSimulator {
             iv: profile.map(|p| p.iv.as_str()),
             raw_data: profile.map(|p| p.raw_data.as_str()),
             signature: profile.map(|p| p.signature.as_str()),
+            phone: login.phone.as_ref().map(|p| PhoneData {
+                encrypted_data: &p.encrypted_data,
+                iv: &p.iv,
+            }),
         };
         json(
             StatusCode::OK,
             serde_json::to_string(&answer).expect("the answer serializes"),
         )
+    }
+}
+
+/// A WeChat API body, or 47001 for one that could not be read or is not a JSON object
+/// of the expected shape (WeChat answers them all alike).
+async fn wechat_body<T: DeserializeOwned>(
+    headers: &http::HeaderMap,
+    body: Body,
+) -> Result<T, Errcode> {
+    // An object first: serde would also read a struct from an array.
+    let object: serde_json::Map<String, serde_json::Value> =
+        read_json(headers, body, MAX_WECHAT_BODY_BYTES)
+            .await
+            .map_err(|_| Errcode::DATA_FORMAT_ERROR)?;
+    serde_json::from_value(object.into()).map_err(|_| Errcode::DATA_FORMAT_ERROR)
+}
+
+/// A mint request's body, or the refusal of one that could not be read or is not the
+/// `expected` JSON.
+async fn mint_body<T: DeserializeOwned>(request: Request, expected: &str) -> Result<T, Response> {
+    let (parts, body) = request.into_parts();
+    read_json::<T>(&parts.headers, body, MAX_MINT_BODY_BYTES)
+        .await
+        .map_err(|e| match e {
+            BodyError::TooLarge => refusal(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "request body is too large",
+            ),
+            BodyError::Unreadable => refusal(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "could not read the request body",
+            ),
+            BodyError::NotJson => refusal(StatusCode::BAD_REQUEST, "invalid_request", expected),
+        })
+}
+
+/// The refusal of a mint that failed: 400 for bad input, 500 for a failed RNG.
+fn mint_refusal(e: SimulatorError) -> Response {
+    match e {
+        SimulatorError::InvalidUser | SimulatorError::InvalidPhone => {
+            refusal(StatusCode::BAD_REQUEST, "invalid_request", &e.to_string())
+        }
+        SimulatorError::Rng => refusal(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            &e.to_string(),
+        ),
     }
 }
 
@@ -220,6 +399,312 @@ mod tests {
         ] {
             assert!(field.as_deref().is_some_and(|f| !f.is_empty()));
         }
+    }
+
+    fn post(uri: &str, body: &str) -> http::Request<Body> {
+        http::Request::post(uri)
+            .body(Body::from(body.to_owned()))
+            .unwrap()
+    }
+
+    fn get(uri: &str) -> http::Request<Body> {
+        http::Request::get(uri).body(Body::empty()).unwrap()
+    }
+
+    fn stable_token_body(force_refresh: bool) -> String {
+        serde_json::json!({
+            "grant_type": "client_credential",
+            "appid": APP,
+            "secret": SECRET,
+            "force_refresh": force_refresh,
+        })
+        .to_string()
+    }
+
+    /// A valid access token, over HTTP.
+    async fn access_token(sim: &WeChatSimulator) -> String {
+        let (status, answer) = call(
+            sim.stable_token_handler(),
+            post("/cgi-bin/stable_token", &stable_token_body(false)),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        answer["access_token"].as_str().unwrap().to_owned()
+    }
+
+    fn phone_number(access_token: &str, body: &str) -> http::Request<Body> {
+        post(
+            &format!("/wxa/business/getuserphonenumber?access_token={access_token}"),
+            body,
+        )
+    }
+
+    #[tokio::test]
+    async fn stable_tokens_are_served_over_http() {
+        let sim = WeChatSimulator::new(APP, SECRET);
+        let handler = sim.stable_token_handler();
+        let (status, first) = call(
+            handler.clone(),
+            post("/cgi-bin/stable_token", &stable_token_body(false)),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(first["expires_in"], 7200);
+        let token = first["access_token"].as_str().unwrap();
+        assert!(sim.check_access_token(token).is_ok());
+        // force_refresh is optional, and unknown fields are ignored.
+        let body = format!(
+            r#"{{"grant_type": "client_credential", "appid": "{APP}", "secret": "{SECRET}", "x": 1}}"#
+        );
+        let (_, again) = call(handler.clone(), post("/cgi-bin/stable_token", &body)).await;
+        assert_eq!(again["access_token"], token);
+        let (_, forced) = call(
+            handler.clone(),
+            post("/cgi-bin/stable_token", &stable_token_body(true)),
+        )
+        .await;
+        assert_ne!(forced["access_token"], token);
+        assert_eq!(
+            sim.check_access_token(token),
+            Err(crate::testing::Errcode::INVALID_CREDENTIAL)
+        );
+        let (_, too_soon) = call(
+            handler,
+            post("/cgi-bin/stable_token", &stable_token_body(true)),
+        )
+        .await;
+        assert_eq!(too_soon["errcode"], 45009);
+        let calls = sim.calls();
+        assert_eq!((calls.stable_token, calls.force_refresh), (4, 1));
+    }
+
+    #[tokio::test]
+    async fn refused_stable_token_requests_are_200_with_an_errcode() {
+        let sim = WeChatSimulator::new(APP, SECRET);
+        let huge = format!(r#"{{"appid": "{}"}}"#, "x".repeat(MAX_WECHAT_BODY_BYTES));
+        for (body, errcode) in [
+            ("", 47001),
+            ("nope", 47001),
+            ("[]", 47001),
+            (
+                r#"["client_credential", "wx-sim-app", "sim-secret"]"#,
+                47001,
+            ),
+            (r#"{"grant_type": 1}"#, 47001),
+            (r#"{"force_refresh": "yes"}"#, 47001),
+            (huge.as_str(), 47001),
+            ("{}", 40002),
+            (r#"{"grant_type": "client_credential"}"#, 41002),
+            (
+                r#"{"grant_type": "client_credential", "appid": "wx-sim-app"}"#,
+                41004,
+            ),
+            (
+                r#"{"grant_type": "client_credential", "appid": "wx-x", "secret": "sim-secret"}"#,
+                40013,
+            ),
+            (
+                r#"{"grant_type": "client_credential", "appid": "wx-sim-app", "secret": "s"}"#,
+                40125,
+            ),
+        ] {
+            let (status, answer) = call(
+                sim.stable_token_handler(),
+                post("/cgi-bin/stable_token", body),
+            )
+            .await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            assert_eq!(answer["errcode"], errcode, "{body}");
+            assert!(answer["errmsg"].is_string());
+            assert!(answer.get("access_token").is_none());
+        }
+    }
+
+    #[tokio::test]
+    async fn legacy_tokens_are_served_over_http() {
+        let sim = WeChatSimulator::new(APP, SECRET);
+        let uri =
+            format!("/cgi-bin/token?grant_type=client_credential&appid={APP}&secret={SECRET}");
+        let (status, first) = call(sim.token_handler(), get(&uri)).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(first["expires_in"], 7200);
+        let (_, second) = call(sim.token_handler(), get(&uri)).await;
+        assert_ne!(first["access_token"], second["access_token"]);
+        assert!(
+            sim.check_access_token(first["access_token"].as_str().unwrap())
+                .is_err()
+        );
+        let (status, refused) = call(sim.token_handler(), get("/cgi-bin/token")).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(refused["errcode"], 40002);
+        assert_eq!(sim.calls().token, 3);
+    }
+
+    #[tokio::test]
+    async fn phone_codes_are_minted_and_exchanged_over_http() {
+        let sim = WeChatSimulator::new(APP, SECRET);
+        let (status, minted) = call(
+            sim.phone_mint_handler(),
+            post(
+                "/sim/phone",
+                r#"{"user": "alice", "phone": "+1 4155550100"}"#,
+            ),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            minted,
+            serde_json::json!({
+                "code": minted["code"],
+                "open_id": sim.open_id("alice"),
+                "phone_number": "+1 4155550100",
+                "pure_phone_number": "4155550100",
+                "country_code": "1",
+            })
+        );
+        let code = minted["code"].as_str().unwrap();
+        let token = access_token(&sim).await;
+        let body = serde_json::json!({ "code": code, "openid": sim.open_id("alice") }).to_string();
+        let (status, answer) = call(sim.phone_number_handler(), phone_number(&token, &body)).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(answer["errcode"], 0);
+        assert_eq!(answer["errmsg"], "ok");
+        let info = &answer["phone_info"];
+        assert_eq!(info["phoneNumber"], "+1 4155550100");
+        assert_eq!(info["purePhoneNumber"], "4155550100");
+        assert_eq!(info["countryCode"], "1");
+        assert_eq!(info["watermark"]["appid"], APP);
+        assert!(info["watermark"]["timestamp"].as_u64().unwrap() > 0);
+        let (status, again) = call(sim.phone_number_handler(), phone_number(&token, &body)).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(again["errcode"], 40029);
+    }
+
+    #[tokio::test]
+    async fn numeric_country_codes_over_http() {
+        let sim = WeChatSimulator::new(APP, SECRET).with_numeric_country_codes(true);
+        let code = sim.phone_code("alice", "13800138000").unwrap().code;
+        let token = access_token(&sim).await;
+        let body = format!(r#"{{"code": "{code}"}}"#);
+        let (_, answer) = call(sim.phone_number_handler(), phone_number(&token, &body)).await;
+        assert_eq!(answer["phone_info"]["countryCode"], 86);
+    }
+
+    #[tokio::test]
+    async fn refused_phone_number_requests_are_200_with_an_errcode() {
+        let sim = WeChatSimulator::new(APP, SECRET);
+        let token = access_token(&sim).await;
+        let code = sim.phone_code("alice", "13800138000").unwrap().code;
+        let good = format!(r#"{{"code": "{code}"}}"#);
+        let bob = format!(
+            r#"{{"code": "{code}", "openid": "{}"}}"#,
+            sim.open_id("bob")
+        );
+        let huge = format!(r#"{{"code": "{}"}}"#, "x".repeat(MAX_WECHAT_BODY_BYTES));
+        let no_token = post("/wxa/business/getuserphonenumber", &good);
+        let cases = [
+            (no_token, 41001),
+            (phone_number("", &good), 41001),
+            (phone_number("short", &good), 40014),
+            (phone_number(&"A".repeat(136), &good), 40001),
+            (phone_number(&token, ""), 47001),
+            (phone_number(&token, "nope"), 47001),
+            (phone_number(&token, "{}"), 47001),
+            (phone_number(&token, r#"{"code": 1}"#), 47001),
+            (phone_number(&token, &huge), 47001),
+            (phone_number(&token, r#"{"code": "nope"}"#), 40029),
+            (phone_number(&token, &bob), 40029),
+        ];
+        for (request, errcode) in cases {
+            let (status, answer) = call(sim.phone_number_handler(), request).await;
+            assert_eq!(status, StatusCode::OK);
+            assert_eq!(answer["errcode"], errcode, "{answer}");
+            assert!(answer.get("phone_info").is_none());
+        }
+        // None of the refusals used the code up.
+        let (_, answer) = call(sim.phone_number_handler(), phone_number(&token, &good)).await;
+        assert_eq!(answer["errcode"], 0);
+        assert_eq!(sim.calls().phone_number, 12);
+    }
+
+    #[tokio::test]
+    async fn bad_phone_mint_requests_are_400() {
+        let sim = WeChatSimulator::new(APP, SECRET);
+        for body in [
+            "",
+            "{}",
+            r#"{"user": "alice"}"#,
+            r#"{"phone": "13800138000"}"#,
+            r#"{"user": "", "phone": "13800138000"}"#,
+            r#"{"user": "alice", "phone": "138"}"#,
+            r#"{"user": "alice", "phone": "+1-4155550100"}"#,
+            r#"{"user": "alice", "phone": 13800138000}"#,
+            r#"{"user": "alice", "phone": "13800138000", "extra": 1}"#,
+        ] {
+            let (status, answer) = call(sim.phone_mint_handler(), post("/sim/phone", body)).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{body:?}");
+            assert_eq!(answer["error"], "invalid_request");
+            assert!(answer["error_description"].is_string());
+        }
+        let huge = format!(
+            r#"{{"user": "{}", "phone": "1"}}"#,
+            "x".repeat(MAX_MINT_BODY_BYTES)
+        );
+        let (status, _) = call(sim.phone_mint_handler(), post("/sim/phone", &huge)).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    }
+
+    #[tokio::test]
+    async fn logins_minted_with_a_phone_carry_the_legacy_phone_data() {
+        let sim = WeChatSimulator::new(APP, SECRET);
+        let (status, minted) = call(
+            sim.mint_handler(),
+            mint(r#"{"user": "alice", "profile": true, "phone": "13800138000"}"#),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        let phone = &minted["phone"];
+        assert!(
+            phone["encryptedData"]
+                .as_str()
+                .is_some_and(|d| !d.is_empty())
+        );
+        assert!(phone["iv"].as_str().is_some_and(|iv| !iv.is_empty()));
+        assert_ne!(phone["iv"], minted["iv"], "the phone has its own IV");
+        let login: crate::login::AuthorizeRequest = serde_json::from_value(minted.clone()).unwrap();
+        assert!(login.encrypted_data.is_some());
+        let (_, plain) = call(sim.mint_handler(), mint(r#"{"user": "alice"}"#)).await;
+        assert!(plain.get("phone").is_none());
+        let (status, answer) = call(
+            sim.mint_handler(),
+            mint(r#"{"user": "alice", "phone": "12"}"#),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(answer["error"], "invalid_request");
+    }
+
+    #[tokio::test]
+    async fn injected_faults_are_200_with_the_errcode() {
+        let sim = WeChatSimulator::new(APP, SECRET);
+        sim.fail_next(super::super::SimEndpoint::StableToken, -1, 1);
+        let (status, answer) = call(
+            sim.stable_token_handler(),
+            post("/cgi-bin/stable_token", &stable_token_body(false)),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            answer,
+            serde_json::json!({"errcode": -1, "errmsg": "injected"})
+        );
+        sim.fail_next(super::super::SimEndpoint::Jscode2Session, 40029, 1);
+        let login = sim.login("alice").unwrap();
+        let (status, answer) = call(sim.jscode2session_handler(), exchange(&login.code)).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(answer["errcode"], 40029);
+        let (_, answer) = call(sim.jscode2session_handler(), exchange(&login.code)).await;
+        assert_eq!(answer["openid"], sim.open_id("alice"));
     }
 
     #[tokio::test]

@@ -15,6 +15,7 @@ use rand::TryRng as _;
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 
+use super::phone::SimulatedPhone;
 use crate::{
     login::AuthorizeRequest,
     wechat::{DecryptedProfile, Session, SessionKey, Watermark, encrypt_profile, signature},
@@ -37,6 +38,13 @@ pub enum SimulatorError {
     /// The user name is empty, longer than [`MAX_USER_LEN`] or has control characters.
     #[error("user must be 1 to 64 characters without control characters")]
     InvalidUser,
+    /// The phone number is neither 4 to 20 digits (a mainland number) nor
+    /// `+<country code> <number>` with a country code of 1 to 4 digits (not starting
+    /// with 0).
+    #[error(
+        "phone must be 4 to 20 digits, or \"+<country code> <digits>\" with a 1 to 4 digit country code"
+    )]
+    InvalidPhone,
     /// The operating system's random number generator failed.
     #[error("the system random number generator is unavailable")]
     Rng,
@@ -52,12 +60,18 @@ pub(super) fn check_user(user: &str) -> Result<(), SimulatorError> {
     }
 }
 
-/// A fresh login code, session key and IV, from the operating system's RNG.
-pub(super) fn draw() -> Result<(String, SessionKey, [u8; BLOCK_BYTES]), SimulatorError> {
-    let mut random = [0u8; CODE_BYTES + 2 * BLOCK_BYTES];
+/// `N` random bytes from the operating system's RNG.
+pub(super) fn random_bytes<const N: usize>() -> Result<[u8; N], SimulatorError> {
+    let mut random = [0u8; N];
     rand::rngs::SysRng
         .try_fill_bytes(&mut random)
         .map_err(|_| SimulatorError::Rng)?;
+    Ok(random)
+}
+
+/// A fresh login code, session key and IV, from the operating system's RNG.
+pub(super) fn draw() -> Result<(String, SessionKey, [u8; BLOCK_BYTES]), SimulatorError> {
+    let random = random_bytes::<{ CODE_BYTES + 2 * BLOCK_BYTES }>()?;
     let (code, rest) = random.split_at(CODE_BYTES);
     let (key, iv) = rest.split_at(BLOCK_BYTES);
     let iv = iv.try_into().expect("split at the block size");
@@ -147,6 +161,9 @@ pub struct SimulatedLogin {
     pub union_id: Option<String>,
     /// The encrypted profile, when one was asked for.
     pub profile: Option<SimulatedProfile>,
+    /// The legacy encrypted phone number, when one was asked for
+    /// ([`login_with_phone`](super::WeChatSimulator::login_with_phone)).
+    pub phone: Option<SimulatedPhone>,
 }
 
 impl SimulatedLogin {
@@ -160,6 +177,27 @@ impl SimulatedLogin {
             None => request,
         }
     }
+
+    /// The JSON body of `POST /auth/authorize` for this login, the phone data
+    /// included: `{"code", "encryptedData"?, "iv"?, "rawData"?, "signature"?,
+    /// "phone"?: {"encryptedData", "iv"}}`.
+    pub fn authorize_body(&self) -> serde_json::Value {
+        let mut body = serde_json::Map::new();
+        body.insert("code".into(), self.code.clone().into());
+        if let Some(profile) = &self.profile {
+            body.insert(
+                "encryptedData".into(),
+                profile.encrypted_data.clone().into(),
+            );
+            body.insert("iv".into(), profile.iv.clone().into());
+            body.insert("rawData".into(), profile.raw_data.clone().into());
+            body.insert("signature".into(), profile.signature.clone().into());
+        }
+        if let Some(phone) = &self.phone {
+            body.insert("phone".into(), phone.to_json());
+        }
+        serde_json::Value::Object(body)
+    }
 }
 
 impl fmt::Debug for SimulatedLogin {
@@ -169,6 +207,7 @@ impl fmt::Debug for SimulatedLogin {
             .field("open_id", &self.open_id)
             .field("union_id", &self.union_id)
             .field("profile", &self.profile)
+            .field("phone", &self.phone)
             .finish()
     }
 }

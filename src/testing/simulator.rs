@@ -1,4 +1,5 @@
-//! [`WeChatSimulator`]: login codes, sessions and encrypted profiles, without WeChat.
+//! [`WeChatSimulator`]: its settings and shared state, login codes, sessions and
+//! encrypted profiles, without WeChat.
 
 use std::{
     fmt,
@@ -9,8 +10,13 @@ use std::{
 use subtle::ConstantTimeEq as _;
 
 use super::{
+    calls::{Calls, SimEndpoint},
     codes::Codes,
     mint::{SimulatedLogin, SimulatorError, check_user, derived_id, draw, simulated_profile},
+    phone::{Phone, PhoneGrant, simulated_phone},
+    tokens::{
+        DEFAULT_ACCESS_TOKEN_TTL, DEFAULT_FORCE_REFRESH_LIMIT, FORCE_REFRESH_INTERVAL, Tokens,
+    },
     wire::{self, Errcode},
 };
 use crate::wechat::{AppSecret, Session, WeChatClient};
@@ -19,13 +25,19 @@ use crate::wechat::{AppSecret, Session, WeChatClient};
 pub const DEFAULT_CODE_TTL: Duration = Duration::from_secs(300);
 
 /// How many codes the simulator remembers, used ones included; minting one more
-/// forgets the oldest. It bounds the simulator's memory.
+/// forgets the oldest. It bounds the simulator's memory. Login codes and phone codes
+/// are counted apart.
 pub const DEFAULT_MAX_CODES: usize = 10_000;
+
+/// The longest lifetime the builders accept for codes and access tokens; longer ones
+/// are shortened to it.
+const MAX_TTL: Duration = Duration::from_secs(366 * 24 * 3600);
 
 /// A simulated WeChat for one mini-program (app id and app secret).
 ///
-/// Cheap to clone; clones share their codes, so a clone serving HTTP sees the codes
-/// minted through another. `Debug` redacts the secret.
+/// Cheap to clone; clones share all their state (codes, access tokens, counters,
+/// injected faults), so a clone serving HTTP sees the codes minted through another.
+/// `Debug` redacts the secret and shows no code or token.
 ///
 /// ```
 /// use mpauthx::testing::{Errcode, WeChatSimulator};
@@ -42,17 +54,31 @@ pub const DEFAULT_MAX_CODES: usize = 10_000;
 /// ```
 #[derive(Clone)]
 pub struct WeChatSimulator {
-    config: Arc<Config>,
-    codes: Arc<Mutex<Codes>>,
+    pub(super) config: Arc<Config>,
+    pub(super) state: Arc<State>,
 }
 
+/// The settings, fixed once the simulator is built.
 #[derive(Clone)]
-struct Config {
-    app_id: String,
-    secret: AppSecret,
-    union_ids: bool,
-    code_ttl: Duration,
-    max_codes: usize,
+pub(super) struct Config {
+    pub(super) app_id: String,
+    pub(super) secret: AppSecret,
+    pub(super) union_ids: bool,
+    pub(super) code_ttl: Duration,
+    pub(super) max_codes: usize,
+    pub(super) access_token_ttl: Duration,
+    pub(super) force_refresh_limit: u32,
+    pub(super) force_refresh_interval: Duration,
+    pub(super) numeric_country_codes: bool,
+}
+
+/// What clones share.
+#[derive(Default)]
+pub(super) struct State {
+    codes: Mutex<Codes<Session>>,
+    pub(super) phone_codes: Mutex<Codes<PhoneGrant>>,
+    pub(super) tokens: Mutex<Tokens>,
+    pub(super) calls: Calls,
 }
 
 impl fmt::Debug for WeChatSimulator {
@@ -63,13 +89,21 @@ impl fmt::Debug for WeChatSimulator {
             .field("union_ids", &self.config.union_ids)
             .field("code_ttl", &self.config.code_ttl)
             .field("max_codes", &self.config.max_codes)
+            .field("access_token_ttl", &self.config.access_token_ttl)
+            .field("force_refresh_limit", &self.config.force_refresh_limit)
+            .field(
+                "force_refresh_interval",
+                &self.config.force_refresh_interval,
+            )
+            .field("numeric_country_codes", &self.config.numeric_country_codes)
             .finish_non_exhaustive()
     }
 }
 
 impl WeChatSimulator {
     /// A simulated WeChat that knows one mini-program: `app_id` and `app_secret`.
-    /// Sessions carry no unionid; codes live [`DEFAULT_CODE_TTL`].
+    /// Sessions carry no unionid; codes live [`DEFAULT_CODE_TTL`], access tokens
+    /// [`DEFAULT_ACCESS_TOKEN_TTL`].
     pub fn new(app_id: impl Into<String>, app_secret: impl Into<String>) -> Self {
         Self {
             config: Arc::new(Config {
@@ -78,8 +112,12 @@ impl WeChatSimulator {
                 union_ids: false,
                 code_ttl: DEFAULT_CODE_TTL,
                 max_codes: DEFAULT_MAX_CODES,
+                access_token_ttl: DEFAULT_ACCESS_TOKEN_TTL,
+                force_refresh_limit: DEFAULT_FORCE_REFRESH_LIMIT,
+                force_refresh_interval: FORCE_REFRESH_INTERVAL,
+                numeric_country_codes: false,
             }),
-            codes: Arc::default(),
+            state: Arc::default(),
         }
     }
 
@@ -92,18 +130,57 @@ impl WeChatSimulator {
         self
     }
 
-    /// How long a minted code can be exchanged. Default: [`DEFAULT_CODE_TTL`].
+    /// How long a minted code (login code or phone code) can be used, at most a year.
+    /// Default: [`DEFAULT_CODE_TTL`].
     #[must_use]
     pub fn with_code_ttl(mut self, ttl: Duration) -> Self {
-        Arc::make_mut(&mut self.config).code_ttl = ttl;
+        Arc::make_mut(&mut self.config).code_ttl = ttl.min(MAX_TTL);
         self
     }
 
-    /// How many codes are remembered at most (at least one). Default:
-    /// [`DEFAULT_MAX_CODES`].
+    /// How many codes are remembered at most (at least one), for login codes and phone
+    /// codes each. Default: [`DEFAULT_MAX_CODES`].
     #[must_use]
     pub fn with_max_codes(mut self, max: usize) -> Self {
         Arc::make_mut(&mut self.config).max_codes = max.max(1);
+        self
+    }
+
+    /// How long an access token lives, at most a year. Default:
+    /// [`DEFAULT_ACCESS_TOKEN_TTL`] (two hours, as WeChat's).
+    ///
+    /// `stable_token` hands out a new token in the last five minutes of the current one,
+    /// so with a lifetime of five minutes or less every call gets a new token.
+    #[must_use]
+    pub fn with_access_token_ttl(mut self, ttl: Duration) -> Self {
+        Arc::make_mut(&mut self.config).access_token_ttl = ttl.min(MAX_TTL);
+        self
+    }
+
+    /// How many force refreshes `stable_token` grants, counted from the simulator's
+    /// creation or the last [`reset_force_refresh_quota`](Self::reset_force_refresh_quota).
+    /// Default: [`DEFAULT_FORCE_REFRESH_LIMIT`] (WeChat's daily limit).
+    #[must_use]
+    pub fn with_force_refresh_limit(mut self, limit: u32) -> Self {
+        Arc::make_mut(&mut self.config).force_refresh_limit = limit;
+        self
+    }
+
+    /// How long after a force refresh `stable_token` refuses the next one (45009), at
+    /// most a year. Default: 30 seconds, as WeChat. Zero lets tests that run in real
+    /// time force refresh back to back.
+    #[must_use]
+    pub fn with_force_refresh_interval(mut self, interval: Duration) -> Self {
+        Arc::make_mut(&mut self.config).force_refresh_interval = interval.min(MAX_TTL);
+        self
+    }
+
+    /// Sends the country code of a phone number as a JSON number (`86`) rather than a
+    /// string (`"86"`), in `getuserphonenumber`'s answer and in the legacy encrypted
+    /// phone data: WeChat sends either. Default: a string.
+    #[must_use]
+    pub fn with_numeric_country_codes(mut self, numeric: bool) -> Self {
+        Arc::make_mut(&mut self.config).numeric_country_codes = numeric;
         self
     }
 
@@ -139,13 +216,13 @@ impl WeChatSimulator {
 
     /// Mints a one-time login code for `user`, as `wx.login()` would.
     pub fn login(&self, user: &str) -> Result<SimulatedLogin, SimulatorError> {
-        self.mint(user, false, Instant::now(), SystemTime::now())
+        self.mint(user, false, None, Instant::now(), SystemTime::now())
     }
 
     /// Mints a one-time login code for `user` together with encrypted profile data
     /// (nickname `user`), as `wx.login()` plus `wx.getUserInfo()` would.
     pub fn login_with_profile(&self, user: &str) -> Result<SimulatedLogin, SimulatorError> {
-        self.mint(user, true, Instant::now(), SystemTime::now())
+        self.mint(user, true, None, Instant::now(), SystemTime::now())
     }
 
     /// Exchanges a code as `GET /sns/jscode2session` does: the session on success,
@@ -157,6 +234,7 @@ impl WeChatSimulator {
         secret: &str,
         code: &str,
     ) -> Result<Session, Errcode> {
+        self.state.calls.enter(SimEndpoint::Jscode2Session)?;
         self.exchange(app_id, secret, code, Instant::now())
     }
 
@@ -164,8 +242,12 @@ impl WeChatSimulator {
     /// errors included): `{"session_key", "openid", "unionid"?}` or
     /// `{"errcode", "errmsg"}`.
     pub fn jscode2session_query(&self, query: &str) -> String {
-        let answer = wire::parse_query(query)
-            .and_then(|q| self.jscode2session(&q.app_id, &q.secret, &q.code));
+        let answer = self
+            .state
+            .calls
+            .enter(SimEndpoint::Jscode2Session)
+            .and_then(|()| wire::parse_query(query))
+            .and_then(|q| self.exchange(&q.app_id, &q.secret, &q.code, Instant::now()));
         wire::answer(&answer)
     }
 
@@ -191,6 +273,12 @@ impl WeChatSimulator {
         code: &str,
         now: Instant,
     ) -> Result<Session, Errcode> {
+        self.check_credentials(app_id, secret)?;
+        self.lock_codes().take(code, now)
+    }
+
+    /// Checks the app id, then the secret in constant time: 40013 or 40125.
+    pub(super) fn check_credentials(&self, app_id: &str, secret: &str) -> Result<(), Errcode> {
         if app_id != self.config.app_id {
             return Err(Errcode::INVALID_APP_ID);
         }
@@ -199,13 +287,16 @@ impl WeChatSimulator {
         if !bool::from(secret.as_bytes().ct_eq(expected)) {
             return Err(Errcode::INVALID_APP_SECRET);
         }
-        self.lock_codes().take(code, now)
+        Ok(())
     }
 
-    fn mint(
+    /// Mints a login code for `user`, with a profile and legacy encrypted phone data
+    /// if asked.
+    pub(super) fn mint(
         &self,
         user: &str,
         with_profile: bool,
+        phone: Option<&Phone>,
         now: Instant,
         wall_clock: SystemTime,
     ) -> Result<SimulatedLogin, SimulatorError> {
@@ -216,6 +307,9 @@ impl WeChatSimulator {
             union_id: self.union_id(user),
             session_key,
         };
+        let phone = phone
+            .map(|phone| simulated_phone(&self.config, phone, &session, wall_clock))
+            .transpose()?;
         let profile = with_profile
             .then(|| simulated_profile(&self.config.app_id, user, &session, iv, wall_clock));
         let login = SimulatedLogin {
@@ -223,17 +317,26 @@ impl WeChatSimulator {
             open_id: session.open_id.clone(),
             union_id: session.union_id.clone(),
             profile,
+            phone,
         };
         let expires_at = now + self.config.code_ttl;
         self.lock_codes()
             .insert(code, session, expires_at, now, self.config.max_codes);
-        tracing::debug!(open_id = %login.open_id, profile = with_profile, "simulator minted a login code");
+        tracing::debug!(
+            open_id = %login.open_id,
+            profile = with_profile,
+            phone = login.phone.is_some(),
+            "simulator minted a login code"
+        );
         Ok(login)
     }
 
-    fn lock_codes(&self) -> std::sync::MutexGuard<'_, Codes> {
+    fn lock_codes(&self) -> std::sync::MutexGuard<'_, Codes<Session>> {
         // Every update leaves the maps consistent, so a panic elsewhere poisons nothing real.
-        self.codes.lock().unwrap_or_else(PoisonError::into_inner)
+        self.state
+            .codes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     #[cfg(test)]
@@ -330,14 +433,18 @@ mod tests {
     fn codes_expire() {
         let sim = sim().with_code_ttl(Duration::from_secs(300));
         let start = Instant::now();
-        let login = sim.mint("alice", false, start, SystemTime::now()).unwrap();
+        let login = sim
+            .mint("alice", false, None, start, SystemTime::now())
+            .unwrap();
         let late = start + Duration::from_secs(300);
         assert_eq!(
             sim.exchange(APP, SECRET, &login.code, late),
             Err(Errcode::INVALID_CODE)
         );
         assert_eq!(sim.remembered_codes(), 0, "expired codes are forgotten");
-        let login = sim.mint("alice", false, start, SystemTime::now()).unwrap();
+        let login = sim
+            .mint("alice", false, None, start, SystemTime::now())
+            .unwrap();
         let in_time = start + Duration::from_secs(299);
         assert!(sim.exchange(APP, SECRET, &login.code, in_time).is_ok());
     }
