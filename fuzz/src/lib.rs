@@ -741,7 +741,13 @@ pub fn check_phone_answer(data: &[u8]) {
     };
     let sealed = encrypt_profile(&session.session_key, [9u8; 16], text).expect("a 16-byte key");
     let options = DecryptOptions::new(PHONE_APP_ID);
-    match decrypt_phone(&options, &session, &sealed.encrypted_data, &sealed.iv, SystemTime::now()) {
+    match decrypt_phone(
+        &options,
+        &session,
+        &sealed.encrypted_data,
+        &sealed.iv,
+        SystemTime::now(),
+    ) {
         Ok(phone) => {
             assert!(phone.is_well_formed());
             let plain: Value = serde_json::from_str(text).expect("accepted plaintext is JSON");

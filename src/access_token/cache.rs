@@ -80,6 +80,14 @@ pub struct ForceRefreshBudget {
 }
 
 impl ForceRefreshBudget {
+    /// At most `per_day` a day, never two within `min_interval`.
+    pub fn new(per_day: u32, min_interval: Duration) -> Self {
+        Self {
+            per_day,
+            min_interval,
+        }
+    }
+
     /// The day number of `now_ms` in China Standard Time.
     pub(crate) fn day(now_ms: u64) -> u64 {
         (now_ms / 1000 + 8 * 3600) / 86_400

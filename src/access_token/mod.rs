@@ -151,10 +151,7 @@ impl AccessTokenManager {
                 client,
                 cache,
                 refresh_ahead: DEFAULT_REFRESH_AHEAD,
-                budget: ForceRefreshBudget {
-                    per_day: DEFAULT_FORCE_PER_DAY,
-                    min_interval: FORCE_MIN_INTERVAL,
-                },
+                budget: ForceRefreshBudget::new(DEFAULT_FORCE_PER_DAY, FORCE_MIN_INTERVAL),
                 flight: tokio::sync::Mutex::new(()),
             }),
         }
@@ -412,10 +409,7 @@ mod tests {
     use super::*;
 
     fn budget(per_day: u32) -> ForceRefreshBudget {
-        ForceRefreshBudget {
-            per_day,
-            min_interval: FORCE_MIN_INTERVAL,
-        }
+        ForceRefreshBudget::new(per_day, FORCE_MIN_INTERVAL)
     }
 
     #[tokio::test]

@@ -19,6 +19,7 @@ use mpauthx::testing::WeChatSimulator;
 use super::keys::session_key;
 
 /// What the fake answers to one request.
+#[derive(Clone)]
 pub struct Reply {
     pub status: u16,
     pub content_type: &'static str,

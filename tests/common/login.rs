@@ -77,9 +77,13 @@ async fn me(user: AuthedUser) -> String {
     user.open_id().to_owned()
 }
 
-/// The handlers at `/auth/{authorize,refresh,logout,logout_all}` and `/me` behind the layer.
+/// The handlers at `/auth/{authorize,refresh,logout,logout_all}`, and `/me` and
+/// `/auth/phone` behind the layer.
 pub fn router<T: TokenStore>(auth: &MpAuth<T, SqliteUserStore>) -> Router {
-    let protected = Router::new().route("/me", get(me)).layer(auth.layer());
+    let protected = Router::new()
+        .route("/me", get(me))
+        .route("/auth/phone", post(auth.phone_handler()))
+        .layer(auth.layer());
     Router::new()
         .route("/auth/authorize", post(auth.authorize_handler()))
         .route("/auth/refresh", post(auth.refresh_handler()))

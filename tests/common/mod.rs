@@ -8,7 +8,7 @@
 //! encrypted profiles), [`fake_wechat`], [`login`] (`MpAuth` over a token store, a
 //! temporary sqlite file and a fake WeChat), [`http`] (collected responses, requests),
 //! [`stores`] (Redis stores and issuing tokens), [`users`] (sqlite files and their rows),
-//! [`logs`], and the multi-process setups [`cluster`] and [`sentinel`].
+//! [`logs`], [`sim`] (the simulator over HTTP), and the multi-process setups [`cluster`] and [`sentinel`].
 
 #![allow(dead_code, unreachable_pub)]
 
@@ -27,6 +27,7 @@ pub mod keys;
 pub mod login;
 pub mod logs;
 pub mod sentinel;
+pub mod sim;
 pub mod stores;
 pub mod users;
 

@@ -203,7 +203,10 @@ async fn phones_are_bound_replaced_and_kept_across_logins() {
     let (_dir, path) = temp_db();
     let store = SqliteUserStore::open(&path).await.unwrap();
     assert_eq!(
-        store.set_phone("o-nobody", &phone("13800138000")).await.unwrap(),
+        store
+            .set_phone("o-nobody", &phone("13800138000"))
+            .await
+            .unwrap(),
         None,
         "no such user: nothing written"
     );
@@ -216,12 +219,23 @@ async fn phones_are_bound_replaced_and_kept_across_logins() {
     assert_eq!(user.phone(), Some(phone("13800138000")));
     assert_eq!(user.pure_phone_number.as_deref(), Some("13800138000"));
     let again = store.upsert_login("o-1", None, None, None).await.unwrap();
-    assert_eq!(again.phone(), Some(phone("13800138000")), "a login without a phone keeps it");
+    assert_eq!(
+        again.phone(),
+        Some(phone("13800138000")),
+        "a login without a phone keeps it"
+    );
     assert_eq!(again.updated_at, user.updated_at);
 
     conn_set_updated_at(&path, "o-1", 5);
-    let same = store.set_phone("o-1", &phone("13800138000")).await.unwrap().unwrap();
-    assert_eq!(same.updated_at, 5, "binding the same number changes nothing");
+    let same = store
+        .set_phone("o-1", &phone("13800138000"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        same.updated_at, 5,
+        "binding the same number changes nothing"
+    );
     let other = PhoneNumber {
         phone_number: "+1 4155550100".into(),
         pure_phone_number: "4155550100".into(),
@@ -231,7 +245,10 @@ async fn phones_are_bound_replaced_and_kept_across_logins() {
     assert_eq!(replaced.phone(), Some(other.clone()));
     assert!(replaced.updated_at > 5);
     assert_eq!(replaced.last_login_at, again.last_login_at, "not a login");
-    assert_eq!(store.get("o-1").await.unwrap().unwrap().phone(), Some(other));
+    assert_eq!(
+        store.get("o-1").await.unwrap().unwrap().phone(),
+        Some(other)
+    );
 }
 
 fn conn_set_updated_at(path: &Path, open_id: &str, at: i64) {

@@ -8,8 +8,10 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod access_token;
 mod handlers;
 mod login;
+mod phone;
 mod races;
 mod retry;
 mod throttle;
