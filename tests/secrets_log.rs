@@ -30,8 +30,9 @@ use common::{
 };
 use http::StatusCode;
 use mpauthx::{
-    AppSecret, AuthorizeRequest, Error, IssueOptions, MpAuth, MpAuthConfig, RedisTokenStore,
-    Session, SessionKey, Sku, SqliteUserStore, Token, TokenStore, WeChatClient, WeChatError,
+    AccessTokenManager, AppSecret, AuthorizeRequest, Error, IssueOptions, MpAuth, MpAuthConfig,
+    PhoneCode, RedisTokenStore, Session, SessionKey, Sku, SqliteUserStore, Token, TokenStore,
+    WeChatClient, WeChatError,
 };
 use tower::ServiceExt as _;
 use tracing_subscriber::{EnvFilter, Registry, layer::SubscriberExt as _, reload};
@@ -355,7 +356,7 @@ async fn full_flow_with_ureq_filtered_logs_in_and_leaks_nothing() {
     // The capture saw the flow: our own events, and ureq's `log` records at DEBUG.
     for expected in [
         "user logged in",
-        "jscode2session refused",
+        "WeChat refused the call",
         "WeChat rejected the configured app secret",
         "ureq::run",
         "/******",
@@ -368,6 +369,104 @@ async fn full_flow_with_ureq_filtered_logs_in_and_leaks_nothing() {
             .any(|l| l.starts_with("TRACE") && (l.contains("ureq::") || l.contains("ureq_proto::"))),
         "ureq's TRACE output was not filtered:\n{logs}"
     );
+    assert_trace_is_captured(&logs);
+    secrets.assert_absent_from(&logs);
+}
+
+/// Phone numbers and the shared access token, everything at TRACE but ureq: no access
+/// token, phone code or full phone number reaches the logs, through a login with a
+/// phone code, binds, an upstream revocation (a refresh), a forced refresh, refused
+/// codes and a server with a wrong secret.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn phone_flow_leaks_no_access_token_phone_code_or_number() {
+    let _turn = TURN.lock().await;
+    let capture = capture();
+    capture.start(NORMAL_FILTER);
+    emit_trace_probes();
+    let sim = common::sim::simulator();
+    let base = common::sim::serve(&sim).await;
+    let store = shared_redis("secrets-phone").await;
+    let config = config().with_wechat_base_url(&base);
+    let access = AccessTokenManager::redis(config.wechat().clone(), &store);
+    let (dir, db) = common::users::temp_db();
+    let users = SqliteUserStore::open(&db).await.unwrap();
+    let auth = MpAuth::builder(config, store.clone(), users)
+        .with_access_tokens(access.clone())
+        .build();
+    let mut secrets = Secrets::with_defaults();
+    let access_token = |secrets: &mut Secrets| {
+        let token = sim.current_access_token().expect("a live access token");
+        secrets.add("access token", &token);
+    };
+    let phone_code = |secrets: &mut Secrets, user: &str, number: &str| {
+        let code = sim.phone_code(user, number).unwrap().code;
+        secrets.add("phone code", &code);
+        code
+    };
+
+    // A login that binds its phone in the same request.
+    let login = sim.login("alice").unwrap().code;
+    secrets.add("login code", &login);
+    let code = phone_code(&mut secrets, "alice", "13800138000");
+    let first = auth
+        .authorize(&AuthorizeRequest::new(login).with_phone_code(code))
+        .await
+        .expect("login and bind");
+    secrets.add_token(first.token.expose());
+    secrets.add("phone number", "13800138000");
+    access_token(&mut secrets);
+    let user = auth.validate(first.token.expose()).await.unwrap();
+
+    // A bind; an upstream revocation (one refresh); a dead token handed back (forced).
+    let code = phone_code(&mut secrets, "alice", "13911112222");
+    secrets.add("phone number", "13911112222");
+    auth.bind_phone(&user, PhoneCode::new(code)).await.unwrap();
+    sim.revoke_access_tokens();
+    let code = phone_code(&mut secrets, "alice", "13800138000");
+    auth.bind_phone(&user, PhoneCode::new(code)).await.unwrap();
+    access_token(&mut secrets);
+    sim.serve_revoked_tokens(true);
+    sim.revoke_access_tokens();
+    let code = phone_code(&mut secrets, "alice", "13800138000");
+    auth.bind_phone(&user, PhoneCode::new(code)).await.unwrap();
+    access_token(&mut secrets);
+    assert_eq!(sim.calls().force_refresh, 1);
+
+    // Refusals: a code of another user, a replayed one, a made-up one.
+    let bobs = phone_code(&mut secrets, "bob", "13700001111");
+    let error = auth
+        .bind_phone(&user, PhoneCode::new(bobs.clone()))
+        .await
+        .unwrap_err();
+    assert_eq!(error.oauth_error(), "invalid_phone_code");
+    let made_up = "made-up-phone-code-0001";
+    secrets.add("made-up phone code", made_up);
+    let error = auth
+        .bind_phone(&user, PhoneCode::new(made_up))
+        .await
+        .unwrap_err();
+    assert_eq!(error.status(), StatusCode::UNAUTHORIZED);
+    // A server with a wrong secret cannot fetch a token: 500, logged as such.
+    let wrong = MpAuthConfig::new(APP_ID, WRONG_SECRET, SKU)
+        .unwrap()
+        .with_wechat_base_url(&base);
+    let stranger = AccessTokenManager::memory(wrong.wechat().clone());
+    let error = stranger.access_token().await.unwrap_err();
+    assert_eq!(error.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    drop(dir);
+
+    let logs = capture.text();
+    for expected in [
+        "user logged in",
+        "phone bound",
+        "fetched a WeChat access_token",
+        "WeChat refused the access_token",
+        "forcing a refresh",
+        "WeChat rejected the configured app secret",
+        "+86 138****8000",
+    ] {
+        assert!(logs.contains(expected), "no {expected:?} in:\n{logs}");
+    }
     assert_trace_is_captured(&logs);
     secrets.assert_absent_from(&logs);
 }
