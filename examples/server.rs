@@ -586,7 +586,7 @@ async fn run(settings: Settings, shutdown: watch::Receiver<bool>) -> Result<(), 
                         format!("cannot use MPAUTHX_REDIS_URL={}: {e}", redacted_url(url)),
                     )
                 })?;
-            tracing::info!(url = %redacted_url(url), prefix, "tokens and the WeChat access token are kept in Redis");
+            tracing::info!(url = %redacted_url(url), prefix, "tokens are kept in Redis, and so is the WeChat access token");
             let throttle = login_throttle(&settings.limits, store.clone());
             let shared = Some(store.clone());
             serve_cached(listener, store, shared, throttle, settings, shutdown).await

@@ -439,6 +439,73 @@ fn walk(server: &Http, mint: &Http, sku: &str, ttl: u64) -> Handed {
         .refused(401, "invalid_token");
     assert_eq!(server.get("/me", Some(&carol)).status, 200);
 
+    // Phone numbers: a phone code from the simulator's button, bound to carol.
+    let minted = mint.post(
+        "/sim/phone",
+        None,
+        Some(&json!({ "user": "carol", "phone": "13800138000" })),
+    );
+    assert_eq!(minted.status, 200, "{}", minted.body);
+    let phone_code = minted.json()["code"].as_str().unwrap().to_owned();
+    handed.0.push(phone_code.clone());
+    let bound = server.post(
+        "/auth/phone",
+        Some(&carol),
+        Some(&json!({ "code": phone_code })),
+    );
+    assert_eq!(bound.status, 200, "{}", bound.body);
+    assert_eq!(bound.header("cache-control"), Some("no-store"));
+    assert_eq!(
+        bound.json(),
+        json!({"phone_number": "13800138000", "pure_phone_number": "13800138000", "country_code": "86"})
+    );
+    let me = server.get("/me", Some(&carol)).json();
+    assert_eq!(
+        (&me["phone_number"], &me["country_code"]),
+        (&json!("13800138000"), &json!("86"))
+    );
+    server
+        .post(
+            "/auth/phone",
+            Some(&carol),
+            Some(&json!({ "code": phone_code })),
+        )
+        .refused(401, "invalid_phone_code");
+    server
+        .post("/auth/phone", Some(&carol), Some(&json!({})))
+        .refused(400, "invalid_request");
+    server
+        .post("/auth/phone", None, Some(&json!({ "code": "x" })))
+        .refused(401, "missing_token");
+    // A login that binds its phone in the same request.
+    let login = mint
+        .post("/sim/login", None, Some(&json!({ "user": "dora" })))
+        .json();
+    let phone = mint
+        .post(
+            "/sim/phone",
+            None,
+            Some(&json!({ "user": "dora", "phone": "+1 4155550100" })),
+        )
+        .json();
+    let code = login["code"].as_str().unwrap();
+    let phone_code = phone["code"].as_str().unwrap();
+    handed.0.extend([code.to_owned(), phone_code.to_owned()]);
+    let both = server.post(
+        "/auth/authorize",
+        None,
+        Some(&json!({ "code": code, "phone_code": phone_code })),
+    );
+    assert_eq!(both.status, 200, "{}", both.body);
+    let body = both.json();
+    assert_eq!(body["phone"]["phone_number"], "+1 4155550100");
+    let dora = body["token"].as_str().unwrap().to_owned();
+    handed.0.push(dora.clone());
+    assert_eq!(
+        server.get("/me", Some(&dora)).json()["pure_phone_number"],
+        "4155550100"
+    );
+
     // Bad input.
     server
         .post("/auth/authorize", None, Some(&json!({})))
@@ -525,7 +592,13 @@ impl OutsideWeChat {
         let sim = WeChatSimulator::new(app_id, secret);
         let app = axum::Router::new()
             .route("/sns/jscode2session", get(sim.jscode2session_handler()))
-            .route("/sim/login", post(sim.mint_handler()));
+            .route("/cgi-bin/stable_token", post(sim.stable_token_handler()))
+            .route(
+                "/wxa/business/getuserphonenumber",
+                post(sim.phone_number_handler()),
+            )
+            .route("/sim/login", post(sim.mint_handler()))
+            .route("/sim/phone", post(sim.phone_mint_handler()));
         let listener = runtime
             .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
             .unwrap();
@@ -572,8 +645,16 @@ fn walk_on_redis_with_wechat_settings() {
     assert!(database.is_file());
     let keys = redis.keys();
     assert!(!keys.is_empty());
+    assert!(
+        keys.iter()
+            .any(|k| k == "mpauthx:wechat:{wx-e2e}:access_token"),
+        "the WeChat access token is shared in Redis: {keys:?}"
+    );
     for key in &keys {
-        assert!(key.starts_with("mpauthx:{e2e:"), "{key}");
+        assert!(
+            key.starts_with("mpauthx:{e2e:") || key.starts_with("mpauthx:wechat:{wx-e2e}:"),
+            "{key}"
+        );
         for secret in &handed.0 {
             assert!(!key.contains(secret.rsplit('.').next().unwrap()), "{key}");
         }

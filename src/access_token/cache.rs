@@ -42,29 +42,6 @@ impl CachedAccessToken {
     pub fn is_live(&self, now_ms: u64) -> bool {
         now_ms < self.expires_at_ms
     }
-
-    /// The text kept in a shared cache: `<refresh_at_ms>:<expires_at_ms>:<token>`.
-    pub(crate) fn encode(&self) -> String {
-        format!(
-            "{}:{}:{}",
-            self.refresh_at_ms,
-            self.expires_at_ms,
-            self.token.expose_secret()
-        )
-    }
-
-    /// The inverse of [`encode`](Self::encode); `None` for anything else.
-    pub(crate) fn decode(text: &str) -> Option<Self> {
-        let mut parts = text.splitn(3, ':');
-        let refresh_at_ms = parts.next()?.parse().ok()?;
-        let expires_at_ms = parts.next()?.parse().ok()?;
-        let token = parts.next().filter(|t| !t.is_empty())?;
-        Some(Self::new(
-            AccessToken::new(token),
-            refresh_at_ms,
-            expires_at_ms,
-        ))
-    }
 }
 
 /// How many forced refreshes (`stable_token` with `force_refresh: true`) may be made,
@@ -139,17 +116,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn records_round_trip_and_garbage_is_none() {
-        let record = CachedAccessToken::new(AccessToken::new("ab:cd"), 10, 20);
-        assert_eq!(record.encode(), "10:20:ab:cd");
-        assert_eq!(CachedAccessToken::decode(&record.encode()), Some(record));
-        for bad in ["", "1:2", "1:2:", "x:2:t", "1:y:t"] {
-            assert_eq!(CachedAccessToken::decode(bad), None, "{bad:?}");
-        }
-        assert_eq!(
-            CachedAccessToken::new(AccessToken::new("t"), 30, 20).refresh_at_ms,
-            20
-        );
+    fn refresh_times_are_clamped_to_the_expiry() {
+        let record = CachedAccessToken::new(AccessToken::new("t"), 30, 20);
+        assert_eq!(record.refresh_at_ms, 20);
+        assert!(!record.is_fresh(20) && record.is_live(19) && !record.is_live(20));
     }
 
     #[test]

@@ -83,6 +83,17 @@ impl AccessTokenError {
 /// One WeChat access token per app id, fetched with `stable_token`, kept in an
 /// [`AccessTokenCache`] and refreshed ahead of its expiry; cheap to clone.
 ///
+/// - It only ever calls `stable_token` in normal mode, which hands every caller the
+///   same token while it is valid (never `cgi-bin/token`, which ends the previous one).
+/// - A refresh is single-flight in the process (one task asks; the others wait, or keep
+///   using the current token while it works) and across servers (a lock in the cache
+///   with a bounded wait; the other servers wait for the new token or keep using the
+///   current one while it is valid). Errors are never cached.
+/// - A call WeChat answers with 40001, 42001 or 40014 drops the cached token only if it
+///   is still the one that failed (compare-and-delete), fetches again and retries once;
+///   `force_refresh` is used only when normal mode hands back the very token that
+///   failed, within a daily budget and never twice within 30 s.
+///
 /// ```no_run
 /// use mpauthx::{AccessTokenManager, AppSecret, PhoneCode, RedisTokenStore, WeChatClient};
 ///
@@ -227,7 +238,7 @@ impl AccessTokenManager {
     /// Runs `call` with a valid token. When WeChat refuses the token (the call fails
     /// with [`WeChatError::AccessTokenRejected`]: 40001, 42001 or 40014), the cached
     /// token is dropped if it is still the one that failed, a new one is fetched (see
-    /// the [module docs](self)) and `call` runs once more.
+    /// the type's docs) and `call` runs once more.
     ///
     /// # Errors
     /// As [`access_token`](Self::access_token), and `call`'s own error; a second refusal

@@ -42,7 +42,7 @@ impl AccessTokenCache for RedisTokenStore {
                 .await?;
             match text {
                 None => Ok(None),
-                Some(text) => CachedAccessToken::decode(&text)
+                Some(text) => decode(&text)
                     .map(Some)
                     .ok_or(StoreError::Protocol("the cached access token is malformed")),
             }
@@ -53,7 +53,7 @@ impl AccessTokenCache for RedisTokenStore {
         Box::pin(async move {
             let now = crate::store::now_millis();
             let ttl = token.expires_at_ms.saturating_sub(now).max(1).to_string();
-            let value = token.encode();
+            let value = encode(token);
             let _: i64 = self
                 .invoke_script_bytes(
                     &SAVE,
@@ -131,4 +131,42 @@ impl AccessTokenCache for RedisTokenStore {
 /// `<prefix>:wechat:{<app id>}:<what>`.
 fn key(store: &RedisTokenStore, app_id: &str, what: &str) -> String {
     format!("{}:wechat:{{{app_id}}}:{what}", store.key_prefix())
+}
+
+/// The text kept in Redis: `<refresh_at_ms>:<expires_at_ms>:<token>`.
+fn encode(record: &CachedAccessToken) -> String {
+    format!(
+        "{}:{}:{}",
+        record.refresh_at_ms,
+        record.expires_at_ms,
+        record.token.expose_secret()
+    )
+}
+
+/// The inverse of [`encode`]; `None` for anything else.
+fn decode(text: &str) -> Option<CachedAccessToken> {
+    let mut parts = text.splitn(3, ':');
+    let refresh_at_ms = parts.next()?.parse().ok()?;
+    let expires_at_ms = parts.next()?.parse().ok()?;
+    let token = parts.next().filter(|t| !t.is_empty())?;
+    Some(CachedAccessToken::new(
+        AccessToken::new(token),
+        refresh_at_ms,
+        expires_at_ms,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip_and_garbage_is_none() {
+        let record = CachedAccessToken::new(AccessToken::new("ab:cd"), 10, 20);
+        assert_eq!(encode(&record), "10:20:ab:cd");
+        assert_eq!(decode(&encode(&record)), Some(record));
+        for bad in ["", "1:2", "1:2:", "x:2:t", "1:y:t"] {
+            assert_eq!(decode(bad), None, "{bad:?}");
+        }
+    }
 }

@@ -298,6 +298,7 @@ pub enum StoreError {
     Protocol(&'static str),
 }
 
+#[cfg(feature = "wechat")]
 impl StoreError {
     /// The same failure for another caller, its source carried as its message.
     pub(crate) fn replay(&self) -> Self {
@@ -311,6 +312,7 @@ impl StoreError {
 
 /// The message of a failure that happened to another caller: what a shared outcome
 /// carries in place of a source that cannot be cloned.
+#[cfg(feature = "wechat")]
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub(crate) struct Replayed(pub(crate) String);

@@ -4,7 +4,9 @@ use std::{error::Error as StdError, fmt::Debug, future::Future};
 
 use serde::{Deserialize, Serialize};
 
-use crate::{phone::PhoneNumber, store::Replayed};
+use crate::phone::PhoneNumber;
+#[cfg(feature = "wechat")]
+use crate::store::Replayed;
 
 #[cfg(feature = "sqlite")]
 mod sqlite;
@@ -141,6 +143,7 @@ impl UserStoreError {
     }
 
     /// The same failure for another caller, its source carried as its message.
+    #[cfg(feature = "wechat")]
     pub(crate) fn replay(&self) -> Self {
         let source = |e: &BoxError| -> BoxError { Box::new(Replayed(e.to_string())) };
         match self {

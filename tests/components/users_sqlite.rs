@@ -112,7 +112,7 @@ async fn fresh_file_gets_schema_wal_and_index() {
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 1);
+    assert_eq!(version, 2, "schema version 2: phone columns");
 }
 
 #[tokio::test]
