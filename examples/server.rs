@@ -16,7 +16,8 @@
 //! | `MPAUTHX_TOKEN_TTL` | `259200` | token lifetime in seconds, at most a year |
 //! | `MPAUTHX_SESSION_MAX_AGE` | unset: none | seconds after a login when its session ends, however often it is refreshed |
 //! | `MPAUTHX_REDIS_URL` | unset: in memory | the token store: `redis://[:password@]host:port/db`, a cluster `redis+cluster://[:password@]host:port,host:port,…` or Sentinel `redis+sentinel://[:password@]host:port[,…]/<master name>[/db]` |
-//! | `MPAUTHX_DATABASE` | `mpauthx.db` | the sqlite file of users |
+//! | `MPAUTHX_DATABASE` | `mpauthx.db` | the users: an sqlite file, or `postgres://user:password@host:port/db` or `mysql://user:password@host:port/db` shared by every instance |
+//! | `MPAUTHX_DATABASE_MAX_CONNECTIONS` | `10` | connections to PostgreSQL or MySQL per process, 1 to 1000 |
 //! | `MPAUTHX_LOGIN_LIMIT_PER_CLIENT` | unset: no limit | logins per client, `<count>/<seconds>` such as `20/60` |
 //! | `MPAUTHX_LOGIN_LIMIT_PER_USER` | unset: no limit | logins per user, `<count>/<seconds>` such as `10/60` |
 //! | `MPAUTHX_TRUSTED_PROXIES` | `127.0.0.0/8,::1` | the peers whose `MPAUTHX_CLIENT_IP_HEADER` is believed: addresses or `<ip>/<prefix>`, comma-separated |
@@ -83,9 +84,9 @@ use hyper_util::{
 };
 use mpauthx::{
     AccessTokenManager, AppSecret, AuthedUser, CachedTokenStore, LoginThrottle, MemoryRateLimiter,
-    MemoryTokenStore, MpAuth, MpAuthConfig, RateLimit, RateLimiter, RedisTokenStore, Sku,
-    SqliteUserStore, Token, TokenStore, UserStore, client_ip_key, forwarded_ip,
-    testing::WeChatSimulator,
+    MemoryTokenStore, MpAuth, MpAuthConfig, MySqlUserStore, PostgresUserStore, RateLimit,
+    RateLimiter, RedisTokenStore, Sku, SqliteUserStore, Token, TokenStore, UserStore,
+    client_ip_key, forwarded_ip, testing::WeChatSimulator,
 };
 use rand::TryRng as _;
 use serde_json::json;
@@ -103,6 +104,8 @@ const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(259_200);
 const MAX_CACHE_TTL: Duration = Duration::from_secs(60);
 const DEFAULT_SKU: &str = "demo";
 const DEFAULT_DATABASE: &str = "mpauthx.db";
+/// Connections to a PostgreSQL or MySQL user store per process (the crate's default).
+const DEFAULT_DATABASE_CONNECTIONS: u32 = 10;
 const SIMULATOR_APP_ID: &str = "wx-simulator";
 /// The Redis key prefix of tokens and login counters (the crate's default).
 const PREFIX: &str = "mpauthx";
@@ -136,6 +139,46 @@ impl BadSetting {
     }
 }
 
+/// Where users are kept.
+enum Database {
+    /// An sqlite file: one server.
+    Sqlite(PathBuf),
+    /// A PostgreSQL URL: users shared by every server.
+    Postgres(String),
+    /// A MySQL or MariaDB URL: users shared by every server.
+    MySql(String),
+}
+
+impl Database {
+    /// `postgres://…`, `postgresql://…`, `mysql://…` or `mariadb://…` is a database server;
+    /// anything else without `://` an sqlite path.
+    fn parse(value: String) -> Result<Self, BadSetting> {
+        let scheme = value
+            .split_once("://")
+            .map(|(scheme, _)| scheme.to_ascii_lowercase());
+        match scheme.as_deref() {
+            None => Ok(Self::Sqlite(value.into())),
+            Some("postgres" | "postgresql") => Ok(Self::Postgres(value)),
+            Some("mysql" | "mariadb") => Ok(Self::MySql(value)),
+            Some(_) => Err(BadSetting::new(
+                "MPAUTHX_DATABASE",
+                format!(
+                    "MPAUTHX_DATABASE={} is neither an sqlite path nor a postgres:// or mysql:// URL",
+                    redacted_url(&value)
+                ),
+            )),
+        }
+    }
+
+    /// For logs: the path, or the URL without its credentials.
+    fn shown(&self) -> String {
+        match self {
+            Self::Sqlite(path) => path.display().to_string(),
+            Self::Postgres(url) | Self::MySql(url) => redacted_url(url),
+        }
+    }
+}
+
 /// Where logins are checked.
 enum WeChat {
     /// The real WeChat API (or a fake of it) with the mini-program's credentials.
@@ -156,7 +199,9 @@ struct Settings {
     /// The absolute session lifetime, if any.
     session_max_age: Option<Duration>,
     redis_url: Option<String>,
-    database: PathBuf,
+    database: Database,
+    /// The most connections to a PostgreSQL or MySQL user store, per process.
+    database_connections: u32,
     limits: Limits,
     /// How long token checks are cached; zero: not at all.
     validation_cache: Duration,
@@ -341,9 +386,21 @@ fn settings() -> Result<Settings, BadSetting> {
         token_ttl,
         session_max_age,
         redis_url: var("MPAUTHX_REDIS_URL")?,
-        database: var("MPAUTHX_DATABASE")?
-            .unwrap_or_else(|| DEFAULT_DATABASE.into())
-            .into(),
+        database: Database::parse(
+            var("MPAUTHX_DATABASE")?.unwrap_or_else(|| DEFAULT_DATABASE.into()),
+        )?,
+        database_connections: match var("MPAUTHX_DATABASE_MAX_CONNECTIONS")? {
+            None => DEFAULT_DATABASE_CONNECTIONS,
+            Some(n) => match n.parse::<u32>() {
+                Ok(n @ 1..=1000) => n,
+                _ => {
+                    return Err(BadSetting::new(
+                        "MPAUTHX_DATABASE_MAX_CONNECTIONS",
+                        format!("MPAUTHX_DATABASE_MAX_CONNECTIONS={n:?} is not a number from 1 to 1000"),
+                    ));
+                }
+            },
+        },
         limits: Limits {
             per_client: rate_limit("MPAUTHX_LOGIN_LIMIT_PER_CLIENT")?,
             per_user: rate_limit("MPAUTHX_LOGIN_LIMIT_PER_USER")?,
@@ -630,16 +687,61 @@ async fn serve<T: TokenStore>(
     settings: Settings,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), BadSetting> {
-    let database = &settings.database;
-    let users = SqliteUserStore::open(database).await.map_err(|e| {
+    let unusable = |e: mpauthx::UserStoreError| {
         let cause = std::error::Error::source(&e)
             .map(|s| format!(": {s}"))
             .unwrap_or_default();
         BadSetting::new(
             "MPAUTHX_DATABASE",
-            format!("cannot use MPAUTHX_DATABASE={database:?}: {e}{cause}"),
+            format!(
+                "cannot use MPAUTHX_DATABASE={}: {e}{cause}",
+                settings.database.shown()
+            ),
         )
-    })?;
+    };
+    match &settings.database {
+        Database::Sqlite(path) => {
+            let users = SqliteUserStore::open(path).await.map_err(unusable)?;
+            serve_users(
+                listener, tokens, users, shared, throttle, settings, shutdown,
+            )
+            .await
+        }
+        Database::Postgres(url) => {
+            let users = PostgresUserStore::builder(url)
+                .with_max_connections(settings.database_connections)
+                .open()
+                .await
+                .map_err(unusable)?;
+            serve_users(
+                listener, tokens, users, shared, throttle, settings, shutdown,
+            )
+            .await
+        }
+        Database::MySql(url) => {
+            let users = MySqlUserStore::builder(url)
+                .with_max_connections(settings.database_connections)
+                .open()
+                .await
+                .map_err(unusable)?;
+            serve_users(
+                listener, tokens, users, shared, throttle, settings, shutdown,
+            )
+            .await
+        }
+    }
+}
+
+async fn serve_users<T: TokenStore, U: UserStore>(
+    listener: TcpListener,
+    tokens: T,
+    users: U,
+    shared: Option<RedisTokenStore>,
+    throttle: Option<LoginThrottle>,
+    settings: Settings,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), BadSetting> {
+    let database = settings.database.shown();
     let local = listener.local_addr().map_err(|e| {
         BadSetting::new(
             "MPAUTHX_LISTEN",
@@ -684,12 +786,12 @@ async fn serve<T: TokenStore>(
     let auth = builder.build();
 
     let mut app = Router::new()
-        .route("/me", get(me::<T>))
+        .route("/me", get(me::<T, U>))
         .route("/me/ping", get(ping))
         .route("/auth/phone", post(auth.phone_handler()))
         .route_layer(auth.layer())
         .route("/ping", get(ping))
-        .route("/healthz", get(healthz::<T>))
+        .route("/healthz", get(healthz::<T, U>))
         .route("/auth/authorize", post(auth.authorize_handler()))
         .route("/auth/refresh", post(auth.refresh_handler()))
         .route("/auth/logout", post(auth.logout_handler()))
@@ -728,7 +830,7 @@ async fn serve<T: TokenStore>(
         addr = %local,
         sku = %settings.sku,
         token_ttl_secs = settings.token_ttl.as_secs(),
-        database = %database.display(),
+        database = %database,
         header_timeout_ms = settings.header_timeout.as_millis() as u64,
         request_timeout_ms = settings.request_timeout.as_millis() as u64,
         "listening on http://{local}"
@@ -877,14 +979,17 @@ fn random_secret() -> Result<AppSecret, BadSetting> {
 }
 
 #[derive(Clone)]
-struct AppState<T> {
-    auth: MpAuth<T, SqliteUserStore>,
+struct AppState<T, U> {
+    auth: MpAuth<T, U>,
     /// For `/healthz`'s probe tokens.
     sku: Sku,
 }
 
 /// `GET /me`: the stored user behind the bearer token.
-async fn me<T: TokenStore>(State(state): State<AppState<T>>, user: AuthedUser) -> Response {
+async fn me<T: TokenStore, U: UserStore>(
+    State(state): State<AppState<T, U>>,
+    user: AuthedUser,
+) -> Response {
     match state.auth.users().get(user.open_id()).await {
         Ok(Some(stored)) => Json(stored).into_response(),
         Ok(None) => mpauthx::Error::UnknownUser.into_response(),
@@ -898,7 +1003,7 @@ async fn ping() -> &'static str {
 }
 
 /// `GET /healthz`: 200 when both stores answer, else 503.
-async fn healthz<T: TokenStore>(State(state): State<AppState<T>>) -> Response {
+async fn healthz<T: TokenStore, U: UserStore>(State(state): State<AppState<T, U>>) -> Response {
     // A well-formed token that was never issued, drawn anew each time so that a
     // validation cache cannot answer for the store.
     let tokens = match Token::generate(&state.sku, "healthz") {

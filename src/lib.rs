@@ -34,6 +34,12 @@ pub use crate::login::{
 };
 #[cfg(feature = "redis")]
 pub use crate::store::{RedisTokenStore, RedisTokenStoreBuilder, RedisValidation};
+#[cfg(feature = "mysql")]
+pub use crate::users::MySqlUserStore;
+#[cfg(feature = "postgres")]
+pub use crate::users::PostgresUserStore;
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+pub use crate::users::SqlUserStoreBuilder;
 #[cfg(feature = "sqlite")]
 pub use crate::users::{SqliteUserStore, SqliteUserStoreBuilder};
 #[cfg(feature = "wechat")]

@@ -80,6 +80,7 @@ impl Error {
             Self::WeChat(e) => e.status(),
             Self::Decrypt(e) => e.status(),
             Self::Users(e) if e.is_transient() => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Users(UserStoreError::InvalidInput(_)) => StatusCode::BAD_REQUEST,
             Self::Users(_) | Self::Token(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::InvalidToken | Self::MissingToken => StatusCode::UNAUTHORIZED,
@@ -100,6 +101,7 @@ impl Error {
             Self::PayloadTooLarge => "payload_too_large",
             Self::WeChat(e) => e.oauth_error(),
             Self::Decrypt(e) => e.oauth_error(),
+            Self::Users(UserStoreError::InvalidInput(_)) => "invalid_request",
             Self::Users(_) => "user_store_unavailable",
             Self::Store(_) => "temporarily_unavailable",
             Self::InvalidToken => "invalid_token",
@@ -134,6 +136,7 @@ impl Error {
     /// only what failed (the backend's message stays in the logs).
     pub fn description(&self) -> String {
         match self {
+            Self::Users(e @ UserStoreError::InvalidInput(_)) => e.to_string(),
             Self::Users(_) => "the user store is unavailable".to_owned(),
             Self::Store(_) => "the token store is unavailable; retry later".to_owned(),
             other => other.to_string(),

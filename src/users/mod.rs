@@ -8,9 +8,21 @@ use crate::phone::PhoneNumber;
 #[cfg(feature = "wechat")]
 use crate::store::Replayed;
 
+#[cfg(feature = "mysql")]
+mod mysql;
+#[cfg(feature = "postgres")]
+mod postgres;
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+mod sql;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
+#[cfg(feature = "mysql")]
+pub use self::mysql::MySqlUserStore;
+#[cfg(feature = "postgres")]
+pub use self::postgres::PostgresUserStore;
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+pub use self::sql::SqlUserStoreBuilder;
 #[cfg(feature = "sqlite")]
 pub use self::sqlite::{SqliteUserStore, SqliteUserStoreBuilder};
 
@@ -134,12 +146,25 @@ pub enum UserStoreError {
     /// The blocking task running the query panicked or was cancelled by runtime shutdown.
     #[error("user store task failed")]
     Task(#[source] BoxError),
+    /// The database server cannot be reached, refused the connection or is shutting down.
+    #[error("user store unavailable")]
+    Unavailable(#[source] BoxError),
+    /// The database did not answer within the configured query timeout.
+    #[error("user store did not answer within {0:?}")]
+    Timeout(std::time::Duration),
+    /// A value cannot be stored as it is (too long for its column, or a NUL character
+    /// PostgreSQL's text cannot hold); nothing was written.
+    #[error("user store cannot store this value: {0}")]
+    InvalidInput(&'static str),
 }
 
 impl UserStoreError {
     /// Whether retrying the same call later may succeed (lock contention, pool exhaustion).
     pub fn is_transient(&self) -> bool {
-        matches!(self, Self::Busy(_) | Self::Pool(_))
+        matches!(
+            self,
+            Self::Busy(_) | Self::Pool(_) | Self::Unavailable(_) | Self::Timeout(_)
+        )
     }
 
     /// The same failure for another caller, its source carried as its message.
@@ -152,6 +177,9 @@ impl UserStoreError {
             Self::Database(e) => Self::Database(source(e)),
             Self::Pool(e) => Self::Pool(source(e)),
             Self::Task(e) => Self::Task(source(e)),
+            Self::Unavailable(e) => Self::Unavailable(source(e)),
+            Self::Timeout(after) => Self::Timeout(*after),
+            Self::InvalidInput(reason) => Self::InvalidInput(reason),
         }
     }
 }
