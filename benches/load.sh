@@ -10,7 +10,9 @@
 # with 1,000,000 live tokens, Redis bytes per token, and the login path with 1,000 and
 # 100,000 existing users, then instructions (callgrind) and system calls (strace) per
 # request in the server process for each kind, over a fixed number of requests sent
-# one after another on one connection. Prints markdown tables, with the load averages
+# one after another on one connection, and last `cargo bench --bench phone` (phone binds
+# and single-flight access-token refreshes, its own redis-server; benches/phone.rs).
+# Prints markdown tables, with the load averages
 # seen during the run. Targets are reported, not asserted: it exits non-zero only when
 # the setup fails. Everything it starts is stopped on exit.
 #
@@ -20,7 +22,9 @@
 # CONNECTIONS (64), FILL (live tokens for the second (b), 1000000), LOGINS (per login
 # run, 2000), LOGIN_CONCURRENCY (16), CACHE_MS (the (b') server's cache TTL, 1000),
 # PROFILE_REQUESTS (requests per kind under callgrind and strace, 2000; 0 skips them),
-# PROFILE_DIR (where the callgrind dumps are kept, target/load-profile).
+# PROFILE_DIR (where the callgrind dumps are kept, target/load-profile); PHONE (0 skips
+# the phone benchmark, 1), and its own PHONE_BINDS (binds per row, 2000),
+# PHONE_CONCURRENCY (16) and REFRESH_ROUNDS (20).
 set -euo pipefail
 
 DURATION=${DURATION:-10}
@@ -33,6 +37,7 @@ LOGIN_CONCURRENCY=${LOGIN_CONCURRENCY:-16}
 CACHE_MS=${CACHE_MS:-1000}
 PROFILE_REQUESTS=${PROFILE_REQUESTS:-2000}
 PROFILE_DIR=${PROFILE_DIR:-target/load-profile}
+PHONE=${PHONE:-1}
 SMALL=1000
 
 cd "$(dirname "$0")/.."
@@ -59,6 +64,7 @@ scratch
 say "building the example server and the fixture (release)"
 cargo build --release --example server >&2
 cargo bench --bench fixture --no-run >&2
+[ "$PHONE" = 0 ] || cargo bench --bench phone --no-run >&2
 fixture() { cargo bench -q --bench fixture -- "$@"; }
 
 REDIS_PORT=$(free_port)
@@ -261,6 +267,11 @@ if [ "$PROFILE_REQUESTS" -gt 0 ]; then
     callgrind_server plain 0 a b c d
     callgrind_server cached "$CACHE_MS" b d
 fi
+: >"$WORK/phone"
+if [ "$PHONE" != 0 ]; then
+    say "phone binds and access-token refreshes (cargo bench --bench phone)"
+    cargo bench -q --bench phone >"$WORK/phone" || die "the phone benchmark failed"
+fi
 load "at the end"
 
 verdict() { awk -v r="$1" -v t="$2" 'BEGIN { print (r >= t ? "met" : "**not met**") }'; }
@@ -355,3 +366,6 @@ $(row plain d "(d) unknown token")
 $(row cached d "(d') unknown token, validation cache on")
 EOF
 fi
+
+# The phone benchmark's own tables (benches/phone.rs), with its load averages.
+[ "$PHONE" = 0 ] || cat "$WORK/phone"
