@@ -136,7 +136,8 @@ async fn fill(options: &HashMap<String, String>) -> Result<()> {
                 let mut last = None;
                 for n in first..(first + BATCH).min(end) {
                     let open_id = open_id(n);
-                    let key = format!("mpauthx:{{{SKU}:{open_id}}}");
+                    // The example server keeps the simulator's tokens under `mpauthx-simulator`.
+                    let key = format!("mpauthx-simulator:{{{SKU}:{open_id}}}");
                     for _ in 0..per_user {
                         let token = Token::generate(&sku, &open_id).expect("a valid openid");
                         pipe.cmd("HSET")

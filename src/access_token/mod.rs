@@ -51,8 +51,9 @@ const DEFAULT_FORCE_PER_DAY: u32 = 10;
 const FORCE_MIN_INTERVAL: Duration = Duration::from_secs(30);
 /// When normal mode answers with the token already cached, ask again no sooner.
 const MIN_RECHECK: Duration = Duration::from_secs(30);
-/// How often a server waiting for another server's refresh looks again.
-const POLL: Duration = Duration::from_millis(20);
+/// How often a server waiting for another server's refresh looks again (one caller per
+/// process polls: the others wait for it).
+const POLL: Duration = Duration::from_millis(5);
 /// A token is dropped this much before WeChat says it ends, at most (a tenth of its
 /// lifetime for short ones), for the time the answer took and clock skew.
 const EXPIRY_MARGIN: Duration = Duration::from_secs(60);
@@ -124,6 +125,9 @@ struct Inner {
     budget: ForceRefreshBudget,
     /// One refresh at a time in this process.
     flight: tokio::sync::Mutex<()>,
+    /// What the last refresh here got: callers that waited for it take it without asking
+    /// the cache again.
+    recent: std::sync::Mutex<Option<CachedAccessToken>>,
 }
 
 impl fmt::Debug for AccessTokenManager {
@@ -164,6 +168,7 @@ impl AccessTokenManager {
                 refresh_ahead: DEFAULT_REFRESH_AHEAD,
                 budget: ForceRefreshBudget::new(DEFAULT_FORCE_PER_DAY, FORCE_MIN_INTERVAL),
                 flight: tokio::sync::Mutex::new(()),
+                recent: std::sync::Mutex::new(None),
             }),
         }
     }
@@ -177,6 +182,7 @@ impl AccessTokenManager {
             refresh_ahead: old.refresh_ahead,
             budget: old.budget,
             flight: tokio::sync::Mutex::new(()),
+            recent: std::sync::Mutex::new(None),
         };
         change(&mut inner);
         Self {
@@ -289,10 +295,15 @@ impl AccessTokenManager {
         let app_id = self.app_id();
         let lock_ttl = self.inner.client.total_timeout() * 2 + Duration::from_secs(2);
         let deadline = Instant::now() + lock_ttl + Duration::from_secs(1);
+        // The refresh this caller waited for, if one just ran here.
+        if let Some(recent) = self.recent().filter(|c| usable_now(c, stale)) {
+            return Ok(recent.token);
+        }
         let owner = lock_owner();
         loop {
             let current = self.usable(stale).await?;
             if let Some(cached) = current.as_ref().filter(|c| c.is_fresh(now_millis())) {
+                self.remember(cached);
                 return Ok(cached.token.clone());
             }
             if self.inner.cache.try_lock(app_id, &owner, lock_ttl).await? {
@@ -381,12 +392,29 @@ impl AccessTokenManager {
         }
         let record = self.record(fetched, started);
         self.inner.cache.save(app_id, &record).await?;
+        self.remember(&record);
         tracing::info!(
             app_id,
             expires_in_secs = (record.expires_at_ms.saturating_sub(started)) / 1000,
             "fetched a WeChat access_token"
         );
         Ok(record.token)
+    }
+
+    fn recent(&self) -> Option<CachedAccessToken> {
+        self.inner
+            .recent
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn remember(&self, record: &CachedAccessToken) {
+        *self
+            .inner
+            .recent
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(record.clone());
     }
 
     /// The record of a token fetched at `started_ms`.
@@ -399,6 +427,11 @@ impl AccessTokenManager {
             .max(now_millis() + MIN_RECHECK.as_millis() as u64);
         CachedAccessToken::new(fetched.token, refresh_at, expires_at)
     }
+}
+
+/// Whether `cached` may be handed out now in place of `stale`: fresh, and not it.
+fn usable_now(cached: &CachedAccessToken, stale: Option<&AccessToken>) -> bool {
+    cached.is_fresh(now_millis()) && Some(&cached.token) != stale
 }
 
 /// A name for this attempt's hold on the refresh lock, unique across servers.

@@ -39,6 +39,8 @@ const PHONE_NUMBER_PATH: &str = "/wxa/business/getuserphonenumber";
 const MAX_ACCESS_TOKEN_LEN: usize = 2048;
 /// WeChat's access tokens live 7200 s; a longer `expires_in` is not believed.
 const MAX_ACCESS_TOKEN_LIFETIME: Duration = Duration::from_secs(7200);
+/// Idle connections kept to WeChat (ureq keeps 3 per host by default).
+const MAX_IDLE_CONNECTIONS: usize = 32;
 /// A real answer is a few hundred bytes; the cap bounds memory if the upstream misbehaves.
 const MAX_BODY_BYTES: u64 = 64 * 1024;
 const MAX_ERRMSG_CHARS: usize = 200;
@@ -660,6 +662,10 @@ impl Inner {
             .http_status_as_error(false)
             // A redirect would resend the secret-bearing query to wherever it points.
             .max_redirects(0)
+            // One host, many calls in flight (logins, phone binds): keep enough
+            // connections that a busy server does not pay a TLS handshake per call.
+            .max_idle_connections_per_host(MAX_IDLE_CONNECTIONS)
+            .max_idle_connections(MAX_IDLE_CONNECTIONS)
             .timeout_resolve(Some(self.connect_timeout))
             .timeout_connect(Some(self.connect_timeout))
             .timeout_send_request(Some(self.read_timeout))
