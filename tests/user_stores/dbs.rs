@@ -1,0 +1,146 @@
+//! One empty database per test, on each kind of store: a temporary sqlite file, or a
+//! database of its own on the binary's PostgreSQL or MariaDB server. Rows are counted
+//! through the servers' own clients, matching ids byte for byte (as hex).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use mpauthx::{MySqlUserStore, PostgresUserStore, SqliteUserStore};
+use tempfile::TempDir;
+
+use crate::{
+    common::{
+        mariadb::{self, MariaDbServer},
+        postgres::{self, PostgresServer},
+        users,
+    },
+    suite::Db,
+};
+
+/// A database name unique in this process.
+fn fresh_name() -> String {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    format!(
+        "t{}_{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+pub struct Sqlite {
+    _dir: TempDir,
+    path: std::path::PathBuf,
+}
+
+impl Sqlite {
+    pub fn new() -> Self {
+        let (dir, path) = users::temp_db();
+        Self { _dir: dir, path }
+    }
+}
+
+impl Db for Sqlite {
+    type Store = SqliteUserStore;
+
+    async fn store(&self) -> SqliteUserStore {
+        SqliteUserStore::open(&self.path).await.unwrap()
+    }
+
+    fn rows(&self, open_id: &str) -> i64 {
+        users::count_rows(&self.path, open_id)
+    }
+}
+
+pub struct Postgres {
+    server: &'static PostgresServer,
+    name: String,
+}
+
+impl Postgres {
+    /// A new database on the shared server, owned by the application's role.
+    pub async fn new() -> Self {
+        let server = tokio::task::spawn_blocking(PostgresServer::shared)
+            .await
+            .unwrap();
+        Self::on(server)
+    }
+
+    pub fn on(server: &'static PostgresServer) -> Self {
+        let name = fresh_name();
+        server.psql(&format!("CREATE DATABASE {name} OWNER mpauthx"));
+        Self { server, name }
+    }
+
+    pub fn url(&self) -> String {
+        format!(
+            "postgres://mpauthx:{}@127.0.0.1:{}/{}",
+            postgres::PASSWORD,
+            self.server.port(),
+            self.name
+        )
+    }
+}
+
+impl Db for Postgres {
+    type Store = PostgresUserStore;
+
+    async fn store(&self) -> PostgresUserStore {
+        PostgresUserStore::open(&self.url()).await.unwrap()
+    }
+
+    fn rows(&self, open_id: &str) -> i64 {
+        let sql = format!(
+            r#"SELECT count(*) FROM "user" WHERE encode(convert_to("openId", 'UTF8'), 'hex') = '{}'"#,
+            hex::encode(open_id)
+        );
+        self.server.psql_in(&self.name, &sql).trim().parse().unwrap()
+    }
+}
+
+pub struct MySql {
+    server: &'static MariaDbServer,
+    name: String,
+}
+
+impl MySql {
+    /// A new database on the shared server, granted to the application's user.
+    pub async fn new() -> Self {
+        let server = tokio::task::spawn_blocking(MariaDbServer::shared)
+            .await
+            .unwrap();
+        let name = fresh_name();
+        server.sql(&format!(
+            "CREATE DATABASE {name} CHARACTER SET utf8mb4; GRANT ALL ON {name}.* TO 'mpauthx'@'%'"
+        ));
+        Self { server, name }
+    }
+
+    pub fn url(&self) -> String {
+        format!(
+            "mysql://mpauthx:{}@127.0.0.1:{}/{}",
+            mariadb::PASSWORD,
+            self.server.port(),
+            self.name
+        )
+    }
+}
+
+impl Db for MySql {
+    type Store = MySqlUserStore;
+
+    async fn store(&self) -> MySqlUserStore {
+        MySqlUserStore::open(&self.url()).await.unwrap()
+    }
+
+    fn rows(&self, open_id: &str) -> i64 {
+        let sql = format!(
+            "SELECT count(*) FROM `user` WHERE HEX(`openId`) = '{}'",
+            hex::encode_upper(open_id)
+        );
+        let out = self.server.try_sql_in(Some(&self.name), &sql).unwrap();
+        out.trim().parse().unwrap()
+    }
+}
+
+user_suite!(sqlite, crate::dbs::Sqlite::new());
+user_suite!(postgres, crate::dbs::Postgres::new().await);
+user_suite!(mysql, crate::dbs::MySql::new().await);

@@ -1,0 +1,145 @@
+//! Database outages and bad settings: a server stopped, frozen or restarted under the
+//! store answers transient errors (503), never a panic, and the store recovers by
+//! itself; a bad URL or a wrong password fails the open with an error that never
+//! repeats the password. Each test runs a database server of its own.
+
+use std::time::{Duration, Instant};
+
+use mpauthx::{
+    Error, MySqlUserStore, PostgresUserStore, SqlUserStoreBuilder, UserStore, UserStoreError,
+};
+
+use crate::common::{mariadb::MariaDbServer, postgres::PostgresServer};
+
+const QUERY_TIMEOUT: Duration = Duration::from_millis(800);
+
+fn fast<S>(builder: SqlUserStoreBuilder<S>) -> SqlUserStoreBuilder<S> {
+    builder
+        .with_connect_timeout(Duration::from_secs(1))
+        .with_query_timeout(QUERY_TIMEOUT)
+}
+
+/// `store.get` fails transiently (503) within a bound while the server is away.
+async fn assert_unavailable(store: &impl UserStore, what: &str) {
+    let started = Instant::now();
+    let error = store.get("o-any").await.expect_err(what);
+    assert!(error.is_transient(), "{what}: {error:?}");
+    assert_eq!(Error::from(error).status(), 503, "{what}");
+    assert!(started.elapsed() < Duration::from_secs(5), "{what}: took {:?}", started.elapsed());
+}
+
+/// The store answers again within a few seconds, without being rebuilt.
+async fn assert_recovers(store: &impl UserStore, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        match store.get("o-any").await {
+            Ok(_) => return,
+            Err(e) if Instant::now() < deadline => {
+                assert!(e.is_transient(), "{what}: {e:?}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("{what}: no recovery: {e:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_outages_are_503_and_the_store_recovers() {
+    let mut server = tokio::task::spawn_blocking(PostgresServer::start).await.unwrap();
+    let store = fast(PostgresUserStore::builder(&server.url())).open().await.unwrap();
+    store.upsert_login("o-kept", None, None, None).await.unwrap();
+
+    server.freeze();
+    assert_unavailable(&store, "frozen").await;
+    server.thaw();
+    assert_recovers(&store, "thawed").await;
+
+    let mut server = tokio::task::spawn_blocking(move || {
+        server.stop();
+        server
+    })
+    .await
+    .unwrap();
+    assert_unavailable(&store, "stopped").await;
+    let error = store
+        .upsert_login("o-new", None, None, None)
+        .await
+        .expect_err("no write while stopped");
+    assert!(error.is_transient(), "{error:?}");
+    let server = tokio::task::spawn_blocking(move || {
+        server.restart();
+        server
+    })
+    .await
+    .unwrap();
+    assert_recovers(&store, "restarted").await;
+    assert!(store.get("o-kept").await.unwrap().is_some(), "data kept");
+    assert!(store.get("o-new").await.unwrap().is_none(), "nothing half-written");
+    drop(server);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_outages_are_503_and_the_store_recovers() {
+    let mut server = tokio::task::spawn_blocking(MariaDbServer::start).await.unwrap();
+    let store = fast(MySqlUserStore::builder(&server.url())).open().await.unwrap();
+    store.upsert_login("o-kept", None, None, None).await.unwrap();
+
+    server.freeze();
+    assert_unavailable(&store, "frozen").await;
+    server.thaw();
+    assert_recovers(&store, "thawed").await;
+
+    let mut server = tokio::task::spawn_blocking(move || {
+        server.stop();
+        server
+    })
+    .await
+    .unwrap();
+    assert_unavailable(&store, "stopped").await;
+    let server = tokio::task::spawn_blocking(move || {
+        server.restart();
+        server
+    })
+    .await
+    .unwrap();
+    assert_recovers(&store, "restarted").await;
+    assert!(store.get("o-kept").await.unwrap().is_some(), "data kept");
+    drop(server);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_settings_fail_the_open_without_the_password() {
+    let pg = tokio::task::spawn_blocking(PostgresServer::shared).await.unwrap();
+    let my = tokio::task::spawn_blocking(MariaDbServer::shared).await.unwrap();
+    let wrong_password = "wrong-password-9d2e";
+    let cases = [
+        (format!("postgres://mpauthx:{wrong_password}@127.0.0.1:{}/mpauthx", pg.port()), true),
+        ("postgres://mpauthx:wrong-password-9d2e@127.0.0.1:1/mpauthx".to_owned(), true),
+        (format!("mysql://mpauthx:{wrong_password}@127.0.0.1:{}/mpauthx", my.port()), false),
+        ("mysql://mpauthx:wrong-password-9d2e@127.0.0.1:1/mpauthx".to_owned(), false),
+    ];
+    for (url, postgres) in cases {
+        let started = Instant::now();
+        let error = if postgres {
+            fast(PostgresUserStore::builder(&url)).open().await.unwrap_err()
+        } else {
+            fast(MySqlUserStore::builder(&url)).open().await.unwrap_err()
+        };
+        let shown = format!("{error} {error:?} {:?}", std::error::Error::source(&error));
+        assert!(!shown.contains(wrong_password), "{shown}");
+        assert!(started.elapsed() < Duration::from_secs(10), "{url}");
+        assert!(
+            matches!(
+                error,
+                UserStoreError::Pool(_) | UserStoreError::Unavailable(_) | UserStoreError::Database(_)
+            ),
+            "{error:?}"
+        );
+    }
+    for url in ["postgres://[broken", "not a url at all"] {
+        let error = PostgresUserStore::open(url).await.unwrap_err();
+        assert!(matches!(error, UserStoreError::InvalidInput(_)), "{error:?}");
+    }
+    let error = MySqlUserStore::open("mysql://:@:nope").await.unwrap_err();
+    assert!(matches!(error, UserStoreError::InvalidInput(_)), "{error:?}");
+}
