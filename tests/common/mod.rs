@@ -9,8 +9,8 @@
 //! temporary sqlite file and a fake WeChat), [`http`] (collected responses, requests),
 //! [`stores`] (Redis stores and issuing tokens), [`users`] (sqlite files and their rows),
 //! [`logs`], [`sim`] (the simulator over HTTP), and the multi-process setups [`cluster`] and [`sentinel`].
-//! [`postgres`] runs a private PostgreSQL server the same way (a fresh data directory, a
-//! free port, the watchdog), for the SQL user stores.
+//! [`postgres`] and [`mariadb`] run a private PostgreSQL or MariaDB server the same way
+//! (a fresh data directory, a free port, the watchdog), for the SQL user stores.
 
 #![allow(dead_code, unreachable_pub)]
 
@@ -31,6 +31,7 @@ pub mod http;
 pub mod keys;
 pub mod login;
 pub mod logs;
+pub mod mariadb;
 pub mod postgres;
 pub mod sentinel;
 pub mod sim;

@@ -1,9 +1,9 @@
-//! The SQL user stores, against real database servers.
+//! The SQL user stores, against real PostgreSQL and MariaDB servers.
 //!
-//! For now, smoke tests of the servers themselves ([`common::postgres`]): each starts on
-//! a port of its own, answers its CLI client, keeps its data across a stop and a
-//! restart, stops answering while frozen and answers again once thawed, and two started
-//! at once do not collide.
+//! For now, smoke tests of the servers themselves ([`common::postgres`] and
+//! [`common::mariadb`]): each starts on a port of its own, answers its CLI client, keeps
+//! its data across a stop and a restart, stops answering while frozen and answers again
+//! once thawed, and two started at once do not collide.
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -15,7 +15,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::postgres::{self, PostgresServer};
+use common::{
+    mariadb::MariaDbServer,
+    postgres::{self, PostgresServer},
+};
 
 /// The connect timeout of the clients that must fail on a frozen server.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -147,5 +150,114 @@ fn two_postgres_servers_started_at_once_get_different_ports() {
     a.psql("CREATE TABLE only_in_a (id int)");
     assert_eq!(a.psql("SELECT count(*) FROM only_in_a"), "0");
     let in_b = b.try_psql("SELECT count(*) FROM only_in_a");
+    assert!(in_b.is_err(), "{in_b:?}");
+}
+
+#[test]
+fn mariadb_answers_on_its_own_port() {
+    let db = MariaDbServer::shared();
+    assert_ne!(db.port(), 3306, "not the machine's own MariaDB");
+    assert_eq!(db.sql("SELECT 1"), "1");
+    assert_eq!(db.sql("SELECT @@port"), db.port().to_string());
+    assert_eq!(
+        db.url(),
+        format!(
+            "mysql://mpauthx:mariadb-test-password-4b1d@127.0.0.1:{}/mpauthx",
+            db.port()
+        )
+    );
+    let me = db
+        .client_query(
+            "mpauthx",
+            db.password(),
+            "SELECT current_user(), database()",
+            CONNECT_TIMEOUT,
+        )
+        .expect("mpauthx logs in over TCP");
+    assert_eq!(me, "mpauthx@%\tmpauthx");
+    assert_eq!(
+        db.sql(
+            "SELECT default_character_set_name FROM information_schema.schemata \
+             WHERE schema_name = 'mpauthx'"
+        ),
+        "utf8mb4"
+    );
+    let wrong = db.client_query("mpauthx", "wrong", "SELECT 1", CONNECT_TIMEOUT);
+    assert!(
+        wrong.as_ref().is_err_and(|e| e.contains("Access denied")),
+        "{wrong:?}"
+    );
+    // Root over TCP, as admin_url() says: no password.
+    let root = db.client_query("root", "", "SELECT 1", CONNECT_TIMEOUT);
+    assert_eq!(root.as_deref(), Ok("1"));
+    // As root, the server runs as `mysql`.
+    let owner = pid_file_owner(&db.dir().join("mariadbd.pid"));
+    if running_as_root() {
+        assert_ne!(owner, 0, "mariadbd must not run as root");
+    }
+}
+
+#[test]
+fn mariadb_keeps_a_table_across_stop_and_restart() {
+    let started = Instant::now();
+    let mut db = MariaDbServer::start();
+    eprintln!("mariadb started in {:?}", started.elapsed());
+    let port = db.port();
+    db.client_query(
+        "mpauthx",
+        db.password(),
+        "CREATE TABLE kept (id int PRIMARY KEY, name varchar(20)) ENGINE=InnoDB; \
+         INSERT INTO kept VALUES (1, 'ünï');",
+        CONNECT_TIMEOUT,
+    )
+    .expect("mpauthx creates a table");
+
+    db.stop();
+    assert!(!db.is_running());
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "nothing listens once stopped"
+    );
+    let restarted = Instant::now();
+    db.restart();
+    eprintln!("mariadb restarted in {:?}", restarted.elapsed());
+    assert!(db.is_running());
+    assert_eq!(db.port(), port);
+    assert_eq!(db.sql("SELECT name FROM kept WHERE id = 1"), "ünï");
+
+    let dir = db.dir().to_owned();
+    drop(db);
+    assert!(!dir.exists(), "{} left behind", dir.display());
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
+}
+
+#[test]
+fn mariadb_frozen_times_clients_out_and_thawed_answers() {
+    let db = MariaDbServer::start();
+    db.freeze();
+    assert!(db.is_running(), "a frozen server is running");
+    let asked = Instant::now();
+    let frozen = db.client_query("mpauthx", db.password(), "SELECT 1", CONNECT_TIMEOUT);
+    let waited = asked.elapsed();
+    assert!(frozen.is_err(), "a frozen server answered: {frozen:?}");
+    assert!(waited < Duration::from_secs(10), "gave up after {waited:?}");
+    db.thaw();
+    let thawed = db.client_query("mpauthx", db.password(), "SELECT 1", CONNECT_TIMEOUT);
+    assert_eq!(thawed.as_deref(), Ok("1"));
+    assert_eq!(db.sql("SELECT 1"), "1");
+}
+
+#[test]
+fn two_mariadb_servers_started_at_once_get_different_ports() {
+    let (a, b) = thread::scope(|s| {
+        let a = s.spawn(MariaDbServer::start);
+        let b = s.spawn(MariaDbServer::start);
+        (a.join().expect("first"), b.join().expect("second"))
+    });
+    assert_ne!(a.port(), b.port());
+    assert_ne!(a.dir(), b.dir());
+    a.sql("CREATE TABLE only_in_a (id int)");
+    assert_eq!(a.sql("SELECT count(*) FROM only_in_a"), "0");
+    let in_b = b.try_sql("SELECT count(*) FROM only_in_a");
     assert!(in_b.is_err(), "{in_b:?}");
 }
