@@ -10,10 +10,7 @@ use sqlx::{
 
 use super::{
     Profile, User, UserStore, UserStoreError,
-    sql::{
-        self, Kind, MERGED, Merged, SqlUserStoreBuilder, Value, column_list, timed, unix_now,
-        user_from_row,
-    },
+    sql::{self, Kind, MERGED, Merged, SqlUserStoreBuilder, Value, timed, unix_now, user_from_row},
 };
 use crate::phone::PhoneNumber;
 
@@ -74,15 +71,28 @@ static UPSERT_LOGIN: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
+/// The columns as the row reader takes them: the binary collation makes MySQL label
+/// text columns binary, which the driver will not read as text, so they are converted.
+fn select_list() -> String {
+    sql::COLUMNS
+        .iter()
+        .map(|c| match *c {
+            "gender" | "created_at" | "updated_at" | "last_login_at" => format!("`{c}`"),
+            _ => format!("CONVERT(`{c}` USING utf8mb4)"),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 static SELECT_BY_OPEN_ID: LazyLock<String> =
-    LazyLock::new(|| format!("SELECT {} FROM `user` WHERE `openId` = ?", column_list('`')));
+    LazyLock::new(|| format!("SELECT {} FROM `user` WHERE `openId` = ?", select_list()));
 
 /// In MySQL `NULL` sorts below every value, so `DESC` puts never-seen rows last.
 static SELECT_BY_UNION_ID: LazyLock<String> = LazyLock::new(|| {
     format!(
         "SELECT {} FROM `user` WHERE `unionId` = ?
         ORDER BY `last_login_at` DESC, `created_at` DESC LIMIT 1",
-        column_list('`')
+        select_list()
     )
 });
 

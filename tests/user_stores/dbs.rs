@@ -92,7 +92,11 @@ impl Db for Postgres {
             r#"SELECT count(*) FROM "user" WHERE encode(convert_to("openId", 'UTF8'), 'hex') = '{}'"#,
             hex::encode(open_id)
         );
-        self.server.psql_in(&self.name, &sql).trim().parse().unwrap()
+        self.server
+            .psql_in(&self.name, &sql)
+            .trim()
+            .parse()
+            .unwrap()
     }
 }
 
@@ -141,6 +145,6 @@ impl Db for MySql {
     }
 }
 
-user_suite!(sqlite, crate::dbs::Sqlite::new());
-user_suite!(postgres, crate::dbs::Postgres::new().await);
-user_suite!(mysql, crate::dbs::MySql::new().await);
+user_suite!(on_sqlite, crate::dbs::Sqlite::new());
+user_suite!(on_postgres, crate::dbs::Postgres::new().await);
+user_suite!(on_mysql, crate::dbs::MySql::new().await);

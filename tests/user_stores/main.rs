@@ -1,12 +1,16 @@
-//! The SQL user stores, against real PostgreSQL and MariaDB servers.
-//!
-//! For now, smoke tests of the servers themselves ([`common::postgres`] and
+//! The user stores against real databases: the user store suite on sqlite, PostgreSQL
+//! and MariaDB (`suite`, `dbs`), outages and bad settings (`outages`), and smoke tests
+//! of the servers themselves ([`common::postgres`] and
 //! [`common::mariadb`]): each starts on a port of its own, answers its CLI client, keeps
 //! its data across a stop and a restart, stops answering while frozen and answers again
 //! once thawed, and two started at once do not collide.
 
 #[path = "../common/mod.rs"]
 mod common;
+#[macro_use]
+mod suite;
+mod dbs;
+mod outages;
 
 use std::{
     os::unix::fs::MetadataExt,

@@ -25,7 +25,11 @@ async fn assert_unavailable(store: &impl UserStore, what: &str) {
     let error = store.get("o-any").await.expect_err(what);
     assert!(error.is_transient(), "{what}: {error:?}");
     assert_eq!(Error::from(error).status(), 503, "{what}");
-    assert!(started.elapsed() < Duration::from_secs(5), "{what}: took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{what}: took {:?}",
+        started.elapsed()
+    );
 }
 
 /// The store answers again within a few seconds, without being rebuilt.
@@ -45,9 +49,17 @@ async fn assert_recovers(store: &impl UserStore, what: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_outages_are_503_and_the_store_recovers() {
-    let mut server = tokio::task::spawn_blocking(PostgresServer::start).await.unwrap();
-    let store = fast(PostgresUserStore::builder(&server.url())).open().await.unwrap();
-    store.upsert_login("o-kept", None, None, None).await.unwrap();
+    let mut server = tokio::task::spawn_blocking(PostgresServer::start)
+        .await
+        .unwrap();
+    let store = fast(PostgresUserStore::builder(&server.url()))
+        .open()
+        .await
+        .unwrap();
+    store
+        .upsert_login("o-kept", None, None, None)
+        .await
+        .unwrap();
 
     server.freeze();
     assert_unavailable(&store, "frozen").await;
@@ -74,15 +86,26 @@ async fn postgres_outages_are_503_and_the_store_recovers() {
     .unwrap();
     assert_recovers(&store, "restarted").await;
     assert!(store.get("o-kept").await.unwrap().is_some(), "data kept");
-    assert!(store.get("o-new").await.unwrap().is_none(), "nothing half-written");
+    assert!(
+        store.get("o-new").await.unwrap().is_none(),
+        "nothing half-written"
+    );
     drop(server);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mysql_outages_are_503_and_the_store_recovers() {
-    let mut server = tokio::task::spawn_blocking(MariaDbServer::start).await.unwrap();
-    let store = fast(MySqlUserStore::builder(&server.url())).open().await.unwrap();
-    store.upsert_login("o-kept", None, None, None).await.unwrap();
+    let mut server = tokio::task::spawn_blocking(MariaDbServer::start)
+        .await
+        .unwrap();
+    let store = fast(MySqlUserStore::builder(&server.url()))
+        .open()
+        .await
+        .unwrap();
+    store
+        .upsert_login("o-kept", None, None, None)
+        .await
+        .unwrap();
 
     server.freeze();
     assert_unavailable(&store, "frozen").await;
@@ -109,21 +132,49 @@ async fn mysql_outages_are_503_and_the_store_recovers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_settings_fail_the_open_without_the_password() {
-    let pg = tokio::task::spawn_blocking(PostgresServer::shared).await.unwrap();
-    let my = tokio::task::spawn_blocking(MariaDbServer::shared).await.unwrap();
+    let pg = tokio::task::spawn_blocking(PostgresServer::shared)
+        .await
+        .unwrap();
+    let my = tokio::task::spawn_blocking(MariaDbServer::shared)
+        .await
+        .unwrap();
     let wrong_password = "wrong-password-9d2e";
     let cases = [
-        (format!("postgres://mpauthx:{wrong_password}@127.0.0.1:{}/mpauthx", pg.port()), true),
-        ("postgres://mpauthx:wrong-password-9d2e@127.0.0.1:1/mpauthx".to_owned(), true),
-        (format!("mysql://mpauthx:{wrong_password}@127.0.0.1:{}/mpauthx", my.port()), false),
-        ("mysql://mpauthx:wrong-password-9d2e@127.0.0.1:1/mpauthx".to_owned(), false),
+        (
+            format!(
+                "postgres://mpauthx:{wrong_password}@127.0.0.1:{}/mpauthx",
+                pg.port()
+            ),
+            true,
+        ),
+        (
+            "postgres://mpauthx:wrong-password-9d2e@127.0.0.1:1/mpauthx".to_owned(),
+            true,
+        ),
+        (
+            format!(
+                "mysql://mpauthx:{wrong_password}@127.0.0.1:{}/mpauthx",
+                my.port()
+            ),
+            false,
+        ),
+        (
+            "mysql://mpauthx:wrong-password-9d2e@127.0.0.1:1/mpauthx".to_owned(),
+            false,
+        ),
     ];
     for (url, postgres) in cases {
         let started = Instant::now();
         let error = if postgres {
-            fast(PostgresUserStore::builder(&url)).open().await.unwrap_err()
+            fast(PostgresUserStore::builder(&url))
+                .open()
+                .await
+                .unwrap_err()
         } else {
-            fast(MySqlUserStore::builder(&url)).open().await.unwrap_err()
+            fast(MySqlUserStore::builder(&url))
+                .open()
+                .await
+                .unwrap_err()
         };
         let shown = format!("{error} {error:?} {:?}", std::error::Error::source(&error));
         assert!(!shown.contains(wrong_password), "{shown}");
@@ -131,15 +182,23 @@ async fn bad_settings_fail_the_open_without_the_password() {
         assert!(
             matches!(
                 error,
-                UserStoreError::Pool(_) | UserStoreError::Unavailable(_) | UserStoreError::Database(_)
+                UserStoreError::Pool(_)
+                    | UserStoreError::Unavailable(_)
+                    | UserStoreError::Database(_)
             ),
             "{error:?}"
         );
     }
     for url in ["postgres://[broken", "not a url at all"] {
         let error = PostgresUserStore::open(url).await.unwrap_err();
-        assert!(matches!(error, UserStoreError::InvalidInput(_)), "{error:?}");
+        assert!(
+            matches!(error, UserStoreError::InvalidInput(_)),
+            "{error:?}"
+        );
     }
     let error = MySqlUserStore::open("mysql://:@:nope").await.unwrap_err();
-    assert!(matches!(error, UserStoreError::InvalidInput(_)), "{error:?}");
+    assert!(
+        matches!(error, UserStoreError::InvalidInput(_)),
+        "{error:?}"
+    );
 }

@@ -90,12 +90,18 @@ pub async fn updated_at_moves_only_when_data_changes<D: Db>(db: D) {
         .await
         .unwrap();
     assert_eq!(same.updated_at, first.updated_at, "nothing changed");
-    assert!(same.last_login_at > first.last_login_at, "but it is a login");
+    assert!(
+        same.last_login_at > first.last_login_at,
+        "but it is a login"
+    );
     let changed = store
-        .update_profile("o-t", &Profile {
-            city: Some("Hangzhou".into()),
-            ..Profile::default()
-        })
+        .update_profile(
+            "o-t",
+            &Profile {
+                city: Some("Hangzhou".into()),
+                ..Profile::default()
+            },
+        )
         .await
         .unwrap()
         .unwrap();
@@ -191,14 +197,13 @@ pub async fn phones_are_bound_replaced_and_kept<D: Db>(db: D) {
         pure_phone_number: "4155550100".into(),
         country_code: "1".into(),
     };
-    let replaced = store
-        .set_phone("o-p", &foreign)
-        .await
-        .unwrap()
-        .unwrap();
+    let replaced = store.set_phone("o-p", &foreign).await.unwrap().unwrap();
     assert_eq!(replaced.phone(), Some(foreign.clone()));
     assert_eq!(replaced.last_login_at, again.last_login_at, "not a login");
-    assert_eq!(store.get("o-p").await.unwrap().unwrap().phone(), Some(foreign));
+    assert_eq!(
+        store.get("o-p").await.unwrap().unwrap().phone(),
+        Some(foreign)
+    );
 }
 
 /// 200 concurrent first logins of one user through two `MpAuth` instances (two pools):
@@ -279,7 +284,10 @@ pub async fn hostile_values_are_stored_literally_or_refused_cleanly<D: Db>(db: D
         }
     }
     // Exact matching: no case folding, no accent folding, no trailing-space padding.
-    store.upsert_login("o-Case", None, None, None).await.unwrap();
+    store
+        .upsert_login("o-Case", None, None, None)
+        .await
+        .unwrap();
     for near in ["o-case", "o-CASE", "o-Casé", "o-Case "] {
         match store.get(near).await {
             Ok(found) => assert_eq!(found, None, "{near:?}"),
@@ -288,7 +296,10 @@ pub async fn hostile_values_are_stored_literally_or_refused_cleanly<D: Db>(db: D
             Err(other) => panic!("{near:?}: {other:?}"),
         }
     }
-    store.upsert_login("o-case", None, None, None).await.unwrap();
+    store
+        .upsert_login("o-case", None, None, None)
+        .await
+        .unwrap();
     assert_eq!(db.rows("o-Case"), 1);
     assert_eq!(db.rows("o-case"), 1);
     // The table survived every value above.
@@ -305,7 +316,10 @@ pub async fn concurrent_opens_all_succeed<D: Db>(db: D) {
         tasks.spawn(async move { db.store().await });
     }
     let stores = tasks.join_all().await;
-    stores[0].upsert_login("o-open", None, None, None).await.unwrap();
+    stores[0]
+        .upsert_login("o-open", None, None, None)
+        .await
+        .unwrap();
     for store in &stores {
         assert!(store.get("o-open").await.unwrap().is_some());
     }
