@@ -192,6 +192,7 @@ pub(super) const MERGED: [&str; 11] = [
 ];
 
 /// `COLUMNS`, each quoted with `quote`, comma-separated.
+#[cfg(feature = "postgres")]
 pub(super) fn column_list(quote: char) -> String {
     COLUMNS
         .iter()
@@ -276,6 +277,7 @@ impl Merged {
             .collect()
     }
 
+    #[cfg(feature = "mysql")]
     /// `user` with these values merged in at `now`: `updated_at` moves only when a value
     /// changes, as the SQL of the other stores does.
     pub(super) fn merge_into(&self, user: &User, now: i64) -> User {

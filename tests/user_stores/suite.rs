@@ -325,7 +325,6 @@ pub async fn concurrent_opens_all_succeed<D: Db>(db: D) {
     }
 }
 
-#[macro_export]
 macro_rules! user_suite {
     ($name:ident, $make:expr) => {
         mod $name {
