@@ -579,6 +579,7 @@ fn walk_on_embedded_defaults() {
 /// A WeChat simulator served by the test, standing in for api.weixin.qq.com.
 struct OutsideWeChat {
     http: Http,
+    sim: WeChatSimulator,
     _runtime: tokio::runtime::Runtime,
 }
 
@@ -606,6 +607,7 @@ impl OutsideWeChat {
         runtime.spawn(async move { axum::serve(listener, app).await });
         Self {
             http: Http::new(base),
+            sim,
             _runtime: runtime,
         }
     }
@@ -683,6 +685,102 @@ fn walk_on_redis_with_wechat_settings() {
     assert!(log.contains("tokens are kept in Redis"), "{log}");
     assert!(!log.contains("built-in WeChat simulator"), "{log}");
     assert_clean_log(&log, &handed, &[SECRET]);
+}
+
+/// Many servers, one user base: two example-server processes on one Redis and one
+/// PostgreSQL, both logging users in with one (simulated) WeChat app.
+#[test]
+fn two_servers_share_users_in_postgres_and_tokens_in_redis() {
+    const SECRET: &str = "e2e-app-secret-two-servers";
+    let redis = RedisServer::start();
+    let postgres = common::postgres::PostgresServer::start();
+    let wechat = OutsideWeChat::start("wx-e2e-two", SECRET);
+    let dir = tempfile::tempdir().unwrap();
+    let (redis_url, database) = (redis.url(), postgres.url());
+    let settings = [
+        ("MPAUTHX_LISTEN", "127.0.0.1:0"),
+        ("MPAUTHX_APP_ID", "wx-e2e-two"),
+        ("MPAUTHX_APP_SECRET", SECRET),
+        ("MPAUTHX_WECHAT_API", wechat.http.base.as_str()),
+        ("MPAUTHX_REDIS_URL", redis_url.as_str()),
+        ("MPAUTHX_DATABASE", database.as_str()),
+    ];
+    let (first_server, first) = Server::start(&settings, dir.path());
+    let (second_server, second) = Server::start(&settings, dir.path());
+    let mut handed = Handed::default();
+
+    // Login on the first: the second knows the user.
+    let alice = log_in(&first, &wechat.http, "alice", "phone", &mut handed);
+    let me = second.get("/me", Some(&alice));
+    assert_eq!(me.status, 200, "{}", me.body);
+    let alice_id = me.json()["open_id"].as_str().unwrap().to_owned();
+    assert_eq!(alice_id, wechat.sim.open_id("alice"));
+
+    // Refresh on the second: the old token is refused on the first.
+    let refreshed = second.post("/auth/refresh", Some(&alice), None);
+    assert_eq!(refreshed.status, 200, "{}", refreshed.body);
+    let alice2 = refreshed.json()["token"].as_str().unwrap().to_owned();
+    handed.0.push(alice2.clone());
+    first.get("/me", Some(&alice)).refused(401, "invalid_token");
+    assert_eq!(first.get("/me", Some(&alice2)).json()["open_id"], alice_id);
+
+    // A second device through the second server; logout_all on the first ends both.
+    let tablet = log_in(&second, &wechat.http, "alice", "tablet", &mut handed);
+    assert_eq!(first.get("/me", Some(&tablet)).status, 200);
+    assert_eq!(
+        first.post("/auth/logout_all", Some(&alice2), None).status,
+        204
+    );
+    for token in [&alice2, &tablet] {
+        second.get("/me", Some(token)).refused(401, "invalid_token");
+        first.get("/me", Some(token)).refused(401, "invalid_token");
+    }
+
+    // The phone bound through one is seen through the other; one access token serves
+    // both servers (shared in Redis).
+    let bob = log_in(&first, &wechat.http, "bob", "phone", &mut handed);
+    for (server, number) in [(&first, "13800138000"), (&second, "13911112222")] {
+        let minted = wechat.http.post(
+            "/sim/phone",
+            None,
+            Some(&json!({ "user": "bob", "phone": number })),
+        );
+        let code = minted.json()["code"].as_str().unwrap().to_owned();
+        handed.0.push(code.clone());
+        let bound = server.post("/auth/phone", Some(&bob), Some(&json!({ "code": code })));
+        assert_eq!(bound.status, 200, "{}", bound.body);
+        let other = if std::ptr::eq(server, &first) {
+            &second
+        } else {
+            &first
+        };
+        assert_eq!(
+            other.get("/me", Some(&bob)).json()["pure_phone_number"],
+            number
+        );
+    }
+    assert_eq!(
+        wechat.sim.calls().stable_token,
+        1,
+        "one access token for both servers"
+    );
+    let rows = postgres.psql(r#"SELECT count(*) FROM "user""#);
+    assert_eq!(rows.trim(), "2", "alice and bob, once each");
+    // A refresh through the first too, so that both logs show every kind of request.
+    let refreshed = first.post("/auth/refresh", Some(&bob), None);
+    assert_eq!(refreshed.status, 200, "{}", refreshed.body);
+    handed
+        .0
+        .push(refreshed.json()["token"].as_str().unwrap().to_owned());
+
+    for (server, http) in [(first_server, first), (second_server, second)] {
+        drop(http);
+        server.signal("-TERM");
+        let (status, log) = server.wait(PATIENCE);
+        assert_eq!(status.code(), Some(0), "{log}");
+        assert!(log.contains("postgres://***@127.0.0.1"), "{log}");
+        assert_clean_log(&log, &handed, &[SECRET, common::postgres::PASSWORD]);
+    }
 }
 
 #[test]
@@ -995,6 +1093,28 @@ fn bad_settings_exit_1_with_one_clear_error() {
         settings.extend(secret.map(|s| ("MPAUTHX_APP_SECRET", s)));
         runs.push(("MPAUTHX_APP_SECRET".into(), settings));
     }
+    // Databases: unreachable servers (their passwords never printed), a URL of no known
+    // kind, a malformed one, a pool size out of range.
+    let unreachable_postgres = format!("postgres://mpauthx:hunter2-db@127.0.0.1:{p1}/users");
+    let unreachable_mysql = format!("mysql://mpauthx:hunter2-db@127.0.0.1:{p2}/users");
+    for (variable, value) in [
+        ("MPAUTHX_DATABASE", unreachable_postgres.as_str()),
+        ("MPAUTHX_DATABASE", unreachable_mysql.as_str()),
+        (
+            "MPAUTHX_DATABASE",
+            "ftp://mpauthx:hunter2-db@127.0.0.1/users",
+        ),
+        (
+            "MPAUTHX_DATABASE",
+            "postgres://mpauthx:hunter2-db@[broken/users",
+        ),
+        ("MPAUTHX_DATABASE_MAX_CONNECTIONS", "0"),
+    ] {
+        runs.push((
+            variable.into(),
+            vec![("MPAUTHX_LISTEN", "127.0.0.1:0"), (variable, value)],
+        ));
+    }
     // A client header with no per-client limit to apply it to.
     runs.push((
         "MPAUTHX_CLIENT_IP_HEADER".into(),
@@ -1020,7 +1140,7 @@ fn bad_settings_exit_1_with_one_clear_error() {
             "the error names {named}: {case}"
         );
         assert!(!log.contains(SECRET), "the secret leaks: {case}");
-        assert!(!log.contains("hunter2"), "the Redis password leaks: {case}");
+        assert!(!log.contains("hunter2"), "a password leaks: {case}");
         assert!(!log.contains("listening on"), "{case}");
     }
     assert!(

@@ -20,8 +20,8 @@ use crate::phone::PhoneNumber;
 /// Serializes migrations of servers starting at once (`pg_advisory_xact_lock`).
 const MIGRATION_LOCK: i64 = 0x6d70_6175_7468_7831; // "mpauthx1"
 
-/// The table, with every column; `openId` is the key. Added columns are listed again in
-/// [`ADD_COLUMNS`] for tables an older version created.
+/// The table, with every column; `openId` is the key. Columns added since the first
+/// version are listed in [`ADDED_COLUMNS`], for tables an older version created.
 const CREATE_TABLE: &str = r#"CREATE TABLE IF NOT EXISTS "user" (
     "openId" text PRIMARY KEY NOT NULL,
     "city" text, "country" text, "gender" bigint, "language" text, "nickName" text,
@@ -29,11 +29,7 @@ const CREATE_TABLE: &str = r#"CREATE TABLE IF NOT EXISTS "user" (
     "created_at" bigint, "updated_at" bigint, "last_login_at" bigint,
     "phoneNumber" text, "purePhoneNumber" text, "countryCode" text)"#;
 
-const ADD_COLUMNS: [&str; 3] = [
-    r#"ALTER TABLE "user" ADD COLUMN IF NOT EXISTS "phoneNumber" text"#,
-    r#"ALTER TABLE "user" ADD COLUMN IF NOT EXISTS "purePhoneNumber" text"#,
-    r#"ALTER TABLE "user" ADD COLUMN IF NOT EXISTS "countryCode" text"#,
-];
+const ADDED_COLUMNS: [&str; 3] = ["phoneNumber", "purePhoneNumber", "countryCode"];
 
 const CREATE_INDEX: &str = r#"CREATE INDEX IF NOT EXISTS "user_unionId" ON "user" ("unionId")"#;
 
@@ -215,8 +211,18 @@ impl PostgresUserStore {
                 .execute(&mut *tx)
                 .await?;
             sqlx::query(CREATE_TABLE).execute(&mut *tx).await?;
-            for add in ADD_COLUMNS {
-                sqlx::query(add).execute(&mut *tx).await?;
+            let present: Vec<String> = sqlx::query_scalar(
+                "SELECT column_name::text FROM information_schema.columns
+                 WHERE table_schema = current_schema() AND table_name = 'user'",
+            )
+            .fetch_all(&mut *tx)
+            .await?;
+            for column in ADDED_COLUMNS {
+                if !present.iter().any(|p| p == column) {
+                    tracing::info!(column, "adding column to the PostgreSQL user table");
+                    let add = format!(r#"ALTER TABLE "user" ADD COLUMN "{column}" text"#);
+                    sqlx::query(&add).execute(&mut *tx).await?;
+                }
             }
             sqlx::query(CREATE_INDEX).execute(&mut *tx).await?;
             tx.commit().await

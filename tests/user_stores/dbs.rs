@@ -70,6 +70,11 @@ impl Postgres {
         Self { server, name }
     }
 
+    /// Runs `sql` as the superuser in this database.
+    pub fn psql(&self, sql: &str) -> String {
+        self.server.psql_in(&self.name, sql)
+    }
+
     pub fn url(&self) -> String {
         format!(
             "postgres://mpauthx:{}@127.0.0.1:{}/{}",
@@ -116,6 +121,13 @@ impl MySql {
             "CREATE DATABASE {name} CHARACTER SET utf8mb4; GRANT ALL ON {name}.* TO 'mpauthx'@'%'"
         ));
         Self { server, name }
+    }
+
+    /// Runs `sql` as root in this database.
+    pub fn sql(&self, sql: &str) -> String {
+        self.server
+            .try_sql_in(Some(&self.name), sql)
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
     }
 
     pub fn url(&self) -> String {

@@ -10,6 +10,7 @@ mod common;
 #[macro_use]
 mod suite;
 mod dbs;
+mod migrations;
 mod outages;
 
 use std::{
