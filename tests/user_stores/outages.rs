@@ -202,3 +202,44 @@ async fn bad_settings_fail_the_open_without_the_password() {
         "{error:?}"
     );
 }
+
+/// With the database down a login answers 503 and leaves no token behind: the token is
+/// taken back when the user cannot be stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_while_postgres_is_down_is_503_and_issues_no_token() {
+    use mpauthx::{AuthorizeRequest, MemoryTokenStore, MpAuth, TokenStore};
+
+    use crate::common::{keys::sku, login::config, sim};
+
+    let sim = sim::simulator();
+    let base = sim::serve(&sim).await;
+    let mut server = tokio::task::spawn_blocking(PostgresServer::start)
+        .await
+        .unwrap();
+    let users = fast(PostgresUserStore::builder(&server.url()))
+        .open()
+        .await
+        .unwrap();
+    let tokens = MemoryTokenStore::new();
+    let auth = MpAuth::new(config().with_wechat_base_url(&base), tokens.clone(), users);
+    let code = sim.login("carol").unwrap().code;
+    server.freeze();
+    let error = auth
+        .authorize(&AuthorizeRequest::new(code))
+        .await
+        .unwrap_err();
+    assert_eq!(error.status(), 503, "{error:?}");
+    assert!(matches!(error, Error::Users(_)), "{error:?}");
+    assert!(
+        tokens
+            .list(&sku(), &sim.open_id("carol"))
+            .await
+            .unwrap()
+            .is_empty(),
+        "no token for a user who was not stored"
+    );
+    server.thaw();
+    let code = sim.login("carol").unwrap().code;
+    let authorized = auth.authorize(&AuthorizeRequest::new(code)).await.unwrap();
+    assert_eq!(authorized.user.unwrap().open_id, sim.open_id("carol"));
+}
