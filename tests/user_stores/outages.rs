@@ -213,7 +213,7 @@ async fn a_login_while_postgres_is_down_is_503_and_issues_no_token() {
 
     let sim = sim::simulator();
     let base = sim::serve(&sim).await;
-    let mut server = tokio::task::spawn_blocking(PostgresServer::start)
+    let server = tokio::task::spawn_blocking(PostgresServer::start)
         .await
         .unwrap();
     let users = fast(PostgresUserStore::builder(&server.url()))
