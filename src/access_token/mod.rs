@@ -71,6 +71,14 @@ pub enum AccessTokenError {
 }
 
 impl AccessTokenError {
+    /// The same failure for another caller.
+    fn replay(&self) -> Self {
+        match self {
+            Self::WeChat(e) => Self::WeChat(e.clone()),
+            Self::Store(e) => Self::Store(e.replay()),
+        }
+    }
+
     /// The HTTP status an endpoint should answer with: WeChat's failures as
     /// [`WeChatError::status`], a cache outage 503.
     pub fn status(&self) -> StatusCode {
@@ -125,9 +133,12 @@ struct Inner {
     budget: ForceRefreshBudget,
     /// One refresh at a time in this process.
     flight: tokio::sync::Mutex<()>,
-    /// What the last refresh here got: callers that waited for it take it without asking
-    /// the cache again.
-    recent: std::sync::Mutex<Option<CachedAccessToken>>,
+    /// How many refreshes have finished here: a caller that saw it change while it
+    /// waited for the flight takes that refresh's outcome.
+    generation: std::sync::atomic::AtomicU64,
+    /// The outcome of the last refresh here, failures included: the callers that waited
+    /// for it share it rather than each asking again.
+    outcome: std::sync::Mutex<Option<Result<CachedAccessToken, AccessTokenError>>>,
 }
 
 impl fmt::Debug for AccessTokenManager {
@@ -168,7 +179,8 @@ impl AccessTokenManager {
                 refresh_ahead: DEFAULT_REFRESH_AHEAD,
                 budget: ForceRefreshBudget::new(DEFAULT_FORCE_PER_DAY, FORCE_MIN_INTERVAL),
                 flight: tokio::sync::Mutex::new(()),
-                recent: std::sync::Mutex::new(None),
+                generation: std::sync::atomic::AtomicU64::new(0),
+                outcome: std::sync::Mutex::new(None),
             }),
         }
     }
@@ -182,7 +194,8 @@ impl AccessTokenManager {
             refresh_ahead: old.refresh_ahead,
             budget: old.budget,
             flight: tokio::sync::Mutex::new(()),
-            recent: std::sync::Mutex::new(None),
+            generation: std::sync::atomic::AtomicU64::new(0),
+            outcome: std::sync::Mutex::new(None),
         };
         change(&mut inner);
         Self {
@@ -262,6 +275,7 @@ impl AccessTokenManager {
                     errcode,
                     "WeChat refused the access_token; fetching a new one"
                 );
+                self.forget(&token);
                 self.inner.cache.remove_if(self.app_id(), &token).await?;
                 let fresh = self.refresh(Some(&token)).await?;
                 Ok(call(fresh).await?)
@@ -277,53 +291,93 @@ impl AccessTokenManager {
     /// # Errors
     /// [`AccessTokenError::Store`] when the cache cannot answer.
     pub async fn invalidate(&self, token: &AccessToken) -> Result<bool, AccessTokenError> {
+        self.forget(token);
         Ok(self.inner.cache.remove_if(self.app_id(), token).await?)
     }
 
     /// A token other than `stale`, fetched unless another caller or server did so
     /// meanwhile.
     async fn refresh(&self, stale: Option<&AccessToken>) -> Result<AccessToken, AccessTokenError> {
+        let seen = self.generation();
         let flight = self.inner.flight.lock().await;
+        // A refresh finished while this caller waited: its outcome, failures included.
+        if self.generation() != seen
+            && let Some(outcome) = self.outcome()
+        {
+            match outcome {
+                Ok(record) if usable_now(&record, stale) => return Ok(record.token),
+                Ok(_) => {}
+                Err(error) => return Err(error),
+            }
+        }
         self.refresh_in_flight(flight, stale).await
     }
 
+    /// [`refresh_locked`](Self::refresh_locked) with the flight held; its outcome is
+    /// shared with the callers that wait.
     async fn refresh_in_flight(
         &self,
         _flight: tokio::sync::MutexGuard<'_, ()>,
         stale: Option<&AccessToken>,
     ) -> Result<AccessToken, AccessTokenError> {
+        let result = self.refresh_locked(stale).await;
+        let shared = match &result {
+            Ok(record) => Ok(record.clone()),
+            Err(error) => Err(error.replay()),
+        };
+        *self
+            .inner
+            .outcome
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(shared);
+        self.inner
+            .generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        result.map(|record| record.token)
+    }
+
+    async fn refresh_locked(
+        &self,
+        stale: Option<&AccessToken>,
+    ) -> Result<CachedAccessToken, AccessTokenError> {
         let app_id = self.app_id();
         let lock_ttl = self.inner.client.total_timeout() * 2 + Duration::from_secs(2);
         let deadline = Instant::now() + lock_ttl + Duration::from_secs(1);
-        // The refresh this caller waited for, if one just ran here.
-        if let Some(recent) = self.recent().filter(|c| usable_now(c, stale)) {
-            return Ok(recent.token);
-        }
         let owner = lock_owner();
         loop {
             let current = self.usable(stale).await?;
             if let Some(cached) = current.as_ref().filter(|c| c.is_fresh(now_millis())) {
-                self.remember(cached);
-                return Ok(cached.token.clone());
+                return Ok(cached.clone());
             }
             if self.inner.cache.try_lock(app_id, &owner, lock_ttl).await? {
-                let fetched = self.fetch_locked(stale).await;
-                if let Err(error) = self.inner.cache.unlock(app_id, &owner).await {
-                    tracing::warn!(app_id, %error, "could not release the access_token refresh lock; it expires");
-                }
+                // In a task of its own, so that a caller dropped half-way (a client
+                // hanging up, a request timeout) neither wastes the fetch nor leaves the
+                // lock held until it expires.
+                let (this, stale, owner) = (self.clone(), stale.cloned(), owner.clone());
+                let task = tokio::spawn(async move {
+                    let fetched = this.fetch_locked(stale.as_ref()).await;
+                    if let Err(error) = this.inner.cache.unlock(this.app_id(), &owner).await {
+                        tracing::warn!(app_id = this.app_id(), %error, "could not release the access_token refresh lock; it expires");
+                    }
+                    fetched
+                });
+                let fetched = task.await.unwrap_or_else(|_| {
+                    tracing::error!(app_id, "the access_token refresh task did not complete");
+                    Err(WeChatError::Internal.into())
+                });
                 return match (fetched, current) {
-                    (Ok(token), _) => Ok(token),
+                    (Ok(record), _) => Ok(record),
                     // Errors are never cached; the current token serves while it works.
                     (Err(error), Some(cached)) => {
                         tracing::warn!(app_id, %error, "could not refresh the access_token; using the current one while it is valid");
-                        Ok(cached.token)
+                        Ok(cached)
                     }
                     (Err(error), None) => Err(error),
                 };
             }
             // Another server is refreshing: the current token serves while it works.
             if let Some(cached) = current {
-                return Ok(cached.token);
+                return Ok(cached);
             }
             if Instant::now() + POLL >= deadline {
                 return Err(WeChatError::AccessTokenUnavailable {
@@ -354,7 +408,7 @@ impl AccessTokenManager {
     async fn fetch_locked(
         &self,
         stale: Option<&AccessToken>,
-    ) -> Result<AccessToken, AccessTokenError> {
+    ) -> Result<CachedAccessToken, AccessTokenError> {
         let app_id = self.app_id();
         // Another server may have saved a token between our look and our lock.
         if let Some(cached) = self
@@ -362,7 +416,7 @@ impl AccessTokenManager {
             .await?
             .filter(|c| c.is_fresh(now_millis()))
         {
-            return Ok(cached.token);
+            return Ok(cached);
         }
         let client = &self.inner.client;
         let mut started = now_millis();
@@ -392,29 +446,42 @@ impl AccessTokenManager {
         }
         let record = self.record(fetched, started);
         self.inner.cache.save(app_id, &record).await?;
-        self.remember(&record);
         tracing::info!(
             app_id,
             expires_in_secs = (record.expires_at_ms.saturating_sub(started)) / 1000,
             "fetched a WeChat access_token"
         );
-        Ok(record.token)
+        Ok(record)
     }
 
-    fn recent(&self) -> Option<CachedAccessToken> {
+    fn generation(&self) -> u64 {
         self.inner
-            .recent
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
+            .generation
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
-    fn remember(&self, record: &CachedAccessToken) {
-        *self
+    fn outcome(&self) -> Option<Result<CachedAccessToken, AccessTokenError>> {
+        let outcome = self
             .inner
-            .recent
+            .outcome
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(record.clone());
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        outcome.as_ref().map(|o| match o {
+            Ok(record) => Ok(record.clone()),
+            Err(error) => Err(error.replay()),
+        })
+    }
+
+    /// Forgets the last outcome if it handed out `token`: it was refused.
+    fn forget(&self, token: &AccessToken) {
+        let mut outcome = self
+            .inner
+            .outcome
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if matches!(&*outcome, Some(Ok(record)) if record.token == *token) {
+            *outcome = None;
+        }
     }
 
     /// The record of a token fetched at `started_ms`.

@@ -395,3 +395,77 @@ fn now_ms() -> u64 {
         .unwrap()
         .as_millis() as u64
 }
+
+#[tokio::test]
+async fn an_invalidated_token_is_not_handed_out_again() {
+    let sim = sim::simulator();
+    let base = sim::serve(&sim).await;
+    let (a, _b, _store) = two_servers("at-invalidate", &base).await;
+    let old = a.access_token().await.unwrap();
+    sim.revoke_access_tokens();
+    assert!(a.invalidate(&old).await.unwrap());
+    let fresh = a.access_token().await.unwrap();
+    assert_ne!(fresh, old, "the invalidated token must not come back");
+    assert_eq!(sim.check_access_token(fresh.expose_secret()), Ok(()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiters_share_a_failed_refresh_instead_of_repeating_it() {
+    let fake = FakeWeChat::start(|_, _| {
+        Reply::json(r#"{"errcode":-1,"errmsg":"busy"}"#).with_delay(Duration::from_millis(150))
+    });
+    let manager = AccessTokenManager::memory(client(&fake.base_url()));
+    let started = std::time::Instant::now();
+    let failures = stampede_results(&manager, 10).await;
+    assert!(
+        failures
+            .iter()
+            .all(|r| matches!(r, Err(e) if e.status() == 503))
+    );
+    // One refresh (two attempts: the client asks a busy WeChat twice), shared by all.
+    assert_eq!(fake.requests().len(), 2, "{:?}", fake.requests().len());
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+/// `callers` concurrent `access_token()` calls on one manager, released at once.
+async fn stampede_results(
+    manager: &AccessTokenManager,
+    callers: usize,
+) -> Vec<Result<AccessToken, AccessTokenError>> {
+    let barrier = Arc::new(Barrier::new(callers));
+    let mut tasks = JoinSet::new();
+    for _ in 0..callers {
+        let (manager, barrier) = (manager.clone(), Arc::clone(&barrier));
+        tasks.spawn(async move {
+            barrier.wait().await;
+            manager.access_token().await
+        });
+    }
+    tasks.join_all().await
+}
+
+#[tokio::test]
+async fn a_refresh_whose_caller_gave_up_still_lands_and_releases_its_lock() {
+    let store = stores::shared_redis("at-cancelled").await;
+    let fake = FakeWeChat::start(|_, _| {
+        Reply::json(r#"{"access_token":"AT-slow-1","expires_in":7200}"#)
+            .with_delay(Duration::from_millis(300))
+    });
+    let manager = AccessTokenManager::redis(client(&fake.base_url()), &store);
+    let gave_up = tokio::time::timeout(Duration::from_millis(50), manager.access_token()).await;
+    assert!(gave_up.is_err(), "the caller gave up");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let cached = store.load(APP_ID).await.unwrap().expect("the fetch landed");
+    assert_eq!(cached.token.expose_secret(), "AT-slow-1");
+    assert!(
+        store
+            .try_lock(APP_ID, "next", Duration::from_secs(1))
+            .await
+            .unwrap()
+    );
+    assert_eq!(fake.requests().len(), 1);
+}
