@@ -156,7 +156,21 @@ impl Database {
         let scheme = value
             .split_once("://")
             .map(|(scheme, _)| scheme.to_ascii_lowercase());
+        // A URL with a typo (`postgresql:/u:pw@host/db`) is no sqlite path: refused
+        // without repeating it, as it may hold a password.
+        let url_like = value.contains('@')
+            || value.split_once(':').is_some_and(|(scheme, _)| {
+                scheme.len() > 1
+                    && scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+                    && scheme
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "+.-".contains(c))
+            });
         match scheme.as_deref() {
+            None if url_like => Err(BadSetting::new(
+                "MPAUTHX_DATABASE",
+                "MPAUTHX_DATABASE looks like a URL but is not postgres://… or mysql://… (and is no sqlite path); its value is not shown, as it may hold a password",
+            )),
             None => Ok(Self::Sqlite(value.into())),
             Some("postgres" | "postgresql") => Ok(Self::Postgres(value)),
             Some("mysql" | "mariadb") => Ok(Self::MySql(value)),

@@ -48,18 +48,11 @@ impl PhoneNumber {
             && self.phone_number.contains(self.pure_phone_number.as_str())
     }
 
-    /// The number with all but its first three and last four digits hidden, for logs.
+    /// The number with at least half its digits hidden, for logs: the first three and
+    /// last two of 10 or more digits (`+86 138******00`), the last two of 6 to 9, none
+    /// of fewer.
     pub fn masked(&self) -> String {
-        let pure = &self.pure_phone_number;
-        if pure.len() <= 7 || !pure.is_ascii() {
-            return format!("+{} ****", self.country_code);
-        }
-        format!(
-            "+{} {}****{}",
-            self.country_code,
-            &pure[..3],
-            &pure[pure.len() - 4..]
-        )
+        mask(&self.country_code, &self.pure_phone_number)
     }
 }
 
@@ -67,6 +60,21 @@ impl fmt::Debug for PhoneNumber {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_tuple("PhoneNumber").field(&self.masked()).finish()
     }
+}
+
+/// `+<country code> <number>` with at least half the number's digits hidden.
+pub(crate) fn mask(country_code: &str, pure: &str) -> String {
+    let n = pure.len();
+    if !pure.is_ascii() || n < 6 {
+        return format!("+{country_code} ****");
+    }
+    let (head, tail) = if n >= 10 { (3, 2) } else { (0, 2) };
+    format!(
+        "+{country_code} {}{}{}",
+        &pure[..head],
+        "*".repeat(n - head - tail),
+        &pure[n - tail..]
+    )
 }
 
 /// `countryCode` as WeChat sends it: `"86"` or `86`.
@@ -143,7 +151,16 @@ mod tests {
             r#"{"phoneNumber":"13800138000","purePhoneNumber":"13800138000","countryCode":"86"}"#,
         );
         let shown = format!("{number:?}");
-        assert_eq!(shown, r#"PhoneNumber("+86 138****8000")"#);
+        assert_eq!(shown, r#"PhoneNumber("+86 138******00")"#);
+        for (pure, masked) in [
+            ("61234567", "+86 ******67"),
+            ("4155550100", "+86 415*****00"),
+            ("12345", "+86 ****"),
+        ] {
+            assert_eq!(mask("86", pure), masked);
+            let hidden = masked.matches('*').count();
+            assert!(hidden * 2 >= pure.len(), "at least half hidden: {masked}");
+        }
         assert!(!shown.contains("13800138000"));
         let json = serde_json::to_value(&number).unwrap();
         assert_eq!(json["pure_phone_number"], "13800138000");

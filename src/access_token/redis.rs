@@ -6,10 +6,7 @@ use std::{sync::LazyLock, time::Duration};
 use redis::Script;
 
 use super::cache::{AccessTokenCache, CacheFuture, CachedAccessToken, ForceRefreshBudget};
-use crate::{
-    store::{RedisTokenStore, StoreError},
-    wechat::AccessToken,
-};
+use crate::{store::RedisTokenStore, wechat::AccessToken};
 
 static LOAD: LazyLock<Script> = LazyLock::new(|| Script::new("return redis.call('GET', KEYS[1])"));
 static SAVE: LazyLock<Script> =
@@ -40,11 +37,18 @@ impl AccessTokenCache for RedisTokenStore {
             let text: Option<String> = self
                 .invoke_script_bytes(&LOAD, &key(self, app_id, "access_token"), &[])
                 .await?;
-            match text {
+            match text.map(|text| decode(&text)) {
                 None => Ok(None),
-                Some(text) => decode(&text)
-                    .map(Some)
-                    .ok_or(StoreError::Protocol("the cached access token is malformed")),
+                Some(Some(record)) => Ok(Some(record)),
+                // Not this crate's record (an older format, a stray SET): as good as
+                // none, so that the next fetch replaces it.
+                Some(None) => {
+                    tracing::warn!(
+                        app_id,
+                        "the cached access token is malformed; fetching a new one"
+                    );
+                    Ok(None)
+                }
             }
         })
     }

@@ -4,8 +4,11 @@
 //! code twice. WeChat would accept it once and refuse the second (40163), so the
 //! second request would fail although the user is logged in. Instead the first request
 //! runs the login and every concurrent request with the same code waits for it and gets
-//! the same answer, token included. Only requests in flight are remembered: a replay
-//! after the login finished goes to WeChat and gets `invalid_code`.
+//! the same answer, token included. Requests count as duplicates when their whole body
+//! is the same (a request with the same code but, say, a phone code the first lacked
+//! is not answered for by the first: WeChat refuses its code). Only requests in flight
+//! are remembered: a replay after the login finished goes to WeChat and gets
+//! `invalid_code`.
 
 use std::{
     collections::HashMap,
@@ -16,7 +19,7 @@ use std::{
 use sha2::{Digest as _, Sha256};
 use tokio::sync::OnceCell;
 
-use super::{Authorized, Error};
+use super::{AuthorizeRequest, Authorized, Error};
 
 type Outcome = Result<Authorized, Error>;
 
@@ -31,14 +34,13 @@ impl InFlight {
     /// Runs `login` for `code`, unless a login with that code is running: then its
     /// outcome, once it is known. If that login is dropped before it finishes, one of
     /// its waiters runs its own.
-    pub(super) async fn run(&self, code: &str, login: impl Future<Output = Outcome>) -> Outcome {
-        let key: [u8; 32] = Sha256::digest(code.as_bytes()).into();
-        let cell = Arc::clone(self.lock().entry(key).or_default());
-        let _entry = Entry {
+    pub(super) async fn run(&self, key: [u8; 32], login: impl Future<Output = Outcome>) -> Outcome {
+        let entry = Entry {
             in_flight: self,
             key,
-            cell: &cell,
+            cell: Some(Arc::clone(self.lock().entry(key).or_default())),
         };
+        let cell = entry.cell.as_ref().expect("held until drop");
         let mut mine = None;
         let shared = cell
             .get_or_init(|| async {
@@ -68,22 +70,59 @@ impl InFlight {
     }
 }
 
+/// The key of a login: the SHA-256 of its whole body, each field tagged and
+/// length-prefixed (codes are credentials: never kept as such).
+pub(super) fn key_of(request: &AuthorizeRequest) -> [u8; 32] {
+    let mut hash = Sha256::new();
+    let phone = request.phone.as_ref();
+    let fields = [
+        request.code.as_deref(),
+        request.encrypted_data.as_deref(),
+        request.iv.as_deref(),
+        request.raw_data.as_deref(),
+        request.signature.as_deref(),
+        request.device.as_deref(),
+        request.phone_code.as_deref(),
+        phone.map(|p| p.encrypted_data.as_str()),
+        phone.map(|p| p.iv.as_str()),
+    ];
+    for field in fields {
+        match field {
+            None => hash.update([0]),
+            Some(value) => {
+                hash.update([1]);
+                hash.update((value.len() as u64).to_le_bytes());
+                hash.update(value.as_bytes());
+            }
+        }
+    }
+    hash.finalize().into()
+}
+
 /// One caller's hold on an entry: the last to leave, or anyone once the outcome is
 /// known, removes it, so that the map holds logins in flight only.
 struct Entry<'a> {
     in_flight: &'a InFlight,
     key: [u8; 32],
-    cell: &'a Arc<OnceCell<Outcome>>,
+    /// This caller's reference, given up under the map's lock.
+    cell: Option<Arc<OnceCell<Outcome>>>,
 }
 
 impl Drop for Entry<'_> {
     fn drop(&mut self) {
         let mut logins = self.in_flight.lock();
+        let Some(mine) = self.cell.take() else { return };
         let ours = logins
             .get(&self.key)
-            .is_some_and(|cell| Arc::ptr_eq(cell, self.cell));
-        // The map's reference and ours: nobody else waits.
-        if ours && (self.cell.initialized() || Arc::strong_count(self.cell) <= 2) {
+            .is_some_and(|cell| Arc::ptr_eq(cell, &mine));
+        let done = mine.initialized();
+        // Given up while the lock is held, so that of two leaving at once the second
+        // sees the first gone.
+        drop(mine);
+        let alone = logins
+            .get(&self.key)
+            .is_some_and(|cell| Arc::strong_count(cell) == 1);
+        if ours && (done || alone) {
             logins.remove(&self.key);
         }
     }
@@ -114,10 +153,13 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(50)).await;
             Err(Error::InvalidRequest("the same answer"))
         };
+        let code = key_of(&AuthorizeRequest::new("code"));
+        let other = key_of(&AuthorizeRequest::new("code").with_device("another body"));
+        assert_ne!(code, other);
         let (a, b, c) = tokio::join!(
-            in_flight.run("code", login()),
-            in_flight.run("code", login()),
-            in_flight.run("other", login()),
+            in_flight.run(code, login()),
+            in_flight.run(code, login()),
+            in_flight.run(other, login()),
         );
         assert_eq!(runs.load(Ordering::SeqCst), 2, "one run per code");
         for outcome in [a, b, c] {
@@ -127,7 +169,7 @@ mod tests {
             ));
         }
         assert_eq!(in_flight.len(), 0, "nothing is remembered afterwards");
-        let _ = in_flight.run("code", login()).await;
+        let _ = in_flight.run(code, login()).await;
         assert_eq!(runs.load(Ordering::SeqCst), 3, "a later replay runs again");
     }
 
@@ -142,12 +184,12 @@ mod tests {
         let waiter = async {
             started.notified().await;
             in_flight
-                .run("code", async { Err(Error::InvalidRequest("waiter ran")) })
+                .run([7; 32], async { Err(Error::InvalidRequest("waiter ran")) })
                 .await
         };
         let leader = async {
             let _ =
-                tokio::time::timeout(Duration::from_millis(50), in_flight.run("code", slow)).await;
+                tokio::time::timeout(Duration::from_millis(50), in_flight.run([7; 32], slow)).await;
         };
         let ((), outcome) = tokio::join!(leader, waiter);
         assert!(matches!(outcome, Err(Error::InvalidRequest("waiter ran"))));
@@ -155,7 +197,7 @@ mod tests {
         // Cancelled alone: the entry goes with it.
         let _ = tokio::time::timeout(
             Duration::from_millis(10),
-            in_flight.run("lonely", std::future::pending()),
+            in_flight.run([9; 32], std::future::pending()),
         )
         .await;
         assert_eq!(in_flight.len(), 0);

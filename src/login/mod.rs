@@ -317,7 +317,7 @@ impl<T: TokenStore, U: UserStore> MpAuth<T, U> {
             Some(code) if !code.is_empty() && code.len() <= MAX_CODE_LEN => {
                 self.inner
                     .in_flight
-                    .run(code, self.login(client, request))
+                    .run(dedup::key_of(request), self.login(client, request))
                     .await
             }
             _ => self.login(client, request).await,
@@ -618,7 +618,7 @@ impl<T: TokenStore> Drop for Pending<T> {
 }
 
 /// Turns a throttle's refusal into [`Error::Throttled`].
-fn admit(decision: Decision) -> Result<(), Error> {
+pub(super) fn admit(decision: Decision) -> Result<(), Error> {
     match decision {
         Decision::Allowed => Ok(()),
         Decision::Limited { retry_after } => {

@@ -71,7 +71,26 @@ impl<T: TokenStore, U: UserStore> MpAuth<T, U> {
             "missing required field `code`",
             "`code` is not a phone code",
         )?;
-        let open_id = matches!(self.config().identity(), Identity::OpenId).then(|| user.open_id());
+        // The openid goes with the code, so that WeChat refuses another user's. Under
+        // `UnionIdWhenPresent` a token names a unionid once the user has one: then no
+        // openid is known here.
+        let open_id = match self.config().identity() {
+            Identity::OpenId => Some(user.open_id()),
+            _ => match self.users().get(user.open_id()).await? {
+                Some(stored) if stored.union_id.as_deref() != Some(user.open_id()) => {
+                    Some(user.open_id())
+                }
+                Some(_) => None,
+                None => return Err(Error::UnknownUser),
+            },
+        };
+        if let Some(throttle) = self.login_throttle() {
+            super::admit(
+                throttle
+                    .check_user(self.config().sku().as_str(), user.open_id())
+                    .await?,
+            )?;
+        }
         let phone = self.exchange_phone(&code, open_id).await?;
         match self.users().set_phone(user.open_id(), &phone).await? {
             Some(_) => {

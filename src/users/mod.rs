@@ -61,12 +61,13 @@ impl Profile {
     }
 }
 
-/// A stored user, serialized with snake_case field names (the `GET /me` body).
+/// A stored user, serialized with snake_case field names (the `GET /me` body). `Debug`
+/// masks the phone number, as [`PhoneNumber`]'s does.
 ///
 /// Times are unix seconds. Rows carried over from the original Node schema get
 /// the migration time as `created_at`/`updated_at`; rows a legacy writer adds
 /// after that, without timestamps, read as `0` until their next login here.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Clone, PartialEq, Eq, Serialize)]
 pub struct User {
     /// The user's openid for this mini-program.
     pub open_id: String,
@@ -88,7 +89,7 @@ pub struct User {
     pub language: Option<String>,
     /// When the user was first stored, in unix seconds.
     pub created_at: i64,
-    /// When the union id or a profile field last changed, in unix seconds.
+    /// When the union id, a profile field or the phone last changed, in unix seconds.
     pub updated_at: i64,
     /// When the user last logged in through this store, in unix seconds; `None` for legacy rows not yet seen.
     pub last_login_at: Option<i64>,
@@ -98,6 +99,32 @@ pub struct User {
     pub pure_phone_number: Option<String>,
     /// The bound phone number's country calling code.
     pub country_code: Option<String>,
+}
+
+impl std::fmt::Debug for User {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let masked = |number: &Option<String>| {
+            number
+                .as_ref()
+                .map(|n| crate::phone::mask(self.country_code.as_deref().unwrap_or("?"), n))
+        };
+        f.debug_struct("User")
+            .field("open_id", &self.open_id)
+            .field("union_id", &self.union_id)
+            .field("nick_name", &self.nick_name)
+            .field("avatar_url", &self.avatar_url)
+            .field("gender", &self.gender)
+            .field("city", &self.city)
+            .field("province", &self.province)
+            .field("country", &self.country)
+            .field("language", &self.language)
+            .field("created_at", &self.created_at)
+            .field("updated_at", &self.updated_at)
+            .field("last_login_at", &self.last_login_at)
+            .field("phone_number", &masked(&self.pure_phone_number))
+            .field("country_code", &self.country_code)
+            .finish()
+    }
 }
 
 impl User {

@@ -46,7 +46,8 @@ const ADDED_COLUMNS: [(&str, &str); 3] = [
 static UPSERT_LOGIN: LazyLock<String> = LazyLock::new(|| {
     let changed = MERGED
         .iter()
-        .map(|c| format!("NOT (coalesce(VALUES(`{c}`), `{c}`) <=> `{c}`)"))
+        // Compared as bytes: the collation would take 'Ada' and 'Ada ' for equal.
+        .map(|c| format!("NOT (BINARY coalesce(VALUES(`{c}`), `{c}`) <=> BINARY `{c}`)"))
         .collect::<Vec<_>>()
         .join(" OR ");
     let merge = MERGED
@@ -263,13 +264,20 @@ impl SqlUserStoreBuilder<MySqlUserStore> {
             .url
             .parse()
             .map_err(|_| UserStoreError::InvalidInput("not a mysql:// URL"))?;
+        // The server's side of the query timeout: a statement waiting on a row lock
+        // gives up too (whole seconds, at least one).
+        let lock_wait = self.query_timeout.as_secs().max(1);
         let pool = MySqlPoolOptions::new()
             .max_connections(self.max_connections)
             .min_connections(self.min_connections)
             .acquire_timeout(self.connect_timeout)
-            .after_connect(|conn, _| {
+            .after_connect(move |conn, _| {
                 Box::pin(async move {
                     conn.execute("SET SESSION sql_mode = CONCAT(@@sql_mode, ',STRICT_ALL_TABLES')")
+                        .await?;
+                    sqlx::query("SET SESSION innodb_lock_wait_timeout = ?")
+                        .bind(lock_wait)
+                        .execute(&mut *conn)
                         .await?;
                     Ok(())
                 })

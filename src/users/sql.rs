@@ -11,6 +11,8 @@ use crate::phone::PhoneNumber;
 const DEFAULT_MAX_CONNECTIONS: u32 = 10;
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_QUERY_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest timeout taken (longer ones are cut): ten minutes.
+const MAX_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Settings for a [`PostgresUserStore`](super::PostgresUserStore) or a
 /// [`MySqlUserStore`](super::MySqlUserStore) (`S`); from their `builder(url)`, opened with
@@ -70,14 +72,17 @@ impl<S> SqlUserStoreBuilder<S> {
     /// How long a call waits for a connection, a new one's connect included (default
     /// 5 s); past it the call fails with [`UserStoreError::Pool`] (503).
     pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = timeout.max(Duration::from_millis(1));
+        self.connect_timeout = timeout.clamp(Duration::from_millis(1), MAX_TIMEOUT);
         self
     }
 
-    /// How long a statement may run (default 5 s); past it the call fails with
-    /// [`UserStoreError::Timeout`] (503) and nothing it started is committed.
+    /// How long a call may take (default 5 s; at most 10 minutes); past it the call
+    /// fails with [`UserStoreError::Timeout`] (503). The database bounds its side too
+    /// (PostgreSQL's `statement_timeout`, MySQL's lock wait timeout), so a statement
+    /// given up on does not linger; one that was committing when the time ran out may
+    /// still have committed.
     pub fn with_query_timeout(mut self, timeout: Duration) -> Self {
-        self.query_timeout = timeout.max(Duration::from_millis(1));
+        self.query_timeout = timeout.clamp(Duration::from_millis(1), MAX_TIMEOUT);
         self
     }
 }
@@ -99,8 +104,8 @@ pub(super) async fn timed<T>(
 ) -> Result<T, UserStoreError> {
     match tokio::time::timeout(limit, query).await {
         Ok(result) => result.map_err(|e| error(e, classify, limit)),
-        // The future is dropped: the driver closes the connection mid-statement, and a
-        // transaction it held is rolled back by the server.
+        // The future is dropped: an open transaction is rolled back, and the
+        // database's own bound (statement or lock wait timeout) ends the statement.
         Err(_) => Err(UserStoreError::Timeout(limit)),
     }
 }

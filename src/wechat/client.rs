@@ -39,6 +39,8 @@ const PHONE_NUMBER_PATH: &str = "/wxa/business/getuserphonenumber";
 const MAX_ACCESS_TOKEN_LEN: usize = 2048;
 /// WeChat's access tokens live 7200 s; a longer `expires_in` is not believed.
 const MAX_ACCESS_TOKEN_LIFETIME: Duration = Duration::from_secs(7200);
+/// The longest any timeout is taken to be (longer ones are cut): ten minutes.
+const MAX_TIMEOUT: Duration = Duration::from_secs(600);
 /// Idle connections kept to WeChat (ureq keeps 3 per host by default).
 const MAX_IDLE_CONNECTIONS: usize = 32;
 /// A real answer is a few hundred bytes; the cap bounds memory if the upstream misbehaves.
@@ -178,7 +180,7 @@ impl WeChatClient {
     #[must_use]
     pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
         let inner = Arc::make_mut(&mut self.inner);
-        inner.connect_timeout = timeout;
+        inner.connect_timeout = timeout.min(MAX_TIMEOUT);
         inner.rebuild_agent();
         self
     }
@@ -187,18 +189,19 @@ impl WeChatClient {
     #[must_use]
     pub fn with_read_timeout(mut self, timeout: Duration) -> Self {
         let inner = Arc::make_mut(&mut self.inner);
-        inner.read_timeout = timeout;
+        inner.read_timeout = timeout.min(MAX_TIMEOUT);
         inner.rebuild_agent();
         self
     }
 
     /// Bounds a whole exchange: the connect and read phases of every attempt and the delays
-    /// between busy retries together. Default: 10 s. A login never
+    /// between busy retries together. Default: 10 s; at most 10 minutes (as every
+    /// timeout here). A login never
     /// waits on WeChat longer than this; past it the exchange fails with
     /// [`WeChatError::Timeout`] (504).
     #[must_use]
     pub fn with_total_timeout(mut self, timeout: Duration) -> Self {
-        Arc::make_mut(&mut self.inner).total_timeout = timeout;
+        Arc::make_mut(&mut self.inner).total_timeout = timeout.min(MAX_TIMEOUT);
         self
     }
 
@@ -332,8 +335,14 @@ impl WeChatClient {
             "force_refresh": force_refresh,
         })
         .to_string();
+        // A forced refresh is counted against a daily budget: never repeated on -1.
+        let attempts = if force_refresh {
+            1
+        } else {
+            self.inner.busy_attempts
+        };
         let result = self.logged(Endpoint::StableToken, || {
-            self.with_retry(|deadline| {
+            self.with_retry_up_to(attempts, |deadline| {
                 let url = format!("{}{STABLE_TOKEN_PATH}", inner.base_url);
                 let body = read_body(
                     inner
@@ -457,10 +466,18 @@ impl WeChatClient {
     /// configured number of times, doubling the backoff, within the total timeout.
     fn with_retry<T>(
         &self,
+        once: impl FnMut(Instant) -> Result<T, WeChatError>,
+    ) -> Result<T, WeChatError> {
+        self.with_retry_up_to(self.inner.busy_attempts, once)
+    }
+
+    /// [`with_retry`](Self::with_retry) with at most `attempts` requests.
+    fn with_retry_up_to<T>(
+        &self,
+        attempts: u32,
         mut once: impl FnMut(Instant) -> Result<T, WeChatError>,
     ) -> Result<T, WeChatError> {
         let deadline = Instant::now() + self.inner.total_timeout;
-        let attempts = self.inner.busy_attempts;
         let mut backoff = self.inner.busy_backoff;
         let mut attempt = 1;
         loop {

@@ -484,3 +484,39 @@ fn phone_codes_and_access_tokens_never_show_in_debug() {
     let error = WeChatError::AccessTokenRejected { errcode: 40001 };
     assert_eq!(error.status(), 502);
 }
+
+#[tokio::test]
+async fn phone_binds_count_against_the_per_user_login_limit() {
+    use mpauthx::{LoginThrottle, MemoryRateLimiter, RateLimit};
+
+    let sim = sim::simulator();
+    let base = sim::serve(&sim).await;
+    let (dir, db) = users::temp_db();
+    let users = SqliteUserStore::open(&db).await.unwrap();
+    let throttle = LoginThrottle::new(MemoryRateLimiter::new())
+        .per_user(RateLimit::new(2, std::time::Duration::from_secs(60)).unwrap());
+    let auth = MpAuth::builder(
+        config().with_wechat_base_url(&base),
+        MemoryTokenStore::new(),
+        users,
+    )
+    .with_login_throttle(throttle)
+    .build();
+    let phone = Phone {
+        app: router(&auth),
+        auth,
+        _dir: dir,
+    };
+    let token = phone.login(&sim, "paula").await; // the first of two
+    let first = sim.phone_code("paula", "13800138000").unwrap().code;
+    assert_eq!(phone.bind(&token, &code_body(&first)).await.status, 200);
+    let second = sim.phone_code("paula", "13800138001").unwrap().code;
+    let limited = phone.bind(&token, &code_body(&second)).await;
+    assert_eq!(limited.status, 429, "{limited:?}");
+    assert!(limited.header("retry-after").is_some());
+    assert_eq!(
+        sim.calls().phone_number,
+        1,
+        "the limited bind asked WeChat nothing"
+    );
+}
