@@ -30,7 +30,7 @@ static FORCE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("forc
 /// Lua script on one key, so it is atomic and runs on Redis Cluster (the app id is the
 /// hash tag: the three keys share a slot). Uses the store's connection and command
 /// timeout: while Redis is down, calls that need a new token fail with
-/// [`StoreError`] (503).
+/// [`StoreError`](crate::StoreError) (503).
 impl AccessTokenCache for RedisTokenStore {
     fn load<'a>(&'a self, app_id: &'a str) -> CacheFuture<'a, Option<CachedAccessToken>> {
         Box::pin(async move {
