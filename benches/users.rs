@@ -1,10 +1,12 @@
 //! Logins on each user store, side by side in one run (see BENCHMARKS.md, "Logins on
 //! each user store"; `benches/load.sh` runs it too). `cargo bench --bench users`.
 //!
-//! For each store (an sqlite file in a temporary directory, PostgreSQL and MariaDB,
-//! the servers started here through the tests' helpers in `tests/common`), with 1,000
-//! and then 100,000 existing users (filled untimed by one `INSERT … SELECT` over a
-//! generated series, through the database's own client for the servers):
+//! Each store (an sqlite file in a temporary directory, PostgreSQL and MariaDB, the
+//! servers started here through the tests' helpers in `tests/common`) gets two
+//! databases, filled untimed with 1,000 and with 100,000 users (one `INSERT … SELECT`
+//! over a generated series, through the database's own client for the servers). Then,
+//! `USERS_ROUNDS` (3) times, on the one database and then the other (the users the
+//! rounds before added are deleted first, untimed):
 //!
 //! 1. `LOGINS` (2000) logins through `MpAuth::authorize`, `LOGIN_CONCURRENCY` (16) at a
 //!    time, against the WeChat simulator served over HTTP on loopback, each a fresh code
@@ -17,8 +19,9 @@
 //! Beside them, the same logins with a store that writes nothing (the bare login), first
 //! and last. The SQL stores have as many pooled connections as there are concurrent
 //! logins. A store whose server binaries are missing is skipped with a note. It prints
-//! markdown tables and the load averages before and after, asserts nothing about the
-//! figures and exits non-zero only when the setup fails.
+//! markdown tables (means of the rounds, and the 100,000 / 1,000 ratios) and the load
+//! averages before and after, asserts nothing about the figures and exits non-zero only
+//! when the setup fails.
 //!
 //! cargo passes `--bench` to every bench target; it is ignored here.
 
@@ -40,8 +43,8 @@ use std::{
 use common::{
     find_program,
     keys::{APP_ID, SECRET, SKU},
-    mariadb::MariaDbServer,
-    postgres::PostgresServer,
+    mariadb::{self, MariaDbServer},
+    postgres::{self, PostgresServer},
     sim,
 };
 use mpauthx::{
@@ -87,6 +90,7 @@ fn unix_now() -> i64 {
 fn main() {
     let logins = knob("LOGINS", 2000);
     let concurrency = knob("LOGIN_CONCURRENCY", 16);
+    let rounds = knob("USERS_ROUNDS", 3);
     let before = load_average();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -95,6 +99,7 @@ fn main() {
     let bench = Bench {
         logins,
         concurrency,
+        rounds,
     };
     match bench.run(&runtime) {
         Ok(report) => report.print(&bench, &before, &load_average()),
@@ -108,14 +113,22 @@ fn main() {
 struct Bench {
     logins: usize,
     concurrency: usize,
+    rounds: usize,
+}
+
+/// One store at one size: a batch of logins and one of upserts per round.
+struct Series {
+    users: usize,
+    logins: Vec<Batch>,
+    upserts: Vec<Batch>,
 }
 
 /// The rows of one store.
 struct StoreRows {
     name: &'static str,
     version: String,
-    /// `(existing users, logins, upserts)` per size.
-    sizes: Vec<(usize, Batch, Batch)>,
+    small: Series,
+    large: Series,
 }
 
 struct Report {
@@ -129,18 +142,18 @@ struct Report {
 impl Bench {
     fn run(&self, runtime: &tokio::runtime::Runtime) -> Result<Report> {
         eprintln!(
-            "users: {} logins and {} upserts per row, {} at a time",
-            self.logins, self.logins, self.concurrency
+            "users: {} logins and {} upserts per row and round, {} at a time, {} rounds",
+            self.logins, self.logins, self.concurrency, self.rounds
         );
         let bare_first = runtime.block_on(self.logins(NoopUserStore, "bare-first"))?;
         let mut stores = Vec::new();
         let mut skipped = Vec::new();
 
         let dir = tempfile::tempdir()?;
-        let sqlite = Sqlite {
-            path: dir.path().join("users.db"),
-        };
-        stores.push(runtime.block_on(self.store_rows(&sqlite))?);
+        let [small, large] = SIZES.map(|size| Sqlite {
+            path: dir.path().join(format!("users-{size}.db")),
+        });
+        stores.push(runtime.block_on(self.store_rows(&small, &large))?);
         drop(dir);
 
         match postgres_missing() {
@@ -148,10 +161,22 @@ impl Bench {
             None => {
                 eprintln!("users: starting PostgreSQL");
                 let server = PostgresServer::start();
-                stores.push(runtime.block_on(self.store_rows(&Postgres {
+                let [small, large] = SIZES.map(|size| Postgres {
                     server: &server,
+                    database: format!("users_{size}"),
                     max_connections: self.concurrency,
-                }))?);
+                });
+                for db in [&small, &large] {
+                    server.try_psql_in(
+                        "postgres",
+                        &format!(
+                            "CREATE DATABASE {} OWNER {}",
+                            db.database,
+                            postgres::DATABASE
+                        ),
+                    )?;
+                }
+                stores.push(runtime.block_on(self.store_rows(&small, &large))?);
             }
         }
         match mariadb_missing() {
@@ -159,10 +184,23 @@ impl Bench {
             None => {
                 eprintln!("users: starting MariaDB");
                 let server = MariaDbServer::start();
-                stores.push(runtime.block_on(self.store_rows(&MariaDb {
+                let [small, large] = SIZES.map(|size| MariaDb {
                     server: &server,
+                    database: format!("users_{size}"),
                     max_connections: self.concurrency,
-                }))?);
+                });
+                for db in [&small, &large] {
+                    server.try_sql_in(
+                        None,
+                        &format!(
+                            "CREATE DATABASE {db} CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci;
+                             GRANT ALL PRIVILEGES ON {db}.* TO '{user}'@'%';",
+                            db = db.database,
+                            user = mariadb::DATABASE,
+                        ),
+                    )?;
+                }
+                stores.push(runtime.block_on(self.store_rows(&small, &large))?);
             }
         }
         let bare_last = runtime.block_on(self.logins(NoopUserStore, "bare-last"))?;
@@ -174,46 +212,48 @@ impl Bench {
         })
     }
 
-    /// Fills `db` to each size in turn (untimed), then times logins and upserts.
-    async fn store_rows<D: Db>(&self, db: &D) -> Result<StoreRows> {
-        let store = db.open().await?;
-        let version = db.version()?;
-        // Rows the fill has written: the next fill's ids start there.
-        let mut filled = 0;
-        let mut sizes = Vec::new();
-        for size in SIZES {
-            // The timed logins and upserts of the smaller size added users too.
-            let rows = db.count()?;
-            let add = size.saturating_sub(rows);
+    /// Fills `small` and `large` to their sizes (untimed), then times logins and upserts
+    /// on each in turn, `self.rounds` times, each round on the filled users only (the
+    /// users the rounds before added are deleted first, untimed).
+    async fn store_rows<D: Db>(&self, small: &D, large: &D) -> Result<StoreRows> {
+        let mut series = Vec::new();
+        for (db, size) in [(small, SIZES[0]), (large, SIZES[1])] {
+            let store = db.open().await?;
             let started = Instant::now();
-            if add > 0 {
-                db.fill(filled, add)?;
-            }
-            let counted = db.count()?;
+            db.fill(size)?;
             let took = started.elapsed();
-            filled += add;
-            if counted != rows + add {
-                return Err(format!(
-                    "{}: {counted} rows after the fill, not {}",
-                    D::NAME,
-                    rows + add
-                )
-                .into());
-            }
+            check_count(db, size)?;
             eprintln!(
-                "users: {}: {counted} users ({add} filled in {:.1} s)",
+                "users: {}: {size} users filled in {:.1} s",
                 D::NAME,
                 took.as_secs_f64()
             );
-            let tag = format!("{}-{size}", D::TAG);
-            let logins = self.logins(store.clone(), &tag).await?;
-            let upserts = self.upserts(store.clone(), &tag).await?;
-            sizes.push((counted, logins, upserts));
+            let empty = Series {
+                users: size,
+                logins: Vec::new(),
+                upserts: Vec::new(),
+            };
+            series.push((db, store, empty));
         }
+        for round in 1..=self.rounds {
+            eprintln!("users: {}: round {round} of {}", D::NAME, self.rounds);
+            for (db, store, series) in &mut series {
+                db.reset()?;
+                check_count(*db, series.users)?;
+                let tag = format!("{}-{}-r{round}", D::TAG, series.users);
+                series.logins.push(self.logins(store.clone(), &tag).await?);
+                series
+                    .upserts
+                    .push(self.upserts(store.clone(), &tag).await?);
+            }
+        }
+        let mut series = series.into_iter().map(|(_, _, series)| series);
+        let (small_series, large_series) = (series.next(), series.next());
         Ok(StoreRows {
             name: D::NAME,
-            version,
-            sizes,
+            version: small.version()?,
+            small: small_series.ok_or("no series")?,
+            large: large_series.ok_or("no series")?,
         })
     }
 
@@ -272,6 +312,14 @@ impl Bench {
         })
         .await)
     }
+}
+
+fn check_count(db: &impl Db, want: usize) -> Result<()> {
+    let rows = db.count()?;
+    if rows != want {
+        return Err(format!("{rows} users in the table, not {want}").into());
+    }
+    Ok(())
 }
 
 /// Latencies of one timed batch.
@@ -415,7 +463,7 @@ impl UserStore for NoopUserStore {
     }
 }
 
-/// A database to measure: how to open its store and fill it.
+/// A database to measure: how to open its store, fill it and reset it.
 trait Db {
     type Store: UserStore;
     /// The row label.
@@ -426,12 +474,17 @@ trait Db {
     /// Opens the store (which creates the table).
     async fn open(&self) -> Result<Self::Store>;
     fn version(&self) -> Result<String>;
-    /// Inserts `count` users, the fill's `start`th on, in one statement (blocking; a
-    /// `count` of 0 inserts nothing).
-    fn fill(&self, start: usize, count: usize) -> Result<()>;
+    /// Inserts `count` users into the empty table, in one statement (blocking).
+    fn fill(&self, count: usize) -> Result<()>;
+    /// Deletes the users the fill did not insert (blocking).
+    fn reset(&self) -> Result<()>;
     /// The rows in the table (blocking).
     fn count(&self) -> Result<usize>;
 }
+
+/// The fill's open ids begin so; the simulator's begin with `o` and a letter or digit of
+/// its hash, compared case-sensitively.
+const FILL_PREFIX: &str = "oFill";
 
 /// The fill's values for the seed's columns, as SQL over `n` (an integer expression):
 /// `openId`, `unionId`, `nickName`, `avatarUrl`, `gender`, `city`, `province`, `country`,
@@ -443,7 +496,7 @@ fn fill_values(pad: impl Fn(&str, usize) -> String, cat: impl Fn(&[&str]) -> Str
     let now = unix_now();
     let phone = cat(&["'138'", &pad("n % 100000000", 8)]);
     [
-        cat(&["'oFill'", &pad("n", 23)]),
+        cat(&[&format!("'{FILL_PREFIX}'"), &pad("n", 23)]),
         cat(&["'uFill'", &pad("n", 23)]),
         cat(&["'user '", &pad("n", 6)]),
         cat(&[
@@ -506,19 +559,29 @@ impl Db for Sqlite {
         Ok(format!("sqlite {}", rusqlite::version()))
     }
 
-    fn fill(&self, start: usize, count: usize) -> Result<()> {
+    fn fill(&self, count: usize) -> Result<()> {
         let values = fill_values(
             |e, w| format!("printf('%0{w}d', {e})"),
             |parts| parts.join(" || "),
         );
         let db = raw_sqlite(&self.path)?;
         db.execute_batch(&format!(
-            "WITH RECURSIVE seq(n) AS (SELECT {start} UNION ALL SELECT n + 1 FROM seq WHERE n < {last})
+            "WITH RECURSIVE seq(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM seq WHERE n < {last})
              INSERT INTO user ({columns}) SELECT {values} FROM seq",
-            last = start + count - 1,
+            last = count - 1,
             columns = fill_columns('"'),
         ))?;
         // Fold the insert into the database file now, not in a timed login's write.
+        db.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        Ok(())
+    }
+
+    fn reset(&self) -> Result<()> {
+        let db = raw_sqlite(&self.path)?;
+        db.execute(
+            &format!("DELETE FROM user WHERE openId NOT GLOB '{FILL_PREFIX}*'"),
+            [],
+        )?;
         db.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
         Ok(())
     }
@@ -538,7 +601,14 @@ fn raw_sqlite(path: &Path) -> Result<rusqlite::Connection> {
 
 struct Postgres<'a> {
     server: &'a PostgresServer,
+    database: String,
     max_connections: usize,
+}
+
+impl Postgres<'_> {
+    fn psql(&self, sql: &str) -> Result<String> {
+        Ok(self.server.try_psql_in(&self.database, sql)?)
+    }
 }
 
 impl Db for Postgres<'_> {
@@ -547,47 +617,68 @@ impl Db for Postgres<'_> {
     const TAG: &'static str = "pg";
 
     async fn open(&self) -> Result<PostgresUserStore> {
-        Ok(PostgresUserStore::builder(&self.server.url())
+        let url = format!(
+            "postgres://{}:{}@127.0.0.1:{}/{}",
+            postgres::DATABASE,
+            postgres::PASSWORD,
+            self.server.port(),
+            self.database
+        );
+        Ok(PostgresUserStore::builder(&url)
             .with_max_connections(self.max_connections as u32)
             .open()
             .await?)
     }
 
     fn version(&self) -> Result<String> {
-        Ok(format!(
-            "PostgreSQL {}",
-            self.server.try_psql("SHOW server_version")?
-        ))
+        Ok(format!("PostgreSQL {}", self.psql("SHOW server_version")?))
     }
 
-    fn fill(&self, start: usize, count: usize) -> Result<()> {
+    fn fill(&self, count: usize) -> Result<()> {
         let values = fill_values(
             |e, w| format!("lpad(({e})::text, {w}, '0')"),
             |parts| parts.join(" || "),
         );
-        self.server.try_psql(&format!(
-            r#"INSERT INTO "user" ({columns}) SELECT {values} FROM generate_series({start}, {last}) AS n"#,
-            last = start + count - 1,
+        self.psql(&format!(
+            r#"INSERT INTO "user" ({columns}) SELECT {values} FROM generate_series(0, {last}) AS n"#,
+            last = count - 1,
             columns = fill_columns('"'),
         ))?;
-        // Statistics and the visibility map for the new rows, and their pages written
-        // out, before the timed logins.
-        self.server.try_psql(r#"VACUUM ANALYZE "user""#)?;
-        self.server.try_psql("CHECKPOINT")?;
-        Ok(())
+        self.settle()
+    }
+
+    fn reset(&self) -> Result<()> {
+        self.psql(&format!(
+            r#"DELETE FROM "user" WHERE "openId" NOT LIKE '{FILL_PREFIX}%'"#
+        ))?;
+        self.settle()
     }
 
     fn count(&self) -> Result<usize> {
-        Ok(self
-            .server
-            .try_psql(r#"SELECT count(*) FROM "user""#)?
-            .parse()?)
+        Ok(self.psql(r#"SELECT count(*) FROM "user""#)?.parse()?)
+    }
+}
+
+impl Postgres<'_> {
+    /// Statistics and the visibility map brought up to date, dead rows vacuumed and the
+    /// pages written out, before the timed logins.
+    fn settle(&self) -> Result<()> {
+        self.psql(r#"VACUUM ANALYZE "user""#)?;
+        self.psql("CHECKPOINT")?;
+        Ok(())
     }
 }
 
 struct MariaDb<'a> {
     server: &'a MariaDbServer,
+    database: String,
     max_connections: usize,
+}
+
+impl MariaDb<'_> {
+    fn sql(&self, sql: &str) -> Result<String> {
+        Ok(self.server.try_sql_in(Some(&self.database), sql)?)
+    }
 }
 
 impl Db for MariaDb<'_> {
@@ -596,39 +687,51 @@ impl Db for MariaDb<'_> {
     const TAG: &'static str = "mariadb";
 
     async fn open(&self) -> Result<MySqlUserStore> {
-        Ok(MySqlUserStore::builder(&self.server.url())
+        let url = format!(
+            "mysql://{}:{}@127.0.0.1:{}/{}",
+            mariadb::DATABASE,
+            mariadb::PASSWORD,
+            self.server.port(),
+            self.database
+        );
+        Ok(MySqlUserStore::builder(&url)
             .with_max_connections(self.max_connections as u32)
             .open()
             .await?)
     }
 
     fn version(&self) -> Result<String> {
-        let version = self.server.try_sql("SELECT VERSION()")?;
+        let version = self.sql("SELECT VERSION()")?;
         Ok(format!(
             "MariaDB {}",
             version.split('-').next().unwrap_or(&version)
         ))
     }
 
-    fn fill(&self, start: usize, count: usize) -> Result<()> {
+    fn fill(&self, count: usize) -> Result<()> {
         let values = fill_values(
             |e, w| format!("LPAD({e}, {w}, '0')"),
             |parts| format!("CONCAT({})", parts.join(", ")),
         );
-        // `seq_<from>_to_<to>`: the Sequence engine's generated table.
-        self.server.try_sql(&format!(
-            "INSERT INTO `user` ({columns}) SELECT {values} FROM (SELECT seq AS n FROM seq_{start}_to_{last}) AS s",
-            last = start + count - 1,
+        // `seq_<from>_to_<to>`: a table of the Sequence engine.
+        self.sql(&format!(
+            "INSERT INTO `user` ({columns}) SELECT {values} FROM (SELECT seq AS n FROM seq_0_to_{last}) AS s",
+            last = count - 1,
             columns = fill_columns('`'),
         ))?;
         Ok(())
     }
 
+    fn reset(&self) -> Result<()> {
+        // The table's binary collation makes LIKE case-sensitive.
+        self.sql(&format!(
+            "DELETE FROM `user` WHERE `openId` NOT LIKE '{FILL_PREFIX}%'"
+        ))?;
+        Ok(())
+    }
+
     fn count(&self) -> Result<usize> {
-        Ok(self
-            .server
-            .try_sql("SELECT count(*) FROM `user`")?
-            .parse()?)
+        Ok(self.sql("SELECT count(*) FROM `user`")?.parse()?)
     }
 }
 
@@ -695,13 +798,57 @@ fn thousands(n: usize) -> String {
     out
 }
 
+/// The mean of `f` over `batches`.
+fn mean(batches: &[Batch], f: impl Fn(&Batch) -> f64) -> f64 {
+    batches.iter().map(f).sum::<f64>() / batches.len().max(1) as f64
+}
+
+/// `large / small` of `f` per round: min / median / max.
+fn spread(small: &[Batch], large: &[Batch], f: impl Fn(&Batch) -> f64) -> String {
+    let mut ratios: Vec<f64> = small.iter().zip(large).map(|(s, l)| f(l) / f(s)).collect();
+    ratios.sort_by(f64::total_cmp);
+    match ratios[..] {
+        [] => String::new(),
+        _ => format!(
+            "{:.2} / {:.2} / {:.2}",
+            ratios[0],
+            ratios[ratios.len() / 2],
+            ratios[ratios.len() - 1]
+        ),
+    }
+}
+
+fn per_s(b: &Batch) -> f64 {
+    b.per_s
+}
+
+fn p50(b: &Batch) -> f64 {
+    b.p50_ms
+}
+
+fn p99(b: &Batch) -> f64 {
+    b.p99_ms
+}
+
+/// `| name | users | per s | p50 | p99 | failures |` over `batches`.
+fn batch_row(name: &str, users: &str, batches: &[Batch]) -> String {
+    format!(
+        "| {name} | {users} | {} | {:.2} | {:.2} | {} |",
+        thousands(mean(batches, per_s).round() as usize),
+        mean(batches, p50),
+        mean(batches, p99),
+        batches.iter().map(|b| b.failures).sum::<usize>()
+    )
+}
+
 impl Report {
     fn print(&self, bench: &Bench, before: &str, after: &str) {
-        let (n, c) = (thousands(bench.logins), bench.concurrency);
+        let (n, c, r) = (thousands(bench.logins), bench.concurrency, bench.rounds);
+        let (small, large) = (thousands(SIZES[0]), thousands(SIZES[1]));
         let versions: Vec<&str> = self.stores.iter().map(|s| s.version.as_str()).collect();
         println!();
         println!(
-            "{} cores, {}; {n} logins and {n} upserts per row, {c} at a time, the simulator over HTTP on loopback, tokens in memory, {c} pooled connections for the SQL stores; load average (1, 5, 15 min) {before} before, {after} after",
+            "{} cores, {}; {n} logins and {n} upserts per row and round, {c} at a time, mean of {r} rounds (each round: every store at {small} users, then at {large}); the simulator over HTTP on loopback, tokens in memory, {c} pooled connections for the SQL stores; load average (1, 5, 15 min) {before} before, {after} after",
             std::thread::available_parallelism().map_or(0, |n| n.get()),
             versions.join(", "),
         );
@@ -710,86 +857,83 @@ impl Report {
             "| `MpAuth::authorize`, {n} logins, {c} at a time | users | logins/s | p50 ms | p99 ms | failures |"
         );
         println!("|---|---:|---:|---:|---:|---:|");
-        let login_row = |name: &str, users: &str, b: &Batch| {
-            println!(
-                "| {name} | {users} | {} | {:.2} | {:.2} | {} |",
-                thousands(b.per_s.round() as usize),
-                b.p50_ms,
-                b.p99_ms,
-                b.failures
-            );
-        };
-        login_row(
-            "bare login (a store that writes nothing), first",
-            "",
-            &self.bare_first,
+        println!(
+            "{}",
+            batch_row(
+                "bare login (a store that writes nothing), first",
+                "",
+                std::slice::from_ref(&self.bare_first)
+            )
         );
         for store in &self.stores {
-            for (size, logins, _) in &store.sizes {
-                login_row(store.name, &thousands(*size), logins);
+            for series in [&store.small, &store.large] {
+                println!(
+                    "{}",
+                    batch_row(store.name, &thousands(series.users), &series.logins)
+                );
             }
         }
         for (name, why) in &self.skipped {
             println!("| {name} | skipped: {why} | | | | |");
         }
-        login_row("bare login, last", "", &self.bare_last);
+        println!(
+            "{}",
+            batch_row(
+                "bare login, last",
+                "",
+                std::slice::from_ref(&self.bare_last)
+            )
+        );
 
         println!();
         println!(
-            "| store | logins/s, {} / {} users | p50, {} / {} users | p99, {} / {} users |",
-            thousands(SIZES[1]),
-            thousands(SIZES[0]),
-            thousands(SIZES[1]),
-            thousands(SIZES[0]),
-            thousands(SIZES[1]),
-            thousands(SIZES[0]),
+            "| store | logins/s, {large} / {small} users | per round, min / median / max | p50, {large} / {small} | p99, {large} / {small} |"
         );
-        println!("|---|---:|---:|---:|");
+        println!("|---|---:|---:|---:|---:|");
         for store in &self.stores {
-            if let [(_, small, _), (_, large, _)] = &store.sizes[..] {
-                println!(
-                    "| {} | {:.2} | {:.2} | {:.2} |",
-                    store.name,
-                    large.per_s / small.per_s,
-                    large.p50_ms / small.p50_ms,
-                    large.p99_ms / small.p99_ms
-                );
-            }
+            let (s, l) = (&store.small.logins, &store.large.logins);
+            println!(
+                "| {} | {:.2} | {} | {:.2} | {:.2} |",
+                store.name,
+                mean(l, per_s) / mean(s, per_s),
+                spread(s, l, per_s),
+                mean(l, p50) / mean(s, p50),
+                mean(l, p99) / mean(s, p99),
+            );
         }
 
         let bare_p50 = (self.bare_first.p50_ms + self.bare_last.p50_ms) / 2.0;
         println!();
         println!(
-            "| `UserStore::upsert_login` alone, {n} new users, {c} at a time | users | upserts/s | p50 ms | p99 ms | failures | upsert p50 / login p50 | login p50 − bare login p50 ms |"
+            "| `UserStore::upsert_login` alone, {n} new users, {c} at a time | users | upserts/s | p50 ms | p99 ms | failures | upsert p50 / login p50 | login p50 − bare login p50, ms |"
         );
         println!("|---|---:|---:|---:|---:|---:|---:|---:|");
         for store in &self.stores {
-            for (size, logins, upserts) in &store.sizes {
+            for series in [&store.small, &store.large] {
+                let login_p50 = mean(&series.logins, p50);
                 println!(
-                    "| {} | {} | {} | {:.2} | {:.2} | {} | {:.2} | {:.2} |",
-                    store.name,
-                    thousands(*size),
-                    thousands(upserts.per_s.round() as usize),
-                    upserts.p50_ms,
-                    upserts.p99_ms,
-                    upserts.failures,
-                    upserts.p50_ms / logins.p50_ms,
-                    logins.p50_ms - bare_p50
+                    "{} {:.2} | {:.2} |",
+                    batch_row(store.name, &thousands(series.users), &series.upserts),
+                    mean(&series.upserts, p50) / login_p50,
+                    login_p50 - bare_p50
                 );
             }
         }
         println!();
         println!(
-            "(The bare login p50 is the mean of the first and the last bare rows: {bare_p50:.2} ms.)"
+            "(The bare login's p50 is the mean of its first and last rows: {bare_p50:.2} ms.)"
         );
-        let errors = std::iter::once(("bare login, first", &self.bare_first))
-            .chain(std::iter::once(("bare login, last", &self.bare_last)))
-            .chain(self.stores.iter().flat_map(|s| {
-                s.sizes
-                    .iter()
-                    .flat_map(move |(_, l, u)| [(s.name, l), (s.name, u)])
-            }));
-        for (name, batch) in errors {
+        let bare = [
+            ("bare login, first", &self.bare_first),
+            ("bare login, last", &self.bare_last),
+        ];
+        let batches = bare.into_iter().chain(self.stores.iter().flat_map(|s| {
+            [&s.small, &s.large]
+                .into_iter()
+                .flat_map(|series| series.logins.iter().chain(&series.upserts))
+                .map(move |b| (s.name, b))
+        }));
+        for (name, batch) in batches {
             if let Some(e) = &batch.error {
                 println!(
                     "\nwarning: {name}: {} failures, the first: {e}",
