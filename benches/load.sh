@@ -28,7 +28,7 @@
 # the phone benchmark, 1), and its own PHONE_BINDS (binds per row, 2000),
 # PHONE_CONCURRENCY (16) and REFRESH_ROUNDS (20); USERS (0 skips the user store
 # benchmark, 1), which takes LOGINS and LOGIN_CONCURRENCY too, and its own USERS_ROUNDS
-# (3).
+# (5).
 set -euo pipefail
 
 DURATION=${DURATION:-10}

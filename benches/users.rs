@@ -5,8 +5,9 @@
 //! servers started here through the tests' helpers in `tests/common`) gets two
 //! databases, filled untimed with 1,000 and with 100,000 users (one `INSERT … SELECT`
 //! over a generated series, through the database's own client for the servers). Then,
-//! `USERS_ROUNDS` (3) times, on the one database and then the other (the users the
-//! rounds before added are deleted first, untimed):
+//! `USERS_ROUNDS` (5) times, on the one database and then the other (1,000 users first
+//! in odd rounds, 100,000 first in even ones; the users the rounds before added are
+//! deleted first, untimed):
 //!
 //! 1. `LOGINS` (2000) logins through `MpAuth::authorize`, `LOGIN_CONCURRENCY` (16) at a
 //!    time, against the WeChat simulator served over HTTP on loopback, each a fresh code
@@ -90,7 +91,7 @@ fn unix_now() -> i64 {
 fn main() {
     let logins = knob("LOGINS", 2000);
     let concurrency = knob("LOGIN_CONCURRENCY", 16);
-    let rounds = knob("USERS_ROUNDS", 3);
+    let rounds = knob("USERS_ROUNDS", 5);
     let before = load_average();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -237,6 +238,11 @@ impl Bench {
         }
         for round in 1..=self.rounds {
             eprintln!("users: {}: round {round} of {}", D::NAME, self.rounds);
+            // Odd rounds the smaller database first, even rounds the larger: a drift
+            // within a round does not always favour the same size.
+            if round > 1 {
+                series.reverse();
+            }
             for (db, store, series) in &mut series {
                 db.reset()?;
                 check_count(*db, series.users)?;
@@ -247,6 +253,7 @@ impl Bench {
                     .push(self.upserts(store.clone(), &tag).await?);
             }
         }
+        series.sort_by_key(|(_, _, series)| series.users);
         let mut series = series.into_iter().map(|(_, _, series)| series);
         let (small_series, large_series) = (series.next(), series.next());
         Ok(StoreRows {
@@ -848,7 +855,7 @@ impl Report {
         let versions: Vec<&str> = self.stores.iter().map(|s| s.version.as_str()).collect();
         println!();
         println!(
-            "{} cores, {}; {n} logins and {n} upserts per row and round, {c} at a time, mean of {r} rounds (each round: every store at {small} users, then at {large}); the simulator over HTTP on loopback, tokens in memory, {c} pooled connections for the SQL stores; load average (1, 5, 15 min) {before} before, {after} after",
+            "{} cores, {}; {n} logins and {n} upserts per row and round, {c} at a time, mean of {r} rounds (each store at {small} and at {large} users in turn, the order alternating); the simulator over HTTP on loopback, tokens in memory, {c} pooled connections for the SQL stores; load average (1, 5, 15 min) {before} before, {after} after",
             std::thread::available_parallelism().map_or(0, |n| n.get()),
             versions.join(", "),
         );
