@@ -10,8 +10,10 @@
 # with 1,000,000 live tokens, Redis bytes per token, and the login path with 1,000 and
 # 100,000 existing users, then instructions (callgrind) and system calls (strace) per
 # request in the server process for each kind, over a fixed number of requests sent
-# one after another on one connection, and last `cargo bench --bench phone` (phone binds
-# and single-flight access-token refreshes, its own redis-server; benches/phone.rs).
+# one after another on one connection, then `cargo bench --bench phone` (phone binds
+# and single-flight access-token refreshes, its own redis-server; benches/phone.rs), and
+# last `cargo bench --bench users` (logins on the sqlite, PostgreSQL and MariaDB user
+# stores with 1,000 and 100,000 users, its own database servers; benches/users.rs).
 # Prints markdown tables, with the load averages
 # seen during the run. Targets are reported, not asserted: it exits non-zero only when
 # the setup fails. Everything it starts is stopped on exit.
@@ -24,7 +26,9 @@
 # PROFILE_REQUESTS (requests per kind under callgrind and strace, 2000; 0 skips them),
 # PROFILE_DIR (where the callgrind dumps are kept, target/load-profile); PHONE (0 skips
 # the phone benchmark, 1), and its own PHONE_BINDS (binds per row, 2000),
-# PHONE_CONCURRENCY (16) and REFRESH_ROUNDS (20).
+# PHONE_CONCURRENCY (16) and REFRESH_ROUNDS (20); USERS (0 skips the user store
+# benchmark, 1), which takes LOGINS and LOGIN_CONCURRENCY too, and its own USERS_ROUNDS
+# (5).
 set -euo pipefail
 
 DURATION=${DURATION:-10}
@@ -38,6 +42,7 @@ CACHE_MS=${CACHE_MS:-1000}
 PROFILE_REQUESTS=${PROFILE_REQUESTS:-2000}
 PROFILE_DIR=${PROFILE_DIR:-target/load-profile}
 PHONE=${PHONE:-1}
+USERS=${USERS:-1}
 SMALL=1000
 
 cd "$(dirname "$0")/.."
@@ -65,6 +70,7 @@ say "building the example server and the fixture (release)"
 cargo build --release --example server >&2
 cargo bench --bench fixture --no-run >&2
 [ "$PHONE" = 0 ] || cargo bench --bench phone --no-run >&2
+[ "$USERS" = 0 ] || cargo bench --bench users --no-run >&2
 fixture() { cargo bench -q --bench fixture -- "$@"; }
 
 REDIS_PORT=$(free_port)
@@ -272,6 +278,12 @@ if [ "$PHONE" != 0 ]; then
     say "phone binds and access-token refreshes (cargo bench --bench phone)"
     cargo bench -q --bench phone >"$WORK/phone" || die "the phone benchmark failed"
 fi
+: >"$WORK/users"
+if [ "$USERS" != 0 ]; then
+    say "logins on each user store (cargo bench --bench users)"
+    LOGINS=$LOGINS LOGIN_CONCURRENCY=$LOGIN_CONCURRENCY cargo bench -q --bench users >"$WORK/users" ||
+        die "the user store benchmark failed"
+fi
 load "at the end"
 
 verdict() { awk -v r="$1" -v t="$2" 'BEGIN { print (r >= t ? "met" : "**not met**") }'; }
@@ -369,3 +381,6 @@ fi
 
 # The phone benchmark's own tables (benches/phone.rs), with its load averages.
 [ "$PHONE" = 0 ] || cat "$WORK/phone"
+
+# The user store benchmark's own tables (benches/users.rs), with its load averages.
+[ "$USERS" = 0 ] || cat "$WORK/users"
