@@ -113,9 +113,11 @@ impl AccessTokenError {
 /// let tokens = AccessTokenManager::redis(client.clone(), &store);
 ///
 /// // A call of your own: retried once with a new token if WeChat refuses the old one.
+/// // Send the caller's openid with a phone code, so that another user's is refused.
 /// let code = PhoneCode::new("code from getPhoneNumber");
+/// let open_id = "the caller's openid";
 /// let phone = tokens
-///     .call(|token| client.phone_number(&token, &code, None))
+///     .call(|token| client.phone_number(&token, &code, Some(open_id)))
 ///     .await?;
 /// # Ok(()) }
 /// ```
