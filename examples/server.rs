@@ -27,7 +27,8 @@
 //! | `MPAUTHX_REQUEST_TIMEOUT_MS` | `30000` | answer 503 to a request that runs longer, 1 to 600000 |
 //!
 //! Routes: `POST /auth/authorize`, `/auth/refresh`, `/auth/logout`, `/auth/logout_all`,
-//! `POST /auth/phone` and `GET /me` (both behind `MpAuthLayer`; `/me` answers the
+//! `POST /auth/phone`, `GET /auth/devices`, `DELETE /auth/devices/{id}` and `GET /me`
+//! (all behind `MpAuthLayer`; `/me` answers the
 //! stored user as JSON, phone included), `GET /healthz`, and with the simulator
 //! `POST /sim/login` (a login code), `POST /sim/phone` (a phone code) and WeChat's own
 //! endpoints under `/sim`: `GET /sim/sns/jscode2session`, `POST /sim/cgi-bin/stable_token`,
@@ -75,7 +76,7 @@ use axum::{
     http::{StatusCode, Uri},
     middleware::{self, Next},
     response::{IntoResponse, Response},
-    routing::{get, post},
+    routing::{delete, get, post},
 };
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
@@ -803,6 +804,8 @@ async fn serve_users<T: TokenStore, U: UserStore>(
         .route("/me", get(me::<T, U>))
         .route("/me/ping", get(ping))
         .route("/auth/phone", post(auth.phone_handler()))
+        .route("/auth/devices", get(auth.devices_handler()))
+        .route("/auth/devices/{id}", delete(auth.revoke_device_handler()))
         .route_layer(auth.layer())
         .route("/ping", get(ping))
         .route("/healthz", get(healthz::<T, U>))

@@ -439,6 +439,16 @@ fn walk(server: &Http, mint: &Http, sku: &str, ttl: u64) -> Handed {
         .refused(401, "invalid_token");
     assert_eq!(server.get("/me", Some(&carol)).status, 200);
 
+    // Devices: carol's one device, the current one.
+    let devices = server.get("/auth/devices", Some(&carol));
+    assert_eq!(devices.status, 200, "{}", devices.body);
+    let listed = devices.json()["devices"].as_array().unwrap().clone();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(
+        (&listed[0]["device"], &listed[0]["current"]),
+        (&json!("phone"), &json!(true))
+    );
+
     // Phone numbers: a phone code from the simulator's button, bound to carol.
     let minted = mint.post(
         "/sim/phone",

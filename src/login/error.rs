@@ -59,6 +59,9 @@ pub enum Error {
     /// No such user in the user store.
     #[error("no such user")]
     UnknownUser,
+    /// No live device of this user has that id.
+    #[error("no such device")]
+    UnknownDevice,
     /// A token could not be drawn (the system random number generator failed).
     #[error("could not draw a token")]
     Token(#[source] TokenError),
@@ -85,7 +88,7 @@ impl Error {
             Self::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::InvalidToken | Self::MissingToken => StatusCode::UNAUTHORIZED,
             Self::UnusableId => StatusCode::BAD_GATEWAY,
-            Self::UnknownUser => StatusCode::NOT_FOUND,
+            Self::UnknownUser | Self::UnknownDevice => StatusCode::NOT_FOUND,
             Self::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
@@ -108,6 +111,7 @@ impl Error {
             Self::MissingToken => "missing_token",
             Self::UnusableId => "invalid_response",
             Self::UnknownUser => "unknown_user",
+            Self::UnknownDevice => "unknown_device",
             Self::Token(_) => "server_error",
             Self::Throttled { .. } => "too_many_requests",
         }
@@ -126,7 +130,7 @@ impl Error {
             Self::Users(_) | Self::Store(_) => 6000,
             Self::InvalidToken | Self::MalformedCredentials => 6007,
             Self::UnusableId => 6008,
-            Self::UnknownUser => 6010,
+            Self::UnknownUser | Self::UnknownDevice => 6010,
             Self::Token(_) => 9999,
             Self::Throttled { .. } => 6012,
         }
@@ -224,6 +228,7 @@ impl Error {
             Self::InvalidToken => Self::InvalidToken,
             Self::UnusableId => Self::UnusableId,
             Self::UnknownUser => Self::UnknownUser,
+            Self::UnknownDevice => Self::UnknownDevice,
             Self::Token(e) => Self::Token(*e),
             Self::Throttled { retry_after } => Self::Throttled {
                 retry_after: *retry_after,

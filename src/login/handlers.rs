@@ -6,6 +6,8 @@
 //! | `POST /auth/refresh` | `Authorization: Bearer <token>` | 200, a new token; the old one is revoked |
 //! | `POST /auth/logout` | `Authorization: Bearer <token>` | 204, the token revoked |
 //! | `POST /auth/logout_all` | `Authorization: Bearer <token>` | 204, every token of the user revoked |
+//! | `GET /auth/devices` | `Authorization: Bearer <token>` | 200 `{"devices": [{"id", "device", "issued_at", "expires_at", "current"}]}`, the user's live tokens (times in seconds since the epoch) |
+//! | `DELETE /auth/devices/{id}` | `Authorization: Bearer <token>` | 204, that device signed out; 404 `unknown_device` for another user's or an unknown id |
 //! | `POST /auth/phone` | `Authorization: Bearer <token>`, JSON `{"code": "<phone code>"}` | 200 `{"phone_number", "pure_phone_number", "country_code"}`, the phone bound to the user |
 //!
 //! A login that binds a phone (`phone_code` or `phone` in its body) also answers
@@ -128,6 +130,54 @@ impl<T: TokenStore, U: UserStore> MpAuth<T, U> {
         })
     }
 
+    /// `GET /auth/devices`: the bearer token's user's live tokens (see
+    /// [`MpAuth::devices`]), the one making the request marked `current`. Behind
+    /// [`MpAuthLayer`](crate::MpAuthLayer) it takes the user the layer found; mounted
+    /// without it, it checks the token itself.
+    pub fn devices_handler(
+        &self,
+    ) -> impl Fn(Request) -> HandlerFuture + Clone + Send + Sync + 'static {
+        self.handler(|auth, request| async move {
+            let (user, token) = caller(&auth, request.headers(), request.extensions()).await?;
+            let current = crate::token::ParsedToken::parse(&token)
+                .map(|t| t.hash())
+                .ok();
+            let devices: Vec<_> = auth
+                .devices(&user)
+                .await?
+                .iter()
+                .map(|d| {
+                    serde_json::json!({
+                        "id": d.hash.id().as_str(),
+                        "device": d.device,
+                        "issued_at": d.issued_at_ms / 1000,
+                        "expires_at": d.expires_at_ms / 1000,
+                        "current": Some(d.hash) == current,
+                    })
+                })
+                .collect();
+            let body = serde_json::json!({ "devices": devices }).to_string();
+            Ok(json_response(StatusCode::OK, Bytes::from(body), Body::from))
+        })
+    }
+
+    /// `DELETE /auth/devices/{id}`: signs out one of the bearer token's user's devices
+    /// by the id `GET /auth/devices` lists (the last segment of the path): 204, or 404
+    /// `unknown_device` for another user's or an unknown id, with nothing revoked.
+    pub fn revoke_device_handler(
+        &self,
+    ) -> impl Fn(Request) -> HandlerFuture + Clone + Send + Sync + 'static {
+        self.handler(|auth, request| async move {
+            let (user, _) = caller(&auth, request.headers(), request.extensions()).await?;
+            let id = request.uri().path().rsplit('/').next().unwrap_or_default();
+            if auth.revoke_device(&user, id).await? {
+                Ok(StatusCode::NO_CONTENT.into_response())
+            } else {
+                Err(Error::UnknownDevice)
+            }
+        })
+    }
+
     fn handler<F, Fut>(
         &self,
         flow: F,
@@ -145,6 +195,20 @@ impl<T: TokenStore, U: UserStore> MpAuth<T, U> {
                     .unwrap_or_else(|error| error.respond(auth.responder(), Body::from))
             })
         }
+    }
+}
+
+/// The user making the request and their token: the layer's user when it ran, else
+/// the token checked here.
+async fn caller<T: TokenStore, U: UserStore>(
+    auth: &MpAuth<T, U>,
+    headers: &HeaderMap,
+    extensions: &http::Extensions,
+) -> Result<(AuthedUser, String), Error> {
+    let token = bearer_token(headers)?;
+    match extensions.get::<AuthedUser>() {
+        Some(user) => Ok((user.clone(), token)),
+        None => Ok((auth.validate(&token).await?, token)),
     }
 }
 

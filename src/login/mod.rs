@@ -28,6 +28,7 @@ use crate::{
 
 mod config;
 mod dedup;
+mod devices;
 mod error;
 #[cfg(feature = "axum")]
 mod handlers;

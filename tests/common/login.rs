@@ -7,7 +7,7 @@ use axum::{
     Router,
     body::Body,
     http::Request,
-    routing::{get, post},
+    routing::{delete, get, post},
 };
 use mpauthx::{
     AuthedUser, AuthorizeRequest, Authorized, Error, LoginThrottle, MpAuth, MpAuthBuilder,
@@ -77,12 +77,14 @@ async fn me(user: AuthedUser) -> String {
     user.open_id().to_owned()
 }
 
-/// The handlers at `/auth/{authorize,refresh,logout,logout_all}`, and `/me` and
-/// `/auth/phone` behind the layer.
+/// The handlers at `/auth/{authorize,refresh,logout,logout_all}`, and `/me`,
+/// `/auth/phone` and `/auth/devices` behind the layer.
 pub fn router<T: TokenStore>(auth: &MpAuth<T, SqliteUserStore>) -> Router {
     let protected = Router::new()
         .route("/me", get(me))
         .route("/auth/phone", post(auth.phone_handler()))
+        .route("/auth/devices", get(auth.devices_handler()))
+        .route("/auth/devices/{id}", delete(auth.revoke_device_handler()))
         .layer(auth.layer());
     Router::new()
         .route("/auth/authorize", post(auth.authorize_handler()))
