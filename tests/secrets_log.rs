@@ -64,6 +64,8 @@ fn capture() -> &'static Capture {
                 .with_ansi(false)
                 .without_time()
                 .with_target(true)
+                // The flows' spans, with the fields they recorded, when they close.
+                .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
                 .with_writer(move || writer.clone()),
         );
         tracing::subscriber::set_global_default(subscriber).expect("first subscriber");
@@ -416,6 +418,8 @@ async fn phone_flow_leaks_no_access_token_phone_code_or_number() {
     secrets.add("phone number", "13800138000");
     access_token(&mut secrets);
     let user = auth.validate(first.token.expose()).await.unwrap();
+    let refreshed = auth.refresh(first.token.expose()).await.unwrap();
+    secrets.add_token(refreshed.token.expose());
 
     // A bind; an upstream revocation (one refresh); a dead token handed back (forced).
     let code = phone_code(&mut secrets, "alice", "13911112222");
@@ -466,6 +470,33 @@ async fn phone_flow_leaks_no_access_token_phone_code_or_number() {
         "+86 138******00",
     ] {
         assert!(logs.contains(expected), "no {expected:?} in:\n{logs}");
+    }
+    // One span per flow, closed with its outcome and fields.
+    let closed = |name: &str, outcome: &str| {
+        logs.lines().any(|l| {
+            l.contains(&format!(" {name}{{")) && l.contains("close") && l.contains(outcome)
+        })
+    };
+    let user_id = sim.open_id("alice");
+    for (name, outcome) in [
+        ("login", "outcome=\"ok\""),
+        ("refresh", "outcome=\"ok\""),
+        ("phone_bind", "outcome=\"ok\""),
+        ("phone_bind", "outcome=\"invalid_phone_code\""),
+    ] {
+        assert!(
+            closed(name, outcome),
+            "no {name} span closed with {outcome}:\n{logs}"
+        );
+    }
+    for line in logs
+        .lines()
+        .filter(|l| l.contains(" login{") && l.contains("close"))
+    {
+        for field in ["user=", "token=", "wechat_ms="] {
+            assert!(line.contains(field), "{field} in {line}");
+        }
+        assert!(line.contains(&user_id), "{line}");
     }
     assert_trace_is_captured(&logs);
     secrets.assert_absent_from(&logs);

@@ -34,6 +34,7 @@ mod error;
 mod handlers;
 mod phone;
 mod request;
+mod spans;
 
 #[cfg(feature = "axum")]
 pub use self::handlers::MAX_BODY_BYTES;
@@ -314,15 +315,18 @@ impl<T: TokenStore, U: UserStore> MpAuth<T, U> {
         client: Option<&str>,
         request: &AuthorizeRequest,
     ) -> Result<Authorized, Error> {
-        match request.code.as_deref() {
-            Some(code) if !code.is_empty() && code.len() <= MAX_CODE_LEN => {
-                self.inner
-                    .in_flight
-                    .run(dedup::key_of(request), self.login(client, request))
-                    .await
+        let login = async {
+            match request.code.as_deref() {
+                Some(code) if !code.is_empty() && code.len() <= MAX_CODE_LEN => {
+                    self.inner
+                        .in_flight
+                        .run(dedup::key_of(request), self.login(client, request))
+                        .await
+                }
+                _ => self.login(client, request).await,
             }
-            _ => self.login(client, request).await,
-        }
+        };
+        spans::traced(spans::login(), login).await
     }
 
     async fn login(
@@ -364,7 +368,10 @@ impl<T: TokenStore, U: UserStore> MpAuth<T, U> {
             let sku = self.inner.config.sku().as_str();
             admit(throttle.check_client(sku, client).await?)?;
         }
-        let session = self.inner.config.wechat().code2session(code).await?;
+        let asked = std::time::Instant::now();
+        let session = self.inner.config.wechat().code2session(code).await;
+        spans::record_wechat(asked);
+        let session = session?;
         if let Some((raw, signature)) = signed {
             verify_signature(raw, &session.session_key, signature)?;
         }
@@ -434,6 +441,8 @@ impl<T: TokenStore, U: UserStore> MpAuth<T, U> {
             }
         };
         pending.disarm();
+        spans::record("user", &identity);
+        spans::record("token", issued.info.hash.id().as_str());
         tracing::info!(user = %identity, token = %issued.info.hash.id(), phone = phone.is_some(), "user logged in");
         let mut authorized = Authorized::new(token, &issued.info, Some(user));
         authorized.phone = phone;
@@ -448,15 +457,20 @@ impl<T: TokenStore, U: UserStore> MpAuth<T, U> {
     /// retries and stays logged in. Past the session's maximum age
     /// ([`MpAuthConfig::with_max_session_age`]) a refresh is refused.
     pub async fn refresh(&self, token: &str) -> Result<Authorized, Error> {
-        let token = self.parse(token)?;
-        let successor = Token::successor_of(&token).map_err(Error::Token)?;
-        let issued = self
-            .inner
-            .tokens
-            .rotate(&token, &successor, &self.inner.issue)
-            .await?
-            .ok_or(Error::InvalidToken)?;
-        Ok(Authorized::new(successor, &issued.info, None))
+        spans::traced(spans::refresh(), async {
+            let token = self.parse(token)?;
+            spans::record("user", token.open_id());
+            let successor = Token::successor_of(&token).map_err(Error::Token)?;
+            let issued = self
+                .inner
+                .tokens
+                .rotate(&token, &successor, &self.inner.issue)
+                .await?
+                .ok_or(Error::InvalidToken)?;
+            spans::record("token", issued.info.hash.id().as_str());
+            Ok(Authorized::new(successor, &issued.info, None))
+        })
+        .await
     }
 
     /// Revokes a live token; [`Error::InvalidToken`] if it was not live.

@@ -63,6 +63,11 @@ impl<T: TokenStore, U: UserStore> MpAuth<T, U> {
         user: &AuthedUser,
         code: PhoneCode,
     ) -> Result<PhoneNumber, Error> {
+        super::spans::traced(super::spans::phone_bind(), self.bind(user, code)).await
+    }
+
+    async fn bind(&self, user: &AuthedUser, code: PhoneCode) -> Result<PhoneNumber, Error> {
+        super::spans::record("user", user.open_id());
         if user.sku() != self.config().sku() {
             return Err(Error::InvalidToken);
         }
@@ -129,9 +134,12 @@ impl<T: TokenStore, U: UserStore> MpAuth<T, U> {
     ) -> Result<PhoneNumber, Error> {
         let manager = self.access_tokens();
         let client = manager.client();
-        Ok(manager
+        let asked = std::time::Instant::now();
+        let phone = manager
             .call(|token| client.phone_number(&token, code, open_id))
-            .await?)
+            .await;
+        super::spans::record_wechat(asked);
+        Ok(phone?)
     }
 }
 
