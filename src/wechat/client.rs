@@ -343,17 +343,7 @@ impl WeChatClient {
         };
         let result = self.logged(Endpoint::StableToken, || {
             self.with_retry_up_to(attempts, |deadline| {
-                let url = format!("{}{STABLE_TOKEN_PATH}", inner.base_url);
-                let body = read_body(
-                    inner
-                        .agent
-                        .post(&url)
-                        .config()
-                        .timeout_global(Some(time_left(deadline)?))
-                        .build()
-                        .header("Content-Type", "application/json")
-                        .send(request.as_bytes()),
-                )?;
+                let body = self.post_json(STABLE_TOKEN_PATH, None, &request, deadline)?;
                 self.interpret_stable_token(&body)
             })
         });
@@ -403,7 +393,6 @@ impl WeChatClient {
         if code.expose_secret().is_empty() {
             return Err(WeChatError::MissingCode);
         }
-        let inner = &self.inner;
         let mut request = serde_json::json!({ "code": code.expose_secret() });
         if let Some(open_id) = open_id {
             request["openid"] = serde_json::Value::from(open_id);
@@ -411,18 +400,8 @@ impl WeChatClient {
         let mut request = request.to_string();
         let result = self.logged(Endpoint::PhoneNumber, || {
             self.with_retry(|deadline| {
-                let url = format!("{}{PHONE_NUMBER_PATH}", inner.base_url);
-                let body = read_body(
-                    inner
-                        .agent
-                        .post(&url)
-                        .config()
-                        .timeout_global(Some(time_left(deadline)?))
-                        .build()
-                        .query("access_token", access_token.expose_secret())
-                        .header("Content-Type", "application/json")
-                        .send(request.as_bytes()),
-                )?;
+                let token = Some(("access_token", access_token.expose_secret()));
+                let body = self.post_json(PHONE_NUMBER_PATH, token, &request, deadline)?;
                 self.interpret_phone_number(
                     &body,
                     &[access_token.expose_secret(), code.expose_secret()],
@@ -442,6 +421,33 @@ impl WeChatClient {
     /// errors.
     pub fn interpret_phone_answer(&self, body: &[u8]) -> Result<PhoneNumber, WeChatError> {
         self.interpret_phone_number(body, &[])
+    }
+
+    /// `POST {base}{path}` with the JSON `body` (and a `query` parameter), within
+    /// `deadline`: the body of a 2xx answer.
+    fn post_json(
+        &self,
+        path: &str,
+        query: Option<(&str, &str)>,
+        body: &str,
+        deadline: Instant,
+    ) -> Result<Vec<u8>, WeChatError> {
+        let inner = &self.inner;
+        let url = format!("{}{path}", inner.base_url);
+        let mut request = inner
+            .agent
+            .post(&url)
+            .config()
+            .timeout_global(Some(time_left(deadline)?))
+            .build();
+        if let Some((name, value)) = query {
+            request = request.query(name, value);
+        }
+        read_body(
+            request
+                .header("Content-Type", "application/json")
+                .send(body.as_bytes()),
+        )
     }
 
     /// Runs `call`, logging its failure: the one place a WeChat failure is logged.
