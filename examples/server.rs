@@ -808,6 +808,7 @@ async fn serve_users<T: TokenStore, U: UserStore>(
         .route("/auth/devices/{id}", delete(auth.revoke_device_handler()))
         .route_layer(auth.layer())
         .route("/ping", get(ping))
+        .route("/openapi.json", get(openapi))
         .route("/healthz", get(healthz::<T, U>))
         .route("/auth/authorize", post(auth.authorize_handler()))
         .route("/auth/refresh", post(auth.refresh_handler()))
@@ -1012,6 +1013,15 @@ async fn me<T: TokenStore, U: UserStore>(
         Ok(None) => mpauthx::Error::UnknownUser.into_response(),
         Err(e) => mpauthx::Error::from(e).into_response(),
     }
+}
+
+/// `GET /openapi.json`: the HTTP contract (examples/openapi.json), OpenAPI 3.1.
+async fn openapi() -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        include_str!("openapi.json"),
+    )
+        .into_response()
 }
 
 /// `GET /ping` and, behind the layer, `GET /me/ping`: `pong`, for the load benchmark.

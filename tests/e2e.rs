@@ -231,6 +231,14 @@ impl Http {
         Self::answer(request.call())
     }
 
+    fn delete(&self, path: &str, token: Option<&str>) -> Answer {
+        let mut request = self.agent.delete(format!("{}{path}", self.base));
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        Self::answer(request.call())
+    }
+
     fn post(&self, path: &str, token: Option<&str>, body: Option<&Value>) -> Answer {
         let mut request = self.agent.post(format!("{}{path}", self.base));
         if let Some(token) = token {
@@ -574,6 +582,40 @@ fn walk_on_embedded_defaults() {
         ),
         (200, Some(40125))
     );
+
+    // The OpenAPI document: every operation it lists is mounted, and answers a request
+    // without credentials (or with an empty body) with one of its documented statuses.
+    let document = http.get("/openapi.json", None);
+    assert_eq!(document.status, 200);
+    let document = document.json();
+    assert_eq!(document["openapi"], "3.1.0");
+    assert_eq!(
+        document["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
+    let mut operations = 0;
+    for (path, item) in document["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            let concrete = path.replace("{id}", "AAAA");
+            let answer = match method.as_str() {
+                "get" => http.get(&concrete, None),
+                "post" => http.post(&concrete, None, Some(&json!({}))),
+                "delete" => http.delete(&concrete, None),
+                other => panic!("undocumented method {other}"),
+            };
+            let status = answer.status.as_str().to_owned();
+            assert!(
+                operation["responses"].get(&status).is_some(),
+                "{method} {path} answered {status}, which its document does not list: {}",
+                answer.body
+            );
+            if operation.get("security").is_some() {
+                assert_eq!(answer.status, 401, "{method} {path} needs a token");
+            }
+            operations += 1;
+        }
+    }
+    assert_eq!(operations, 12, "every documented operation was tried");
 
     server.signal("-TERM");
     let (status, log) = server.wait(PATIENCE);
