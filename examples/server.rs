@@ -800,13 +800,24 @@ async fn serve_users<T: TokenStore, U: UserStore>(
     }
     let auth = builder.build();
 
+    // The layer on each method router, not on the whole router: a method a route does
+    // not serve is 405 before any credential is looked at.
+    let layer = auth.layer();
     let mut app = Router::new()
-        .route("/me", get(me::<T, U>))
-        .route("/me/ping", get(ping))
-        .route("/auth/phone", post(auth.phone_handler()))
-        .route("/auth/devices", get(auth.devices_handler()))
-        .route("/auth/devices/{id}", delete(auth.revoke_device_handler()))
-        .route_layer(auth.layer())
+        .route("/me", get(me::<T, U>).route_layer(layer.clone()))
+        .route("/me/ping", get(ping).route_layer(layer.clone()))
+        .route(
+            "/auth/phone",
+            post(auth.phone_handler()).route_layer(layer.clone()),
+        )
+        .route(
+            "/auth/devices",
+            get(auth.devices_handler()).route_layer(layer.clone()),
+        )
+        .route(
+            "/auth/devices/{id}",
+            delete(auth.revoke_device_handler()).route_layer(layer),
+        )
         .route("/ping", get(ping))
         .route("/openapi.json", get(openapi))
         .route("/healthz", get(healthz::<T, U>))
