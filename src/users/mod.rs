@@ -26,6 +26,14 @@ pub use self::sql::SqlUserStoreBuilder;
 #[cfg(feature = "sqlite")]
 pub use self::sqlite::{SqliteUserStore, SqliteUserStoreBuilder};
 
+/// The seconds since the Unix epoch: the stores' times.
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+pub(crate) fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
 /// Boxed source of a [`UserStoreError`], so the trait does not tie callers to one backend's error types.
 pub(crate) type BoxError = Box<dyn StdError + Send + Sync + 'static>;
 

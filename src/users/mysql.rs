@@ -10,7 +10,8 @@ use sqlx::{
 
 use super::{
     Profile, User, UserStore, UserStoreError,
-    sql::{self, Kind, MERGED, Merged, SqlUserStoreBuilder, Value, timed, unix_now, user_from_row},
+    sql::{self, Kind, MERGED, Merged, SqlUserStoreBuilder, Value, timed, user_from_row},
+    unix_now,
 };
 use crate::phone::PhoneNumber;
 

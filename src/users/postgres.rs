@@ -11,9 +11,9 @@ use sqlx::{
 use super::{
     Profile, User, UserStore, UserStoreError,
     sql::{
-        self, Kind, MERGED, Merged, SqlUserStoreBuilder, Value, column_list, timed, unix_now,
-        user_from_row,
+        self, Kind, MERGED, Merged, SqlUserStoreBuilder, Value, column_list, timed, user_from_row,
     },
+    unix_now,
 };
 use crate::phone::PhoneNumber;
 

@@ -206,13 +206,6 @@ pub(super) fn column_list(quote: char) -> String {
         .join(", ")
 }
 
-/// The seconds since the Unix epoch.
-pub(super) fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
-
 /// The values a write merges, in [`MERGED`] order: `None` keeps what is stored.
 pub(super) struct Merged {
     text: [Option<String>; 11],

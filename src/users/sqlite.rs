@@ -2,7 +2,7 @@
 
 use std::{
     path::{Path, PathBuf},
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 
 use r2d2::{ManageConnection, Pool};
@@ -11,7 +11,7 @@ use rusqlite::{
     Connection, ErrorCode, OpenFlags, OptionalExtension, Row, TransactionBehavior, types::ValueRef,
 };
 
-use super::{Profile, User, UserStore, UserStoreError};
+use super::{Profile, User, UserStore, UserStoreError, unix_now};
 use crate::phone::PhoneNumber;
 
 const DEFAULT_MAX_CONNECTIONS: u32 = 8;
@@ -686,12 +686,6 @@ fn lenient_integer(value: ValueRef<'_>) -> Option<i64> {
         ValueRef::Text(t) => std::str::from_utf8(t).ok()?.trim().parse().ok(),
         _ => None,
     }
-}
-
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 fn db_error(err: rusqlite::Error) -> UserStoreError {
