@@ -56,8 +56,8 @@ pub use crate::{
     phone::PhoneNumber,
     response::{AuthRejection, RejectionKind},
     store::{
-        CachedTokenStore, CachedValidation, IssueOptions, Issued, MemoryTokenStore,
-        StoreBuildError, StoreError, TokenInfo, TokenStore,
+        CachedTokenStore, CachedValidation, IssueOptions, Issued, MemoryTokenStore, SignOutReason,
+        StoreBuildError, StoreError, TokenInfo, TokenStatus, TokenStore,
     },
     throttle::{
         Decision, InvalidRateLimit, LoginThrottle, MemoryRateLimiter, RateLimit, RateLimiter,

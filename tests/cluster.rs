@@ -272,8 +272,8 @@ async fn a_dead_primary_fails_only_its_slots_until_its_replica_takes_over() {
             round.spawn(async move {
                 let started = Instant::now();
                 let seen = match store.validate(&token.parsed()).await {
-                    Ok(true) => Seen::Live,
-                    Ok(false) => Seen::NotLive,
+                    Ok(status) if status.is_live() => Seen::Live,
+                    Ok(_) => Seen::NotLive,
                     Err(
                         e @ (StoreError::Unavailable(_)
                         | StoreError::Timeout(_)

@@ -22,7 +22,8 @@ use axum::{
 use http_body_util::BodyExt as _;
 use mpauthx::{
     AuthedUser, IssueOptions, Issued, MemoryTokenStore, MpAuth, MpAuthConfig, MpAuthLayer,
-    ParsedToken, Sku, SqliteUserStore, StoreError, Token, TokenHash, TokenInfo, TokenStore,
+    ParsedToken, Sku, SqliteUserStore, StoreError, Token, TokenHash, TokenInfo, TokenStatus,
+    TokenStore,
 };
 use tower::ServiceExt as _;
 
@@ -57,7 +58,7 @@ impl Switchable {
 }
 
 impl TokenStore for Switchable {
-    type Validation = Ready<Result<bool, StoreError>>;
+    type Validation = Ready<Result<TokenStatus, StoreError>>;
 
     async fn issue(&self, token: &Token, options: &IssueOptions) -> Result<Issued, StoreError> {
         self.check()?;

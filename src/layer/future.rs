@@ -15,7 +15,7 @@ use tower_service::Service;
 use super::ResponseBody;
 use crate::{
     response::{AuthRejection, RejectionKind, Responder},
-    store::StoreError,
+    store::{StoreError, TokenStatus},
     user::AuthedUser,
 };
 
@@ -97,7 +97,7 @@ where
 impl<S, ReqBody, ResBody, V> Future for ResponseFuture<S, ReqBody, V>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
-    V: Future<Output = Result<bool, StoreError>>,
+    V: Future<Output = Result<TokenStatus, StoreError>>,
 {
     type Output = Result<Response<ResponseBody<ResBody>>, S::Error>;
 
@@ -113,23 +113,27 @@ where
                         user,
                         responder,
                     } = pending.take().expect("polled after completion");
-                    let kind = match verdict {
-                        Ok(true) => {
+                    let rejection = match verdict {
+                        Ok(TokenStatus::Live { .. }) => {
                             request.extensions_mut().insert(user);
                             let future = inner.call(request);
                             state.set(State::Calling { future });
                             continue;
                         }
-                        Ok(false) => {
+                        Ok(TokenStatus::SignedOut(reason)) => {
+                            tracing::debug!(rejection = "signed_out", %reason, "request rejected");
+                            responder.signed_out(reason)
+                        }
+                        Ok(_) => {
                             tracing::debug!(rejection = "invalid_token", "request rejected");
-                            RejectionKind::InvalidToken
+                            responder.reject(RejectionKind::InvalidToken)
                         }
                         Err(error) => {
                             tracing::warn!(%error, "token store unavailable; answering 503");
-                            RejectionKind::StoreUnavailable
+                            responder.reject(RejectionKind::StoreUnavailable)
                         }
                     };
-                    let rejection = responder.reject(kind).for_request(request.headers());
+                    let rejection = rejection.for_request(request.headers());
                     state.set(State::Rejected {
                         rejection: Some(rejection),
                     });

@@ -15,7 +15,7 @@ use http::{Response, StatusCode, header};
 use crate::{
     access_token::AccessTokenError,
     response::{RejectionKind, Responder, json_response, seconds_header},
-    store::StoreError,
+    store::{SignOutReason, StoreError},
     token::TokenError,
     users::UserStoreError,
     wechat::{DecryptError, WeChatError},
@@ -53,6 +53,10 @@ pub enum Error {
     /// The token is unknown, expired, revoked, malformed or of another sku.
     #[error("invalid, expired or revoked token")]
     InvalidToken,
+    /// The service signed the user out ([`MpAuth::sign_out`](crate::MpAuth::sign_out))
+    /// for this reason: a 401 whose body carries the reason.
+    #[error("signed out by the service ({0})")]
+    SignedOut(SignOutReason),
     /// A user id cannot be put in a token (not `[A-Za-z0-9_-]{1,64}`).
     #[error("the user id cannot be put in a token")]
     UnusableId,
@@ -86,7 +90,9 @@ impl Error {
             Self::Users(UserStoreError::InvalidInput(_)) => StatusCode::BAD_REQUEST,
             Self::Users(_) | Self::Token(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Self::InvalidToken | Self::MissingToken => StatusCode::UNAUTHORIZED,
+            Self::InvalidToken | Self::SignedOut(_) | Self::MissingToken => {
+                StatusCode::UNAUTHORIZED
+            }
             Self::UnusableId => StatusCode::BAD_GATEWAY,
             Self::UnknownUser | Self::UnknownDevice => StatusCode::NOT_FOUND,
             Self::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -108,6 +114,7 @@ impl Error {
             Self::Users(_) => "user_store_unavailable",
             Self::Store(_) => "temporarily_unavailable",
             Self::InvalidToken => "invalid_token",
+            Self::SignedOut(_) => "signed_out",
             Self::MissingToken => "missing_token",
             Self::UnusableId => "invalid_response",
             Self::UnknownUser => "unknown_user",
@@ -128,7 +135,7 @@ impl Error {
             Self::Decrypt(DecryptError::AppIdMismatch | DecryptError::OpenIdMismatch) => 6009,
             Self::Decrypt(_) => 6011,
             Self::Users(_) | Self::Store(_) => 6000,
-            Self::InvalidToken | Self::MalformedCredentials => 6007,
+            Self::InvalidToken | Self::SignedOut(_) | Self::MalformedCredentials => 6007,
             Self::UnusableId => 6008,
             Self::UnknownUser | Self::UnknownDevice => 6010,
             Self::Token(_) => 9999,
@@ -154,6 +161,7 @@ impl Error {
             Self::MissingToken => Some(RejectionKind::MissingCredentials),
             Self::MalformedCredentials => Some(RejectionKind::InvalidRequest),
             Self::InvalidToken => Some(RejectionKind::InvalidToken),
+            Self::SignedOut(_) => Some(RejectionKind::SignedOut),
             Self::Store(_) => Some(RejectionKind::StoreUnavailable),
             _ => None,
         }
@@ -176,6 +184,9 @@ impl Error {
             tracing::warn!(error = %self, source = ?std::error::Error::source(&self), "request failed");
         } else {
             tracing::debug!(error = self.oauth_error(), "request refused");
+        }
+        if let Self::SignedOut(reason) = self {
+            return responder.signed_out(reason).into_response_with(body);
         }
         if let Some(kind) = self.rejection_kind() {
             return responder.reject(kind).into_response_with(body);
@@ -226,6 +237,7 @@ impl Error {
             Self::MissingToken => Self::MissingToken,
             Self::MalformedCredentials => Self::MalformedCredentials,
             Self::InvalidToken => Self::InvalidToken,
+            Self::SignedOut(reason) => Self::SignedOut(reason.clone()),
             Self::UnusableId => Self::UnusableId,
             Self::UnknownUser => Self::UnknownUser,
             Self::UnknownDevice => Self::UnknownDevice,
@@ -270,6 +282,22 @@ mod tests {
                 .to_str()
                 .unwrap()
                 .contains("invalid_token")
+        );
+    }
+
+    #[test]
+    fn sign_outs_are_401_with_their_reason() {
+        let reason = SignOutReason::new("account_suspended").unwrap();
+        let response = Error::SignedOut(reason).into_response_with(|b| b);
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        let body: serde_json::Value = serde_json::from_slice(&response.body()[..]).unwrap();
+        assert_eq!(
+            (&body["error"], &body["reason"], &body["code"]),
+            (
+                &serde_json::json!("signed_out"),
+                &serde_json::json!("account_suspended"),
+                &serde_json::json!(6007)
+            )
         );
     }
 

@@ -18,7 +18,7 @@ use crate::{
     access_token::AccessTokenManager,
     layer::MpAuthLayer,
     response::Responder,
-    store::{IssueOptions, TokenStore},
+    store::{DEFAULT_SIGN_OUT_NOTICE, IssueOptions, SignOutReason, TokenStatus, TokenStore},
     throttle::{Decision, LoginThrottle},
     token::{ParsedToken, Token, TokenError},
     user::AuthedUser,
@@ -461,12 +461,19 @@ impl<T: TokenStore, U: UserStore> MpAuth<T, U> {
             let token = self.parse(token)?;
             spans::record("user", token.open_id());
             let successor = Token::successor_of(&token).map_err(Error::Token)?;
-            let issued = self
+            let rotated = self
                 .inner
                 .tokens
                 .rotate(&token, &successor, &self.inner.issue)
-                .await?
-                .ok_or(Error::InvalidToken)?;
+                .await?;
+            let Some(issued) = rotated else {
+                // Not live: say why if the service signed the user out (a second look,
+                // on the refused path only).
+                return Err(match self.inner.tokens.validate(&token).await? {
+                    TokenStatus::SignedOut(reason) => Error::SignedOut(reason),
+                    _ => Error::InvalidToken,
+                });
+            };
             spans::record("token", issued.info.hash.id().as_str());
             Ok(Authorized::new(successor, &issued.info, None))
         })
@@ -491,6 +498,30 @@ impl<T: TokenStore, U: UserStore> MpAuth<T, U> {
             .tokens
             .revoke_all(self.inner.config.sku(), open_id)
             .await?)
+    }
+
+    /// Signs a user out on every device for `reason`, as trusted code decides (a changed
+    /// password, a suspended account, an administrator's action). Returns how many
+    /// tokens were live.
+    ///
+    /// Unlike [`logout_all`](Self::logout_all), the client learns why: for a day (or
+    /// until the token would have expired, if sooner) a request with one of these
+    /// tokens, and a refresh of one, is answered 401 with
+    /// `{"error": "signed_out", "reason": "<reason>", …}` rather than `invalid_token`;
+    /// then it is an unknown token like any other. Valid tokens pay nothing for it: the
+    /// notice takes the place of the revoked token in the store, read only when a token
+    /// is no longer live. For another notice period, call
+    /// [`TokenStore::sign_out`](crate::TokenStore::sign_out) on
+    /// [`tokens`](Self::tokens).
+    pub async fn sign_out(&self, open_id: &str, reason: &SignOutReason) -> Result<usize, Error> {
+        let sku = self.inner.config.sku();
+        let signed_out = self
+            .inner
+            .tokens
+            .sign_out(sku, open_id, reason, DEFAULT_SIGN_OUT_NOTICE)
+            .await?;
+        tracing::info!(user = %open_id, %reason, tokens = signed_out, "user signed out by the service");
+        Ok(signed_out)
     }
 
     /// Revokes every token of a stored user and issues a new one: the Node original's
@@ -525,13 +556,13 @@ impl<T: TokenStore, U: UserStore> MpAuth<T, U> {
     /// The user behind a live token.
     pub async fn validate(&self, token: &str) -> Result<AuthedUser, Error> {
         let parsed = self.parse(token)?;
-        if self.inner.tokens.validate(&parsed).await? {
-            Ok(AuthedUser::new(
+        match self.inner.tokens.validate(&parsed).await? {
+            TokenStatus::Live { .. } => Ok(AuthedUser::new(
                 self.inner.config.sku().clone(),
                 parsed.open_id(),
-            ))
-        } else {
-            Err(Error::InvalidToken)
+            )),
+            TokenStatus::SignedOut(reason) => Err(Error::SignedOut(reason)),
+            _ => Err(Error::InvalidToken),
         }
     }
 
@@ -539,7 +570,7 @@ impl<T: TokenStore, U: UserStore> MpAuth<T, U> {
     pub async fn is_token_valid(&self, token: &str) -> Result<bool, Error> {
         match self.validate(token).await {
             Ok(_) => Ok(true),
-            Err(Error::InvalidToken) => Ok(false),
+            Err(Error::InvalidToken | Error::SignedOut(_)) => Ok(false),
             Err(other) => Err(other),
         }
     }

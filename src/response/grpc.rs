@@ -45,7 +45,8 @@ pub(super) fn status_response<B>(
     let status = match kind {
         RejectionKind::MissingCredentials
         | RejectionKind::InvalidRequest
-        | RejectionKind::InvalidToken => UNAUTHENTICATED,
+        | RejectionKind::InvalidToken
+        | RejectionKind::SignedOut => UNAUTHENTICATED,
         RejectionKind::StoreUnavailable => UNAVAILABLE,
         RejectionKind::MissingLayer => INTERNAL,
     };
@@ -103,6 +104,7 @@ mod tests {
             RejectionKind::MissingCredentials,
             RejectionKind::InvalidRequest,
             RejectionKind::InvalidToken,
+            RejectionKind::SignedOut,
             RejectionKind::StoreUnavailable,
             RejectionKind::MissingLayer,
         ] {

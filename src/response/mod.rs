@@ -1,9 +1,11 @@
 //! Why a request was not let through, and the one writer of the response that says so.
 
-use std::{fmt, time::Duration};
+use std::{borrow::Cow, fmt, time::Duration};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
+
+use crate::store::SignOutReason;
 
 mod grpc;
 
@@ -19,12 +21,14 @@ const DEFAULT_REALM: &str = "mpauthx";
 /// | no bearer credentials | 401, `WWW-Authenticate: Bearer realm="…"` | `missing_token` | 6001 |
 /// | malformed `Authorization` header | 400, `error="invalid_request"` | `invalid_request` | 6007 |
 /// | unknown, expired, revoked or foreign token | 401, `error="invalid_token"` | `invalid_token` | 6007 |
+/// | token signed out by the service ([`MpAuth::sign_out`](crate::MpAuth::sign_out)), for the notice period | 401, `error="invalid_token"` | `signed_out`, with `"reason"` | 6007 |
 /// | token store down or slow | 503, `Retry-After` | `temporarily_unavailable` | 6000 |
 /// | extractor used without [`MpAuthLayer`](crate::MpAuthLayer) | 500 | `server_error` | 9999 |
 ///
 /// Bodies are JSON, `{"error", "error_description", "code"}`, the `code` being the Node
-/// original's status code. They are static: rejecting allocates nothing. Every such
-/// response carries `Cache-Control: no-store`.
+/// original's status code; a sign-out adds `"reason"`, the code the service gave
+/// ([`SignOutReason`]). They are static, but for the sign-out's: rejecting allocates
+/// nothing. Every such response carries `Cache-Control: no-store`.
 ///
 /// A gRPC request (`content-type: application/grpc…`) gets its rejection as a gRPC
 /// status instead, trailers-only: HTTP 200 with `grpc-status` 16 (`UNAUTHENTICATED`)
@@ -52,6 +56,10 @@ pub enum RejectionKind {
     InvalidRequest,
     /// The token is unknown, expired, revoked, malformed, or of another sku.
     InvalidToken,
+    /// The service signed the token's user out, with a reason
+    /// ([`MpAuth::sign_out`](crate::MpAuth::sign_out)): a 401 like
+    /// [`InvalidToken`](Self::InvalidToken) whose body says why.
+    SignedOut,
     /// The token store could not answer in time; the token may be valid.
     StoreUnavailable,
     /// An extractor ran on a route without [`MpAuthLayer`](crate::MpAuthLayer).
@@ -76,7 +84,9 @@ impl RejectionKind {
     /// The HTTP status this kind answers with.
     pub fn status(self) -> StatusCode {
         match self {
-            Self::MissingCredentials | Self::InvalidToken => StatusCode::UNAUTHORIZED,
+            Self::MissingCredentials | Self::InvalidToken | Self::SignedOut => {
+                StatusCode::UNAUTHORIZED
+            }
             Self::InvalidRequest => StatusCode::BAD_REQUEST,
             Self::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::MissingLayer => StatusCode::INTERNAL_SERVER_ERROR,
@@ -90,6 +100,7 @@ impl RejectionKind {
             Self::MissingCredentials => "missing_token",
             Self::InvalidRequest => "invalid_request",
             Self::InvalidToken => "invalid_token",
+            Self::SignedOut => "signed_out",
             Self::StoreUnavailable => "temporarily_unavailable",
             Self::MissingLayer => "server_error",
         }
@@ -99,7 +110,7 @@ impl RejectionKind {
     pub fn node_code(self) -> u16 {
         match self {
             Self::MissingCredentials => 6001,
-            Self::InvalidRequest | Self::InvalidToken => 6007,
+            Self::InvalidRequest | Self::InvalidToken | Self::SignedOut => 6007,
             Self::StoreUnavailable => 6000,
             Self::MissingLayer => 9999,
         }
@@ -111,12 +122,13 @@ impl RejectionKind {
             Self::MissingCredentials => "no bearer token",
             Self::InvalidRequest => "malformed Authorization header",
             Self::InvalidToken => "invalid, expired or revoked token",
+            Self::SignedOut => "signed out by the service",
             Self::StoreUnavailable => "token store unavailable; retry later",
             Self::MissingLayer => "`MpAuthLayer` is not installed on this route",
         }
     }
 
-    /// The JSON body.
+    /// The JSON body (for [`SignedOut`](Self::SignedOut), without its reason).
     pub fn body_text(self) -> &'static str {
         match self {
             Self::MissingCredentials => json_body!(
@@ -132,6 +144,11 @@ impl RejectionKind {
             Self::InvalidToken => json_body!(
                 "invalid_token",
                 "the access token is invalid, expired or revoked",
+                6007
+            ),
+            Self::SignedOut => json_body!(
+                "signed_out",
+                "the service signed this session out; log in again",
                 6007
             ),
             Self::StoreUnavailable => json_body!(
@@ -164,6 +181,7 @@ pub struct AuthRejection {
     kind: RejectionKind,
     www_authenticate: Option<HeaderValue>,
     retry_after: Option<HeaderValue>,
+    reason: Option<SignOutReason>,
     grpc: bool,
 }
 
@@ -183,9 +201,23 @@ impl AuthRejection {
         self.kind.status()
     }
 
+    /// Why the service signed the user out, for [`RejectionKind::SignedOut`].
+    pub fn reason(&self) -> Option<&SignOutReason> {
+        self.reason.as_ref()
+    }
+
     /// The JSON body.
-    pub fn body_text(&self) -> &'static str {
-        self.kind.body_text()
+    pub fn body_text(&self) -> Cow<'static, str> {
+        let text = self.kind.body_text();
+        match &self.reason {
+            // `{"error":…,"code":6007}` gains `,"reason":"…"`; a reason is
+            // `[a-z0-9_]`, nothing to escape.
+            Some(reason) => Cow::Owned(format!(
+                r#"{},"reason":"{reason}"}}"#,
+                &text[..text.len() - 1]
+            )),
+            None => Cow::Borrowed(text),
+        }
     }
 
     /// Answers as a gRPC status when the request asked for gRPC
@@ -200,11 +232,11 @@ impl AuthRejection {
         if self.grpc {
             return grpc::status_response(self.kind, self.retry_after.as_ref(), body);
         }
-        let mut response = json_response(
-            self.status(),
-            Bytes::from_static(self.body_text().as_bytes()),
-            body,
-        );
+        let json = match self.body_text() {
+            Cow::Borrowed(text) => Bytes::from_static(text.as_bytes()),
+            Cow::Owned(text) => Bytes::from(text),
+        };
+        let mut response = json_response(self.status(), json, body);
         let headers = response.headers_mut();
         if let Some(value) = self.www_authenticate {
             headers.insert(header::WWW_AUTHENTICATE, value);
@@ -258,6 +290,7 @@ pub(crate) struct Responder {
     missing: HeaderValue,
     invalid_request: HeaderValue,
     invalid_token: HeaderValue,
+    signed_out: HeaderValue,
     retry_after: HeaderValue,
 }
 
@@ -271,11 +304,12 @@ impl Responder {
     /// # Panics
     /// If `realm` is not 1 to 64 visible ASCII characters without `"` or `\`.
     pub(crate) fn new(realm: &str, retry_after: Duration) -> Self {
-        let (missing, invalid_request, invalid_token) = challenges(realm);
+        let [missing, invalid_request, invalid_token, signed_out] = challenges(realm);
         Self {
             missing,
             invalid_request,
             invalid_token,
+            signed_out,
             retry_after: seconds_header(retry_after),
         }
     }
@@ -285,11 +319,12 @@ impl Responder {
     /// # Panics
     /// If `realm` is not 1 to 64 visible ASCII characters without `"` or `\`.
     pub(crate) fn with_realm(self, realm: &str) -> Self {
-        let (missing, invalid_request, invalid_token) = challenges(realm);
+        let [missing, invalid_request, invalid_token, signed_out] = challenges(realm);
         Self {
             missing,
             invalid_request,
             invalid_token,
+            signed_out,
             ..self
         }
     }
@@ -312,6 +347,7 @@ impl Responder {
             RejectionKind::MissingCredentials => Some(self.missing.clone()),
             RejectionKind::InvalidRequest => Some(self.invalid_request.clone()),
             RejectionKind::InvalidToken => Some(self.invalid_token.clone()),
+            RejectionKind::SignedOut => Some(self.signed_out.clone()),
             RejectionKind::StoreUnavailable | RejectionKind::MissingLayer => None,
         };
         let retry_after =
@@ -320,7 +356,16 @@ impl Responder {
             kind,
             www_authenticate,
             retry_after,
+            reason: None,
             grpc: false,
+        }
+    }
+
+    /// The rejection of a token the service signed out for `reason`.
+    pub(crate) fn signed_out(&self, reason: SignOutReason) -> AuthRejection {
+        AuthRejection {
+            reason: Some(reason),
+            ..self.reject(RejectionKind::SignedOut)
         }
     }
 
@@ -333,8 +378,8 @@ impl Responder {
 }
 
 /// The `WWW-Authenticate` values of `realm`: missing credentials, malformed header,
-/// invalid token.
-fn challenges(realm: &str) -> (HeaderValue, HeaderValue, HeaderValue) {
+/// invalid token, signed out.
+fn challenges(realm: &str) -> [HeaderValue; 4] {
     let valid = !realm.is_empty()
         && realm.len() <= 64
         && realm
@@ -345,7 +390,7 @@ fn challenges(realm: &str) -> (HeaderValue, HeaderValue, HeaderValue) {
         "realm must be 1 to 64 visible ASCII characters without '\"' or '\\'"
     );
     let value = |s: String| HeaderValue::try_from(s).expect("checked above");
-    (
+    [
         value(format!(r#"Bearer realm="{realm}""#)),
         value(format!(
             r#"Bearer realm="{realm}", error="invalid_request", error_description="malformed Authorization header""#
@@ -353,7 +398,10 @@ fn challenges(realm: &str) -> (HeaderValue, HeaderValue, HeaderValue) {
         value(format!(
             r#"Bearer realm="{realm}", error="invalid_token", error_description="the access token is invalid, expired or revoked""#
         )),
-    )
+        value(format!(
+            r#"Bearer realm="{realm}", error="invalid_token", error_description="signed out by the service""#
+        )),
+    ]
 }
 
 /// Whole seconds, rounded up and at least one: retrying at the announced time succeeds.
@@ -366,10 +414,11 @@ pub(crate) fn seconds_header(after: Duration) -> HeaderValue {
 mod tests {
     use super::*;
 
-    const KINDS: [RejectionKind; 5] = [
+    const KINDS: [RejectionKind; 6] = [
         RejectionKind::MissingCredentials,
         RejectionKind::InvalidRequest,
         RejectionKind::InvalidToken,
+        RejectionKind::SignedOut,
         RejectionKind::StoreUnavailable,
         RejectionKind::MissingLayer,
     ];
@@ -418,6 +467,31 @@ mod tests {
             "2",
             "rounded up"
         );
+    }
+
+    #[test]
+    fn sign_outs_say_why() {
+        let responder = Responder::new("shop", Duration::from_secs(1));
+        let rejection = responder.signed_out(SignOutReason::new("password_changed").unwrap());
+        assert_eq!(rejection.status(), StatusCode::UNAUTHORIZED);
+        let body: serde_json::Value = serde_json::from_str(&rejection.body_text()).unwrap();
+        assert_eq!(body["error"], "signed_out");
+        assert_eq!(body["reason"], "password_changed");
+        assert_eq!(body["code"], 6007);
+        let response = rejection.into_response_with(|json| json);
+        let challenge = response.headers()[header::WWW_AUTHENTICATE]
+            .to_str()
+            .unwrap();
+        assert!(
+            challenge.contains(r#"error="invalid_token""#),
+            "{challenge}"
+        );
+        assert!(
+            challenge.contains("signed out by the service"),
+            "{challenge}"
+        );
+        let body: serde_json::Value = serde_json::from_slice(response.body()).unwrap();
+        assert_eq!(body["reason"], "password_changed");
     }
 
     #[test]

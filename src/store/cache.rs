@@ -20,7 +20,9 @@ use quick_cache::{
     sync::{Cache, DefaultLifecycle},
 };
 
-use super::{IssueOptions, Issued, StoreError, TokenInfo, TokenStore};
+use super::{
+    IssueOptions, Issued, SignOutReason, StoreError, TokenInfo, TokenStatus, TokenStore, now_millis,
+};
 use crate::token::{ParsedToken, Sku, Token, TokenHash};
 
 /// How long [`CachedTokenStore`] keeps an answer unless told otherwise: one second.
@@ -117,13 +119,13 @@ const MAX_CACHE_CAPACITY: usize = 1 << 24;
 /// let token = Token::generate(&sku, "o-user")?;
 /// store.issue(&token, &IssueOptions::default()).await?;
 ///
-/// assert!(store.validate(&token.parsed()).await?); // asks the store
-/// assert!(store.validate(&token.parsed()).await?); // answered from the cache
+/// assert!(store.validate(&token.parsed()).await?.is_live()); // asks the store
+/// assert!(store.validate(&token.parsed()).await?.is_live()); // answered from the cache
 /// assert_eq!(store.valid_len(), 1);
 ///
 /// // A revocation through the wrapper takes effect at once.
 /// store.revoke(&token.parsed()).await?;
-/// assert!(!store.validate(&token.parsed()).await?);
+/// assert!(!store.validate(&token.parsed()).await?.is_live());
 /// # Ok(())
 /// # }
 /// ```
@@ -154,7 +156,10 @@ struct Shared {
 
 #[derive(Clone, Copy)]
 struct Live {
+    /// The cache's TTL from the lookup, or the token's own expiry if sooner.
     until: Instant,
+    /// The token's own expiry, as the store said.
+    expires_at_ms: u64,
     /// A keyed hash of (sku, openid). A collision only makes `revoke_all` drop one more
     /// entry than needed.
     user: u64,
@@ -300,12 +305,14 @@ impl Shared {
     }
 
     /// The cached answer for `hash`, if there is one that has not expired.
-    fn cached(&self, hash: &TokenHash, now: Instant) -> Option<bool> {
+    fn cached(&self, hash: &TokenHash, now: Instant) -> Option<TokenStatus> {
         if let Some(valid) = &self.valid
             && let Some(live) = valid.get(hash)
         {
             if now < live.until {
-                return Some(true);
+                return Some(TokenStatus::Live {
+                    expires_at_ms: live.expires_at_ms,
+                });
             }
             valid.remove_if(hash, |current| current.until == live.until);
         }
@@ -313,7 +320,7 @@ impl Shared {
             && let Some(until) = invalid.get(hash)
         {
             if now < until {
-                return Some(false);
+                return Some(TokenStatus::Unknown);
             }
             invalid.remove_if(hash, |current| *current == until);
         }
@@ -322,22 +329,34 @@ impl Shared {
 
     /// Keeps the store's answer to a lookup that started at `started`, when the epoch
     /// was `epoch`.
-    fn remember(&self, lookup: &Lookup, live: bool) {
-        let Some(until) = lookup.started.checked_add(self.ttl) else {
+    /// A sign-out notice is not kept: it is rare, and its reason would cost every entry
+    /// room.
+    fn remember(&self, lookup: &Lookup, status: &TokenStatus) {
+        let Some(mut until) = lookup.started.checked_add(self.ttl) else {
             return;
         };
-        if until <= Instant::now() {
+        let now = Instant::now();
+        if until <= now {
             return;
         }
-        match (live, &self.valid, &self.invalid) {
-            (true, Some(valid), _) => valid.insert(
-                lookup.hash,
-                Live {
-                    until,
-                    user: lookup.user,
-                },
-            ),
-            (false, _, Some(invalid)) => invalid.insert(lookup.hash, until),
+        match (status, &self.valid, &self.invalid) {
+            (&TokenStatus::Live { expires_at_ms }, Some(valid), _) => {
+                // Never past the token's own expiry.
+                let left = expires_at_ms.saturating_sub(now_millis());
+                until = until.min(now + Duration::from_millis(left));
+                if until <= now {
+                    return;
+                }
+                valid.insert(
+                    lookup.hash,
+                    Live {
+                        until,
+                        expires_at_ms,
+                        user: lookup.user,
+                    },
+                );
+            }
+            (TokenStatus::Unknown, _, Some(invalid)) => invalid.insert(lookup.hash, until),
             _ => return,
         }
         // A change through the wrapper since the lookup started may have come after the
@@ -465,7 +484,9 @@ impl<S: TokenStore> TokenStore for CachedTokenStore<S> {
         let hash = token.hash();
         let now = Instant::now();
         let state = match self.shared.cached(&hash, now) {
-            Some(live) => Validation::Cached { live: Some(live) },
+            Some(status) => Validation::Cached {
+                status: Some(status),
+            },
             None => Validation::Asking {
                 lookup: Lookup {
                     hash,
@@ -504,6 +525,20 @@ impl<S: TokenStore> TokenStore for CachedTokenStore<S> {
             self.shared.changed_user(sku.as_str(), open_id);
         }
         revoked
+    }
+
+    async fn sign_out(
+        &self,
+        sku: &Sku,
+        open_id: &str,
+        reason: &SignOutReason,
+        notice: Duration,
+    ) -> Result<usize, StoreError> {
+        let signed_out = self.inner.sign_out(sku, open_id, reason, notice).await;
+        if !matches!(signed_out, Ok(0)) {
+            self.shared.changed_user(sku.as_str(), open_id);
+        }
+        signed_out
     }
 
     fn list(
@@ -549,7 +584,7 @@ pub struct CachedValidation<F> {
 #[pin_project(project = ValidationProj)]
 enum Validation<F> {
     Cached {
-        live: Option<bool>,
+        status: Option<TokenStatus>,
     },
     Asking {
         #[pin]
@@ -559,13 +594,13 @@ enum Validation<F> {
     },
 }
 
-impl<F: Future<Output = Result<bool, StoreError>>> Future for CachedValidation<F> {
-    type Output = Result<bool, StoreError>;
+impl<F: Future<Output = Result<TokenStatus, StoreError>>> Future for CachedValidation<F> {
+    type Output = Result<TokenStatus, StoreError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().state.project() {
-            ValidationProj::Cached { live } => {
-                Poll::Ready(Ok(live.take().expect("polled after completion")))
+            ValidationProj::Cached { status } => {
+                Poll::Ready(Ok(status.take().expect("polled after completion")))
             }
             ValidationProj::Asking {
                 check,
@@ -573,8 +608,8 @@ impl<F: Future<Output = Result<bool, StoreError>>> Future for CachedValidation<F
                 lookup,
             } => {
                 let verdict = ready!(check.poll(cx));
-                if let Ok(live) = verdict {
-                    shared.remember(lookup, live);
+                if let Ok(status) = &verdict {
+                    shared.remember(lookup, status);
                 }
                 Poll::Ready(verdict)
             }
@@ -630,7 +665,7 @@ mod tests {
     }
 
     impl TokenStore for Probe {
-        type Validation = Pin<Box<dyn Future<Output = Result<bool, StoreError>> + Send>>;
+        type Validation = Pin<Box<dyn Future<Output = Result<TokenStatus, StoreError>> + Send>>;
 
         fn issue(
             &self,
@@ -699,15 +734,15 @@ mod tests {
         let live = issued(&store, "o-live").await;
         let unknown = Token::generate(&Sku::new("unit").unwrap(), "o-nobody").unwrap();
         for _ in 0..3 {
-            assert!(store.validate(&live.parsed()).await.unwrap());
-            assert!(!store.validate(&unknown.parsed()).await.unwrap());
+            assert!(store.validate(&live.parsed()).await.unwrap().is_live());
+            assert!(!store.validate(&unknown.parsed()).await.unwrap().is_live());
         }
         assert_eq!(probe.lookups(), 2, "one lookup per token within the TTL");
         assert_eq!((store.valid_len(), store.invalid_len()), (1, 1));
 
         tokio::time::sleep(Duration::from_millis(150)).await;
-        assert!(store.validate(&live.parsed()).await.unwrap());
-        assert!(!store.validate(&unknown.parsed()).await.unwrap());
+        assert!(store.validate(&live.parsed()).await.unwrap().is_live());
+        assert!(!store.validate(&unknown.parsed()).await.unwrap().is_live());
         assert_eq!(probe.lookups(), 4, "expired answers are asked again");
     }
 
@@ -720,7 +755,7 @@ mod tests {
         let store = CachedTokenStore::new(probe.clone()).with_ttl(Duration::ZERO);
         let live = issued(&store, "o-zero").await;
         for _ in 0..3 {
-            assert!(store.validate(&live.parsed()).await.unwrap());
+            assert!(store.validate(&live.parsed()).await.unwrap().is_live());
         }
         assert_eq!(probe.lookups(), 3);
         assert!(store.is_empty());
@@ -733,8 +768,8 @@ mod tests {
         assert_eq!(store.negative_capacity(), 0);
         assert_eq!(store.capacity(), DEFAULT_CACHE_CAPACITY);
         let unknown = Token::generate(&Sku::new("unit").unwrap(), "o-nobody").unwrap();
-        assert!(!store.validate(&unknown.parsed()).await.unwrap());
-        assert!(!store.validate(&unknown.parsed()).await.unwrap());
+        assert!(!store.validate(&unknown.parsed()).await.unwrap().is_live());
+        assert!(!store.validate(&unknown.parsed()).await.unwrap().is_live());
         assert_eq!(probe.lookups(), 2);
         assert_eq!(store.len(), 0);
     }
@@ -753,12 +788,12 @@ mod tests {
         assert!(store.revoke(&token.parsed()).await.unwrap());
         drop(held);
         assert!(
-            lookup.await.unwrap().unwrap(),
+            lookup.await.unwrap().unwrap().is_live(),
             "the store read it live before the revocation"
         );
 
         assert_eq!(store.valid_len(), 0);
-        assert!(!store.validate(&token.parsed()).await.unwrap());
+        assert!(!store.validate(&token.parsed()).await.unwrap().is_live());
     }
 
     /// Logouts of unknown tokens change nothing: a flood of them must not keep the
@@ -779,11 +814,11 @@ mod tests {
             assert_eq!(store.revoke_all(&sku, &format!("o-{i}")).await.unwrap(), 0);
         }
         drop(held);
-        assert!(lookup.await.unwrap().unwrap());
+        assert!(lookup.await.unwrap().unwrap().is_live());
 
         assert_eq!(store.valid_len(), 1, "the lookup's answer was kept");
         let lookups = probe.lookups();
-        assert!(store.validate(&token.parsed()).await.unwrap());
+        assert!(store.validate(&token.parsed()).await.unwrap().is_live());
         assert_eq!(probe.lookups(), lookups, "answered from the cache");
     }
 
@@ -796,14 +831,17 @@ mod tests {
         let single = IssueOptions::default().with_max_tokens_per_user(1);
         let first = Token::generate(&sku, "o-one-device").unwrap();
         store.issue(&first, &single).await.unwrap();
-        assert!(store.validate(&first.parsed()).await.unwrap());
+        assert!(store.validate(&first.parsed()).await.unwrap().is_live());
         assert_eq!(store.valid_len(), 1);
 
         let second = Token::generate(&sku, "o-one-device").unwrap();
         let issued = store.issue(&second, &single).await.unwrap();
         assert_eq!(issued.evicted, vec![first.hash()]);
-        assert!(!store.validate(&first.parsed()).await.unwrap(), "evicted");
-        assert!(store.validate(&second.parsed()).await.unwrap());
+        assert!(
+            !store.validate(&first.parsed()).await.unwrap().is_live(),
+            "evicted"
+        );
+        assert!(store.validate(&second.parsed()).await.unwrap().is_live());
     }
 
     /// An undone login restores the devices it evicted, even where the cache had
@@ -819,14 +857,20 @@ mod tests {
         store.issue(&kept, &single).await.unwrap();
         let phantom = Token::generate(&sku, "o-undo").unwrap();
         store.issue(&phantom, &single).await.unwrap();
-        assert!(!store.validate(&kept.parsed()).await.unwrap(), "evicted");
+        assert!(
+            !store.validate(&kept.parsed()).await.unwrap().is_live(),
+            "evicted"
+        );
         assert_eq!(store.invalid_len(), 1);
 
         let restored = store.undo_issue(&phantom.parsed()).await.unwrap();
         assert_eq!(restored, vec![kept.hash()]);
-        assert!(store.validate(&kept.parsed()).await.unwrap(), "restored");
         assert!(
-            !store.validate(&phantom.parsed()).await.unwrap(),
+            store.validate(&kept.parsed()).await.unwrap().is_live(),
+            "restored"
+        );
+        assert!(
+            !store.validate(&phantom.parsed()).await.unwrap().is_live(),
             "taken back"
         );
     }
@@ -839,14 +883,14 @@ mod tests {
         let a2 = issued(&store, "o-a").await;
         let b = issued(&store, "o-b").await;
         for token in [&a1, &a2, &b] {
-            assert!(store.validate(&token.parsed()).await.unwrap());
+            assert!(store.validate(&token.parsed()).await.unwrap().is_live());
         }
         assert_eq!(store.valid_len(), 3);
         assert_eq!(store.revoke_all(&sku, "o-a").await.unwrap(), 2);
         assert_eq!(store.valid_len(), 1);
-        assert!(!store.validate(&a1.parsed()).await.unwrap());
-        assert!(!store.validate(&a2.parsed()).await.unwrap());
-        assert!(store.validate(&b.parsed()).await.unwrap());
+        assert!(!store.validate(&a1.parsed()).await.unwrap().is_live());
+        assert!(!store.validate(&a2.parsed()).await.unwrap().is_live());
+        assert!(store.validate(&b.parsed()).await.unwrap().is_live());
     }
 
     #[test]

@@ -4,9 +4,13 @@ use std::{
     collections::HashMap,
     future::{Future, Ready, ready},
     sync::{Arc, Mutex, MutexGuard, PoisonError},
+    time::Duration,
 };
 
-use super::{IssueOptions, Issued, StoreError, TokenInfo, TokenStore, now_millis};
+use super::{
+    IssueOptions, Issued, SignOutReason, StoreError, TokenInfo, TokenStatus, TokenStore,
+    notice_millis, now_millis,
+};
 use crate::token::{ParsedToken, Sku, Token, TokenHash};
 
 /// Why an issue wrote nothing: the token was taken back (or issued) before.
@@ -69,6 +73,11 @@ enum Kind {
     Undone {
         until: u64,
     },
+    /// Signed out by the service for `reason`; says so until `until`.
+    SignedOut {
+        until: u64,
+        reason: SignOutReason,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -104,9 +113,23 @@ impl Kind {
     fn tombstone_until(&self) -> Option<u64> {
         match self {
             Self::Live(_) => None,
-            Self::Rotated { until, .. } | Self::Evicted { until, .. } | Self::Undone { until } => {
-                Some(*until)
+            Self::Rotated { until, .. }
+            | Self::Evicted { until, .. }
+            | Self::Undone { until }
+            | Self::SignedOut { until, .. } => Some(*until),
+        }
+    }
+
+    /// What `validate` answers about this entry at `now`.
+    fn status(&self, now: u64) -> TokenStatus {
+        match self {
+            Self::Live(record) if record.expires_at_ms > now => TokenStatus::Live {
+                expires_at_ms: record.expires_at_ms,
+            },
+            Self::SignedOut { until, reason } if *until > now => {
+                TokenStatus::SignedOut(reason.clone())
             }
+            _ => TokenStatus::Unknown,
         }
     }
 
@@ -114,9 +137,10 @@ impl Kind {
     fn is_over(&self, now: u64) -> bool {
         match self {
             Self::Live(record) => record.expires_at_ms <= now,
-            Self::Rotated { until, .. } | Self::Evicted { until, .. } | Self::Undone { until } => {
-                *until <= now
-            }
+            Self::Rotated { until, .. }
+            | Self::Evicted { until, .. }
+            | Self::Undone { until }
+            | Self::SignedOut { until, .. } => *until <= now,
         }
     }
 }
@@ -289,6 +313,8 @@ impl State {
                 self.remove(&old);
                 return None;
             }
+            // The notice stays, for the requests that follow.
+            Kind::SignedOut { .. } => return None,
             Kind::Live(record) => {
                 if record.expires_at_ms <= now {
                     self.remove(&old);
@@ -373,7 +399,7 @@ impl State {
 }
 
 impl TokenStore for MemoryTokenStore {
-    type Validation = Ready<Result<bool, StoreError>>;
+    type Validation = Ready<Result<TokenStatus, StoreError>>;
 
     fn issue(
         &self,
@@ -401,12 +427,34 @@ impl TokenStore for MemoryTokenStore {
     fn validate(&self, token: &ParsedToken<'_>) -> Self::Validation {
         let hash = token.hash();
         let now = now_millis();
-        let live = self
+        let status = self
             .lock()
             .tokens
             .get(&hash)
-            .is_some_and(|e| e.kind.live(now).is_some());
-        ready(Ok(live))
+            .map_or(TokenStatus::Unknown, |e| e.kind.status(now));
+        ready(Ok(status))
+    }
+
+    fn sign_out(
+        &self,
+        sku: &Sku,
+        open_id: &str,
+        reason: &SignOutReason,
+        notice: Duration,
+    ) -> impl Future<Output = Result<usize, StoreError>> + Send {
+        let now = now_millis();
+        let notice_until = now.saturating_add(notice_millis(notice));
+        let mut state = self.lock();
+        let user = user_key(sku.as_str(), open_id);
+        let live = state.live_of(&user, now);
+        for (hash, expires_at_ms) in &live {
+            let entry = state.tokens.get_mut(hash).expect("listed as live");
+            entry.kind = Kind::SignedOut {
+                until: notice_until.min(*expires_at_ms),
+                reason: reason.clone(),
+            };
+        }
+        ready(Ok(live.len()))
     }
 
     fn revoke_hash(
@@ -487,8 +535,6 @@ impl TokenStore for MemoryTokenStore {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
 
     /// As `common.lua` does: at most two tombstones per device, however fast a user
@@ -509,6 +555,6 @@ mod tests {
             token = successor;
         }
         assert!(store.len() <= 1 + 2 * 2, "{} entries", store.len());
-        assert!(store.validate(&token.parsed()).await.unwrap());
+        assert!(store.validate(&token.parsed()).await.unwrap().is_live());
     }
 }

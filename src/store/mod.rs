@@ -8,12 +8,15 @@ mod cache;
 mod memory;
 #[cfg(feature = "redis")]
 mod redis;
+mod status;
 
 #[cfg(feature = "redis")]
 pub use self::redis::{RedisTokenStore, RedisTokenStoreBuilder, RedisValidation};
+pub(crate) use self::status::{DEFAULT_SIGN_OUT_NOTICE, notice_millis};
 pub use self::{
     cache::{CachedTokenStore, CachedValidation},
     memory::MemoryTokenStore,
+    status::{SignOutReason, TokenStatus},
 };
 
 /// The default token lifetime: 72 hours, as in the Node original.
@@ -357,7 +360,7 @@ pub enum StoreBuildError {
 ///
 /// ```
 /// use std::time::Duration;
-/// use mpauthx::{IssueOptions, MemoryTokenStore, Sku, Token, TokenStore};
+/// use mpauthx::{IssueOptions, MemoryTokenStore, Sku, Token, TokenStatus, TokenStore};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -367,19 +370,19 @@ pub enum StoreBuildError {
 /// let options = IssueOptions::new(Duration::from_secs(3600)).with_device("iPhone");
 /// store.issue(&token, &options).await?;
 ///
-/// assert!(store.validate(&token.parsed()).await?);
+/// assert!(store.validate(&token.parsed()).await?.is_live());
 /// let successor = Token::successor_of(&token.parsed())?;
 /// let rotated = store.rotate(&token.parsed(), &successor, &options).await?;
 /// assert!(rotated.is_some(), "the old token was live");
-/// assert!(!store.validate(&token.parsed()).await?);
-/// assert!(store.validate(&successor.parsed()).await?);
+/// assert_eq!(store.validate(&token.parsed()).await?.is_live(), TokenStatus::Unknown);
+/// assert!(store.validate(&successor.parsed()).await?.is_live());
 /// # Ok(())
 /// # }
 /// ```
 pub trait TokenStore: std::fmt::Debug + Clone + Send + Sync + 'static {
     /// The future [`validate`](Self::validate) returns: a named type, so that
     /// [`MpAuthLayer`](crate::MpAuthLayer) holds it without boxing.
-    type Validation: Future<Output = Result<bool, StoreError>> + Send + 'static;
+    type Validation: Future<Output = Result<TokenStatus, StoreError>> + Send + 'static;
 
     /// Records a new token with the given lifetime; if the user then holds more than
     /// `options.max_tokens_per_user()` live tokens, evicts those closest to expiry
@@ -402,8 +405,10 @@ pub trait TokenStore: std::fmt::Debug + Clone + Send + Sync + 'static {
         async move { self.revoke(token).await.map(|_| Vec::new()) }
     }
 
-    /// Whether the token is live. This is the request hot path: one round trip, and the
-    /// returned future owns what it needs, so middleware can hold it across the request.
+    /// Whether the token is live, and until when; or, for the notice period after a
+    /// [`sign_out`](Self::sign_out), that the service signed it out and why. This is the
+    /// request hot path: one round trip, and the returned future owns what it needs, so
+    /// middleware can hold it across the request.
     fn validate(&self, token: &ParsedToken<'_>) -> Self::Validation;
 
     /// Revokes the token with this hash held by `open_id` under `sku`. Returns whether it
@@ -431,6 +436,26 @@ pub trait TokenStore: std::fmt::Debug + Clone + Send + Sync + 'static {
         sku: &Sku,
         open_id: &str,
     ) -> impl Future<Output = Result<usize, StoreError>> + Send;
+
+    /// Signs `open_id` out of `sku` for `reason`: revokes every token, as
+    /// [`revoke_all`](Self::revoke_all) does, and for `notice` (at most 30 days, never
+    /// past a token's own expiry) [`validate`](Self::validate) answers those tokens
+    /// [`TokenStatus::SignedOut`] rather than [`TokenStatus::Unknown`], so that a client
+    /// can tell a forced sign-out from an expired token. Returns how many were live.
+    ///
+    /// The notice costs nothing on the path of live tokens: it is kept where the token
+    /// was and read only when the token is no longer live. The default implementation
+    /// revokes without a notice.
+    fn sign_out(
+        &self,
+        sku: &Sku,
+        open_id: &str,
+        reason: &SignOutReason,
+        notice: Duration,
+    ) -> impl Future<Output = Result<usize, StoreError>> + Send {
+        let _ = (reason, notice);
+        self.revoke_all(sku, open_id)
+    }
 
     /// The live tokens of `open_id` under `sku`, soonest to expire first.
     fn list(

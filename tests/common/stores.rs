@@ -36,7 +36,7 @@ pub async fn issue_in<S: TokenStore>(
 
 /// Whether `store` holds `token` as live.
 pub async fn live<S: TokenStore>(store: &S, token: &Token) -> bool {
-    store.validate(&token.parsed()).await.unwrap()
+    store.validate(&token.parsed()).await.unwrap().is_live()
 }
 
 /// A store at `url` under `prefix`.

@@ -6,7 +6,9 @@
 
 use std::{collections::HashSet, time::Duration};
 
-use mpauthx::{IssueOptions, Sku, Token, TokenHash, TokenInfo, TokenStore};
+use mpauthx::{
+    IssueOptions, SignOutReason, Sku, Token, TokenHash, TokenInfo, TokenStatus, TokenStore,
+};
 
 pub use crate::common::{
     keys::sku,
@@ -449,6 +451,80 @@ pub async fn sessions_keep_their_start_and_end_at_their_maximum_age<S: TokenStor
     assert!(rotate(&store, &successor, &options).await.is_none());
 }
 
+pub async fn a_sign_out_says_why_for_its_notice<S: TokenStore>(store: S) {
+    let options = IssueOptions::new(LONG).with_max_tokens_per_user(5);
+    let mine = [
+        issue(&store, "o-banned", &options).await,
+        issue(&store, "o-banned", &options).await,
+    ];
+    let neighbour = issue(&store, "o-fine", &options).await;
+    let reason = SignOutReason::new("account_suspended").unwrap();
+    let notice = Duration::from_millis(600);
+    let signed_out = store.sign_out(&sku(), "o-banned", &reason, notice).await;
+    assert_eq!(signed_out.unwrap(), 2);
+    for token in &mine {
+        let status = store.validate(&token.parsed()).await.unwrap();
+        assert_eq!(status, TokenStatus::SignedOut(reason.clone()));
+        assert!(
+            rotate(&store, token, &options).await.is_none(),
+            "no refresh"
+        );
+        // The refused refresh leaves the notice for the requests that follow.
+        let status = store.validate(&token.parsed()).await.unwrap();
+        assert_eq!(status, TokenStatus::SignedOut(reason.clone()));
+    }
+    assert!(live(&store, &neighbour).await, "another user stays");
+    assert!(store.list(&sku(), "o-banned").await.unwrap().is_empty());
+    assert_eq!(
+        store
+            .sign_out(&sku(), "o-banned", &reason, notice)
+            .await
+            .unwrap(),
+        0
+    );
+
+    // A new login works at once, and its token is not signed out.
+    let again = issue(&store, "o-banned", &options).await;
+    assert!(live(&store, &again).await);
+    tokio::time::sleep(notice + Duration::from_millis(100)).await;
+    for token in &mine {
+        let status = store.validate(&token.parsed()).await.unwrap();
+        assert_eq!(status, TokenStatus::Unknown, "the notice ended");
+    }
+    assert!(live(&store, &again).await);
+}
+
+pub async fn a_notice_never_outlives_its_token<S: TokenStore>(store: S) {
+    let short = issue(
+        &store,
+        "o-short",
+        &IssueOptions::new(Duration::from_millis(400)),
+    )
+    .await;
+    let reason = SignOutReason::new("password_changed").unwrap();
+    let signed_out = store
+        .sign_out(&sku(), "o-short", &reason, Duration::from_secs(3600))
+        .await;
+    assert_eq!(signed_out.unwrap(), 1);
+    let status = store.validate(&short.parsed()).await.unwrap();
+    assert_eq!(status, TokenStatus::SignedOut(reason));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let status = store.validate(&short.parsed()).await.unwrap();
+    assert_eq!(status, TokenStatus::Unknown, "past the token's own expiry");
+}
+
+pub async fn live_tokens_report_their_expiry<S: TokenStore>(store: S) {
+    let token = issue(&store, "o-expiry", &IssueOptions::new(LONG)).await;
+    let listed = store.list(&sku(), "o-expiry").await.unwrap();
+    let status = store.validate(&token.parsed()).await.unwrap();
+    assert_eq!(
+        status,
+        TokenStatus::Live {
+            expires_at_ms: listed[0].expires_at_ms
+        }
+    );
+}
+
 /// One `#[tokio::test]` per case, each on a store made by `$make`.
 macro_rules! store_suite {
     ($name:ident, $make:expr) => {
@@ -476,6 +552,9 @@ macro_rules! store_suite {
                 an_issue_arriving_after_its_undo_writes_nothing,
                 an_evicted_token_refreshed_is_not_restored_later,
                 sessions_keep_their_start_and_end_at_their_maximum_age,
+                a_sign_out_says_why_for_its_notice,
+                a_notice_never_outlives_its_token,
+                live_tokens_report_their_expiry,
             );
         }
     };

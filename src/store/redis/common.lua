@@ -11,6 +11,8 @@
 --     login that evicted it is undone;
 --   `u<until>|`: a token whose issue was undone, so that the issue, should its script
 --     arrive late, writes nothing.
+-- A third kind outlives the grace: `s<until>|<reason>`, a token the service signed out
+-- (`sign_out.lua`), which validation reports with its reason until `until`.
 -- A user keeps at most `TOMBSTONES_PER_DEVICE` times their device limit of them (the
 -- oldest go first), so fast refreshes cannot grow a hash that every script reads.
 --
@@ -23,7 +25,7 @@ local function expires_of(value)
 end
 
 local function tombstone_until(value)
-  return tonumber(string.match(value, '^[rxu](%d+)|'))
+  return tonumber(string.match(value, '^[rxus](%d+)|'))
 end
 
 local TOMBSTONES_PER_DEVICE = 2

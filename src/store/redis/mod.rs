@@ -34,7 +34,10 @@ use self::{
     scripts::Scripts,
     target::{NodeAuth, Target},
 };
-use super::{IssueOptions, Issued, StoreBuildError, StoreError, TokenInfo, TokenStore, now_millis};
+use super::{
+    IssueOptions, Issued, SignOutReason, StoreBuildError, StoreError, TokenInfo, TokenStatus,
+    TokenStore, notice_millis, now_millis,
+};
 use crate::token::{ParsedToken, Sku, Token, TokenHash};
 
 mod builder;
@@ -389,11 +392,36 @@ impl TokenStore for RedisTokenStore {
                         .await
                 })
                 .await?;
-            Ok(value
-                .as_deref()
-                .and_then(Value::expires_at_ms)
-                .is_some_and(|expires| expires > now_millis()))
+            Ok(value.map_or(TokenStatus::Unknown, |value| {
+                Value::status(&value, now_millis())
+            }))
         }))
+    }
+
+    fn sign_out(
+        &self,
+        sku: &Sku,
+        open_id: &str,
+        reason: &SignOutReason,
+        notice: Duration,
+    ) -> impl Future<Output = Result<usize, StoreError>> + Send {
+        let key = self.inner.user_key(sku.as_str(), open_id);
+        let reason = reason.clone();
+        async move {
+            let now = number(now_millis());
+            let notice = number(notice_millis(notice));
+            scripts::eval(
+                &self.inner.backend,
+                &self.inner.scripts.sign_out,
+                &key,
+                &[
+                    now.as_bytes(),
+                    notice.as_bytes(),
+                    reason.as_str().as_bytes(),
+                ],
+            )
+            .await
+        }
     }
 
     fn revoke_hash(
@@ -546,10 +574,10 @@ fn hashes(fields: Vec<Vec<u8>>) -> Result<Vec<TokenHash>, StoreError> {
 /// It is boxed inside: redis-rs's futures cannot be named on stable Rust. Stores whose
 /// answer is at hand ([`MemoryTokenStore`](super::MemoryTokenStore), a hit in
 /// [`CachedTokenStore`](super::CachedTokenStore)) allocate nothing.
-pub struct RedisValidation(Pin<Box<dyn Future<Output = Result<bool, StoreError>> + Send>>);
+pub struct RedisValidation(Pin<Box<dyn Future<Output = Result<TokenStatus, StoreError>> + Send>>);
 
 impl Future for RedisValidation {
-    type Output = Result<bool, StoreError>;
+    type Output = Result<TokenStatus, StoreError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         self.0.as_mut().poll(cx)

@@ -3,7 +3,7 @@
 //! the retry grace's tombstones, which start with a letter and so never parse as live);
 //! the store reads it.
 
-use crate::store::StoreError;
+use crate::store::{SignOutReason, StoreError, TokenStatus};
 
 /// A stored `<expires at ms>|<issued at ms>|<started at ms>|<device>` value.
 pub(super) struct Value {
@@ -37,6 +37,28 @@ impl Value {
         let end = value.iter().position(|&b| b == b'|')?;
         std::str::from_utf8(&value[..end]).ok()?.parse().ok()
     }
+
+    /// What validation answers about a stored value at `now`: live with its expiry, a
+    /// sign-out notice (`s<until>|<reason>`, see `sign_out.lua`) with its reason, or
+    /// unknown. A live token's value allocates nothing.
+    pub(super) fn status(value: &[u8], now: u64) -> TokenStatus {
+        if let Some(expires_at_ms) = Self::expires_at_ms(value) {
+            return if expires_at_ms > now {
+                TokenStatus::Live { expires_at_ms }
+            } else {
+                TokenStatus::Unknown
+            };
+        }
+        let notice = value
+            .strip_prefix(b"s")
+            .and_then(|rest| Some((Self::expires_at_ms(rest)?, rest)))
+            .filter(|(until, _)| *until > now)
+            .and_then(|(_, rest)| {
+                let reason = &rest[rest.iter().position(|&b| b == b'|')? + 1..];
+                SignOutReason::new(std::str::from_utf8(reason).ok()?)
+            });
+        notice.map_or(TokenStatus::Unknown, TokenStatus::SignedOut)
+    }
 }
 
 #[cfg(test)]
@@ -69,5 +91,23 @@ mod tests {
         // The retry grace's tombstones are never live.
         assert_eq!(Value::expires_at_ms(b"r20|00ff"), None);
         assert_eq!(Value::expires_at_ms(b"x20|00ff|20|17|12|d"), None);
+    }
+
+    #[test]
+    fn statuses_read_expiry_and_notices() {
+        let live = TokenStatus::Live { expires_at_ms: 20 };
+        assert_eq!(Value::status(b"20|17|12|d", 19), live);
+        assert_eq!(Value::status(b"20|17|12|d", 20), TokenStatus::Unknown);
+        let reason = SignOutReason::new("banned").unwrap();
+        assert_eq!(
+            Value::status(b"s20|banned", 19),
+            TokenStatus::SignedOut(reason)
+        );
+        assert_eq!(Value::status(b"s20|banned", 20), TokenStatus::Unknown);
+        // A notice whose reason is not one, and the grace's tombstones, say nothing.
+        assert_eq!(Value::status(b"s20|Not OK", 19), TokenStatus::Unknown);
+        assert_eq!(Value::status(b"s20", 19), TokenStatus::Unknown);
+        assert_eq!(Value::status(b"r20|00ff", 19), TokenStatus::Unknown);
+        assert_eq!(Value::status(b"u20|", 19), TokenStatus::Unknown);
     }
 }

@@ -11,6 +11,10 @@ local old = redis.call('HGET', key, ARGV[1])
 if not old then
   return false
 end
+if string.sub(old, 1, 1) == 's' then
+  -- Signed out by the service: the notice stays, for the requests that follow.
+  return false
+end
 local gone = {}
 if string.sub(old, 1, 1) == 'r' then
   -- Rotated out moments ago, and presented again: its successor never reached the

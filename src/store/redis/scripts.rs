@@ -17,6 +17,7 @@ pub(super) struct Scripts {
     pub(super) revoke_all: Script,
     pub(super) list: Script,
     pub(super) undo: Script,
+    pub(super) sign_out: Script,
 }
 
 impl Scripts {
@@ -30,6 +31,7 @@ impl Scripts {
             revoke_all: with_common(include_str!("revoke_all.lua")),
             list: with_common(include_str!("list.lua")),
             undo: with_common(include_str!("undo.lua")),
+            sign_out: with_common(include_str!("sign_out.lua")),
         }
     }
 }
