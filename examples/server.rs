@@ -25,11 +25,13 @@
 //! | `MPAUTHX_VALIDATION_CACHE_MS` | `0`: off | keep token checks this long, at most 60000 (see below) |
 //! | `MPAUTHX_HEADER_TIMEOUT_MS` | `10000` | close a connection whose request headers take longer, 1 to 600000 |
 //! | `MPAUTHX_REQUEST_TIMEOUT_MS` | `30000` | answer 503 to a request that runs longer, 1 to 600000 |
+//! | `MPAUTHX_METRICS` | `prometheus` | `GET /metrics` in Prometheus's text format; `off`: no recorder, and 404 |
 //!
 //! Routes: `POST /auth/authorize`, `/auth/refresh`, `/auth/logout`, `/auth/logout_all`,
 //! `POST /auth/phone`, `GET /auth/devices`, `DELETE /auth/devices/{id}` and `GET /me`
 //! (all behind `MpAuthLayer`; `/me` answers the
-//! stored user as JSON, phone included), `GET /healthz`, and with the simulator
+//! stored user as JSON, phone included), `GET /healthz`, `GET /metrics` (Prometheus
+//! text), `GET /openapi.json`, and with the simulator
 //! `POST /sim/login` (a login code), `POST /sim/phone` (a phone code) and WeChat's own
 //! endpoints under `/sim`: `GET /sim/sns/jscode2session`, `POST /sim/cgi-bin/stable_token`,
 //! `GET /sim/cgi-bin/token` and `POST /sim/wxa/business/getuserphonenumber`. `GET /ping` and
@@ -67,6 +69,7 @@ use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     path::PathBuf,
     process::ExitCode,
+    sync::OnceLock,
     time::{Duration, Instant},
 };
 
@@ -83,6 +86,7 @@ use hyper_util::{
     server::{conn::auto, graceful::GracefulShutdown},
     service::TowerToHyperService,
 };
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use mpauthx::{
     AccessTokenManager, AppSecret, AuthedUser, CachedTokenStore, LoginThrottle, MemoryRateLimiter,
     MemoryTokenStore, MpAuth, MpAuthConfig, MySqlUserStore, PostgresUserStore, RateLimit,
@@ -576,6 +580,46 @@ fn init_logging() {
         .init();
 }
 
+/// The Prometheus recorder's handle, which `GET /metrics` renders.
+static METRICS: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// The buckets of WeChat's call latency, in seconds.
+const WECHAT_LATENCY_BUCKETS: [f64; 11] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Installs the Prometheus recorder for the crate's metrics, and the task that keeps
+/// its histograms trimmed; with `MPAUTHX_METRICS=off`, none (the load benchmark
+/// measures the hot path without one).
+fn init_metrics() -> Result<(), BadSetting> {
+    match env::var("MPAUTHX_METRICS").as_deref() {
+        Ok("off") => return Ok(()),
+        Ok("" | "prometheus") | Err(_) => {}
+        Ok(other) => {
+            return Err(BadSetting::new(
+                "MPAUTHX_METRICS",
+                format!("MPAUTHX_METRICS={other:?} is neither prometheus nor off"),
+            ));
+        }
+    }
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Full("mpauthx_wechat_request_duration_seconds".into()),
+            &WECHAT_LATENCY_BUCKETS,
+        )
+        .and_then(PrometheusBuilder::install_recorder)
+        .map_err(|e| BadSetting::new("metrics", format!("cannot record metrics: {e}")))?;
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            upkeep.run_upkeep();
+        }
+    });
+    let _ = METRICS.set(handle);
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     init_logging();
@@ -587,7 +631,7 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = match settings() {
+    let result = match init_metrics().and_then(|()| settings()) {
         Ok(settings) => run(settings, shutdown).await,
         Err(bad) => Err(bad),
     };
@@ -820,6 +864,7 @@ async fn serve_users<T: TokenStore, U: UserStore>(
         )
         .route("/ping", get(ping))
         .route("/openapi.json", get(openapi))
+        .route("/metrics", get(metrics))
         .route("/healthz", get(healthz::<T, U>))
         .route("/auth/authorize", post(auth.authorize_handler()))
         .route("/auth/refresh", post(auth.refresh_handler()))
@@ -1031,6 +1076,28 @@ async fn openapi() -> Response {
     (
         [(axum::http::header::CONTENT_TYPE, "application/json")],
         include_str!("openapi.json"),
+    )
+        .into_response()
+}
+
+/// `GET /metrics`: the crate's metrics in Prometheus's text format. Served beside the
+/// API for the walk-through; in production put it where only the scraper reaches it.
+async fn metrics() -> Response {
+    let Some(handle) = METRICS.get() else {
+        return (
+            StatusCode::NOT_FOUND,
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            r#"{"error":"not_found","error_description":"metrics are off (MPAUTHX_METRICS=off)","code":6010}"#,
+        )
+            .into_response();
+    };
+    let text = handle.render();
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
     )
         .into_response()
 }

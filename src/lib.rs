@@ -5,6 +5,7 @@
 #[cfg(feature = "wechat")]
 mod access_token;
 mod bearer;
+mod instruments;
 mod layer;
 #[cfg(feature = "wechat")]
 mod login;

@@ -615,7 +615,7 @@ fn walk_on_embedded_defaults() {
             operations += 1;
         }
     }
-    assert_eq!(operations, 12, "every documented operation was tried");
+    assert_eq!(operations, 13, "every documented operation was tried");
 
     server.signal("-TERM");
     let (status, log) = server.wait(PATIENCE);
@@ -626,6 +626,173 @@ fn walk_on_embedded_defaults() {
         "queries are not logged:\n{log}"
     );
     assert_clean_log(&log, &handed, &[]);
+}
+
+/// The routes the example server mounts, read off its source: `(method, path)` of each
+/// `.route("<path>", <method>(…))`, the simulator's `/sim` routes left out (they stand in
+/// for WeChat and are not the crate's contract). Fails on a `.route(` it cannot read, so
+/// that a route written another way is never silently missed.
+fn mounted_routes() -> Vec<(String, String)> {
+    let source = include_str!("../examples/server.rs");
+    let mut routes = Vec::new();
+    for (at, _) in source.match_indices(".route(") {
+        let call = &source[at + ".route(".len()..];
+        let call = call.trim_start();
+        let path = call
+            .strip_prefix('"')
+            .and_then(|rest| rest.split('"').next())
+            .unwrap_or_else(|| panic!("a route whose path is not a literal: {}", &call[..40]));
+        let after = call[path.len() + 2..].trim_start();
+        let after = after
+            .strip_prefix(',')
+            .expect("a path, then a handler")
+            .trim_start();
+        let method = after.split('(').next().unwrap().trim();
+        assert!(
+            ["get", "post", "delete", "put", "patch"].contains(&method),
+            "route {path}: a method router this test cannot read: {method:?}"
+        );
+        if !path.starts_with("/sim/") {
+            routes.push((method.to_owned(), path.to_owned()));
+        }
+    }
+    routes.sort();
+    routes
+}
+
+#[test]
+fn the_openapi_document_lists_exactly_the_mounted_routes() {
+    let document: Value = serde_json::from_str(include_str!("../examples/openapi.json")).unwrap();
+    let mut documented: Vec<(String, String)> = document["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .flat_map(|(path, item)| {
+            item.as_object()
+                .unwrap()
+                .keys()
+                .map(move |method| (method.clone(), path.clone()))
+        })
+        .collect();
+    documented.sort();
+    let mounted = mounted_routes();
+    assert!(mounted.len() >= 13, "{mounted:?}");
+    assert_eq!(
+        mounted, documented,
+        "mounted (left) against documented (right)"
+    );
+}
+
+/// One value of a Prometheus text exposition: the sample `name` with exactly these
+/// labels (in any order), 0 if absent.
+fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let mut wanted: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+    wanted.sort();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let (series_name, mut have) = match series.split_once('{') {
+            Some((n, rest)) => (
+                n,
+                rest.trim_end_matches('}')
+                    .split(',')
+                    .filter(|l| !l.is_empty())
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>(),
+            ),
+            None => (series, Vec::new()),
+        };
+        have.sort();
+        if series_name == name && have == wanted {
+            return value.parse().unwrap();
+        }
+    }
+    0.0
+}
+
+#[test]
+fn metrics_count_a_flow_by_the_right_amounts() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, http) = Server::start(&[("MPAUTHX_LISTEN", "127.0.0.1:0")], dir.path());
+    let scrape = || {
+        let answer = http.get("/metrics", None);
+        assert_eq!(answer.status, 200);
+        assert!(
+            answer
+                .header("content-type")
+                .unwrap()
+                .starts_with("text/plain")
+        );
+        answer.body
+    };
+    let before = scrape();
+
+    // Two logins, one refused code, a refresh, requests with a good, a refused, a
+    // malformed and no token, a logout, a logout everywhere.
+    let mut handed = Handed::default();
+    let first = log_in(&http, &http, "metered", "phone", &mut handed);
+    let second = log_in(&http, &http, "metered", "tablet", &mut handed);
+    http.post(
+        "/auth/authorize",
+        None,
+        Some(&json!({ "code": "never-minted" })),
+    )
+    .refused(401, "invalid_code");
+    let refreshed = http.post("/auth/refresh", Some(&first), None);
+    assert_eq!(refreshed.status, 200, "{}", refreshed.body);
+    let first = refreshed.json()["token"].as_str().unwrap().to_owned();
+    assert_eq!(http.get("/me", Some(&first)).status, 200);
+    assert_eq!(http.get("/me/ping", Some(&second)).status, 200);
+    http.get(
+        "/me",
+        Some("demo.o-nobody.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"),
+    )
+    .refused(401, "invalid_token");
+    http.get("/me", None).refused(401, "missing_token");
+    assert_eq!(http.post("/auth/logout", Some(&second), None).status, 204);
+    assert_eq!(
+        http.post("/auth/logout_all", Some(&first), None).status,
+        204
+    );
+
+    let after = scrape();
+    let moved = |name: &str, labels: &[(&str, &str)]| {
+        sample(&after, name, labels) - sample(&before, name, labels)
+    };
+    let validations = "mpauthx_validations_total";
+    assert_eq!(
+        moved("mpauthx_logins_total", &[("outcome", "ok")]),
+        2.0,
+        "{after}"
+    );
+    assert_eq!(
+        moved("mpauthx_logins_total", &[("outcome", "invalid_code")]),
+        1.0
+    );
+    assert_eq!(moved("mpauthx_refreshes_total", &[("outcome", "ok")]), 1.0);
+    assert_eq!(moved(validations, &[("outcome", "ok")]), 2.0, "{after}");
+    assert_eq!(moved(validations, &[("outcome", "invalid")]), 1.0);
+    assert_eq!(moved(validations, &[("outcome", "missing")]), 1.0);
+    assert_eq!(moved("mpauthx_logouts_total", &[("scope", "token")]), 1.0);
+    assert_eq!(moved("mpauthx_logouts_total", &[("scope", "all")]), 1.0);
+    // Every login asked WeChat (the simulator) once: three jscode2session calls.
+    let wechat = "mpauthx_wechat_request_duration_seconds_count";
+    let ok = [("endpoint", "jscode2session"), ("outcome", "ok")];
+    let refused = [("endpoint", "jscode2session"), ("outcome", "invalid_code")];
+    assert_eq!(moved(wechat, &ok), 2.0, "{after}");
+    assert_eq!(moved(wechat, &refused), 1.0);
+    assert!(after.contains("mpauthx_wechat_request_duration_seconds_bucket{"));
+
+    // No label holds an openid, a token or a code.
+    for secret in handed.0.iter().chain([&first]) {
+        assert!(!after.contains(secret.as_str()), "{secret} in the metrics");
+    }
+    assert!(
+        !after.contains("metered"),
+        "an openid in the metrics:\n{after}"
+    );
+    drop(server);
 }
 
 /// A WeChat simulator served by the test, standing in for api.weixin.qq.com.

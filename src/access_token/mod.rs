@@ -31,6 +31,7 @@ pub use self::{
     memory::MemoryAccessTokenCache,
 };
 use crate::{
+    instruments,
     store::{StoreError, now_millis},
     wechat::{AccessToken, FetchedAccessToken, WeChatClient, WeChatError},
 };
@@ -422,7 +423,7 @@ impl AccessTokenManager {
         }
         let client = &self.inner.client;
         let mut started = now_millis();
-        let mut fetched = client.stable_token(false).await?;
+        let mut fetched = counted(false, client.stable_token(false).await)?;
         if Some(&fetched.token) == stale {
             let allowed = self
                 .inner
@@ -444,7 +445,7 @@ impl AccessTokenManager {
                 "WeChat handed back the access_token it refused: forcing a refresh"
             );
             started = now_millis();
-            fetched = client.stable_token(true).await?;
+            fetched = counted(true, client.stable_token(true).await)?;
         }
         let record = self.record(fetched, started);
         self.inner.cache.save(app_id, &record).await?;
@@ -515,6 +516,15 @@ fn lock_owner() -> String {
         bytes = (nanos ^ u128::from(std::process::id())).to_le_bytes();
     }
     hex::encode(bytes)
+}
+
+/// Counts a fetch from WeChat, forced or not, by its outcome.
+fn counted<T>(force: bool, fetched: Result<T, WeChatError>) -> Result<T, WeChatError> {
+    let outcome = fetched
+        .as_ref()
+        .map_or_else(WeChatError::oauth_error, |_| "ok");
+    instruments::access_token_refresh(force, outcome);
+    fetched
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ use tower_service::Service;
 
 use super::ResponseBody;
 use crate::{
+    instruments::{self, Validation},
     response::{AuthRejection, RejectionKind, Responder},
     store::{StoreError, TokenStatus},
     user::AuthedUser,
@@ -115,6 +116,7 @@ where
                     } = pending.take().expect("polled after completion");
                     let rejection = match verdict {
                         Ok(TokenStatus::Live { .. }) => {
+                            instruments::validation(Validation::Ok);
                             request.extensions_mut().insert(user);
                             let future = inner.call(request);
                             state.set(State::Calling { future });
@@ -122,14 +124,17 @@ where
                         }
                         Ok(TokenStatus::SignedOut(reason)) => {
                             tracing::debug!(rejection = "signed_out", %reason, "request rejected");
+                            instruments::validation(Validation::SignedOut);
                             responder.signed_out(reason)
                         }
                         Ok(_) => {
                             tracing::debug!(rejection = "invalid_token", "request rejected");
+                            instruments::validation(Validation::Invalid);
                             responder.reject(RejectionKind::InvalidToken)
                         }
                         Err(error) => {
                             tracing::warn!(%error, "token store unavailable; answering 503");
+                            instruments::validation(Validation::Unavailable);
                             responder.reject(RejectionKind::StoreUnavailable)
                         }
                     };

@@ -13,6 +13,7 @@ use tower_service::Service;
 pub use self::{body::ResponseBody, future::ResponseFuture};
 use crate::{
     bearer::Credentials,
+    instruments::{self, Validation},
     response::{RejectionKind, Responder},
     store::TokenStore,
     token::{ParsedToken, Sku},
@@ -177,6 +178,7 @@ where
                 .ok()
                 .filter(|token| policy.sku == *token.sku()),
             Credentials::Absent if policy.optional => {
+                instruments::validation(Validation::Missing);
                 let anonymous = Anonymous(Arc::clone(&policy.responder));
                 request.extensions_mut().insert(anonymous);
                 return ResponseFuture::call(self.inner.call(request));
@@ -215,6 +217,11 @@ impl<S, T> MpAuthService<S, T> {
         S: Service<Request<ReqBody>>,
     {
         tracing::debug!(rejection = kind.oauth_error(), "request rejected");
+        instruments::validation(match kind {
+            RejectionKind::MissingCredentials => Validation::Missing,
+            RejectionKind::InvalidRequest => Validation::Malformed,
+            _ => Validation::Invalid,
+        });
         let rejection = self.policy.responder.reject(kind);
         ResponseFuture::reject(rejection.for_request(request.headers()))
     }

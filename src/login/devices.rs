@@ -41,9 +41,11 @@ impl<T: TokenStore, U: UserStore> MpAuth<T, U> {
         let Some(hash) = TokenHash::from_id(id) else {
             return Ok(false);
         };
-        Ok(self
+        let revoked = self
             .tokens()
             .revoke_hash(user.sku(), user.open_id(), &hash)
-            .await?)
+            .await?;
+        crate::instruments::logout("device", usize::from(revoked));
+        Ok(revoked)
     }
 }

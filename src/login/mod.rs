@@ -16,6 +16,7 @@ pub use self::{
 use self::{dedup::InFlight, phone::LoginPhone};
 use crate::{
     access_token::AccessTokenManager,
+    instruments::{self, Flow},
     layer::MpAuthLayer,
     response::Responder,
     store::{DEFAULT_SIGN_OUT_NOTICE, IssueOptions, SignOutReason, TokenStatus, TokenStore},
@@ -326,7 +327,7 @@ impl<T: TokenStore, U: UserStore> MpAuth<T, U> {
                 _ => self.login(client, request).await,
             }
         };
-        spans::traced(spans::login(), login).await
+        spans::traced(Flow::Login, spans::login(), login).await
     }
 
     async fn login(
@@ -366,7 +367,11 @@ impl<T: TokenStore, U: UserStore> MpAuth<T, U> {
 
         if let (Some(throttle), Some(client)) = (&self.inner.throttle, client) {
             let sku = self.inner.config.sku().as_str();
-            admit(throttle.check_client(sku, client).await?)?;
+            admit(
+                throttle.check_client(sku, client).await?,
+                Flow::Login,
+                "client",
+            )?;
         }
         let asked = std::time::Instant::now();
         let session = self.inner.config.wechat().code2session(code).await;
@@ -398,6 +403,8 @@ impl<T: TokenStore, U: UserStore> MpAuth<T, U> {
                 throttle
                     .check_user(self.inner.config.sku().as_str(), &identity)
                     .await?,
+                Flow::Login,
+                "user",
             )?;
         }
         let profile = decrypted.as_ref().map(DecryptedProfile::to_stored);
@@ -457,7 +464,7 @@ impl<T: TokenStore, U: UserStore> MpAuth<T, U> {
     /// retries and stays logged in. Past the session's maximum age
     /// ([`MpAuthConfig::with_max_session_age`]) a refresh is refused.
     pub async fn refresh(&self, token: &str) -> Result<Authorized, Error> {
-        spans::traced(spans::refresh(), async {
+        spans::traced(Flow::Refresh, spans::refresh(), async {
             let token = self.parse(token)?;
             spans::record("user", token.open_id());
             let successor = Token::successor_of(&token).map_err(Error::Token)?;
@@ -484,6 +491,7 @@ impl<T: TokenStore, U: UserStore> MpAuth<T, U> {
     pub async fn logout(&self, token: &str) -> Result<(), Error> {
         let token = self.parse(token)?;
         if self.inner.tokens.revoke(&token).await? {
+            instruments::logout("token", 1);
             Ok(())
         } else {
             Err(Error::InvalidToken)
@@ -493,11 +501,13 @@ impl<T: TokenStore, U: UserStore> MpAuth<T, U> {
     /// Revokes every token of a user (logout on every device). Returns how many were
     /// live.
     pub async fn logout_all(&self, open_id: &str) -> Result<usize, Error> {
-        Ok(self
+        let revoked = self
             .inner
             .tokens
             .revoke_all(self.inner.config.sku(), open_id)
-            .await?)
+            .await?;
+        instruments::logout("all", revoked);
+        Ok(revoked)
     }
 
     /// Signs a user out on every device for `reason`, as trusted code decides (a changed
@@ -521,6 +531,7 @@ impl<T: TokenStore, U: UserStore> MpAuth<T, U> {
             .sign_out(sku, open_id, reason, DEFAULT_SIGN_OUT_NOTICE)
             .await?;
         tracing::info!(user = %open_id, %reason, tokens = signed_out, "user signed out by the service");
+        instruments::logout("service", signed_out);
         Ok(signed_out)
     }
 
@@ -664,10 +675,11 @@ impl<T: TokenStore> Drop for Pending<T> {
 }
 
 /// Turns a throttle's refusal into [`Error::Throttled`].
-pub(super) fn admit(decision: Decision) -> Result<(), Error> {
+pub(super) fn admit(decision: Decision, flow: Flow, limit: &'static str) -> Result<(), Error> {
     match decision {
         Decision::Allowed => Ok(()),
         Decision::Limited { retry_after } => {
+            instruments::throttled(flow, limit);
             tracing::info!(
                 retry_after_ms = retry_after.as_millis() as u64,
                 "login throttled"

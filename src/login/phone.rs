@@ -5,6 +5,7 @@ use std::time::SystemTime;
 
 use super::{AuthorizeRequest, Error, Identity, MAX_CODE_LEN, MpAuth};
 use crate::{
+    instruments::Flow,
     phone::PhoneNumber,
     store::TokenStore,
     user::AuthedUser,
@@ -63,7 +64,12 @@ impl<T: TokenStore, U: UserStore> MpAuth<T, U> {
         user: &AuthedUser,
         code: PhoneCode,
     ) -> Result<PhoneNumber, Error> {
-        super::spans::traced(super::spans::phone_bind(), self.bind(user, code)).await
+        super::spans::traced(
+            Flow::PhoneBind,
+            super::spans::phone_bind(),
+            self.bind(user, code),
+        )
+        .await
     }
 
     async fn bind(&self, user: &AuthedUser, code: PhoneCode) -> Result<PhoneNumber, Error> {
@@ -94,6 +100,8 @@ impl<T: TokenStore, U: UserStore> MpAuth<T, U> {
                 throttle
                     .check_user(self.config().sku().as_str(), user.open_id())
                     .await?,
+                Flow::PhoneBind,
+                "user",
             )?;
         }
         let phone = self.exchange_phone(&code, open_id).await?;

@@ -13,6 +13,7 @@ use std::{future::Future, time::Instant};
 use tracing::{Instrument as _, Span, field::Empty};
 
 use super::Error;
+use crate::instruments::{self, Flow};
 
 pub(super) fn login() -> Span {
     tracing::info_span!(
@@ -37,16 +38,19 @@ pub(super) fn phone_bind() -> Span {
     )
 }
 
-/// Runs `flow` in `span` and records its outcome there.
+/// Runs `flow` in `span` and records its outcome there and in the flow's counter.
 pub(super) async fn traced<T>(
+    which: Flow,
     span: Span,
     flow: impl Future<Output = Result<T, Error>>,
 ) -> Result<T, Error> {
     let result = flow.instrument(span.clone()).await;
-    match &result {
-        Ok(_) => span.record("outcome", "ok"),
-        Err(error) => span.record("outcome", error.oauth_error()),
+    let outcome = match &result {
+        Ok(_) => "ok",
+        Err(error) => error.oauth_error(),
     };
+    span.record("outcome", outcome);
+    instruments::flow(which, outcome);
     result
 }
 

@@ -23,7 +23,10 @@ use quick_cache::{
 use super::{
     IssueOptions, Issued, SignOutReason, StoreError, TokenInfo, TokenStatus, TokenStore, now_millis,
 };
-use crate::token::{ParsedToken, Sku, Token, TokenHash};
+use crate::{
+    instruments::{self, Invalidation},
+    token::{ParsedToken, Sku, Token, TokenHash},
+};
 
 /// How long [`CachedTokenStore`] keeps an answer unless told otherwise: one second.
 const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(1);
@@ -260,6 +263,7 @@ impl<S> CachedTokenStore<S> {
 
     /// Forgets every cached answer, e.g. after revoking tokens behind the wrapper's back.
     pub fn clear(&self) {
+        instruments::cache_invalidation(Invalidation::Flush);
         self.shared.epoch.fetch_add(1, Ordering::SeqCst);
         if let Some(valid) = &self.shared.valid {
             valid.clear();
@@ -378,6 +382,7 @@ impl Shared {
 
     /// After a change to these tokens through the wrapper.
     fn changed(&self, hashes: &[TokenHash], more: &[TokenHash]) {
+        instruments::cache_invalidation(Invalidation::Local);
         self.epoch.fetch_add(1, Ordering::SeqCst);
         for hash in hashes.iter().chain(more) {
             self.forget(hash);
@@ -403,6 +408,7 @@ impl Shared {
 
     /// After `revoke_all` of a user through the wrapper: one scan of the live table.
     fn changed_user(&self, sku: &str, open_id: &str) {
+        instruments::cache_invalidation(Invalidation::Local);
         self.epoch.fetch_add(1, Ordering::SeqCst);
         if let Some(valid) = &self.valid {
             let user = self.user(sku, open_id);
@@ -484,20 +490,26 @@ impl<S: TokenStore> TokenStore for CachedTokenStore<S> {
         let hash = token.hash();
         let now = Instant::now();
         let state = match self.shared.cached(&hash, now) {
-            Some(status) => Validation::Cached {
-                status: Some(status),
-            },
-            None => Validation::Asking {
-                lookup: Lookup {
-                    hash,
-                    started: now,
-                    // Read before the store is asked: see `Shared::remember`.
-                    epoch: self.shared.epoch.load(Ordering::SeqCst),
-                    user: self.shared.user(token.sku(), token.open_id()),
-                },
-                shared: Arc::clone(&self.shared),
-                check: self.inner.validate(token),
-            },
+            Some(status) => {
+                instruments::cache_hit(status.is_live());
+                Validation::Cached {
+                    status: Some(status),
+                }
+            }
+            None => {
+                instruments::cache_miss();
+                Validation::Asking {
+                    lookup: Lookup {
+                        hash,
+                        started: now,
+                        // Read before the store is asked: see `Shared::remember`.
+                        epoch: self.shared.epoch.load(Ordering::SeqCst),
+                        user: self.shared.user(token.sku(), token.open_id()),
+                    },
+                    shared: Arc::clone(&self.shared),
+                    check: self.inner.validate(token),
+                }
+            }
         };
         CachedValidation { state }
     }

@@ -19,7 +19,7 @@ use super::{
     error::WeChatError,
     secret::{AccessToken, AppSecret, PhoneCode, SessionKey},
 };
-use crate::phone::PhoneNumber;
+use crate::{instruments, phone::PhoneNumber};
 
 /// WeChat's production API host.
 pub(crate) const DEFAULT_BASE_URL: &str = "https://api.weixin.qq.com";
@@ -457,14 +457,20 @@ impl WeChatClient {
         call: impl FnOnce() -> Result<T, WeChatError>,
     ) -> Result<T, WeChatError> {
         // Checked on the thread that makes the request, as a thread-local logger would be.
+        let started = Instant::now();
         let result = if ureq_would_log_secrets() {
             Err(WeChatError::SecretsWouldBeLogged)
         } else {
             call()
         };
-        if let Err(err) = &result {
-            self.log_failure(endpoint, err);
-        }
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(err) => {
+                self.log_failure(endpoint, err);
+                err.oauth_error()
+            }
+        };
+        instruments::wechat_call(endpoint.name(), outcome, started.elapsed());
         result
     }
 
