@@ -12,6 +12,7 @@ mod access_token;
 mod devices;
 mod handlers;
 mod login;
+mod metrics;
 mod phone;
 mod races;
 mod retry;
