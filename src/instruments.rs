@@ -132,6 +132,9 @@ pub(crate) fn cache_miss() {
 pub(crate) enum Invalidation {
     /// A change made through the cache.
     Local,
+    /// Redis said the user's tokens changed.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    Pushed,
     /// Everything was dropped.
     Flush,
 }
@@ -141,6 +144,7 @@ pub(crate) fn cache_invalidation(cause: Invalidation) {
     const NAME: &str = "mpauthx_validation_cache_invalidations_total";
     match cause {
         Invalidation::Local => counter!(NAME, "cause" => "local").increment(1),
+        Invalidation::Pushed => counter!(NAME, "cause" => "pushed").increment(1),
         Invalidation::Flush => counter!(NAME, "cause" => "flush").increment(1),
     }
 }

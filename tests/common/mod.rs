@@ -96,6 +96,9 @@ impl RedisServer {
             .env("OWNER", std::process::id().to_string())
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .args(["--daemonize", "no", "--loglevel", "warning"])
+            // `DEBUG SLEEP`, for the tests that stall Redis (Redis 7 refuses DEBUG by
+            // default).
+            .args(["--enable-debug-command", "local"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -177,6 +177,48 @@ impl Cluster {
         Ok(pooled)
     }
 
+    /// The primaries `CLUSTER NODES` lists (as `host:port`), whether they serve slots
+    /// yet or not, failed ones left out: those the validation cache tracks. Asks the
+    /// known primaries in turn until one answers.
+    pub(super) async fn primaries(&self) -> Result<Vec<Arc<str>>, StoreError> {
+        let command_timeout = self.settings.command_timeout;
+        let mut candidates: Vec<Arc<str>> = Vec::new();
+        for (_, _, node) in self
+            .slots
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+        {
+            if !candidates.contains(node) {
+                candidates.push(Arc::clone(node));
+            }
+        }
+        let mut last_error = StoreError::Protocol("no cluster node is known");
+        for node in candidates {
+            let deadline = Instant::now() + command_timeout;
+            let reply = self
+                .pool(&node)?
+                .run(deadline, |mut c| async move {
+                    redis::cmd("CLUSTER")
+                        .arg("NODES")
+                        .query_async::<String>(&mut c)
+                        .await
+                })
+                .await;
+            match reply {
+                Ok(Ok(text)) => return Ok(parse_primaries(&text, &node)),
+                Ok(Err(e)) => last_error = store_error(e, command_timeout),
+                Err(e) => last_error = e,
+            }
+        }
+        Err(last_error)
+    }
+
+    /// A client of the node at `host:port`, with the cluster's credentials and TLS.
+    pub(super) fn node_client(&self, node: &str) -> Result<redis::Client, StoreError> {
+        self.client(node)
+    }
+
     /// A private connection to `node`, for one `ASK` redirection.
     fn client(&self, node: &str) -> Result<redis::Client, StoreError> {
         redis::Client::open(self.node_info(node)?)
@@ -352,6 +394,41 @@ impl Cluster {
     }
 }
 
+/// The primaries in a `CLUSTER NODES` reply: `<id> <ip:port@cport[,hostname]> <flags>
+/// …` per line, `master` among the flags and none of `fail`, `handshake`, `noaddr`. An
+/// empty ip means the node that answered.
+fn parse_primaries(text: &str, answered: &str) -> Vec<Arc<str>> {
+    let answered_host = answered.rsplit_once(':').map_or(answered, |(host, _)| host);
+    let mut primaries = Vec::new();
+    for line in text.lines() {
+        let mut fields = line.split_ascii_whitespace();
+        let (Some(_id), Some(addr), Some(flags)) = (fields.next(), fields.next(), fields.next())
+        else {
+            continue;
+        };
+        let flags: Vec<&str> = flags.split(',').collect();
+        if !flags.contains(&"master")
+            || flags
+                .iter()
+                .any(|f| matches!(*f, "fail" | "handshake" | "noaddr"))
+        {
+            continue;
+        }
+        let addr = addr.split(['@', ',']).next().unwrap_or_default();
+        let node = match addr.strip_prefix(':') {
+            Some(port) => format!("{answered_host}:{port}"),
+            None => addr.to_owned(),
+        };
+        if node
+            .rsplit_once(':')
+            .is_some_and(|(_, port)| port.parse::<u16>().is_ok())
+        {
+            primaries.push(Arc::from(node));
+        }
+    }
+    primaries
+}
+
 /// `CLUSTER SLOTS`: `[[start, end, [host, port, id, …], replicas…], …]`, as sorted
 /// ranges of primaries. An empty host means the node that answered.
 fn parse_slots(reply: &Value, answered: &str) -> Option<SlotMap> {
@@ -428,6 +505,24 @@ fn is_topology_error(e: &RedisError) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn primaries_are_the_live_masters() {
+        let text = "\
+07c3 127.0.0.1:7000@17000 myself,master - 0 0 1 connected 0-5460
+67ed 127.0.0.1:7001@17001,node-b master - 0 1 2 connected 5461-10922
+2923 127.0.0.1:7002@17002 master,fail - 0 1 3 disconnected
+9f1e :7003@17003 master - 0 1 4 connected
+e7d1 127.0.0.1:7004@17004 slave 07c3 0 1 1 connected
+";
+        let primaries = parse_primaries(text, "127.0.0.1:7000");
+        let primaries: Vec<&str> = primaries.iter().map(|p| &**p).collect();
+        assert_eq!(
+            primaries,
+            ["127.0.0.1:7000", "127.0.0.1:7001", "127.0.0.1:7003"],
+            "failed nodes and replicas left out, an empty ip is the answering node's"
+        );
+    }
 
     #[test]
     fn slots_follow_hash_tags() {

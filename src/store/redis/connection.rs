@@ -110,7 +110,7 @@ impl Connection {
 
 /// Opens connections with bounded connect and response times.
 pub(super) struct Manager {
-    source: Source,
+    source: Arc<Source>,
     config: AsyncConnectionConfig,
 }
 
@@ -122,6 +122,18 @@ pub(super) enum Source {
     Sentinel(tokio::sync::Mutex<SentinelClient>),
 }
 
+impl Source {
+    /// The client of the server to connect to now: behind Sentinel, the primary the
+    /// Sentinels name (which checks that it says so with ROLE: during a failover it may
+    /// be down, or not yet promoted).
+    pub(super) async fn client(&self) -> Result<Client, RedisError> {
+        match self {
+            Self::Client(client) => Ok(client.clone()),
+            Self::Sentinel(sentinel) => sentinel.lock().await.async_get_client().await,
+        }
+    }
+}
+
 impl std::fmt::Debug for Manager {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // The connection info may hold a password.
@@ -130,7 +142,7 @@ impl std::fmt::Debug for Manager {
 }
 
 impl Manager {
-    pub(super) fn new(source: Source, config: AsyncConnectionConfig) -> Self {
+    pub(super) fn new(source: Arc<Source>, config: AsyncConnectionConfig) -> Self {
         Self { source, config }
     }
 }
@@ -140,21 +152,12 @@ impl bb8::ManageConnection for Manager {
     type Error = RedisError;
 
     async fn connect(&self) -> Result<Connection, RedisError> {
-        let redis = match &self.source {
-            Source::Client(client) => {
-                client
-                    .get_multiplexed_async_connection_with_config(&self.config)
-                    .await?
-            }
-            Source::Sentinel(sentinel) => {
-                // Asks the Sentinels, then checks that the server they name is a primary
-                // (ROLE): during a failover it may be down, or not yet promoted.
-                let client = sentinel.lock().await.async_get_client().await?;
-                client
-                    .get_multiplexed_async_connection_with_config(&self.config)
-                    .await?
-            }
-        };
+        let redis = self
+            .source
+            .client()
+            .await?
+            .get_multiplexed_async_connection_with_config(&self.config)
+            .await?;
         Ok(Connection {
             redis,
             broken: Arc::default(),

@@ -27,6 +27,7 @@ use std::{
 use redis::Script;
 
 pub use self::builder::RedisTokenStoreBuilder;
+pub(crate) use self::tracking::{Invalidate, Tracker};
 use self::{
     builder::Opened,
     cluster::Backend,
@@ -47,6 +48,7 @@ mod pool;
 mod record;
 mod scripts;
 mod target;
+mod tracking;
 
 /// Keeps tokens in Redis, shared by every instance of the application: one standalone
 /// Redis ([`builder`](Self::builder)), a Redis Cluster

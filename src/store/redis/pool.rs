@@ -7,7 +7,7 @@
 
 use std::{
     future::Future,
-    sync::{Mutex, PoisonError},
+    sync::{Arc, Mutex, PoisonError},
     time::Duration,
 };
 
@@ -37,6 +37,7 @@ impl PoolSettings {
             .set_connection_timeout(Some(self.connect_timeout))
             .set_response_timeout(Some(self.command_timeout));
         let failures = ConnectFailures::default();
+        let source = Arc::new(source);
         let pool = bb8::Pool::builder()
             .max_size(self.pool_size)
             .min_idle(Some(1))
@@ -46,8 +47,9 @@ impl PoolSettings {
             // Fail fast while Redis is down rather than retrying up to the timeout.
             .retry_connection(false)
             .error_sink(Box::new(failures.clone()))
-            .build_unchecked(Manager::new(source, config.clone()));
+            .build_unchecked(Manager::new(Arc::clone(&source), config.clone()));
         Pooled {
+            source,
             pool,
             failures,
             current: Mutex::new(None),
@@ -62,6 +64,9 @@ impl PoolSettings {
 /// requests share.
 pub(super) struct Pooled {
     pool: bb8::Pool<Manager>,
+    /// Where its connections go, for connections of another kind (the validation
+    /// cache's tracking connection).
+    pub(super) source: Arc<Source>,
     failures: ConnectFailures,
     /// The connection requests use while it works, taken from the pool: one multiplexed
     /// socket pipelines concurrent requests best, and using it skips the pool's lock.

@@ -3,7 +3,6 @@
 use std::{
     fmt,
     future::Future,
-    hash::{BuildHasher as _, RandomState},
     num::NonZeroUsize,
     pin::Pin,
     sync::{
@@ -20,6 +19,11 @@ use quick_cache::{
     sync::{Cache, DefaultLifecycle},
 };
 
+use self::stripes::Stripes;
+#[cfg(feature = "redis")]
+use super::StoreBuildError;
+#[cfg(feature = "redis")]
+use super::redis::{RedisTokenStore, Tracker};
 use super::{
     IssueOptions, Issued, SignOutReason, StoreError, TokenInfo, TokenStatus, TokenStore, now_millis,
 };
@@ -33,6 +37,16 @@ const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(1);
 
 /// The longest TTL [`CachedTokenStore::with_ttl`] accepts: one minute.
 const MAX_CACHE_TTL: Duration = Duration::from_secs(60);
+
+/// How long a tracked cache keeps an answer unless told otherwise: five minutes, a
+/// bound for what no push could tell (see [`CachedTokenStore::tracking`]).
+#[cfg(feature = "redis")]
+const DEFAULT_TRACKING_TTL: Duration = Duration::from_secs(300);
+
+/// The longest TTL of a tracked cache: an hour.
+const MAX_TRACKING_TTL: Duration = Duration::from_secs(3600);
+
+mod stripes;
 
 /// How many live tokens, and separately how many unknown ones, [`CachedTokenStore`]
 /// keeps unless told otherwise: about 2.5 MB for both tables, full.
@@ -149,12 +163,17 @@ struct Shared {
     /// Live tokens: until when, and whose (for `revoke_all`).
     valid: Option<Cache<TokenHash, Live>>,
     /// Unknown tokens: until when.
-    invalid: Option<Cache<TokenHash, Instant>>,
+    invalid: Option<Cache<TokenHash, Unknown>>,
     /// Bumped after every change made through the wrapper. A lookup that started before
     /// a change may have read the old state; it keeps its answer out of the cache.
     epoch: AtomicU64,
-    /// Keys the user fingerprints in [`Live`].
-    users: RandomState,
+    /// The users' fingerprints, and the generations their answers are good for: moved
+    /// by Redis's pushes in tracking mode.
+    stripes: Arc<Stripes>,
+    /// Tracking mode: the Redis tracking, whose lease must hold for an answer to come
+    /// from memory.
+    #[cfg(feature = "redis")]
+    tracker: Option<Arc<Tracker>>,
 }
 
 #[derive(Clone, Copy)]
@@ -163,9 +182,18 @@ struct Live {
     until: Instant,
     /// The token's own expiry, as the store said.
     expires_at_ms: u64,
-    /// A keyed hash of (sku, openid). A collision only makes `revoke_all` drop one more
-    /// entry than needed.
+    /// The user's fingerprint ([`Stripes::user`]). A collision only makes `revoke_all`
+    /// drop one more entry than needed.
     user: u64,
+    /// The user's stripe's generation before the store was asked.
+    generation: u64,
+}
+
+#[derive(Clone, Copy)]
+struct Unknown {
+    until: Instant,
+    user: u64,
+    generation: u64,
 }
 
 impl<S: TokenStore> CachedTokenStore<S> {
@@ -187,7 +215,8 @@ impl<S: TokenStore> CachedTokenStore<S> {
     pub fn with_ttl(self, ttl: Duration) -> Self {
         let shared = &self.shared;
         let (capacity, negative) = (shared.capacity, shared.negative_capacity);
-        self.rebuilt(ttl.min(MAX_CACHE_TTL), capacity, negative)
+        let ttl = ttl.min(shared.max_ttl());
+        self.rebuilt(ttl, capacity, negative)
     }
 
     /// Keeps at most `capacity` live tokens (at most 2^24; zero caches
@@ -207,13 +236,96 @@ impl<S: TokenStore> CachedTokenStore<S> {
 
     fn rebuilt(self, ttl: Duration, capacity: usize, negative: usize) -> Self {
         Self {
+            shared: Arc::new(self.shared.rebuilt(ttl, capacity, negative)),
             inner: self.inner,
-            shared: Arc::new(Shared::new(ttl, capacity, negative)),
         }
     }
 }
 
+#[cfg(feature = "redis")]
+impl CachedTokenStore<RedisTokenStore> {
+    /// A cache in front of `store` that Redis tells of every change to a user's tokens,
+    /// by any client, within milliseconds: its *tracking mode*. Answers come from memory
+    /// and a logout on any other server is honoured here as soon as Redis's push
+    /// arrives. Call it from within a Tokio runtime: the tracking runs in a task of its
+    /// own, stopped when the last clone is dropped.
+    ///
+    /// Needs Redis 6 or later (RESP3 and `CLIENT TRACKING`). It waits until tracking
+    /// is set up, so that a server that cannot track is refused here
+    /// ([`StoreBuildError::InvalidSettings`]); a Redis that does not answer in time is
+    /// not an error: the cache goes to Redis until tracking is up.
+    ///
+    /// # What it guarantees
+    ///
+    /// - **Changes are pushed.** One RESP3 connection per primary the store talks to
+    ///   (the server, the primary Sentinel names, or every primary of a cluster) runs
+    ///   `CLIENT TRACKING ON BCAST PREFIX <prefix>:{`. Every write to a user's hash (a
+    ///   login, refresh, logout, `logout_all`, device eviction, sign-out, the hash's
+    ///   expiry, an administrator's `DEL`, a `FLUSHALL`) is pushed, and the push drops
+    ///   the user's cached answers, live and unknown.
+    /// - **Never stale by accident.** Answers come from memory only under a lease that
+    ///   each connection's heartbeat (`ROLE`, every 100 ms) renews for 350 ms from
+    ///   when it was sent, and only while the node says it is a primary. Redis answers
+    ///   a heartbeat after every push it queued before it, so a renewed lease means no
+    ///   push is missing. A connection that drops, stalls past the lease or whose node
+    ///   is demoted (a Sentinel failover kills it; a `REPLICAOF` makes `ROLE` say
+    ///   `slave`) ends the lease: every cached answer is dropped and the cache is
+    ///   bypassed until a new connection has tracking on. On a cluster the list of
+    ///   primaries (`CLUSTER NODES`) is checked every heartbeat too; a change of
+    ///   primaries flushes and reconnects.
+    /// - **A token's own expiry** is honoured from the cached record; **errors** are
+    ///   never cached; **memory** is bounded by the capacities, and unknown tokens
+    ///   have a table of their own, so a flood of made-up tokens cannot evict live ones.
+    /// - **Your own changes** through this wrapper take effect here at once, as in the
+    ///   TTL mode.
+    ///
+    /// # What it assumes
+    ///
+    /// - A revocation on another server is seen here once its push arrives: normally
+    ///   within a millisecond or two of its write (BENCHMARKS.md measures it). If the
+    ///   network silently stops delivering pushes, the lease bounds it: at most 450 ms
+    ///   (the lease plus a heartbeat).
+    /// - Every server writing tokens uses the same key prefix, on the same Redis.
+    /// - The TTL ([`with_ttl`](Self::with_ttl), five minutes by default, at most an
+    ///   hour) bounds any answer regardless: a backstop for what no push can tell (a
+    ///   Redis 7.0 cluster node dropping a slot's keys after a migration sends none).
+    /// - Unknown tokens are cached too, dropped by pushes like live ones.
+    ///
+    /// ```no_run
+    /// use mpauthx::{CachedTokenStore, RedisTokenStore};
+    ///
+    /// # async fn run() -> Result<(), mpauthx::StoreBuildError> {
+    /// let redis = RedisTokenStore::connect("redis://127.0.0.1:6379/").await?;
+    /// let tokens = CachedTokenStore::tracking(redis).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn tracking(store: RedisTokenStore) -> Result<Self, StoreBuildError> {
+        let mut shared = Shared::new(
+            DEFAULT_TRACKING_TTL,
+            DEFAULT_CACHE_CAPACITY,
+            DEFAULT_CACHE_CAPACITY,
+        );
+        let sink: Arc<dyn super::redis::Invalidate> = Arc::clone(&shared.stripes) as _;
+        shared.tracker = Some(Arc::new(store.track(sink).await?));
+        Ok(Self {
+            inner: store,
+            shared: Arc::new(shared),
+        })
+    }
+}
+
 impl<S> CachedTokenStore<S> {
+    /// Whether it is in tracking mode ([`tracking`](CachedTokenStore::tracking)).
+    pub fn is_tracking(&self) -> bool {
+        self.shared.is_tracking()
+    }
+
+    /// Whether answers may come from memory now: always in the TTL mode; in tracking
+    /// mode, while Redis's tracking is up (see [`tracking`](CachedTokenStore::tracking)).
+    pub fn is_answering(&self) -> bool {
+        self.shared.answers(Instant::now())
+    }
+
     /// The wrapped store, e.g. for a health check that must reach it.
     pub fn inner(&self) -> &S {
         &self.inner
@@ -282,6 +394,7 @@ impl<S: fmt::Debug> fmt::Debug for CachedTokenStore<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CachedTokenStore")
             .field("inner", &self.inner)
+            .field("tracking", &self.is_tracking())
             .field("ttl", &self.shared.ttl)
             .field("capacity", &self.capacity())
             .field("negative_capacity", &self.negative_capacity())
@@ -300,33 +413,80 @@ impl Shared {
             valid: table(capacity),
             invalid: table(negative_capacity),
             epoch: AtomicU64::new(0),
-            users: RandomState::new(),
+            stripes: Arc::new(Stripes::new()),
+            #[cfg(feature = "redis")]
+            tracker: None,
+        }
+    }
+
+    /// A new, empty cache with these settings and the same tracking.
+    fn rebuilt(&self, ttl: Duration, capacity: usize, negative_capacity: usize) -> Self {
+        Self {
+            stripes: Arc::clone(&self.stripes),
+            #[cfg(feature = "redis")]
+            tracker: self.tracker.clone(),
+            ..Self::new(ttl, capacity, negative_capacity)
         }
     }
 
     fn user(&self, sku: &str, open_id: &str) -> u64 {
-        self.users.hash_one((sku, open_id))
+        self.stripes.user(sku, open_id)
     }
 
-    /// The cached answer for `hash`, if there is one that has not expired.
+    /// Whether answers may come from memory now: always with a TTL, while the lease
+    /// holds in tracking mode.
+    fn answers(&self, now: Instant) -> bool {
+        #[cfg(feature = "redis")]
+        if let Some(tracker) = &self.tracker {
+            return tracker.lease().holds(now);
+        }
+        let _ = now;
+        true
+    }
+
+    fn is_tracking(&self) -> bool {
+        #[cfg(feature = "redis")]
+        return self.tracker.is_some();
+        #[cfg(not(feature = "redis"))]
+        false
+    }
+
+    /// The longest TTL: a minute with a TTL alone, an hour in tracking mode.
+    fn max_ttl(&self) -> Duration {
+        if self.is_tracking() {
+            MAX_TRACKING_TTL
+        } else {
+            MAX_CACHE_TTL
+        }
+    }
+
+    /// The cached answer for `hash`, if there is one that has not expired and no change
+    /// to its user has been seen since its lookup began.
     fn cached(&self, hash: &TokenHash, now: Instant) -> Option<TokenStatus> {
+        if !self.answers(now) {
+            return None;
+        }
         if let Some(valid) = &self.valid
             && let Some(live) = valid.get(hash)
         {
-            if now < live.until {
+            if now < live.until && self.stripes.generation(live.user) == live.generation {
                 return Some(TokenStatus::Live {
                     expires_at_ms: live.expires_at_ms,
                 });
             }
-            valid.remove_if(hash, |current| current.until == live.until);
+            valid.remove_if(hash, |current| {
+                (current.until, current.generation) == (live.until, live.generation)
+            });
         }
         if let Some(invalid) = &self.invalid
-            && let Some(until) = invalid.get(hash)
+            && let Some(unknown) = invalid.get(hash)
         {
-            if now < until {
+            if now < unknown.until && self.stripes.generation(unknown.user) == unknown.generation {
                 return Some(TokenStatus::Unknown);
             }
-            invalid.remove_if(hash, |current| *current == until);
+            invalid.remove_if(hash, |current| {
+                (current.until, current.generation) == (unknown.until, unknown.generation)
+            });
         }
         None
     }
@@ -357,10 +517,18 @@ impl Shared {
                         until,
                         expires_at_ms,
                         user: lookup.user,
+                        generation: lookup.generation,
                     },
                 );
             }
-            (TokenStatus::Unknown, _, Some(invalid)) => invalid.insert(lookup.hash, until),
+            (TokenStatus::Unknown, _, Some(invalid)) => invalid.insert(
+                lookup.hash,
+                Unknown {
+                    until,
+                    user: lookup.user,
+                    generation: lookup.generation,
+                },
+            ),
             _ => return,
         }
         // A change through the wrapper since the lookup started may have come after the
@@ -451,6 +619,8 @@ struct Lookup {
     started: Instant,
     epoch: u64,
     user: u64,
+    /// The user's stripe's generation before the store was asked.
+    generation: u64,
 }
 
 impl<S: TokenStore> TokenStore for CachedTokenStore<S> {
@@ -498,13 +668,15 @@ impl<S: TokenStore> TokenStore for CachedTokenStore<S> {
             }
             None => {
                 instruments::cache_miss();
+                let user = self.shared.user(token.sku(), token.open_id());
                 Validation::Asking {
                     lookup: Lookup {
                         hash,
                         started: now,
                         // Read before the store is asked: see `Shared::remember`.
                         epoch: self.shared.epoch.load(Ordering::SeqCst),
-                        user: self.shared.user(token.sku(), token.open_id()),
+                        user,
+                        generation: self.shared.stripes.generation(user),
                     },
                     shared: Arc::clone(&self.shared),
                     check: self.inner.validate(token),
