@@ -12,7 +12,9 @@ mod status;
 
 #[cfg(feature = "redis")]
 pub use self::redis::{RedisTokenStore, RedisTokenStoreBuilder, RedisValidation};
-pub(crate) use self::status::{DEFAULT_SIGN_OUT_NOTICE, notice_millis};
+#[cfg(feature = "wechat")]
+pub(crate) use self::status::DEFAULT_SIGN_OUT_NOTICE;
+pub(crate) use self::status::notice_millis;
 pub use self::{
     cache::{CachedTokenStore, CachedValidation},
     memory::MemoryTokenStore,

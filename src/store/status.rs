@@ -6,6 +6,7 @@ use std::{fmt, time::Duration};
 /// How long a token signed out by [`TokenStore::sign_out`](super::TokenStore::sign_out)
 /// keeps saying so, unless told otherwise: one day (or until the token would have
 /// expired, if sooner).
+#[cfg(feature = "wechat")]
 pub(crate) const DEFAULT_SIGN_OUT_NOTICE: Duration = Duration::from_secs(24 * 3600);
 
 /// The longest notice a store keeps: 30 days.

@@ -6,6 +6,7 @@ use std::{
     sync::atomic::{AtomicU64, Ordering},
 };
 
+#[cfg(feature = "redis")]
 use crate::instruments::{self, Invalidation};
 
 /// How many stripes: 64 KiB of counters. A change to one user's tokens also drops the
@@ -48,11 +49,13 @@ impl Stripes {
 
     /// Ends the answers about `user` (and its stripe) cached so far, and those of the
     /// lookups under way.
+    #[cfg(feature = "redis")]
     pub(crate) fn bump(&self, user: u64) {
         self.stripe(user).fetch_add(1, Ordering::SeqCst);
     }
 
     /// Ends every answer cached so far, and those of the lookups under way.
+    #[cfg(feature = "redis")]
     pub(crate) fn bump_all(&self) {
         for generation in &self.generations {
             generation.fetch_add(1, Ordering::SeqCst);
@@ -82,7 +85,7 @@ impl crate::store::redis::Invalidate for Stripes {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "redis"))]
 mod tests {
     use super::*;
 
