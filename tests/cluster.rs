@@ -433,3 +433,81 @@ async fn scripts_follow_ask_to_a_node_that_never_loaded_them() {
         Some("0")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tracked_cache_hears_every_primary() {
+    let cluster = shared_cluster().await;
+    let prefix = unique_prefix("tracked");
+    let store = || async {
+        RedisTokenStore::cluster_builder(cluster.seeds())
+            .with_key_prefix(&prefix)
+            .build()
+            .await
+            .unwrap()
+    };
+    let tracked = mpauthx::CachedTokenStore::tracking(store().await)
+        .await
+        .unwrap();
+    let other = store().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !tracked.is_answering() {
+        assert!(Instant::now() < deadline, "the tracking did not come up");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // One tracking connection per primary.
+    let tracking_clients: usize = cluster
+        .primaries()
+        .keys()
+        .map(|port| {
+            cli(*port, &["CLIENT", "LIST"])
+                .unwrap()
+                .lines()
+                .filter(|l| {
+                    l.contains(" flags=")
+                        && l.split(" flags=")
+                            .nth(1)
+                            .unwrap()
+                            .split(' ')
+                            .next()
+                            .unwrap()
+                            .contains('t')
+                })
+                .count()
+        })
+        .sum();
+    assert!(
+        tracking_clients >= cluster.primaries().len(),
+        "{tracking_clients}"
+    );
+
+    // Users on every primary: each revocation by the other store is refused here
+    // within 50 ms, pushed by the primary that holds the user.
+    let options = IssueOptions::new(LONG);
+    let mut by_primary: BTreeMap<u16, Token> = BTreeMap::new();
+    for i in 0.. {
+        let open_id = format!("o-t{i}");
+        let owner = cluster.primary_of_slot(key_slot(&user_key(&prefix, &open_id)));
+        if !by_primary.contains_key(&owner) {
+            by_primary.insert(owner, issue(&other, &open_id, &options).await);
+        }
+        if by_primary.len() == cluster.primaries().len() {
+            break;
+        }
+    }
+    for token in by_primary.values() {
+        assert!(live(&tracked, token).await);
+    }
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    for (primary, token) in &by_primary {
+        assert!(live(&tracked, token).await);
+        assert!(other.revoke(&token.parsed()).await.unwrap());
+        let since = Instant::now();
+        while live(&tracked, token).await {
+            assert!(
+                since.elapsed() < Duration::from_millis(50),
+                "a revocation on primary {primary} is still live here"
+            );
+            tokio::task::yield_now().await;
+        }
+    }
+}

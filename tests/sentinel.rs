@@ -172,3 +172,115 @@ async fn the_store_follows_a_failover_to_the_promoted_replica() {
         tokens.len()
     );
 }
+
+/// Polls until `token` is refused by `tracked`, within `within` of `since`.
+async fn refused_by(
+    tracked: &mpauthx::CachedTokenStore<RedisTokenStore>,
+    token: &Token,
+    since: Instant,
+    within: Duration,
+) {
+    loop {
+        match tracked.validate(&token.parsed()).await {
+            Ok(status) if !status.is_live() => return,
+            Ok(_) => assert!(
+                since.elapsed() < within,
+                "still live after {:?}",
+                since.elapsed()
+            ),
+            Err(e) => panic!("no answer: {e}"),
+        }
+        tokio::task::yield_now().await;
+    }
+}
+
+/// Waits until a tracked cache answers from memory.
+async fn answering(tracked: &mpauthx::CachedTokenStore<RedisTokenStore>, within: Duration) {
+    let deadline = Instant::now() + within;
+    while !tracked.is_answering() {
+        assert!(Instant::now() < deadline, "the tracking did not come up");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tracked_cache_follows_a_failover_and_never_answers_stale() {
+    let setup = tokio::task::spawn_blocking(SentinelSetup::start)
+        .await
+        .unwrap();
+    let store = || async {
+        RedisTokenStore::sentinel_builder(setup.sentinels(), MASTER)
+            .with_key_prefix("tracked")
+            .with_command_timeout(Duration::from_millis(300))
+            .build()
+            .await
+            .unwrap()
+    };
+    let tracked = mpauthx::CachedTokenStore::tracking(store().await)
+        .await
+        .unwrap();
+    let other = store().await;
+    answering(&tracked, Duration::from_secs(5)).await;
+    let options = IssueOptions::new(LONG);
+
+    // On the first primary: a revocation by the other store is refused here at once.
+    let token = issue(&other, "o-tracked", &options).await;
+    assert!(live(&tracked, &token).await);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(live(&tracked, &token).await);
+    assert!(other.revoke(&token.parsed()).await.unwrap());
+    refused_by(&tracked, &token, Instant::now(), Duration::from_millis(50)).await;
+
+    // A failover: the tracking connection to the old primary is lost, and the cache
+    // stops answering from memory.
+    let token = issue(&other, "o-failover", &options).await;
+    assert!(live(&tracked, &token).await);
+    let mut setup = tokio::task::spawn_blocking(move || {
+        setup.wait_replicated(Duration::from_secs(10));
+        setup
+    })
+    .await
+    .unwrap();
+    setup.kill_primary();
+    let killed_at = Instant::now();
+    while tracked.is_answering() {
+        assert!(
+            killed_at.elapsed() < Duration::from_millis(500),
+            "still answering from memory with the primary dead"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Once the replica is promoted, the other store revokes there: never live here
+    // after that, whether the tracking is back yet or not.
+    let deadline = killed_at + Duration::from_secs(30);
+    loop {
+        match other.revoke(&token.parsed()).await {
+            Ok(revoked) => {
+                assert!(revoked, "the token was replicated to the new primary");
+                break;
+            }
+            Err(_) => assert!(Instant::now() < deadline, "no new primary"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let revoked_at = Instant::now();
+    loop {
+        match tracked.validate(&token.parsed()).await {
+            Ok(status) => {
+                assert!(!status.is_live(), "a stale answer after the failover");
+                break;
+            }
+            Err(_) => assert!(revoked_at.elapsed() < Duration::from_secs(10)),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The tracking comes back on the new primary, and works there.
+    answering(&tracked, Duration::from_secs(10)).await;
+    let token = issue(&other, "o-after", &options).await;
+    assert!(live(&tracked, &token).await);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(live(&tracked, &token).await);
+    assert!(other.revoke(&token.parsed()).await.unwrap());
+    refused_by(&tracked, &token, Instant::now(), Duration::from_millis(50)).await;
+    drop(setup);
+}
