@@ -487,8 +487,8 @@ async fn the_tracked_cache_hears_every_primary() {
     for i in 0.. {
         let open_id = format!("o-t{i}");
         let owner = cluster.primary_of_slot(key_slot(&user_key(&prefix, &open_id)));
-        if !by_primary.contains_key(&owner) {
-            by_primary.insert(owner, issue(&other, &open_id, &options).await);
+        if let std::collections::btree_map::Entry::Vacant(slot) = by_primary.entry(owner) {
+            slot.insert(issue(&other, &open_id, &options).await);
         }
         if by_primary.len() == cluster.primaries().len() {
             break;
