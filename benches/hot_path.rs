@@ -1,6 +1,6 @@
 //! Micro-benchmarks of the work the layer does before any I/O: reading the bearer
 //! header, parsing the token and hashing it, the store's in-memory validation, and the
-//! validation cache (`CachedTokenStore`): a hit, and the scan `revoke_all` does.
+//! validation cache (`CachedTokenStore`): a hit, and `revoke_all` (a stripe bump, O(1)).
 //!
 //! `cargo bench --bench hot_path`
 

@@ -5,21 +5,21 @@ use std::{
     future::Future,
     num::NonZeroUsize,
     pin::Pin,
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::Arc,
     task::{Context, Poll, ready},
     time::{Duration, Instant},
 };
 
 use pin_project::pin_project;
 use quick_cache::{
-    DefaultHashBuilder, OptionsBuilder, UnitWeighter,
+    OptionsBuilder, UnitWeighter,
     sync::{Cache, DefaultLifecycle},
 };
 
-use self::stripes::Stripes;
+use self::{
+    key::{BuildPassThrough, Key, Keys},
+    stripes::Stripes,
+};
 #[cfg(feature = "redis")]
 use super::StoreBuildError;
 #[cfg(feature = "redis")]
@@ -46,6 +46,7 @@ const DEFAULT_TRACKING_TTL: Duration = Duration::from_secs(300);
 /// The longest TTL of a tracked cache: an hour.
 const MAX_TRACKING_TTL: Duration = Duration::from_secs(3600);
 
+mod key;
 mod stripes;
 
 /// How many live tokens, and separately how many unknown ones, [`CachedTokenStore`]
@@ -59,55 +60,68 @@ const DEFAULT_CACHE_CAPACITY: usize = 10_000;
 /// [`CachedTokenStore::with_negative_capacity`] accept: 2^24 entries.
 const MAX_CACHE_CAPACITY: usize = 1 << 24;
 
-/// A [`TokenStore`] that remembers [`validate`](TokenStore::validate) answers for a
-/// short time: an opt-in cache in front of any store.
+/// A [`TokenStore`] that remembers [`validate`](TokenStore::validate) answers: in front
+/// of any store for a short time (the TTL mode, [`new`](Self::new)), or in front of
+/// [`RedisTokenStore`](crate::RedisTokenStore) until Redis says the user's tokens
+/// changed (the tracking mode, [`tracking`](CachedTokenStore::tracking)).
 ///
-/// It wraps any store and passes every other operation through, forgetting what the
+/// It wraps the store and passes every other operation through, forgetting what the
 /// operation may have changed. Configure it before cloning: clones share one cache, and
-/// each `with_*` call starts a new, empty one.
+/// each `with_*` call starts a new, empty one (in tracking mode, on the same tracking).
 ///
 /// Every request behind [`MpAuthLayer`](crate::MpAuthLayer) asks the token store whether
 /// its token is live; with [`RedisTokenStore`](crate::RedisTokenStore) that is one round
-/// trip per request. The cache remembers each answer for a short time (one second by
-/// default, one minute at most), so that a client sending several requests in that
-/// time costs one lookup.
+/// trip per request. A cached answer costs none.
 ///
-/// # The tradeoff
+/// # The two modes
 ///
-/// **A cached answer is not checked again until it expires.** A token revoked by another
-/// process (another server sharing the same Redis, or an administrator deleting keys),
-/// or one that expired in the store, keeps being honoured by this process for up to the
-/// cache's TTL. Revocations made through the wrapper itself ([`revoke`], [`revoke_hash`],
-/// [`revoke_all`], [`rotate`]) take effect in this process at once. Choose the TTL as the
-/// longest time a logout on one server may go unnoticed on another; leave the cache off
-/// where that must be zero.
+/// - **Tracking** (recommended with Redis 6 or later): Redis pushes every change to a
+///   user's tokens, by any server, and the push drops the user's answers here within
+///   milliseconds; while the push channel is down the cache is flushed and bypassed.
+///   See [`tracking`](CachedTokenStore::tracking) for what it guarantees and assumes.
+/// - **TTL** (any store): **a cached answer is not checked again until it expires.** A
+///   token revoked by another process (another server sharing the same Redis, or an
+///   administrator deleting keys), or one that expired in the store, keeps being
+///   honoured by this process for up to the cache's TTL (one second by default, one
+///   minute at most). Choose the TTL as the longest time a logout on one server may go
+///   unnoticed on another.
+///
+/// In both, changes made through the wrapper itself ([`revoke`], [`revoke_hash`],
+/// [`revoke_all`], [`rotate`], [`issue`], [`sign_out`](TokenStore::sign_out)) take
+/// effect in this process at once.
 ///
 /// What is cached, and what is not:
 ///
-/// - **Live tokens**, keyed by the token's SHA-256 ([`TokenHash`]), never by its text, for
-///   the TTL counted from before the store was asked.
+/// - **Live tokens**, keyed by a 128-bit keyed hash of the token (two SipHash digests
+///   under keys drawn for each cache), never by its text, for the TTL counted from
+///   before the store was asked, and never past the token's own expiry.
 /// - **Unknown tokens** (a well-formed token the store does not hold), for the same TTL,
 ///   in a separate table, so that a flood of made-up tokens cannot push live ones out.
 ///   This is safe because a token's secret is 256 random bits drawn at issue (and at
 ///   rotation, which draws a new token): a token unknown now becomes live only if that
 ///   exact text is issued later, which the crate's own [`Token::generate`] and
 ///   [`Token::successor_of`] never do, or if a login that evicted it is taken back
-///   ([`TokenStore::undo_issue`], within the retry grace), which this wrapper forgets
-///   when the undo goes through it; another server's cache may refuse the restored
-///   device for up to its TTL. An application that [`issue`]s tokens it did not
-///   draw itself should issue them through this wrapper (which forgets the unknown entry)
-///   or turn negative caching off with [`with_negative_capacity(0)`].
+///   ([`TokenStore::undo_issue`], within the retry grace), a change to its user that
+///   drops the answer here (through this wrapper, or pushed in tracking mode; another
+///   server's cache in the TTL mode may refuse the restored device for up to its TTL).
+///   An application that [`issue`]s tokens it did not draw itself should issue them
+///   through this wrapper or turn negative caching off with
+///   [`with_negative_capacity(0)`].
+/// - **Sign-out notices never** (they are rare, and the store answers them).
 /// - **Errors never.** A store that cannot answer makes `validate` fail (a 503 behind the
 ///   layer) as soon as the cached answer for that token has expired.
 ///
 /// Both tables have a fixed capacity ([`with_capacity`], [`with_negative_capacity`]) and
 /// evict with [`quick_cache`]'s CLOCK-Pro / S3-FIFO-like policy: O(1) per insertion,
 /// and scan resistant, so that tokens seen once do not evict tokens seen often. A hit
-/// takes a shard's read lock, reads a 32-byte key and allocates nothing.
+/// hashes the token twice with SipHash (a miss also computes the SHA-256 the store needs),
+/// takes a shard's read lock and allocates nothing.
 ///
-/// [`revoke_all`] (logout everywhere) drops the user's live entries by scanning the live
-/// table: O([`with_capacity`]) per call, about 2 ms per 100,000 cached tokens (see the
-/// `hot_path` benchmark).
+/// A change to a user's tokens drops that user's answers in O(1): every answer carries
+/// the generation of its user's *stripe* (one of 8,192 counters, by a keyed hash of the
+/// user) read before the store was asked, and is good only while the stripe has not
+/// moved. A change to one user also drops the answers of the users sharing its stripe,
+/// which then cost one lookup each.
 ///
 /// [`revoke`]: TokenStore::revoke
 /// [`revoke_hash`]: TokenStore::revoke_hash
@@ -160,15 +174,15 @@ struct Shared {
     ttl: Duration,
     capacity: usize,
     negative_capacity: usize,
-    /// Live tokens: until when, and whose (for `revoke_all`).
-    valid: Option<Cache<TokenHash, Live>>,
-    /// Unknown tokens: until when.
-    invalid: Option<Cache<TokenHash, Unknown>>,
-    /// Bumped after every change made through the wrapper. A lookup that started before
-    /// a change may have read the old state; it keeps its answer out of the cache.
-    epoch: AtomicU64,
+    /// Live tokens: until when, and whose.
+    valid: Option<Table<Live>>,
+    /// Unknown tokens: until when, and whose.
+    invalid: Option<Table<Unknown>>,
+    /// Keys the tables by the token's text.
+    keys: Keys,
     /// The users' fingerprints, and the generations their answers are good for: moved
-    /// by Redis's pushes in tracking mode.
+    /// by every change to a user's tokens made through the wrapper, and in tracking mode
+    /// by Redis's pushes.
     stripes: Arc<Stripes>,
     /// Tracking mode: the Redis tracking, whose lease must hold for an answer to come
     /// from memory.
@@ -182,8 +196,7 @@ struct Live {
     until: Instant,
     /// The token's own expiry, as the store said.
     expires_at_ms: u64,
-    /// The user's fingerprint ([`Stripes::user`]). A collision only makes `revoke_all`
-    /// drop one more entry than needed.
+    /// The user's fingerprint ([`Stripes::user`]).
     user: u64,
     /// The user's stripe's generation before the store was asked.
     generation: u64,
@@ -376,7 +389,7 @@ impl<S> CachedTokenStore<S> {
     /// Forgets every cached answer, e.g. after revoking tokens behind the wrapper's back.
     pub fn clear(&self) {
         instruments::cache_invalidation(Invalidation::Flush);
-        self.shared.epoch.fetch_add(1, Ordering::SeqCst);
+        self.shared.stripes.bump_all();
         if let Some(valid) = &self.shared.valid {
             valid.clear();
         }
@@ -412,7 +425,7 @@ impl Shared {
             negative_capacity,
             valid: table(capacity),
             invalid: table(negative_capacity),
-            epoch: AtomicU64::new(0),
+            keys: Keys::new(),
             stripes: Arc::new(Stripes::new()),
             #[cfg(feature = "redis")]
             tracker: None,
@@ -462,37 +475,37 @@ impl Shared {
 
     /// The cached answer for `hash`, if there is one that has not expired and no change
     /// to its user has been seen since its lookup began.
-    fn cached(&self, hash: &TokenHash, now: Instant) -> Option<TokenStatus> {
+    fn cached(&self, key: &Key, now: Instant) -> Option<TokenStatus> {
         if !self.answers(now) {
             return None;
         }
         if let Some(valid) = &self.valid
-            && let Some(live) = valid.get(hash)
+            && let Some(live) = valid.get(key)
         {
             if now < live.until && self.stripes.generation(live.user) == live.generation {
                 return Some(TokenStatus::Live {
                     expires_at_ms: live.expires_at_ms,
                 });
             }
-            valid.remove_if(hash, |current| {
+            valid.remove_if(key, |current| {
                 (current.until, current.generation) == (live.until, live.generation)
             });
         }
         if let Some(invalid) = &self.invalid
-            && let Some(unknown) = invalid.get(hash)
+            && let Some(unknown) = invalid.get(key)
         {
             if now < unknown.until && self.stripes.generation(unknown.user) == unknown.generation {
                 return Some(TokenStatus::Unknown);
             }
-            invalid.remove_if(hash, |current| {
+            invalid.remove_if(key, |current| {
                 (current.until, current.generation) == (unknown.until, unknown.generation)
             });
         }
         None
     }
 
-    /// Keeps the store's answer to a lookup that started at `started`, when the epoch
-    /// was `epoch`.
+    /// Keeps the store's answer to a lookup that started at `started`, good while its
+    /// user's stripe stays at the generation read before the store was asked.
     /// A sign-out notice is not kept: it is rare, and its reason would cost every entry
     /// room.
     fn remember(&self, lookup: &Lookup, status: &TokenStatus) {
@@ -512,7 +525,7 @@ impl Shared {
                     return;
                 }
                 valid.insert(
-                    lookup.hash,
+                    lookup.key,
                     Live {
                         until,
                         expires_at_ms,
@@ -522,7 +535,7 @@ impl Shared {
                 );
             }
             (TokenStatus::Unknown, _, Some(invalid)) => invalid.insert(
-                lookup.hash,
+                lookup.key,
                 Unknown {
                     until,
                     user: lookup.user,
@@ -531,62 +544,38 @@ impl Shared {
             ),
             _ => return,
         }
-        // A change through the wrapper since the lookup started may have come after the
-        // store read the answer: drop it. (The change forgets after bumping the epoch, so
-        // an insertion this check misses is removed by the change itself.)
-        if self.epoch.load(Ordering::SeqCst) != lookup.epoch {
-            self.forget(&lookup.hash);
+        // A change to the user since the lookup began makes the entry dead: drop it
+        // now rather than at its next lookup. (A change after this check makes it dead
+        // all the same.)
+        if self.stripes.generation(lookup.user) != lookup.generation {
+            self.forget(&lookup.key);
         }
     }
 
-    fn forget(&self, hash: &TokenHash) {
+    /// After a change to `user`'s tokens through the wrapper (or one that may have
+    /// happened: a write whose answer was lost): every answer about the user cached so
+    /// far, and those of the lookups under way, are dropped.
+    fn changed(&self, sku: &str, open_id: &str) {
+        instruments::cache_invalidation(Invalidation::Local);
+        self.stripes.bump(self.user(sku, open_id));
+    }
+
+    /// Drops what is cached about one token.
+    fn forget(&self, key: &Key) {
         if let Some(valid) = &self.valid {
-            valid.remove(hash);
+            valid.remove(key);
         }
         if let Some(invalid) = &self.invalid {
-            invalid.remove(hash);
-        }
-    }
-
-    /// After a change to these tokens through the wrapper.
-    fn changed(&self, hashes: &[TokenHash], more: &[TokenHash]) {
-        instruments::cache_invalidation(Invalidation::Local);
-        self.epoch.fetch_add(1, Ordering::SeqCst);
-        for hash in hashes.iter().chain(more) {
-            self.forget(hash);
-        }
-    }
-
-    /// After a revocation through the wrapper. One that found nothing live changed
-    /// nothing, so the lookups under way may keep their answers: a flood of logouts of
-    /// made-up tokens leaves the cache working. One that failed may have been applied.
-    fn revoked(&self, hash: &TokenHash, outcome: &Result<bool, StoreError>) {
-        match outcome {
-            Ok(false) => self.forget_live(hash),
-            Ok(true) | Err(_) => self.changed(&[*hash], &[]),
-        }
-    }
-
-    /// Drops a live answer only: an unknown token stays unknown.
-    fn forget_live(&self, hash: &TokenHash) {
-        if let Some(valid) = &self.valid {
-            valid.remove(hash);
-        }
-    }
-
-    /// After `revoke_all` of a user through the wrapper: one scan of the live table.
-    fn changed_user(&self, sku: &str, open_id: &str) {
-        instruments::cache_invalidation(Invalidation::Local);
-        self.epoch.fetch_add(1, Ordering::SeqCst);
-        if let Some(valid) = &self.valid {
-            let user = self.user(sku, open_id);
-            valid.retain(|_, live| live.user != user);
+            invalid.remove(key);
         }
     }
 }
 
+/// A table of the cache: answers by [`Key`].
+type Table<V> = Cache<Key, V, UnitWeighter, BuildPassThrough>;
+
 /// A bounded table, or none for a zero capacity.
-fn table<V: Clone>(capacity: usize) -> Option<Cache<TokenHash, V>> {
+fn table<V: Clone>(capacity: usize) -> Option<Table<V>> {
     if capacity == 0 {
         return None;
     }
@@ -608,16 +597,15 @@ fn table<V: Clone>(capacity: usize) -> Option<Cache<TokenHash, V>> {
     Some(Cache::with_options(
         options,
         UnitWeighter,
-        DefaultHashBuilder::default(),
+        BuildPassThrough,
         DefaultLifecycle::default(),
     ))
 }
 
 /// What a cache miss needs to keep the store's answer.
 struct Lookup {
-    hash: TokenHash,
+    key: Key,
     started: Instant,
-    epoch: u64,
     user: u64,
     /// The user's stripe's generation before the store was asked.
     generation: u64,
@@ -628,38 +616,24 @@ impl<S: TokenStore> TokenStore for CachedTokenStore<S> {
 
     async fn issue(&self, token: &Token, options: &IssueOptions) -> Result<Issued, StoreError> {
         let issued = self.inner.issue(token, options).await;
-        // Forget an "unknown" answer about this exact token, should there be one, and
-        // the devices the limit evicted.
-        match &issued {
-            Ok(issued) => self.shared.changed(&[token.hash()], &issued.evicted),
-            // A timed-out issue may have been applied, evictions included: forget the
-            // user's answers.
-            Err(_) => self.shared.changed_user(token.sku(), token.open_id()),
-        }
+        // An "unknown" answer about this exact token, should there be one, and the
+        // devices the limit evicted (or, if the answer was lost, may have evicted) are
+        // the user's.
+        self.shared.changed(token.sku(), token.open_id());
         issued
     }
 
     async fn undo_issue(&self, token: &ParsedToken<'_>) -> Result<Vec<TokenHash>, StoreError> {
         let undone = self.inner.undo_issue(token).await;
-        // Restored devices were cached as unknown while evicted.
-        match &undone {
-            Ok(restored) => self.shared.changed(&[token.hash()], restored),
-            // It may have run, restoring devices this cache holds as unknown: it
-            // cannot tell which, so it forgets every unknown answer (rare, cheap).
-            Err(_) => {
-                self.shared.changed_user(token.sku(), token.open_id());
-                if let Some(invalid) = &self.shared.invalid {
-                    invalid.clear();
-                }
-            }
-        }
+        // The restored devices, cached as unknown while evicted, are the user's.
+        self.shared.changed(token.sku(), token.open_id());
         undone
     }
 
     fn validate(&self, token: &ParsedToken<'_>) -> Self::Validation {
-        let hash = token.hash();
+        let key = self.shared.keys.of(token);
         let now = Instant::now();
-        let state = match self.shared.cached(&hash, now) {
+        let state = match self.shared.cached(&key, now) {
             Some(status) => {
                 instruments::cache_hit(status.is_live());
                 Validation::Cached {
@@ -671,11 +645,11 @@ impl<S: TokenStore> TokenStore for CachedTokenStore<S> {
                 let user = self.shared.user(token.sku(), token.open_id());
                 Validation::Asking {
                     lookup: Lookup {
-                        hash,
+                        key,
                         started: now,
-                        // Read before the store is asked: see `Shared::remember`.
-                        epoch: self.shared.epoch.load(Ordering::SeqCst),
                         user,
+                        // Read before the store is asked: a change to the user from
+                        // now on ends the answer, however it interleaves with it.
                         generation: self.shared.stripes.generation(user),
                     },
                     shared: Arc::clone(&self.shared),
@@ -693,20 +667,27 @@ impl<S: TokenStore> TokenStore for CachedTokenStore<S> {
         hash: &TokenHash,
     ) -> Result<bool, StoreError> {
         let revoked = self.inner.revoke_hash(sku, open_id, hash).await;
-        self.shared.revoked(hash, &revoked);
+        self.shared.changed(sku.as_str(), open_id);
         revoked
     }
 
     async fn revoke(&self, token: &ParsedToken<'_>) -> Result<bool, StoreError> {
         let revoked = self.inner.revoke(token).await;
-        self.shared.revoked(&token.hash(), &revoked);
+        match revoked {
+            // Nothing was live, so nothing changed: only this token's own answer goes
+            // (it may have expired here). A flood of logouts of made-up tokens leaves
+            // every other answer cached.
+            Ok(false) => self.shared.forget(&self.shared.keys.of(token)),
+            // One that failed may have been applied.
+            Ok(true) | Err(_) => self.shared.changed(token.sku(), token.open_id()),
+        }
         revoked
     }
 
     async fn revoke_all(&self, sku: &Sku, open_id: &str) -> Result<usize, StoreError> {
         let revoked = self.inner.revoke_all(sku, open_id).await;
         if !matches!(revoked, Ok(0)) {
-            self.shared.changed_user(sku.as_str(), open_id);
+            self.shared.changed(sku.as_str(), open_id);
         }
         revoked
     }
@@ -720,7 +701,7 @@ impl<S: TokenStore> TokenStore for CachedTokenStore<S> {
     ) -> Result<usize, StoreError> {
         let signed_out = self.inner.sign_out(sku, open_id, reason, notice).await;
         if !matches!(signed_out, Ok(0)) {
-            self.shared.changed_user(sku.as_str(), open_id);
+            self.shared.changed(sku.as_str(), open_id);
         }
         signed_out
     }
@@ -741,17 +722,14 @@ impl<S: TokenStore> TokenStore for CachedTokenStore<S> {
     ) -> Result<Option<Issued>, StoreError> {
         let rotated = self.inner.rotate(token, successor, options).await;
         match &rotated {
-            Ok(Some(issued)) => {
-                self.shared
-                    .changed(&[token.hash(), successor.hash()], &issued.evicted);
-            }
             // Nothing was live to rotate (though a session too old to refresh was
-            // ended): the old token is live no longer.
+            // ended): the old token is live no longer, the successor never was.
             Ok(None) => {
-                self.shared.forget_live(&token.hash());
-                self.shared.forget(&successor.hash());
+                self.shared.forget(&self.shared.keys.of(token));
+                self.shared
+                    .forget(&self.shared.keys.of(&successor.parsed()));
             }
-            Err(_) => self.shared.changed_user(token.sku(), token.open_id()),
+            Ok(Some(_)) | Err(_) => self.shared.changed(token.sku(), token.open_id()),
         }
         rotated
     }
@@ -815,7 +793,7 @@ impl<F> fmt::Debug for CachedValidation<F> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::AtomicUsize;
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     use tokio::sync::Semaphore;
 
@@ -1061,7 +1039,8 @@ mod tests {
 
     #[tokio::test]
     async fn revoke_all_drops_only_that_users_entries() {
-        let store = CachedTokenStore::new(MemoryTokenStore::new());
+        let probe = Probe::new();
+        let store = CachedTokenStore::new(probe.clone()).with_ttl(MAX_CACHE_TTL);
         let sku = Sku::new("unit").unwrap();
         let a1 = issued(&store, "o-a").await;
         let a2 = issued(&store, "o-a").await;
@@ -1071,10 +1050,26 @@ mod tests {
         }
         assert_eq!(store.valid_len(), 3);
         assert_eq!(store.revoke_all(&sku, "o-a").await.unwrap(), 2);
-        assert_eq!(store.valid_len(), 1);
+        let lookups = probe.lookups();
         assert!(!store.validate(&a1.parsed()).await.unwrap().is_live());
         assert!(!store.validate(&a2.parsed()).await.unwrap().is_live());
+        assert_eq!(
+            probe.lookups(),
+            lookups + 2,
+            "the user's answers were dropped"
+        );
         assert!(store.validate(&b.parsed()).await.unwrap().is_live());
+        // Another user's answer stays cached, unless the two happen to share a stripe
+        // (one chance in 8,192: the fingerprints are keyed anew for every cache).
+        let stripes = &store.shared.stripes;
+        let (ua, ub) = (stripes.user("unit", "o-a"), stripes.user("unit", "o-b"));
+        if ua % 8192 != ub % 8192 {
+            assert_eq!(
+                probe.lookups(),
+                lookups + 2,
+                "another user's answer stays cached"
+            );
+        }
     }
 
     #[test]

@@ -49,13 +49,11 @@ impl Stripes {
 
     /// Ends the answers about `user` (and its stripe) cached so far, and those of the
     /// lookups under way.
-    #[cfg(feature = "redis")]
     pub(crate) fn bump(&self, user: u64) {
         self.stripe(user).fetch_add(1, Ordering::SeqCst);
     }
 
     /// Ends every answer cached so far, and those of the lookups under way.
-    #[cfg(feature = "redis")]
     pub(crate) fn bump_all(&self) {
         for generation in &self.generations {
             generation.fetch_add(1, Ordering::SeqCst);
@@ -85,7 +83,7 @@ impl crate::store::redis::Invalidate for Stripes {
     }
 }
 
-#[cfg(all(test, feature = "redis"))]
+#[cfg(test)]
 mod tests {
     use super::*;
 
