@@ -114,31 +114,15 @@ where
                         user,
                         responder,
                     } = pending.take().expect("polled after completion");
-                    let rejection = match verdict {
-                        Ok(TokenStatus::Live { .. }) => {
-                            instruments::validation(Validation::Ok);
+                    let rejection = match judge(verdict, &responder) {
+                        Ok(()) => {
                             request.extensions_mut().insert(user);
                             let future = inner.call(request);
                             state.set(State::Calling { future });
                             continue;
                         }
-                        Ok(TokenStatus::SignedOut(reason)) => {
-                            tracing::debug!(rejection = "signed_out", %reason, "request rejected");
-                            instruments::validation(Validation::SignedOut);
-                            responder.signed_out(reason)
-                        }
-                        Ok(_) => {
-                            tracing::debug!(rejection = "invalid_token", "request rejected");
-                            instruments::validation(Validation::Invalid);
-                            responder.reject(RejectionKind::InvalidToken)
-                        }
-                        Err(error) => {
-                            tracing::warn!(%error, "token store unavailable; answering 503");
-                            instruments::validation(Validation::Unavailable);
-                            responder.reject(RejectionKind::StoreUnavailable)
-                        }
+                        Err(rejection) => rejection.for_request(request.headers()),
                     };
-                    let rejection = rejection.for_request(request.headers());
                     state.set(State::Rejected {
                         rejection: Some(rejection),
                     });
@@ -153,6 +137,35 @@ where
                     return Poll::Ready(Ok(rejection.into_response_with(ResponseBody::rejection)));
                 }
             }
+        }
+    }
+}
+
+/// What the layer does with the store's answer: `Ok` lets the request through, else
+/// the rejection (not yet fitted to the request). Counts and logs it.
+pub(super) fn judge(
+    verdict: Result<TokenStatus, StoreError>,
+    responder: &Responder,
+) -> Result<(), AuthRejection> {
+    match verdict {
+        Ok(TokenStatus::Live { .. }) => {
+            instruments::validation(Validation::Ok);
+            Ok(())
+        }
+        Ok(TokenStatus::SignedOut(reason)) => {
+            tracing::debug!(rejection = "signed_out", %reason, "request rejected");
+            instruments::validation(Validation::SignedOut);
+            Err(responder.signed_out(reason))
+        }
+        Ok(_) => {
+            tracing::debug!(rejection = "invalid_token", "request rejected");
+            instruments::validation(Validation::Invalid);
+            Err(responder.reject(RejectionKind::InvalidToken))
+        }
+        Err(error) => {
+            tracing::warn!(%error, "token store unavailable; answering 503");
+            instruments::validation(Validation::Unavailable);
+            Err(responder.reject(RejectionKind::StoreUnavailable))
         }
     }
 }

@@ -191,6 +191,18 @@ where
         let Some(token) = token else {
             return self.reject(RejectionKind::InvalidToken, &request);
         };
+        // An answer at hand (a cache hit): the inner service, which is ready, is called
+        // now, with nothing held across the request.
+        if let Some(verdict) = self.store.validate_now(&token) {
+            return match future::judge(verdict, &policy.responder) {
+                Ok(()) => {
+                    let user = AuthedUser::new(policy.sku.clone(), token.open_id());
+                    request.extensions_mut().insert(user);
+                    ResponseFuture::call(self.inner.call(request))
+                }
+                Err(rejection) => ResponseFuture::reject(rejection.for_request(request.headers())),
+            };
+        }
         let user = AuthedUser::new(policy.sku.clone(), token.open_id());
         let check = self.store.validate(&token);
         // The inner service was driven to readiness, its clone maybe not: keep the ready

@@ -413,6 +413,16 @@ pub trait TokenStore: std::fmt::Debug + Clone + Send + Sync + 'static {
     /// middleware can hold it across the request.
     fn validate(&self, token: &ParsedToken<'_>) -> Self::Validation;
 
+    /// [`validate`](Self::validate)'s answer if the store has it at hand, without I/O
+    /// (a hit in [`CachedTokenStore`], the in-memory store); `None` if it must ask.
+    /// [`MpAuthLayer`](crate::MpAuthLayer) tries this first, and on an answer calls the
+    /// inner service at once, without a future to hold across the request. It must
+    /// answer as `validate` would. The default has nothing at hand.
+    fn validate_now(&self, token: &ParsedToken<'_>) -> Option<Result<TokenStatus, StoreError>> {
+        let _ = token;
+        None
+    }
+
     /// Revokes the token with this hash held by `open_id` under `sku`. Returns whether it
     /// was live.
     fn revoke_hash(

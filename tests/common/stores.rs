@@ -34,9 +34,15 @@ pub async fn issue_in<S: TokenStore>(
     token
 }
 
-/// Whether `store` holds `token` as live.
+/// Whether `store` holds `token` as live; an answer the store has at hand
+/// (`validate_now`) must be the same.
 pub async fn live<S: TokenStore>(store: &S, token: &Token) -> bool {
-    store.validate(&token.parsed()).await.unwrap().is_live()
+    let now = store.validate_now(&token.parsed()).map(Result::unwrap);
+    let status = store.validate(&token.parsed()).await.unwrap();
+    if let Some(now) = now {
+        assert_eq!(now, status, "validate_now answered otherwise than validate");
+    }
+    status.is_live()
 }
 
 /// A store at `url` under `prefix`.
