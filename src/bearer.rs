@@ -53,29 +53,51 @@ fn bearer(headers: &HeaderMap) -> Credentials<'_> {
     if values.next().is_some() {
         return Credentials::Malformed;
     }
-    let Ok(value) = value.to_str() else {
-        return Credentials::Malformed;
+    let bytes = value.as_bytes();
+    let (scheme, credential) = match bytes.iter().position(|&b| b == b' ') {
+        Some(space) => (&bytes[..space], &bytes[space + 1..]),
+        None => (bytes, &b""[..]),
     };
-    let (scheme, credential) = value.split_once(' ').unwrap_or((value, ""));
-    if !scheme.eq_ignore_ascii_case("Bearer") {
-        return Credentials::Absent;
+    if !scheme.eq_ignore_ascii_case(b"Bearer") {
+        // Another scheme is none of ours, if the header is text at all.
+        return match value.to_str() {
+            Ok(_) => Credentials::Absent,
+            Err(_) => Credentials::Malformed,
+        };
     }
-    let credential = credential.trim_matches(' ');
-    if is_b64token(credential) {
-        Credentials::Bearer(credential)
-    } else {
-        Credentials::Malformed
+    let credential = credential.trim_ascii_start();
+    let credential = match credential.iter().rposition(|&b| b != b' ') {
+        Some(last) => &credential[..=last],
+        None => &b""[..],
+    };
+    // Every b64token byte is visible ASCII, so a credential that is one is text.
+    match std::str::from_utf8(credential) {
+        Ok(credential) if is_b64token(credential.as_bytes()) => Credentials::Bearer(credential),
+        _ => Credentials::Malformed,
     }
 }
 
 /// `b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`
-fn is_b64token(s: &str) -> bool {
-    let body = s.trim_end_matches('=');
-    !body.is_empty()
-        && body.bytes().all(|b| {
-            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
-        })
+fn is_b64token(s: &[u8]) -> bool {
+    let body = match s.iter().rposition(|&b| b != b'=') {
+        Some(last) => &s[..=last],
+        None => return false,
+    };
+    body.iter().all(|&b| B64TOKEN[usize::from(b)])
 }
+
+/// The bytes of a b64token's body, `ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/"`.
+static B64TOKEN: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] =
+            c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~' | b'+' | b'/');
+        b += 1;
+    }
+    table
+};
 
 #[cfg(test)]
 mod tests {

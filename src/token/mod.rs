@@ -7,7 +7,7 @@ use rand::TryRng as _;
 use sha2::{Digest as _, Sha256};
 
 pub use self::sku::Sku;
-use self::sku::{MAX_SKU_LEN, is_token_part};
+use self::sku::{MAX_SKU_LEN, is_part_byte, is_token_part};
 
 mod sku;
 
@@ -186,20 +186,32 @@ impl<'a> ParsedToken<'a> {
         if text.len() > MAX_TOKEN_LEN {
             return Err(TokenError::TooLong);
         }
-        let mut parts = text.split('.');
-        let (Some(sku), Some(open_id), Some(secret), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
+        // One pass (the request hot path): every byte is of the parts' alphabet, or one
+        // of exactly two dots.
+        let mut dots = [0; 2];
+        let mut found = 0;
+        for (i, &b) in text.as_bytes().iter().enumerate() {
+            if b == b'.' {
+                let Some(dot) = dots.get_mut(found) else {
+                    return Err(TokenError::Malformed);
+                };
+                *dot = i;
+                found += 1;
+            } else if !is_part_byte(b) {
+                return Err(TokenError::Malformed);
+            }
+        }
+        if found != 2 {
             return Err(TokenError::Malformed);
-        };
-        let well_formed = is_token_part(sku, MAX_SKU_LEN)
-            && is_token_part(open_id, MAX_OPEN_ID_LEN)
-            && secret.len() == SECRET_LEN
-            && is_token_part(secret, SECRET_LEN);
-        if well_formed {
-            Ok(Self { text, sku, open_id })
-        } else {
-            Err(TokenError::Malformed)
+        }
+        // Two dots, the second after the first.
+        let [first, second] = dots;
+        let well_formed = (1..=MAX_SKU_LEN).contains(&first)
+            && (1..=MAX_OPEN_ID_LEN).contains(&(second - first - 1))
+            && text.len() - second - 1 == SECRET_LEN;
+        match (text.get(..first), text.get(first + 1..second)) {
+            (Some(sku), Some(open_id)) if well_formed => Ok(Self { text, sku, open_id }),
+            _ => Err(TokenError::Malformed),
         }
     }
 
