@@ -22,7 +22,8 @@
 //! | `MPAUTHX_LOGIN_LIMIT_PER_USER` | unset: no limit | logins per user, `<count>/<seconds>` such as `10/60` |
 //! | `MPAUTHX_TRUSTED_PROXIES` | `127.0.0.0/8,::1` | the peers whose `MPAUTHX_CLIENT_IP_HEADER` is believed: addresses or `<ip>/<prefix>`, comma-separated |
 //! | `MPAUTHX_CLIENT_IP_HEADER` | unset: the peer address | the header naming the client behind your proxy, e.g. `X-Forwarded-For` (its last entry counts) |
-//! | `MPAUTHX_VALIDATION_CACHE_MS` | `0`: off | keep token checks this long, at most 60000 (see below) |
+//! | `MPAUTHX_VALIDATION_CACHE` | `tracking` with Redis, else `off` | how token checks are cached: `tracking`, `ttl` or `off` (see below) |
+//! | `MPAUTHX_VALIDATION_CACHE_MS` | `ttl`: 1000; `tracking`: 300000 | how long a cached check is kept at most: up to 60000 for `ttl`, 3600000 for `tracking`; set alone, it means `ttl` |
 //! | `MPAUTHX_HEADER_TIMEOUT_MS` | `10000` | close a connection whose request headers take longer, 1 to 600000 |
 //! | `MPAUTHX_REQUEST_TIMEOUT_MS` | `30000` | answer 503 to a request that runs longer, 1 to 600000 |
 //! | `MPAUTHX_METRICS` | `prometheus` | `GET /metrics` in Prometheus's text format; `off`: no recorder, and 404 |
@@ -44,10 +45,16 @@
 //! every instance shares one token per app id, fetched single-flight; without it the
 //! process keeps its own.
 //!
-//! `MPAUTHX_VALIDATION_CACHE_MS` puts a `CachedTokenStore` in front of the token store:
-//! each token's check is kept that many milliseconds, so that a token revoked by another
-//! server stays usable here for up to that long (revocations through this server apply
-//! at once). Off by default.
+//! The validation cache (`CachedTokenStore`) answers token checks from memory. With
+//! Redis it is on by default in its tracking mode (`MPAUTHX_VALIDATION_CACHE=tracking`):
+//! Redis pushes every change to a user's tokens, by any server, and this server drops
+//! the user's answers within milliseconds; while that channel is down the cache is
+//! bypassed. It is the default because it is as exact as asking Redis every time, within
+//! the push's latency, and costs Redis nothing per request; it needs Redis 6 or later
+//! and a user allowed to run `CLIENT TRACKING` (the server exits 1 otherwise, saying to
+//! set `MPAUTHX_VALIDATION_CACHE=off`). `ttl` keeps each check for
+//! `MPAUTHX_VALIDATION_CACHE_MS` whatever other servers do (a token revoked elsewhere
+//! stays usable here that long); `off` asks the store every time.
 //!
 //! Slow clients are cut off. A connection is closed without an answer when it sends
 //! nothing for `MPAUTHX_HEADER_TIMEOUT_MS` (10 s) after it opens, or when the head of
@@ -222,8 +229,8 @@ struct Settings {
     /// The most connections to a PostgreSQL or MySQL user store, per process.
     database_connections: u32,
     limits: Limits,
-    /// How long token checks are cached; zero: not at all.
-    validation_cache: Duration,
+    /// Whether and how token checks are cached.
+    validation_cache: ValidationCache,
     /// How long a client may take to send a request's head.
     header_timeout: Duration,
     /// How long a request may run before it is answered 503.
@@ -340,21 +347,14 @@ fn settings() -> Result<Settings, BadSetting> {
         },
     };
 
-    let max_cache_ms = MAX_CACHE_TTL.as_millis();
-    let validation_cache = match var("MPAUTHX_VALIDATION_CACHE_MS")? {
-        None => Duration::ZERO,
-        Some(ms) => match ms.parse::<u64>() {
-            Ok(ms) if u128::from(ms) <= max_cache_ms => Duration::from_millis(ms),
-            _ => {
-                return Err(BadSetting::new(
-                    "MPAUTHX_VALIDATION_CACHE_MS",
-                    format!(
-                        "MPAUTHX_VALIDATION_CACHE_MS={ms:?} is not a number of milliseconds from 0 (off) to {max_cache_ms}"
-                    ),
-                ));
-            }
-        },
-    };
+    let cache_ms = var("MPAUTHX_VALIDATION_CACHE_MS")?;
+    let cache_mode = var("MPAUTHX_VALIDATION_CACHE")?;
+    let redis_url = var("MPAUTHX_REDIS_URL")?;
+    let validation_cache = validation_cache(
+        cache_mode.as_deref(),
+        cache_ms.as_deref(),
+        redis_url.is_some(),
+    )?;
 
     let header_timeout = timeout("MPAUTHX_HEADER_TIMEOUT_MS", DEFAULT_HEADER_TIMEOUT)?;
     let request_timeout = timeout("MPAUTHX_REQUEST_TIMEOUT_MS", DEFAULT_REQUEST_TIMEOUT)?;
@@ -726,16 +726,107 @@ async fn serve_cached<T: TokenStore>(
     settings: Settings,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), BadSetting> {
-    let ttl = settings.validation_cache;
-    if ttl.is_zero() {
-        return serve(listener, tokens, shared, throttle, settings, shutdown).await;
+    match settings.validation_cache {
+        ValidationCache::Off => serve(listener, tokens, shared, throttle, settings, shutdown).await,
+        ValidationCache::Ttl(ttl) => {
+            tracing::warn!(
+                cache_ms = ttl.as_millis() as u64,
+                "token checks are cached: a token revoked by another server stays usable here for up to {ttl:?}"
+            );
+            let tokens = CachedTokenStore::new(tokens).with_ttl(ttl);
+            serve(listener, tokens, shared, throttle, settings, shutdown).await
+        }
+        ValidationCache::Tracking(ttl) => {
+            let redis = shared.clone().ok_or_else(|| {
+                BadSetting::new(
+                    "MPAUTHX_VALIDATION_CACHE",
+                    "MPAUTHX_VALIDATION_CACHE=tracking needs MPAUTHX_REDIS_URL",
+                )
+            })?;
+            let tokens = CachedTokenStore::tracking(redis).await.map_err(|e| {
+                BadSetting::new(
+                    "MPAUTHX_VALIDATION_CACHE",
+                    format!(
+                        "cannot track token changes in Redis ({e}); set MPAUTHX_VALIDATION_CACHE=off to check every token with Redis"
+                    ),
+                )
+            })?;
+            let tokens = tokens.with_ttl(ttl);
+            tracing::info!(
+                backstop_secs = ttl.as_secs(),
+                "token checks are answered from memory; Redis tells this server of every change to a user's tokens"
+            );
+            serve(listener, tokens, shared, throttle, settings, shutdown).await
+        }
     }
-    tracing::warn!(
-        cache_ms = ttl.as_millis() as u64,
-        "token checks are cached: a token revoked by another server stays usable here for up to {ttl:?}"
-    );
-    let tokens = CachedTokenStore::new(tokens).with_ttl(ttl);
-    serve(listener, tokens, shared, throttle, settings, shutdown).await
+}
+
+/// How token checks are cached (`MPAUTHX_VALIDATION_CACHE`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ValidationCache {
+    /// Every check goes to the token store.
+    Off,
+    /// Answers kept this long, whatever other servers do.
+    Ttl(Duration),
+    /// Answers kept until Redis says they changed, and at most this long.
+    Tracking(Duration),
+}
+
+/// The longest TTL of the tracking mode's backstop, in ms: an hour.
+const MAX_TRACKING_TTL_MS: u64 = 3_600_000;
+
+/// The tracking mode's backstop unless `MPAUTHX_VALIDATION_CACHE_MS` says otherwise:
+/// five minutes.
+const DEFAULT_TRACKING_TTL_MS: u64 = 300_000;
+
+/// `MPAUTHX_VALIDATION_CACHE` (`tracking`, `ttl` or `off`) and `MPAUTHX_VALIDATION_CACHE_MS`.
+/// Unset, the mode is `tracking` when tokens are in Redis, `ttl` when only the
+/// milliseconds are set (as before there was a mode), `off` otherwise.
+fn validation_cache(
+    mode: Option<&str>,
+    ms: Option<&str>,
+    redis: bool,
+) -> Result<ValidationCache, BadSetting> {
+    let max_ttl_ms = MAX_CACHE_TTL.as_millis() as u64;
+    let millis = |max: u64, zero_ok: bool| -> Result<Option<Duration>, BadSetting> {
+        let Some(ms) = ms else { return Ok(None) };
+        match ms.parse::<u64>() {
+            Ok(n) if n <= max && (zero_ok || n > 0) => Ok(Some(Duration::from_millis(n))),
+            _ => Err(BadSetting::new(
+                "MPAUTHX_VALIDATION_CACHE_MS",
+                format!(
+                    "MPAUTHX_VALIDATION_CACHE_MS={ms:?} is not a number of milliseconds from {} to {max}",
+                    u8::from(!zero_ok)
+                ),
+            )),
+        }
+    };
+    let mode = match mode {
+        Some(mode) => mode,
+        None if ms.is_some() => "ttl",
+        None if redis => "tracking",
+        None => "off",
+    };
+    match mode {
+        "off" => Ok(ValidationCache::Off),
+        "ttl" => Ok(match millis(max_ttl_ms, true)? {
+            Some(ttl) if ttl.is_zero() => ValidationCache::Off,
+            Some(ttl) => ValidationCache::Ttl(ttl),
+            None => ValidationCache::Ttl(Duration::from_secs(1)),
+        }),
+        "tracking" if !redis => Err(BadSetting::new(
+            "MPAUTHX_VALIDATION_CACHE",
+            "MPAUTHX_VALIDATION_CACHE=tracking needs MPAUTHX_REDIS_URL: Redis tells the servers of each other's changes",
+        )),
+        "tracking" => Ok(ValidationCache::Tracking(
+            millis(MAX_TRACKING_TTL_MS, false)?
+                .unwrap_or(Duration::from_millis(DEFAULT_TRACKING_TTL_MS)),
+        )),
+        other => Err(BadSetting::new(
+            "MPAUTHX_VALIDATION_CACHE",
+            format!("MPAUTHX_VALIDATION_CACHE={other:?} is none of tracking, ttl, off"),
+        )),
+    }
 }
 
 async fn serve<T: TokenStore>(

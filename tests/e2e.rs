@@ -955,6 +955,22 @@ fn two_servers_share_users_in_postgres_and_tokens_in_redis() {
         first.get("/me", Some(token)).refused(401, "invalid_token");
     }
 
+    // The validation cache tracks Redis (the default with Redis): a token the second
+    // server answers from memory, logged out through the first, is refused by the
+    // second within 50 ms.
+    let laptop = log_in(&second, &wechat.http, "alice", "laptop", &mut handed);
+    assert_eq!(second.get("/me", Some(&laptop)).status, 200);
+    thread::sleep(Duration::from_millis(20));
+    assert_eq!(second.get("/me", Some(&laptop)).status, 200);
+    assert_eq!(first.post("/auth/logout", Some(&laptop), None).status, 204);
+    let since = Instant::now();
+    while second.get("/me", Some(&laptop)).status != 401 {
+        assert!(
+            since.elapsed() < Duration::from_millis(50),
+            "the second server still honours a token logged out on the first"
+        );
+    }
+
     // The phone bound through one is seen through the other; one access token serves
     // both servers (shared in Redis).
     let bob = log_in(&first, &wechat.http, "bob", "phone", &mut handed);
@@ -1275,6 +1291,23 @@ fn bad_settings_exit_1_with_one_clear_error() {
             "MPAUTHX_REQUEST_TIMEOUT_MS",
             "600001",
         ),
+        (
+            "MPAUTHX_VALIDATION_CACHE",
+            "MPAUTHX_VALIDATION_CACHE",
+            "sometimes",
+        ),
+        // Tracking needs Redis, which this run has not.
+        (
+            "MPAUTHX_VALIDATION_CACHE",
+            "MPAUTHX_VALIDATION_CACHE",
+            "tracking",
+        ),
+        (
+            "MPAUTHX_VALIDATION_CACHE_MS",
+            "MPAUTHX_VALIDATION_CACHE_MS",
+            "60001",
+        ),
+        ("MPAUTHX_METRICS", "MPAUTHX_METRICS", "statsd"),
     ];
     let mut runs: Vec<(String, Vec<(&str, &str)>)> = cases
         .iter()
