@@ -167,7 +167,7 @@ PROBE=$(fixture probe --redis "$REDIS_URL")
 KEY=$(awk '/^KEY/ {print $2}' <<<"$PROBE")
 FIELD_HEX=$(awk '/^FIELD/ {print $2}' <<<"$PROBE")
 FIELD=$(printf "$(sed 's/../\\x&/g' <<<"$FIELD_HEX")")
-[ "$(rcli hget "$KEY" "$FIELD" | cut -d'|' -f3)" = "" ] || die "the probe field is not found"
+[ -n "$(rcli hget "$KEY" "$FIELD")" ] || die "the probe field is not found"
 redis-benchmark -h 127.0.0.1 -p "$REDIS_PORT" -c "$CONNECTIONS" -n $((DURATION * 60000)) --csv \
     HGET "$KEY" "$FIELD" | tail -1 | tr -d '"' >"$WORK/redis.csv"
 # The test name holds the field's raw bytes, commas maybe: count columns from the end.
