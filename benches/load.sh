@@ -10,7 +10,10 @@
 # with 1,000,000 live tokens, Redis bytes per token, and the login path with 1,000 and
 # 100,000 existing users, then instructions (callgrind) and system calls (strace) per
 # request in the server process for each kind, over a fixed number of requests sent
-# one after another on one connection, then `cargo bench --bench phone` (phone binds
+# one after another on one connection, and the instructions of (a), (b) and (b') again
+# with no metrics recorder (MPAUTHX_METRICS=off; every other server has the example's
+# default Prometheus recorder; `bash benches/instructions.sh` runs only these counts,
+# and the cost of the metrics calls), then `cargo bench --bench phone` (phone binds
 # and single-flight access-token refreshes, its own redis-server; benches/phone.rs), and
 # last `cargo bench --bench users` (logins on the sqlite, PostgreSQL and MariaDB user
 # stores with 1,000 and 100,000 users, its own database servers; benches/users.rs).
@@ -61,8 +64,6 @@ if [ "$PROFILE_REQUESTS" -gt 0 ]; then
     install strace strace
 fi
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
 # A scratch directory; every process added to PIDS is stopped on exit.
 scratch
 
@@ -73,15 +74,8 @@ cargo bench --bench fixture --no-run >&2
 [ "$USERS" = 0 ] || cargo bench --bench users --no-run >&2
 fixture() { cargo bench -q --bench fixture -- "$@"; }
 
-REDIS_PORT=$(free_port)
-REDIS_URL="redis://127.0.0.1:$REDIS_PORT/"
-redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save "" --appendonly no \
-    --dir "$WORK" --logfile "$WORK/redis.log" &
-REDIS_PID=$!
-PIDS+=("$REDIS_PID")
-rcli() { redis-cli -h 127.0.0.1 -p "$REDIS_PORT" "$@"; }
-for _ in $(seq 100); do rcli ping >/dev/null 2>&1 && break; sleep 0.1; done
-rcli ping >/dev/null || die "redis-server did not start"
+# Redis without persistence on a free port (REDIS_PORT, REDIS_URL, REDIS_PID; rcli).
+start_redis
 
 say "memory per token (100,000 tokens issued through RedisTokenStore)"
 rcli flushall >/dev/null
@@ -98,8 +92,7 @@ MPAUTHX_LISTEN="127.0.0.1:$SERVER_PORT" MPAUTHX_REDIS_URL="$REDIS_URL" MPAUTHX_D
     RUST_LOG=warn target/release/examples/server 2>"$WORK/server.log" &
 SERVER_PID=$!
 PIDS+=("$SERVER_PID")
-for _ in $(seq 100); do curl -sf "$BASE/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
-curl -sf "$BASE/healthz" >/dev/null || { cat "$WORK/server.log" >&2; die "the server did not start"; }
+wait_up "$BASE" "$WORK/server.log" "the server"
 # (b'): the same server with the validation cache on, on the same Redis.
 CACHED_PORT=$(free_port)
 CACHED="http://127.0.0.1:$CACHED_PORT"
@@ -107,21 +100,16 @@ MPAUTHX_LISTEN="127.0.0.1:$CACHED_PORT" MPAUTHX_REDIS_URL="$REDIS_URL" MPAUTHX_D
     MPAUTHX_VALIDATION_CACHE_MS="$CACHE_MS" RUST_LOG=warn target/release/examples/server 2>"$WORK/cached.log" &
 CACHED_PID=$!
 PIDS+=("$CACHED_PID")
-for _ in $(seq 100); do curl -sf "$CACHED/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
-curl -sf "$CACHED/healthz" >/dev/null || { cat "$WORK/cached.log" >&2; die "the cached server did not start"; }
+wait_up "$CACHED" "$WORK/cached.log" "the cached server"
 
 say "filling $SMALL live tokens"
 SAMPLE=$(fixture fill --redis "$REDIS_URL" --users "$SMALL" | awk '/^SAMPLE/ {print $2}')
-LOGIN=$(curl -sf "$BASE/sim/login" -H 'content-type: application/json' -d '{"user": "bench"}')
-TOKEN=$(curl -sf "$BASE/auth/authorize" -H 'content-type: application/json' -d "$LOGIN" |
-    sed -n 's/.*"token":"\([^"]*\)".*/\1/p')
-[ -n "$TOKEN" ] || die "no token from /auth/authorize"
+sign_in "$BASE"
 status() { curl -s -o /dev/null -w '%{http_code}' "${3:-$BASE}$1" -H "Authorization: Bearer $2"; }
 [ "$(status /me/ping "$TOKEN")" = 200 ] || die "a fresh token is refused"
 [ "$(status /me/ping "$TOKEN" "$CACHED")" = 200 ] || die "the cached server refuses a fresh token"
 [ "$(status /me/ping "$SAMPLE")" = 200 ] || die "a filled token is refused: the fill's layout is wrong"
-MALFORMED="demo.not-a-token"
-UNKNOWN="demo.oBenchNobody.$(printf 'A%.0s' $(seq 43))"
+# MALFORMED and UNKNOWN: the tokens of (c) and (d) (benches/common.sh).
 [ "$(status /me/ping "$MALFORMED")" = 401 ] || die "the malformed token is not a 401"
 [ "$(status /me/ping "$UNKNOWN")" = 401 ] || die "the unknown token is not a 401"
 
@@ -167,7 +155,7 @@ PROBE=$(fixture probe --redis "$REDIS_URL")
 KEY=$(awk '/^KEY/ {print $2}' <<<"$PROBE")
 FIELD_HEX=$(awk '/^FIELD/ {print $2}' <<<"$PROBE")
 FIELD=$(printf "$(sed 's/../\\x&/g' <<<"$FIELD_HEX")")
-[ "$(rcli hget "$KEY" "$FIELD" | cut -d'|' -f3)" = "" ] || die "the probe field is not found"
+[ -n "$(rcli hget "$KEY" "$FIELD")" ] || die "the probe field is not found"
 redis-benchmark -h 127.0.0.1 -p "$REDIS_PORT" -c "$CONNECTIONS" -n $((DURATION * 60000)) --csv \
     HGET "$KEY" "$FIELD" | tail -1 | tr -d '"' >"$WORK/redis.csv"
 # The test name holds the field's raw bytes, commas maybe: count columns from the end.
@@ -195,50 +183,9 @@ say "login path with 100,000 existing users"
 L2C=$(fixture login --base "$BASE" --count "$LOGINS" --concurrency "$LOGIN_CONCURRENCY" --prefix code-large | awk '/^LOGIN/ {print $2, $3, $4, $5}')
 L2P=$(fixture login --base "$BASE" --count "$LOGINS" --concurrency "$LOGIN_CONCURRENCY" --prefix profile-large --profile | awk '/^LOGIN/ {print $2, $3, $4, $5}')
 
-# send BASE KIND COUNT: COUNT requests of one kind, one after another on one keep-alive
-# connection; checks every status.
-send() {
-    local base=$1 kind=$2 count=$3 path=/me/ping token="" want=200 args=()
-    case $kind in
-        a) path=/ping ;;
-        b) token=$TOKEN ;;
-        c) token=$MALFORMED want=401 ;;
-        d) token=$UNKNOWN want=401 ;;
-    esac
-    [ -n "$token" ] && args=(-H "Authorization: Bearer $token")
-    for _ in $(seq "$count"); do args+=(-o /dev/null "$base$path"); done
-    local got
-    got=$(curl -s -w '%{http_code}\n' "${args[@]}" | sort | uniq -c | awk '{print $2 "x" $1}' | paste -sd' ')
-    [ "$got" = "${want}x$count" ] || die "($kind): expected $count answers $want, got $got"
-}
-# callgrind_server LABEL CACHE_MS KIND...: a fresh server under callgrind (same Redis);
-# after a warm-up, COUNT requests of each kind, the counters dumped after each. Appends
-# "LABEL KIND instructions-per-request" to $WORK/profile.
-callgrind_server() {
-    local label=$1 cache=$2 port pid kind n=0
-    shift 2
-    port=$(free_port)
-    MPAUTHX_LISTEN="127.0.0.1:$port" MPAUTHX_REDIS_URL="$REDIS_URL" MPAUTHX_DATABASE="$WORK/users-$label.db" \
-        MPAUTHX_VALIDATION_CACHE_MS="$cache" RUST_LOG=warn \
-        valgrind --tool=callgrind --callgrind-out-file="$PROFILE_DIR/$label.%p" \
-        target/release/examples/server 2>"$WORK/callgrind-$label.log" &
-    pid=$!
-    PIDS+=("$pid")
-    for _ in $(seq 600); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
-    curl -sf "http://127.0.0.1:$port/healthz" >/dev/null || { cat "$WORK/callgrind-$label.log" >&2; die "the server under callgrind did not start"; }
-    for kind in "$@"; do send "http://127.0.0.1:$port" "$kind" 200; done
-    callgrind_control --zero "$pid" >/dev/null
-    for kind in "$@"; do
-        send "http://127.0.0.1:$port" "$kind" "$PROFILE_REQUESTS"
-        callgrind_control --dump="$kind" "$pid" >/dev/null
-        n=$((n + 1))
-        local dump="$PROFILE_DIR/$label.$pid.$n"
-        for _ in $(seq 100); do [ -s "$dump" ] && grep -q '^totals:' "$dump" && break; sleep 0.1; done
-        awk -v l="$label" -v k="$kind" -v c="$PROFILE_REQUESTS" '/^totals:/ { printf "%s %s %.0f\n", l, k, $2 / c }' "$dump" >>"$WORK/profile"
-        tail -1 "$WORK/profile" >&2
-    done
-    kill "$pid" && wait "$pid" 2>/dev/null || true
-}
+# send (one kind of request, one after another on one connection) and callgrind_server
+# (a fresh server under callgrind, instructions per request of each kind) are in
+# benches/common.sh.
 # strace_server LABEL PID BASE KIND...: system calls per request of each kind, all the
 # server's threads traced. Appends "LABEL KIND syscalls-per-request top-calls" to $WORK/syscalls.
 strace_server() {
@@ -268,10 +215,12 @@ if [ "$PROFILE_REQUESTS" -gt 0 ]; then
     strace_server plain "$SERVER_PID" "$BASE" a b c d
     strace_server cached "$CACHED_PID" "$CACHED" b d
     say "instructions per request (callgrind, $PROFILE_REQUESTS requests of each kind on one connection)"
-    mkdir -p "$PROFILE_DIR"
-    rm -f "$PROFILE_DIR"/plain.* "$PROFILE_DIR"/cached.*
-    callgrind_server plain 0 a b c d
-    callgrind_server cached "$CACHE_MS" b d
+    callgrind_server plain MPAUTHX_VALIDATION_CACHE_MS=0 a b c d
+    callgrind_server cached MPAUTHX_VALIDATION_CACHE_MS="$CACHE_MS" b d
+    # The same without a metrics recorder (the servers above have the example's default,
+    # Prometheus): what the metrics calls cost with none installed.
+    callgrind_server plain-off MPAUTHX_VALIDATION_CACHE_MS=0 MPAUTHX_METRICS=off a b
+    callgrind_server cached-off MPAUTHX_VALIDATION_CACHE_MS="$CACHE_MS" MPAUTHX_METRICS=off b
 fi
 : >"$WORK/phone"
 if [ "$PHONE" != 0 ]; then
@@ -366,7 +315,7 @@ if [ "$PROFILE_REQUESTS" -gt 0 ]; then
     }
     cat <<EOF
 
-Per request in the server process, $PROFILE_REQUESTS requests of each kind one after another on one connection (callgrind dumps in $PROFILE_DIR):
+Per request in the server process, $PROFILE_REQUESTS requests of each kind one after another on one connection (callgrind dumps in $PROFILE_DIR; the example server's Prometheus recorder unless the row says none):
 
 | run | instructions (callgrind) | system calls (strace: all, then the most frequent) |
 |---|---:|---|
@@ -376,6 +325,9 @@ $(row cached b "(b') valid token, validation cache on")
 $(row plain c "(c) malformed token")
 $(row plain d "(d) unknown token")
 $(row cached d "(d') unknown token, validation cache on")
+$(row plain-off a "(a) \`GET /ping\`, no layer, no metrics recorder (\`MPAUTHX_METRICS=off\`)")
+$(row plain-off b "(b) valid token, no metrics recorder")
+$(row cached-off b "(b') valid token, validation cache on, no metrics recorder")
 EOF
 fi
 
