@@ -25,9 +25,6 @@
 use std::{
     env,
     future::Future,
-    net::TcpListener,
-    path::Path,
-    process::{Child, Command, Stdio},
     sync::{
         Arc,
         atomic::{AtomicUsize, Ordering},
