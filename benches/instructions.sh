@@ -15,6 +15,7 @@
 #   (a)  GET /ping, no layer
 #   (b)  GET /me/ping behind MpAuthLayer, a valid token (one HGET per request)
 #   (b') the same with MPAUTHX_VALIDATION_CACHE_MS=CACHE_MS (CachedTokenStore: hits)
+#   (b'') the same with MPAUTHX_VALIDATION_CACHE=tracking (the tracked cache: hits)
 # each with no recorder and with the Prometheus recorder. From each dump it reads, with
 # `callgrind_annotate --inclusive=yes`, the instructions per request spent in the
 # crate's `mpauthx::instruments::` functions (all its metrics calls, with everything
@@ -72,6 +73,8 @@ callgrind_server plain-off MPAUTHX_VALIDATION_CACHE_MS=0 MPAUTHX_METRICS=off a b
 callgrind_server plain-on MPAUTHX_VALIDATION_CACHE_MS=0 MPAUTHX_METRICS=prometheus a b
 callgrind_server cached-off MPAUTHX_VALIDATION_CACHE_MS="$CACHE_MS" MPAUTHX_METRICS=off b
 callgrind_server cached-on MPAUTHX_VALIDATION_CACHE_MS="$CACHE_MS" MPAUTHX_METRICS=prometheus b
+callgrind_server tracked-off MPAUTHX_VALIDATION_CACHE=tracking MPAUTHX_METRICS=off b
+callgrind_server tracked-on MPAUTHX_VALIDATION_CACHE=tracking MPAUTHX_METRICS=prometheus b
 
 # count LABEL KIND: instructions per request of one kind on one server; dump LABEL KIND:
 # its callgrind dump.
@@ -158,6 +161,9 @@ $(valgrind --version), $(rustc --version | cut -d' ' -f1-2), load average $(cut 
 $(row plain a "(a) \`GET /ping\`, no layer")
 $(row plain b "(b) \`GET /me/ping\`, valid token")
 $(row cached b "(b') valid token, validation cache on (${CACHE_MS} ms)")
+$(row tracked b "(b'') valid token, tracked validation cache")
+
+(b'') / (a), instructions: $(awk -v t="$(count tracked-off b)" -v a="$(count plain-off a)" 'BEGIN { printf "%.2f", t / a }') with no recorder, $(awk -v t="$(count tracked-on b)" -v a="$(count plain-on a)" 'BEGIN { printf "%.2f", t / a }') with the Prometheus recorder (target ≤ 1.20)
 
 (b'), inclusive instructions per request; the calls into the metrics crate are the crate's own (from an \`mpauthx::\` function), each with everything under it, the recorder's work included:
 

@@ -6,6 +6,7 @@
 #   (a) GET /ping (no layer)   (b) GET /me/ping behind MpAuthLayer with a valid token
 #   (c) a malformed token      (d) a well-formed but unknown token
 #   (b') = (b) against a second server whose token checks go through CachedTokenStore
+#   (b'') = (b) against a third server whose CachedTokenStore tracks Redis (tracking mode)
 # plus redis-benchmark's HGET of a real token field at the same concurrency, (b) again
 # with 1,000,000 live tokens, Redis bytes per token, and the login path with 1,000 and
 # 100,000 existing users, then instructions (callgrind) and system calls (strace) per
@@ -16,7 +17,10 @@
 # and the cost of the metrics calls), then `cargo bench --bench phone` (phone binds
 # and single-flight access-token refreshes, its own redis-server; benches/phone.rs), and
 # last `cargo bench --bench users` (logins on the sqlite, PostgreSQL and MariaDB user
-# stores with 1,000 and 100,000 users, its own database servers; benches/users.rs).
+# stores with 1,000 and 100,000 users, its own database servers; benches/users.rs),
+# and `cargo bench --bench revocation` (cross-server revocation latency with the
+# tracked cache, idle and under wrk, and Redis commands per warm validated request;
+# benches/revocation.rs).
 # Prints markdown tables, with the load averages
 # seen during the run. Targets are reported, not asserted: it exits non-zero only when
 # the setup fails. Everything it starts is stopped on exit.
@@ -31,7 +35,7 @@
 # the phone benchmark, 1), and its own PHONE_BINDS (binds per row, 2000),
 # PHONE_CONCURRENCY (16) and REFRESH_ROUNDS (20); USERS (0 skips the user store
 # benchmark, 1), which takes LOGINS and LOGIN_CONCURRENCY too, and its own USERS_ROUNDS
-# (5).
+# (5); REVOCATION (0 skips the revocation benchmark, 1) and REVOCATION_TRIALS (1000).
 set -euo pipefail
 
 DURATION=${DURATION:-10}
@@ -46,6 +50,8 @@ PROFILE_REQUESTS=${PROFILE_REQUESTS:-2000}
 PROFILE_DIR=${PROFILE_DIR:-target/load-profile}
 PHONE=${PHONE:-1}
 USERS=${USERS:-1}
+REVOCATION=${REVOCATION:-1}
+REVOCATION_TRIALS=${REVOCATION_TRIALS:-1000}
 SMALL=1000
 
 cd "$(dirname "$0")/.."
@@ -72,6 +78,7 @@ cargo build --release --example server >&2
 cargo bench --bench fixture --no-run >&2
 [ "$PHONE" = 0 ] || cargo bench --bench phone --no-run >&2
 [ "$USERS" = 0 ] || cargo bench --bench users --no-run >&2
+[ "$REVOCATION" = 0 ] || cargo bench --bench revocation --no-run >&2
 fixture() { cargo bench -q --bench fixture -- "$@"; }
 
 # Redis without persistence on a free port (REDIS_PORT, REDIS_URL, REDIS_PID; rcli).
@@ -89,7 +96,7 @@ BASE="http://127.0.0.1:$SERVER_PORT"
 DB="$WORK/users.db"
 fixture users --db "$DB" --count "$SMALL"
 MPAUTHX_LISTEN="127.0.0.1:$SERVER_PORT" MPAUTHX_REDIS_URL="$REDIS_URL" MPAUTHX_DATABASE="$DB" \
-    RUST_LOG=warn target/release/examples/server 2>"$WORK/server.log" &
+    MPAUTHX_VALIDATION_CACHE=off RUST_LOG=warn target/release/examples/server 2>"$WORK/server.log" &
 SERVER_PID=$!
 PIDS+=("$SERVER_PID")
 wait_up "$BASE" "$WORK/server.log" "the server"
@@ -101,6 +108,14 @@ MPAUTHX_LISTEN="127.0.0.1:$CACHED_PORT" MPAUTHX_REDIS_URL="$REDIS_URL" MPAUTHX_D
 CACHED_PID=$!
 PIDS+=("$CACHED_PID")
 wait_up "$CACHED" "$WORK/cached.log" "the cached server"
+# (b''): the same with the tracked validation cache (the example's default with Redis).
+TRACKED_PORT=$(free_port)
+TRACKED="http://127.0.0.1:$TRACKED_PORT"
+MPAUTHX_LISTEN="127.0.0.1:$TRACKED_PORT" MPAUTHX_REDIS_URL="$REDIS_URL" MPAUTHX_DATABASE="$WORK/users-tracked.db" \
+    MPAUTHX_VALIDATION_CACHE=tracking RUST_LOG=warn target/release/examples/server 2>"$WORK/tracked.log" &
+TRACKED_PID=$!
+PIDS+=("$TRACKED_PID")
+wait_up "$TRACKED" "$WORK/tracked.log" "the tracked server"
 
 say "filling $SMALL live tokens"
 SAMPLE=$(fixture fill --redis "$REDIS_URL" --users "$SMALL" | awk '/^SAMPLE/ {print $2}')
@@ -108,6 +123,7 @@ sign_in "$BASE"
 status() { curl -s -o /dev/null -w '%{http_code}' "${3:-$BASE}$1" -H "Authorization: Bearer $2"; }
 [ "$(status /me/ping "$TOKEN")" = 200 ] || die "a fresh token is refused"
 [ "$(status /me/ping "$TOKEN" "$CACHED")" = 200 ] || die "the cached server refuses a fresh token"
+[ "$(status /me/ping "$TOKEN" "$TRACKED")" = 200 ] || die "the tracked server refuses a fresh token"
 [ "$(status /me/ping "$SAMPLE")" = 200 ] || die "a filled token is refused: the fill's layout is wrong"
 # MALFORMED and UNKNOWN: the tokens of (c) and (d) (benches/common.sh).
 [ "$(status /me/ping "$MALFORMED")" = 401 ] || die "the malformed token is not a 401"
@@ -121,7 +137,7 @@ TICK_US=$((1000000 / $(getconf CLK_TCK)))
 wrk_run() {
     local name=$1 url=$2 header=() pid=$SERVER_PID server redis
     [ $# -ge 3 ] && header=(-H "Authorization: Bearer $3")
-    case $name in bc | Bc) pid=$CACHED_PID ;; esac
+    case $name in bc | Bc) pid=$CACHED_PID ;; bt | Bt) pid=$TRACKED_PID ;; esac
     wrk -t2 -c"$CONNECTIONS" -d"${WARMUP}s" "${header[@]}" "$url" >/dev/null
     server=$(ticks "$pid") redis=$(ticks "$REDIS_PID")
     /usr/bin/time -f '%U %S' -o "$WORK/wrk.time" \
@@ -145,6 +161,7 @@ for round in $(seq "$ROUNDS"); do
     wrk_run a "$BASE/ping"
     wrk_run b "$BASE/me/ping" "$TOKEN"
     wrk_run bc "$CACHED/me/ping" "$TOKEN"
+    wrk_run bt "$TRACKED/me/ping" "$TOKEN"
     wrk_run c "$BASE/me/ping" "$MALFORMED"
     wrk_run d "$BASE/me/ping" "$UNKNOWN"
     load "after round $round"
@@ -176,6 +193,7 @@ for round in $(seq "$ROUNDS"); do
     wrk_run A "$BASE/ping"
     wrk_run B "$BASE/me/ping" "$TOKEN"
     wrk_run Bc "$CACHED/me/ping" "$TOKEN"
+    wrk_run Bt "$TRACKED/me/ping" "$TOKEN"
     load "after round $round with $FILL tokens"
 done
 
@@ -217,10 +235,18 @@ if [ "$PROFILE_REQUESTS" -gt 0 ]; then
     say "instructions per request (callgrind, $PROFILE_REQUESTS requests of each kind on one connection)"
     callgrind_server plain MPAUTHX_VALIDATION_CACHE_MS=0 a b c d
     callgrind_server cached MPAUTHX_VALIDATION_CACHE_MS="$CACHE_MS" b d
+    callgrind_server tracked MPAUTHX_VALIDATION_CACHE=tracking b d
     # The same without a metrics recorder (the servers above have the example's default,
     # Prometheus): what the metrics calls cost with none installed.
     callgrind_server plain-off MPAUTHX_VALIDATION_CACHE_MS=0 MPAUTHX_METRICS=off a b
     callgrind_server cached-off MPAUTHX_VALIDATION_CACHE_MS="$CACHE_MS" MPAUTHX_METRICS=off b
+    callgrind_server tracked-off MPAUTHX_VALIDATION_CACHE=tracking MPAUTHX_METRICS=off b
+fi
+: >"$WORK/revocation"
+if [ "$REVOCATION" != 0 ]; then
+    say "cross-server revocation with the tracked cache (cargo bench --bench revocation)"
+    REVOCATION_TRIALS=$REVOCATION_TRIALS cargo bench -q --bench revocation >"$WORK/revocation" ||
+        die "the revocation benchmark failed"
 fi
 : >"$WORK/phone"
 if [ "$PHONE" != 0 ]; then
@@ -236,9 +262,10 @@ fi
 load "at the end"
 
 verdict() { awk -v r="$1" -v t="$2" 'BEGIN { print (r >= t ? "met" : "**not met**") }'; }
-A=$(mean a 2) B=$(mean b 2) BC=$(mean bc 2) C=$(mean c 2) D=$(mean d 2)
-A2=$(mean A 2) B2=$(mean B 2) BC2=$(mean Bc 2)
-RBA=$(ratio "$B" "$A") RBCA=$(ratio "$BC" "$A") RCA=$(ratio "$C" "$A") RDA=$(ratio "$D" "$A")
+A=$(mean a 2) B=$(mean b 2) BC=$(mean bc 2) BT=$(mean bt 2) C=$(mean c 2) D=$(mean d 2)
+A2=$(mean A 2) B2=$(mean B 2) BC2=$(mean Bc 2) BT2=$(mean Bt 2)
+RBA=$(ratio "$B" "$A") RBCA=$(ratio "$BC" "$A") RBTA=$(ratio "$BT" "$A") RCA=$(ratio "$C" "$A") RDA=$(ratio "$D" "$A")
+RBT2A=$(ratio "$BT2" "$A2")
 RBR=$(ratio "$B" "$REDIS_RPS")
 RB2=$(ratio "$B2" "$B") RB2A=$(ratio "$B2" "$A2") RBC2A=$(ratio "$BC2" "$A2")
 [ "$(mean a 5)" = 0.00 ] && [ "$(mean b 5)" = 0.00 ] && [ "$(mean bc 5)" = 0.00 ] &&
@@ -259,22 +286,26 @@ $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ /
 |---|---:|---:|---:|---:|---|
 | (a) \`GET /ping\`, no layer | $A | $(mean a 3) | $(mean a 4) | 1.00 | |
 | (b) \`GET /me/ping\`, valid token, $SMALL tokens | $B | $(mean b 3) | $(mean b 4) | $RBA × (a) | ≥ 0.80: $(verdict "$RBA" 0.80) |
-| (b') the same, validation cache on | $BC | $(mean bc 3) | $(mean bc 4) | $RBCA × (a) | ≥ 0.80: $(verdict "$RBCA" 0.80) |
+| (b') the same, validation cache on (TTL) | $BC | $(mean bc 3) | $(mean bc 4) | $RBCA × (a) | ≥ 0.80: $(verdict "$RBCA" 0.80) |
+| (b'') the same, tracked validation cache | $BT | $(mean bt 3) | $(mean bt 4) | $RBTA × (a) | ≥ 0.95: $(verdict "$RBTA" 0.95) |
 | (c) malformed token (401) | $C | $(mean c 3) | $(mean c 4) | $RCA × (a) | ≥ 0.95: $(verdict "$RCA" 0.95) |
 | (d) unknown token (401) | $D | $(mean d 3) | $(mean d 4) | $RDA × (a) | |
 | redis-benchmark \`HGET\`, -c$CONNECTIONS | $REDIS_RPS | $REDIS_P50 | $REDIS_P99 | (b) = $RBR × Redis | |
 | (a) again, $KEYS keys / $FILL tokens | $A2 | $(mean A 3) | $(mean A 4) | | |
 | (b) again, $FILL tokens | $B2 | $(mean B 3) | $(mean B 4) | $RB2A × (a), i.e. $RFLAT × the ratio with $SMALL ($RB2 × (b) raw) | within 10 %: $FLAT |
 | (b') again, $FILL tokens | $BC2 | $(mean Bc 3) | $(mean Bc 4) | $RBC2A × (a), i.e. $RFLATC × the ratio with $SMALL | within 10 %: $FLATC |
+| (b'') again, $FILL tokens | $BT2 | $(mean Bt 3) | $(mean Bt 4) | $RBT2A × (a) | ≥ 0.95: $(verdict "$RBT2A" 0.95) |
 
 | ratio to (a) of the same round, over $ROUNDS rounds | min / median / max |
 |---|---|
 | (b) / (a) | $(spread b a) |
 | (b') / (a) | $(spread bc a) |
+| (b'') / (a) | $(spread bt a) |
 | (c) / (a) | $(spread c a) |
 | (d) / (a) | $(spread d a) |
 | (b) / (a), $FILL tokens | $(spread B A) |
 | (b') / (a), $FILL tokens | $(spread Bc A) |
+| (b'') / (a), $FILL tokens | $(spread Bt A) |
 
 CPU time per request (user + system, µs; mean of the rounds): with both cores busy,
 requests/s is about 2 cores / the total, so (a)'s total over another's predicts the
@@ -282,8 +313,8 @@ ratio of requests/s without depending on how the cores were shared.
 
 | run | server | Redis | wrk | total | (a)'s total / this total |
 |---|---:|---:|---:|---:|---:|
-$(for n in a b bc c d; do
-    awk -v n="$n" -v title="$(case $n in a) echo "(a) no layer" ;; b) echo "(b) valid token" ;; bc) echo "(b') valid token, cache on" ;; c) echo "(c) malformed token" ;; d) echo "(d) unknown token" ;; esac)" '
+$(for n in a b bc bt c d; do
+    awk -v n="$n" -v title="$(case $n in a) echo "(a) no layer" ;; b) echo "(b) valid token" ;; bc) echo "(b') valid token, cache on" ;; bt) echo "(b'') valid token, tracked cache" ;; c) echo "(c) malformed token" ;; d) echo "(d) unknown token" ;; esac)" '
         $1 == "a" { ta += $7 + $8 + $9; ca++ } $1 == n { s += $7; r += $8; w += $9; c++ }
         END { t = (s + r + w) / c; printf "| %s | %.1f | %.1f | %.1f | %.1f | %.2f |\n", title, s / c, r / c, w / c, t, (ta / ca) / t }' "$WORK/runs"
 done)
@@ -325,11 +356,22 @@ $(row cached b "(b') valid token, validation cache on")
 $(row plain c "(c) malformed token")
 $(row plain d "(d) unknown token")
 $(row cached d "(d') unknown token, validation cache on")
+$(row tracked b "(b'') valid token, tracked validation cache")
+$(row tracked d "(d'') unknown token, tracked validation cache")
 $(row plain-off a "(a) \`GET /ping\`, no layer, no metrics recorder (\`MPAUTHX_METRICS=off\`)")
 $(row plain-off b "(b) valid token, no metrics recorder")
 $(row cached-off b "(b') valid token, validation cache on, no metrics recorder")
+$(row tracked-off b "(b'') valid token, tracked validation cache, no metrics recorder")
+
+$(awk '$1 == "plain" && $2 == "a" { a = $3 } $1 == "tracked" && $2 == "b" { t = $3 }
+    $1 == "plain-off" && $2 == "a" { ao = $3 } $1 == "tracked-off" && $2 == "b" { to = $3 }
+    END { if (a && t) printf "(b'') / (a) instructions: %.2f with the Prometheus recorder, %.2f without one; target ≤ 1.20: %s\n",
+        t / a, (ao ? to / ao : 0), (t / a <= 1.2 ? "met" : "**not met**") }' "$WORK/profile")
 EOF
 fi
+
+# The revocation benchmark's own tables (benches/revocation.rs).
+[ "$REVOCATION" = 0 ] || cat "$WORK/revocation"
 
 # The phone benchmark's own tables (benches/phone.rs), with its load averages.
 [ "$PHONE" = 0 ] || cat "$WORK/phone"
