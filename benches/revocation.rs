@@ -186,16 +186,20 @@ fn calls(info: &str, name: &str) -> u64 {
 }
 
 fn main() -> Result<()> {
-    let binary = env::var("SERVER_BINARY").unwrap_or_else(|_| "target/release/examples/server".into());
+    let binary =
+        env::var("SERVER_BINARY").unwrap_or_else(|_| "target/release/examples/server".into());
     // Absolute: each server runs in a directory of its own.
     let binary = std::fs::canonicalize(&binary)
-        .map_err(|e| format!("no {binary} (build it first: cargo build --release --example server): {e}"))?
+        .map_err(|e| {
+            format!("no {binary} (build it first: cargo build --release --example server): {e}")
+        })?
         .to_string_lossy()
         .into_owned();
     let count = knob("REVOCATION_TRIALS", 1000);
     let connections = knob("WRK_CONNECTIONS", 32);
     let warm_requests = knob("WARM_REQUESTS", 10_000);
-    let redis = RedisServer::start()?.ok_or("the revocation benchmark needs redis-server on PATH")?;
+    let redis =
+        RedisServer::start()?.ok_or("the revocation benchmark needs redis-server on PATH")?;
     let first = Example::start(&binary, &redis.url())?;
     let second = Example::start(&binary, &redis.url())?;
     let before = loadavg();
@@ -236,13 +240,22 @@ fn main() -> Result<()> {
         std::thread::sleep(Duration::from_millis(5));
     }
     let info = |conn: &mut redis::Connection| -> Result<String> {
-        Ok(redis::cmd("INFO").arg("commandstats").query::<String>(conn)?)
+        Ok(redis::cmd("INFO")
+            .arg("commandstats")
+            .query::<String>(conn)?)
     };
     let total = |info: &str| -> u64 {
         info.lines()
             .filter_map(|l| l.strip_prefix("cmdstat_"))
             .filter(|l| !l.starts_with("info:"))
-            .filter_map(|l| l.split("calls=").nth(1)?.split(',').next()?.parse::<u64>().ok())
+            .filter_map(|l| {
+                l.split("calls=")
+                    .nth(1)?
+                    .split(',')
+                    .next()?
+                    .parse::<u64>()
+                    .ok()
+            })
             .sum()
     };
     let start = info(&mut conn)?;
@@ -257,11 +270,19 @@ fn main() -> Result<()> {
     let others = total(&end) - total(&start) - roles;
     let after = loadavg();
 
-    println!("Revocation through the first server until the second answers 401 ({count} trials each, ms):");
+    println!(
+        "Revocation through the first server until the second answers 401 ({count} trials each, ms):"
+    );
     println!();
     println!("| | p50 | p99 | max |");
     println!("|---|---:|---:|---:|");
-    for (name, took) in [("idle", &idle), (&*format!("second server under wrk, {connections} connections"), &loaded)] {
+    for (name, took) in [
+        ("idle", &idle),
+        (
+            &*format!("second server under wrk, {connections} connections"),
+            &loaded,
+        ),
+    ] {
         println!(
             "| {name} | {:.2} | {:.2} | {:.2} |",
             percentile(took, 0.5),
@@ -276,9 +297,13 @@ fn main() -> Result<()> {
         floor[floor.len() - 1]
     );
     println!();
-    println!("Redis commands per validated request on the second server, warm cache ({warm_requests} requests):");
+    println!(
+        "Redis commands per validated request on the second server, warm cache ({warm_requests} requests):"
+    );
     println!();
-    println!("| `HGET` (validations) | every command but the heartbeats | heartbeats (`ROLE`) meanwhile, all servers |");
+    println!(
+        "| `HGET` (validations) | every command but the heartbeats | heartbeats (`ROLE`) meanwhile, all servers |"
+    );
     println!("|---:|---:|---:|");
     println!(
         "| {:.4} | {:.4} | {roles} |",

@@ -935,23 +935,25 @@ async fn serve_users<T: TokenStore, U: UserStore>(
     }
     let auth = builder.build();
 
-    // The layer on each method router, not on the whole router: a method a route does
-    // not serve is 405 before any credential is looked at.
+    // The layer on each handler, not on the whole router: a method a route does not
+    // serve is 405 before any credential is looked at. (On the handler rather than
+    // `route_layer` on its method router: the same answers, one boxed service fewer to
+    // clone per request.)
     let layer = auth.layer();
     let mut app = Router::new()
-        .route("/me", get(me::<T, U>).route_layer(layer.clone()))
-        .route("/me/ping", get(ping).route_layer(layer.clone()))
+        .route("/me", get(guarded(me::<T, U>, layer.clone())))
+        .route("/me/ping", get(guarded(ping, layer.clone())))
         .route(
             "/auth/phone",
-            post(auth.phone_handler()).route_layer(layer.clone()),
+            post(guarded(auth.phone_handler(), layer.clone())),
         )
         .route(
             "/auth/devices",
-            get(auth.devices_handler()).route_layer(layer.clone()),
+            get(guarded(auth.devices_handler(), layer.clone())),
         )
         .route(
             "/auth/devices/{id}",
-            delete(auth.revoke_device_handler()).route_layer(layer),
+            delete(guarded(auth.revoke_device_handler(), layer)),
         )
         .route("/ping", get(ping))
         .route("/openapi.json", get(openapi))
@@ -1169,6 +1171,19 @@ async fn openapi() -> Response {
         include_str!("openapi.json"),
     )
         .into_response()
+}
+
+/// `handler` behind `layer`: the layer on the handler itself (not `route_layer` on its
+/// method router), so that an unserved method is 405 before any credential is read,
+/// with no extra boxed service to clone per request. (A function, not the `Handler`
+/// trait's method: the trait in scope would shadow `tower::Layer::layer` below.)
+fn guarded<H, T, S, L>(handler: H, layer: L) -> axum::handler::Layered<L, H, T, S>
+where
+    H: axum::handler::Handler<T, S>,
+    L: tower::Layer<axum::handler::HandlerService<H, T, S>> + Clone,
+    L::Service: tower::Service<Request>,
+{
+    axum::handler::Handler::layer(handler, layer)
 }
 
 /// `GET /metrics`: the crate's metrics in Prometheus's text format. Served beside the

@@ -2,6 +2,8 @@
 
 use http::{HeaderMap, header::AUTHORIZATION};
 
+use crate::token::ParsedToken;
+
 /// What the `Authorization` header holds, as far as bearer authentication goes: read
 /// by the one parser (RFC 6750 §2.1) that the layer and the handlers share.
 ///
@@ -41,17 +43,52 @@ impl std::fmt::Debug for Credentials<'_> {
 impl<'a> Credentials<'a> {
     /// Looks at the `Authorization` header without allocating.
     pub fn from_headers(headers: &'a HeaderMap) -> Self {
-        bearer(headers)
+        match presented(headers) {
+            Presented::Absent => Self::Absent,
+            Presented::Malformed => Self::Malformed,
+            Presented::Token(token) => Self::Bearer(token.expose()),
+            Presented::Other(credential) => Self::Bearer(credential),
+        }
     }
 }
 
-fn bearer(headers: &HeaderMap) -> Credentials<'_> {
+/// What the `Authorization` header presents, read for the layer in one pass: a token
+/// parsed at once (a token is a bearer credential by construction), or what
+/// [`Credentials`] would say of anything else.
+pub(crate) enum Presented<'a> {
+    Absent,
+    Malformed,
+    /// A well-formed token (not yet known to the store).
+    Token(ParsedToken<'a>),
+    /// A syntactically valid bearer credential that is not a token.
+    Other(&'a str),
+}
+
+/// Reads the `Authorization` header: the layer's hot path.
+pub(crate) fn presented(headers: &HeaderMap) -> Presented<'_> {
+    let credential = match bearer(headers) {
+        Ok(credential) => credential,
+        Err(answer) => return answer,
+    };
+    if let Ok(token) = ParsedToken::parse(credential) {
+        return Presented::Token(token);
+    }
+    if is_b64token(credential.as_bytes()) {
+        Presented::Other(credential)
+    } else {
+        Presented::Malformed
+    }
+}
+
+/// The credential of a single `Authorization: Bearer` header, trimmed and text, not yet
+/// checked against the b64token grammar; or what to answer without one.
+fn bearer(headers: &HeaderMap) -> Result<&str, Presented<'_>> {
     let mut values = headers.get_all(AUTHORIZATION).iter();
     let Some(value) = values.next() else {
-        return Credentials::Absent;
+        return Err(Presented::Absent);
     };
     if values.next().is_some() {
-        return Credentials::Malformed;
+        return Err(Presented::Malformed);
     }
     let bytes = value.as_bytes();
     let (scheme, credential) = match bytes.iter().position(|&b| b == b' ') {
@@ -60,21 +97,18 @@ fn bearer(headers: &HeaderMap) -> Credentials<'_> {
     };
     if !scheme.eq_ignore_ascii_case(b"Bearer") {
         // Another scheme is none of ours, if the header is text at all.
-        return match value.to_str() {
-            Ok(_) => Credentials::Absent,
-            Err(_) => Credentials::Malformed,
-        };
+        return Err(match value.to_str() {
+            Ok(_) => Presented::Absent,
+            Err(_) => Presented::Malformed,
+        });
     }
     let credential = credential.trim_ascii_start();
     let credential = match credential.iter().rposition(|&b| b != b' ') {
         Some(last) => &credential[..=last],
         None => &b""[..],
     };
-    // Every b64token byte is visible ASCII, so a credential that is one is text.
-    match std::str::from_utf8(credential) {
-        Ok(credential) if is_b64token(credential.as_bytes()) => Credentials::Bearer(credential),
-        _ => Credentials::Malformed,
-    }
+    // Every b64token byte is visible ASCII, so a credential that is not text is none.
+    std::str::from_utf8(credential).map_err(|_| Presented::Malformed)
 }
 
 /// `b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`
@@ -111,7 +145,7 @@ mod tests {
             headers.append(AUTHORIZATION, HeaderValue::from_bytes(v).unwrap());
         }
         // Leak so the borrowed answer can outlive the map in this test helper.
-        bearer(Box::leak(Box::new(headers)))
+        Credentials::from_headers(Box::leak(Box::new(headers)))
     }
 
     #[test]

@@ -2,10 +2,16 @@
 
 use std::sync::Arc;
 
-use crate::{response::Responder, token::Sku};
+use arrayvec::ArrayString;
+
+use crate::{
+    response::Responder,
+    token::{MAX_OPEN_ID_LEN, Sku},
+};
 
 /// The user behind a request's valid token; a request extension set by
-/// [`MpAuthLayer`](crate::MpAuthLayer). Cloning is cheap.
+/// [`MpAuthLayer`](crate::MpAuthLayer). Cloning is cheap: an id up to 64 bytes (every
+/// id a token can carry) is kept inline, a longer one shared.
 ///
 /// With the `axum` feature (on by default) it is an extractor: take `AuthedUser` in a
 /// handler to require a user, or `Option<AuthedUser>` behind a layer built
@@ -29,22 +35,63 @@ use crate::{response::Responder, token::Sku};
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct AuthedUser {
-    open_id: Arc<str>,
+    open_id: Id,
     sku: Sku,
+}
+
+/// An openid, kept inline when it fits a token (64 bytes, as every id a token can carry
+/// does): the layer builds one per request, and this way allocates nothing for it.
+#[derive(Clone)]
+enum Id {
+    Inline(ArrayString<MAX_OPEN_ID_LEN>),
+    Shared(Arc<str>),
+}
+
+impl Id {
+    fn new(id: &str) -> Self {
+        ArrayString::from(id).map_or_else(|_| Self::Shared(Arc::from(id)), Self::Inline)
+    }
+
+    fn as_str(&self) -> &str {
+        match self {
+            Self::Inline(id) => id.as_str(),
+            Self::Shared(id) => id,
+        }
+    }
+}
+
+impl PartialEq for Id {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for Id {}
+
+impl std::hash::Hash for Id {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
+
+impl std::fmt::Debug for Id {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
 }
 
 impl AuthedUser {
     /// A user, e.g. to put in a request's extensions in a test.
-    pub fn new(sku: Sku, open_id: impl Into<Arc<str>>) -> Self {
+    pub fn new(sku: Sku, open_id: impl AsRef<str>) -> Self {
         Self {
-            open_id: open_id.into(),
+            open_id: Id::new(open_id.as_ref()),
             sku,
         }
     }
 
     /// The user's openid (or unionid, if the application identifies users by it).
     pub fn open_id(&self) -> &str {
-        &self.open_id
+        self.open_id.as_str()
     }
 
     /// The sku the token was issued under.
@@ -113,5 +160,27 @@ mod axum_impls {
             }
             Err(missing(parts))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_inline_or_shared_read_alike() {
+        let sku = Sku::new("demo").unwrap();
+        let short = AuthedUser::new(sku.clone(), "o-ann");
+        assert!(matches!(short.open_id, Id::Inline(_)));
+        assert_eq!(short.open_id(), "o-ann");
+        let long = "x".repeat(MAX_OPEN_ID_LEN + 1);
+        let shared = AuthedUser::new(sku.clone(), &long);
+        assert!(matches!(shared.open_id, Id::Shared(_)));
+        assert_eq!(shared.open_id(), long);
+        assert_eq!(short, AuthedUser::new(sku, String::from("o-ann")));
+        assert_eq!(
+            format!("{short:?}"),
+            r#"AuthedUser { open_id: "o-ann", sku: "demo" }"#
+        );
     }
 }

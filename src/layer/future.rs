@@ -32,6 +32,9 @@ where
     state: State<S, ReqBody, S::Future, V>,
 }
 
+// One per request in flight, never moved once polled: its size costs nothing an
+// allocation to shrink it would not cost more.
+#[allow(clippy::large_enum_variant)]
 #[pin_project(project = StateProj)]
 enum State<S, ReqBody, F, V> {
     /// Waiting for the token store; the rest is needed once it answers.

@@ -12,11 +12,11 @@ use tower_service::Service;
 
 pub use self::{body::ResponseBody, future::ResponseFuture};
 use crate::{
-    bearer::Credentials,
+    bearer::{self, Presented},
     instruments::{self, Validation},
     response::{RejectionKind, Responder},
     store::TokenStore,
-    token::{ParsedToken, Sku},
+    token::Sku,
     user::{Anonymous, AuthedUser},
 };
 
@@ -173,20 +173,19 @@ where
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
         let policy = &self.policy;
-        let token = match Credentials::from_headers(request.headers()) {
-            Credentials::Bearer(text) => ParsedToken::parse(text)
-                .ok()
-                .filter(|token| policy.sku == *token.sku()),
-            Credentials::Absent if policy.optional => {
+        let token = match bearer::presented(request.headers()) {
+            Presented::Token(token) => Some(token).filter(|token| policy.sku == *token.sku()),
+            Presented::Other(_) => None,
+            Presented::Absent if policy.optional => {
                 instruments::validation(Validation::Missing);
                 let anonymous = Anonymous(Arc::clone(&policy.responder));
                 request.extensions_mut().insert(anonymous);
                 return ResponseFuture::call(self.inner.call(request));
             }
-            Credentials::Absent => {
+            Presented::Absent => {
                 return self.reject(RejectionKind::MissingCredentials, &request);
             }
-            Credentials::Malformed => return self.reject(RejectionKind::InvalidRequest, &request),
+            Presented::Malformed => return self.reject(RejectionKind::InvalidRequest, &request),
         };
         let Some(token) = token else {
             return self.reject(RejectionKind::InvalidToken, &request);

@@ -7,8 +7,12 @@ use rand::TryRng as _;
 use sha2::{Digest as _, Sha256};
 
 pub use self::sku::Sku;
-use self::sku::{MAX_SKU_LEN, is_part_byte, is_token_part};
+use self::{
+    alphabet::{all_part_bytes, single_dot},
+    sku::{MAX_SKU_LEN, is_token_part},
+};
 
+mod alphabet;
 mod sku;
 
 /// The longest openid (or unionid) a token may carry, in bytes.
@@ -186,32 +190,27 @@ impl<'a> ParsedToken<'a> {
         if text.len() > MAX_TOKEN_LEN {
             return Err(TokenError::TooLong);
         }
-        // One pass (the request hot path): every byte is of the parts' alphabet, or one
-        // of exactly two dots.
-        let mut dots = [0; 2];
-        let mut found = 0;
-        for (i, &b) in text.as_bytes().iter().enumerate() {
-            if b == b'.' {
-                let Some(dot) = dots.get_mut(found) else {
-                    return Err(TokenError::Malformed);
-                };
-                *dot = i;
-                found += 1;
-            } else if !is_part_byte(b) {
-                return Err(TokenError::Malformed);
-            }
-        }
-        if found != 2 {
+        // The request hot path. The secret has a fixed length: it is the last 43 bytes,
+        // after a dot; the rest, `<sku>.<openid>`, has exactly one dot. The alphabet is
+        // checked eight bytes at a time.
+        let Some(last_dot) = text.len().checked_sub(SECRET_LEN + 1) else {
+            return Err(TokenError::Malformed);
+        };
+        if text.as_bytes()[last_dot] != b'.' {
             return Err(TokenError::Malformed);
         }
-        // Two dots, the second after the first.
-        let [first, second] = dots;
-        let well_formed = (1..=MAX_SKU_LEN).contains(&first)
-            && (1..=MAX_OPEN_ID_LEN).contains(&(second - first - 1))
-            && text.len() - second - 1 == SECRET_LEN;
-        match (text.get(..first), text.get(first + 1..second)) {
-            (Some(sku), Some(open_id)) if well_formed => Ok(Self { text, sku, open_id }),
-            _ => Err(TokenError::Malformed),
+        let (head, secret) = (&text[..last_dot], &text[last_dot + 1..]);
+        let Some(first_dot) = single_dot(head.as_bytes()) else {
+            return Err(TokenError::Malformed);
+        };
+        let (sku, open_id) = (&head[..first_dot], &head[first_dot + 1..]);
+        let well_formed = (1..=MAX_SKU_LEN).contains(&sku.len())
+            && (1..=MAX_OPEN_ID_LEN).contains(&open_id.len())
+            && all_part_bytes(secret.as_bytes());
+        if well_formed {
+            Ok(Self { text, sku, open_id })
+        } else {
+            Err(TokenError::Malformed)
         }
     }
 

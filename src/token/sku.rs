@@ -1,8 +1,8 @@
-//! [`Sku`]: the project a token belongs to, and the alphabet of token parts.
+//! [`Sku`]: the project a token belongs to.
 
 use std::{fmt, str::FromStr, sync::Arc};
 
-use super::TokenError;
+use super::{TokenError, alphabet::all_part_bytes};
 
 /// The longest sku accepted, in bytes.
 pub(super) const MAX_SKU_LEN: usize = 32;
@@ -72,25 +72,8 @@ impl fmt::Display for Sku {
 
 /// Whether `s` is 1 to `max` bytes of `[A-Za-z0-9_-]`, the alphabet of skus and openids.
 pub(super) fn is_token_part(s: &str, max: usize) -> bool {
-    !s.is_empty() && s.len() <= max && s.bytes().all(is_part_byte)
+    !s.is_empty() && s.len() <= max && all_part_bytes(s.as_bytes())
 }
-
-/// Whether `b` is of a token part's alphabet, `[A-Za-z0-9_-]`: one table lookup.
-pub(super) fn is_part_byte(b: u8) -> bool {
-    PART_BYTES[usize::from(b)]
-}
-
-/// [`is_part_byte`]'s table.
-static PART_BYTES: [bool; 256] = {
-    let mut table = [false; 256];
-    let mut b = 0;
-    while b < 256 {
-        let c = b as u8;
-        table[b] = c.is_ascii_alphanumeric() || c == b'_' || c == b'-';
-        b += 1;
-    }
-    table
-};
 
 #[cfg(test)]
 mod tests {

@@ -32,6 +32,24 @@ proptest! {
     }
 
     #[test]
+    fn parsing_accepts_exactly_the_grammar_near_it(
+        text in "[A-Za-z0-9_.~-]{0,34}\\.[A-Za-z0-9_.~-]{0,66}\\.[A-Za-z0-9_.=~-]{41,45}",
+    ) {
+        // The grammar, by its definition: three dot-separated parts of `[A-Za-z0-9_-]`,
+        // 1 to 32, 1 to 64 and exactly 43 long.
+        let part = |p: &str, lengths: std::ops::RangeInclusive<usize>| {
+            lengths.contains(&p.len())
+                && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        };
+        let parts: Vec<&str> = text.split('.').collect();
+        let in_grammar = parts.len() == 3
+            && part(parts[0], 1..=32)
+            && part(parts[1], 1..=64)
+            && part(parts[2], 43..=43);
+        prop_assert_eq!(ParsedToken::parse(&text).is_ok(), in_grammar, "{:?}", text);
+    }
+
+    #[test]
     fn parsing_any_string_never_panics_and_accepts_only_the_grammar(text in ".{0,200}") {
         if let Ok(parsed) = ParsedToken::parse(&text) {
             let parts: Vec<&str> = text.split('.').collect();

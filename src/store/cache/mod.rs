@@ -92,8 +92,8 @@ const MAX_CACHE_CAPACITY: usize = 1 << 24;
 ///
 /// What is cached, and what is not:
 ///
-/// - **Live tokens**, keyed by a 128-bit keyed hash of the token (two SipHash digests
-///   under keys drawn for each cache), never by its text, for the TTL counted from
+/// - **Live tokens**, keyed by a 128-bit keyed hash of the token (SipHash-1-3-128
+///   under a key drawn for each cache), never by its text, for the TTL counted from
 ///   before the store was asked, and never past the token's own expiry.
 /// - **Unknown tokens** (a well-formed token the store does not hold), for the same TTL,
 ///   in a separate table, so that a flood of made-up tokens cannot push live ones out.
@@ -114,7 +114,7 @@ const MAX_CACHE_CAPACITY: usize = 1 << 24;
 /// Both tables have a fixed capacity ([`with_capacity`], [`with_negative_capacity`]) and
 /// evict with [`quick_cache`]'s CLOCK-Pro / S3-FIFO-like policy: O(1) per insertion,
 /// and scan resistant, so that tokens seen once do not evict tokens seen often. A hit
-/// hashes the token twice with SipHash (a miss also computes the SHA-256 the store needs),
+/// hashes the token once with SipHash (a miss also computes the SHA-256 the store needs),
 /// takes a shard's read lock and allocates nothing.
 ///
 /// A change to a user's tokens drops that user's answers in O(1): every answer carries
