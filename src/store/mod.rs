@@ -376,7 +376,7 @@ pub enum StoreBuildError {
 /// let successor = Token::successor_of(&token.parsed())?;
 /// let rotated = store.rotate(&token.parsed(), &successor, &options).await?;
 /// assert!(rotated.is_some(), "the old token was live");
-/// assert_eq!(store.validate(&token.parsed()).await?.is_live(), TokenStatus::Unknown);
+/// assert_eq!(store.validate(&token.parsed()).await?, TokenStatus::Unknown);
 /// assert!(store.validate(&successor.parsed()).await?.is_live());
 /// # Ok(())
 /// # }
