@@ -511,3 +511,92 @@ async fn the_tracked_cache_hears_every_primary() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tracked_cache_follows_a_failover_and_never_answers_stale() {
+    let mut cluster = tokio::task::spawn_blocking(RedisCluster::start)
+        .await
+        .unwrap();
+    let store = || async {
+        RedisTokenStore::cluster_builder(cluster.seeds())
+            .with_key_prefix("tfo")
+            .with_command_timeout(Duration::from_millis(500))
+            .build()
+            .await
+            .unwrap()
+    };
+    let tracked = mpauthx::CachedTokenStore::tracking(store().await)
+        .await
+        .unwrap();
+    let other = store().await;
+    let answering = |within: Duration| {
+        let tracked = tracked.clone();
+        async move {
+            let deadline = Instant::now() + within;
+            while !tracked.is_answering() {
+                assert!(Instant::now() < deadline, "the tracking did not come up");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    answering(Duration::from_secs(10)).await;
+    let options = IssueOptions::new(LONG);
+    let token = issue(&other, "o-tfo", &options).await;
+    let victim = cluster.primary_of_slot(key_slot(&user_key("tfo", "o-tfo")));
+    assert!(live(&tracked, &token).await);
+    let cluster = tokio::task::spawn_blocking(move || {
+        cluster.wait_replicated(Duration::from_secs(10));
+        cluster.kill(victim);
+        cluster
+    })
+    .await
+    .unwrap();
+    let killed_at = Instant::now();
+    // The victim's tracking connection is gone: no answer from memory.
+    while tracked.is_answering() {
+        assert!(
+            killed_at.elapsed() < Duration::from_millis(500),
+            "still answering from memory with a primary dead"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Once the replica is promoted, the other store revokes there: never live here
+    // after that.
+    let deadline = killed_at + Duration::from_secs(30);
+    loop {
+        match other.revoke(&token.parsed()).await {
+            Ok(revoked) => {
+                assert!(revoked, "the token was replicated to the promoted replica");
+                break;
+            }
+            Err(_) => assert!(Instant::now() < deadline, "no replica took over"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    loop {
+        match tracked.validate(&token.parsed()).await {
+            Ok(status) => {
+                assert!(!status.is_live(), "a stale answer after the failover");
+                break;
+            }
+            Err(_) => assert!(Instant::now() < deadline, "no answer after the failover"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The new primary is tracked: a revocation there is refused within 50 ms.
+    answering(Duration::from_secs(20)).await;
+    let token = issue(&other, "o-tfo", &options).await;
+    assert!(live(&tracked, &token).await);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(live(&tracked, &token).await);
+    assert!(other.revoke(&token.parsed()).await.unwrap());
+    let since = Instant::now();
+    while live(&tracked, &token).await {
+        assert!(
+            since.elapsed() < Duration::from_millis(50),
+            "a revocation on the promoted primary is still live here"
+        );
+        tokio::task::yield_now().await;
+    }
+    drop(cluster);
+}
