@@ -102,7 +102,11 @@ fn bearer(headers: &HeaderMap) -> Result<&str, Presented<'_>> {
             Err(_) => Presented::Malformed,
         });
     }
-    let credential = credential.trim_ascii_start();
+    // `Bearer 1*SP b64token`, spaces around it tolerated, and only spaces.
+    let credential = match credential.iter().position(|&b| b != b' ') {
+        Some(first) => &credential[first..],
+        None => &b""[..],
+    };
     let credential = match credential.iter().rposition(|&b| b != b' ') {
         Some(last) => &credential[..=last],
         None => &b""[..],
@@ -177,6 +181,8 @@ mod tests {
             b"Bearer a,b",
             b"Bearer =abc",
             b"Bearer \xe4\xbd\xa0",
+            b"Bearer \ta.b.c",
+            b"Bearer a.b.c\t",
         ] {
             assert_eq!(read(&[bad]), Credentials::Malformed, "{bad:?}");
         }

@@ -13,6 +13,7 @@ use std::{
 
 use common::{
     cluster::{HalfMigratedSlot, RedisCluster, cli, cli_asking, key_slot},
+    tracked::{answering, refused_within},
     unique_prefix,
 };
 use mpauthx::{IssueOptions, RedisTokenStore, StoreBuildError, StoreError, Token, TokenStore};
@@ -449,12 +450,8 @@ async fn the_tracked_cache_hears_every_primary() {
         .await
         .unwrap();
     let other = store().await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !tracked.is_answering() {
-        assert!(Instant::now() < deadline, "the tracking did not come up");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    // One tracking connection per primary.
+    answering(&tracked, Duration::from_secs(10)).await;
+    // One tracking connection per primary (no other test tracks on this cluster).
     let tracking_clients: usize = cluster
         .primaries()
         .keys()
@@ -475,10 +472,7 @@ async fn the_tracked_cache_hears_every_primary() {
                 .count()
         })
         .sum();
-    assert!(
-        tracking_clients >= cluster.primaries().len(),
-        "{tracking_clients}"
-    );
+    assert_eq!(tracking_clients, cluster.primaries().len());
 
     // Users on every primary: each revocation by the other store is refused here
     // within 50 ms, pushed by the primary that holds the user.
@@ -501,14 +495,8 @@ async fn the_tracked_cache_hears_every_primary() {
     for (primary, token) in &by_primary {
         assert!(live(&tracked, token).await);
         assert!(other.revoke(&token.parsed()).await.unwrap());
-        let since = Instant::now();
-        while live(&tracked, token).await {
-            assert!(
-                since.elapsed() < Duration::from_millis(50),
-                "a revocation on primary {primary} is still live here"
-            );
-            tokio::task::yield_now().await;
-        }
+        let took = refused_within(&tracked, token, Instant::now(), Duration::from_millis(50)).await;
+        eprintln!("a revocation on primary {primary} refused here after {took:?}");
     }
 }
 
@@ -529,17 +517,7 @@ async fn the_tracked_cache_follows_a_failover_and_never_answers_stale() {
         .await
         .unwrap();
     let other = store().await;
-    let answering = |within: Duration| {
-        let tracked = tracked.clone();
-        async move {
-            let deadline = Instant::now() + within;
-            while !tracked.is_answering() {
-                assert!(Instant::now() < deadline, "the tracking did not come up");
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
-    };
-    answering(Duration::from_secs(10)).await;
+    answering(&tracked, Duration::from_secs(10)).await;
     let options = IssueOptions::new(LONG);
     let token = issue(&other, "o-tfo", &options).await;
     let victim = cluster.primary_of_slot(key_slot(&user_key("tfo", "o-tfo")));
@@ -584,19 +562,12 @@ async fn the_tracked_cache_follows_a_failover_and_never_answers_stale() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // The new primary is tracked: a revocation there is refused within 50 ms.
-    answering(Duration::from_secs(20)).await;
+    answering(&tracked, Duration::from_secs(20)).await;
     let token = issue(&other, "o-tfo", &options).await;
     assert!(live(&tracked, &token).await);
     tokio::time::sleep(Duration::from_millis(20)).await;
     assert!(live(&tracked, &token).await);
     assert!(other.revoke(&token.parsed()).await.unwrap());
-    let since = Instant::now();
-    while live(&tracked, &token).await {
-        assert!(
-            since.elapsed() < Duration::from_millis(50),
-            "a revocation on the promoted primary is still live here"
-        );
-        tokio::task::yield_now().await;
-    }
+    refused_within(&tracked, &token, Instant::now(), Duration::from_millis(50)).await;
     drop(cluster);
 }

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::{
     sentinel::{MASTER, SentinelSetup},
+    tracked::{answering, refused_within},
     unique_prefix,
 };
 use mpauthx::{IssueOptions, RedisTokenStore, StoreBuildError, StoreError, Token, TokenStore};
@@ -173,36 +174,6 @@ async fn the_store_follows_a_failover_to_the_promoted_replica() {
     );
 }
 
-/// Polls until `token` is refused by `tracked`, within `within` of `since`.
-async fn refused_by(
-    tracked: &mpauthx::CachedTokenStore<RedisTokenStore>,
-    token: &Token,
-    since: Instant,
-    within: Duration,
-) {
-    loop {
-        match tracked.validate(&token.parsed()).await {
-            Ok(status) if !status.is_live() => return,
-            Ok(_) => assert!(
-                since.elapsed() < within,
-                "still live after {:?}",
-                since.elapsed()
-            ),
-            Err(e) => panic!("no answer: {e}"),
-        }
-        tokio::task::yield_now().await;
-    }
-}
-
-/// Waits until a tracked cache answers from memory.
-async fn answering(tracked: &mpauthx::CachedTokenStore<RedisTokenStore>, within: Duration) {
-    let deadline = Instant::now() + within;
-    while !tracked.is_answering() {
-        assert!(Instant::now() < deadline, "the tracking did not come up");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_tracked_cache_follows_a_failover_and_never_answers_stale() {
     let setup = tokio::task::spawn_blocking(SentinelSetup::start)
@@ -229,7 +200,7 @@ async fn the_tracked_cache_follows_a_failover_and_never_answers_stale() {
     tokio::time::sleep(Duration::from_millis(20)).await;
     assert!(live(&tracked, &token).await);
     assert!(other.revoke(&token.parsed()).await.unwrap());
-    refused_by(&tracked, &token, Instant::now(), Duration::from_millis(50)).await;
+    refused_within(&tracked, &token, Instant::now(), Duration::from_millis(50)).await;
 
     // A failover: the tracking connection to the old primary is lost, and the cache
     // stops answering from memory.
@@ -281,6 +252,6 @@ async fn the_tracked_cache_follows_a_failover_and_never_answers_stale() {
     tokio::time::sleep(Duration::from_millis(20)).await;
     assert!(live(&tracked, &token).await);
     assert!(other.revoke(&token.parsed()).await.unwrap());
-    refused_by(&tracked, &token, Instant::now(), Duration::from_millis(50)).await;
+    refused_within(&tracked, &token, Instant::now(), Duration::from_millis(50)).await;
     drop(setup);
 }

@@ -36,6 +36,7 @@ pub mod postgres;
 pub mod sentinel;
 pub mod sim;
 pub mod stores;
+pub mod tracked;
 pub mod users;
 
 /// A `redis-server` process owned by the test.
