@@ -327,7 +327,7 @@ impl<T: TokenStore, U: UserStore> MpAuth<T, U> {
                 _ => self.login(client, request).await,
             }
         };
-        spans::traced(Flow::Login, spans::login(), login).await
+        spans::traced(Flow::Login, login).await
     }
 
     async fn login(
@@ -464,7 +464,7 @@ impl<T: TokenStore, U: UserStore> MpAuth<T, U> {
     /// retries and stays logged in. Past the session's maximum age
     /// ([`MpAuthConfig::with_max_session_age`]) a refresh is refused.
     pub async fn refresh(&self, token: &str) -> Result<Authorized, Error> {
-        spans::traced(Flow::Refresh, spans::refresh(), async {
+        spans::traced(Flow::Refresh, async {
             let token = self.parse(token)?;
             spans::record("user", token.open_id());
             let successor = Token::successor_of(&token).map_err(Error::Token)?;

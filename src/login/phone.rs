@@ -64,12 +64,7 @@ impl<T: TokenStore, U: UserStore> MpAuth<T, U> {
         user: &AuthedUser,
         code: PhoneCode,
     ) -> Result<PhoneNumber, Error> {
-        super::spans::traced(
-            Flow::PhoneBind,
-            super::spans::phone_bind(),
-            self.bind(user, code),
-        )
-        .await
+        super::spans::traced(Flow::PhoneBind, self.bind(user, code)).await
     }
 
     async fn bind(&self, user: &AuthedUser, code: PhoneCode) -> Result<PhoneNumber, Error> {

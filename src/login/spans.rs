@@ -15,7 +15,7 @@ use tracing::{Instrument as _, Span, field::Empty};
 use super::Error;
 use crate::instruments::{self, Flow};
 
-pub(super) fn login() -> Span {
+fn login() -> Span {
     tracing::info_span!(
         "login",
         outcome = Empty,
@@ -25,11 +25,11 @@ pub(super) fn login() -> Span {
     )
 }
 
-pub(super) fn refresh() -> Span {
+fn refresh() -> Span {
     tracing::info_span!("refresh", outcome = Empty, user = Empty, token = Empty)
 }
 
-pub(super) fn phone_bind() -> Span {
+fn phone_bind() -> Span {
     tracing::info_span!(
         "phone_bind",
         outcome = Empty,
@@ -38,12 +38,17 @@ pub(super) fn phone_bind() -> Span {
     )
 }
 
-/// Runs `flow` in `span` and records its outcome there and in the flow's counter.
+/// Runs `flow` in the span of `which` and records its outcome there and in the flow's
+/// counter.
 pub(super) async fn traced<T>(
     which: Flow,
-    span: Span,
     flow: impl Future<Output = Result<T, Error>>,
 ) -> Result<T, Error> {
+    let span = match which {
+        Flow::Login => login(),
+        Flow::Refresh => refresh(),
+        Flow::PhoneBind => phone_bind(),
+    };
     let result = flow.instrument(span.clone()).await;
     let outcome = match &result {
         Ok(_) => "ok",
