@@ -69,5 +69,5 @@ pub use crate::{
         extract_sku,
     },
     user::AuthedUser,
-    users::{Profile, User, UserStore, UserStoreError},
+    users::{Profile, StoredLogin, User, UserStore, UserStoreError},
 };

@@ -427,14 +427,15 @@ impl<T: TokenStore, U: UserStore> MpAuth<T, U> {
             .inner
             .users
             .upsert_login(
+                self.inner.config.app_id(),
                 &identity,
                 union_id.as_deref(),
                 profile.as_ref(),
                 phone.as_ref(),
             )
             .await;
-        let user = match stored {
-            Ok(user) => user,
+        let stored = match stored {
+            Ok(stored) => stored,
             Err(error) => {
                 // Take it back now, so that the failed login leaves nothing behind; if
                 // the store cannot answer either, `pending` keeps trying.
@@ -448,11 +449,15 @@ impl<T: TokenStore, U: UserStore> MpAuth<T, U> {
             }
         };
         pending.disarm();
+        if let Some(from) = &stored.merged_from {
+            tracing::info!(user = %identity, from = %from, person = %stored.user.person_id, "a late unionid moved the user to the person that has it");
+        }
         spans::record("user", &identity);
         spans::record("token", issued.info.hash.id().as_str());
         tracing::info!(user = %identity, token = %issued.info.hash.id(), phone = phone.is_some(), "user logged in");
-        let mut authorized = Authorized::new(token, &issued.info, Some(user));
+        let mut authorized = Authorized::new(token, &issued.info, Some(stored.user));
         authorized.phone = phone;
+        authorized.merged_from = stored.merged_from;
         Ok(authorized)
     }
 
@@ -544,7 +549,7 @@ impl<T: TokenStore, U: UserStore> MpAuth<T, U> {
         let user = self
             .inner
             .users
-            .get(open_id)
+            .get(self.inner.config.app_id(), open_id)
             .await?
             .ok_or(Error::UnknownUser)?;
         let token = Token::generate(self.inner.config.sku(), open_id).map_err(|e| match e {
@@ -561,7 +566,11 @@ impl<T: TokenStore, U: UserStore> MpAuth<T, U> {
     /// (the user store fails) is at least logged out.
     pub async fn delete_user(&self, open_id: &str) -> Result<bool, Error> {
         self.logout_all(open_id).await?;
-        Ok(self.inner.users.delete(open_id).await?)
+        Ok(self
+            .inner
+            .users
+            .delete(self.inner.config.app_id(), open_id)
+            .await?)
     }
 
     /// The user behind a live token.

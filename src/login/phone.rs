@@ -82,7 +82,11 @@ impl<T: TokenStore, U: UserStore> MpAuth<T, U> {
         // openid is known here.
         let open_id = match self.config().identity() {
             Identity::OpenId => Some(user.open_id()),
-            _ => match self.users().get(user.open_id()).await? {
+            _ => match self
+                .users()
+                .get(self.config().app_id(), user.open_id())
+                .await?
+            {
                 Some(stored) if stored.union_id.as_deref() != Some(user.open_id()) => {
                     Some(user.open_id())
                 }
@@ -100,7 +104,11 @@ impl<T: TokenStore, U: UserStore> MpAuth<T, U> {
             )?;
         }
         let phone = self.exchange_phone(&code, open_id).await?;
-        match self.users().set_phone(user.open_id(), &phone).await? {
+        match self
+            .users()
+            .set_phone(self.config().app_id(), user.open_id(), &phone)
+            .await?
+        {
             Some(_) => {
                 tracing::info!(user = user.open_id(), phone = %phone.masked(), "phone bound");
                 Ok(phone)

@@ -139,6 +139,10 @@ pub struct Authorized {
     pub user: Option<User>,
     /// The phone number this login bound (with `phone_code` or `phone`), if any.
     pub phone: Option<PhoneNumber>,
+    /// The person id the user had before this login, when the login's unionid moved
+    /// the user to the person that has it (see
+    /// [`StoredLogin::merged_from`](crate::StoredLogin::merged_from)).
+    pub merged_from: Option<String>,
 }
 
 impl Authorized {
@@ -150,6 +154,7 @@ impl Authorized {
             expires_in: info.expires_at_ms.saturating_sub(info.issued_at_ms) / 1000,
             user,
             phone: None,
+            merged_from: None,
         }
     }
 }

@@ -69,16 +69,25 @@ impl Profile {
     }
 }
 
-/// A stored user, serialized with snake_case field names (the `GET /me` body). `Debug`
-/// masks the phone number, as [`PhoneNumber`]'s does.
+/// A stored user: one person's record in one mini-program, keyed by (`app_id`,
+/// `open_id`) and linked to the person's records in the other apps by `person_id`.
+/// Serialized with snake_case field names (the `GET /me` body). `Debug` masks the phone
+/// number, as [`PhoneNumber`]'s does.
 ///
 /// Times are unix seconds. Rows carried over from the original Node schema get
 /// the migration time as `created_at`/`updated_at`; rows a legacy writer adds
 /// after that, without timestamps, read as `0` until their next login here.
 #[derive(Clone, PartialEq, Eq, Serialize)]
 pub struct User {
+    /// The app id of the mini-program this record belongs to.
+    pub app_id: String,
     /// The user's openid for this mini-program.
     pub open_id: String,
+    /// The person this record belongs to: the same for every record of one unionid,
+    /// across apps (32 lowercase hex characters). A record without a unionid is a person
+    /// of its own until WeChat sends one that another app's record already has; the
+    /// record then joins that person (see [`StoredLogin::merged_from`]).
+    pub person_id: String,
     /// The user's unionid across the developer's apps, once WeChat has sent one.
     pub union_id: Option<String>,
     /// Display name.
@@ -117,7 +126,9 @@ impl std::fmt::Debug for User {
                 .map(|n| crate::phone::mask(self.country_code.as_deref().unwrap_or("?"), n))
         };
         f.debug_struct("User")
+            .field("app_id", &self.app_id)
             .field("open_id", &self.open_id)
+            .field("person_id", &self.person_id)
             .field("union_id", &self.union_id)
             .field("nick_name", &self.nick_name)
             .field("avatar_url", &self.avatar_url)
@@ -191,6 +202,13 @@ pub enum UserStoreError {
     /// PostgreSQL's text cannot hold); nothing was written.
     #[error("user store cannot store this value: {0}")]
     InvalidInput(&'static str),
+    /// The table holds users of a single-app version (keyed by openid alone), and the
+    /// store was opened without saying which app they belong to: open it with
+    /// `with_legacy_app_id(<their app id>)`. Nothing was changed.
+    #[error(
+        "the user table holds single-app users; open the store with `with_legacy_app_id` to migrate them"
+    )]
+    LegacyAppIdNeeded,
 }
 
 impl UserStoreError {
@@ -215,17 +233,118 @@ impl UserStoreError {
             Self::Unavailable(e) => Self::Unavailable(source(e)),
             Self::Timeout(after) => Self::Timeout(*after),
             Self::InvalidInput(reason) => Self::InvalidInput(reason),
+            Self::LegacyAppIdNeeded => Self::LegacyAppIdNeeded,
+        }
+    }
+}
+
+/// What [`UserStore::upsert_login`] did: the user as stored, and the person the record
+/// left, if the login moved it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StoredLogin {
+    /// The user as stored after the login.
+    pub user: User,
+    /// When this login's unionid belongs to another person (the user's record in
+    /// another app got it first), the record joins that person: this is the person id
+    /// it had before, which no longer names anyone if this was its only record. Data an
+    /// application keeps per person moves from this id to `user.person_id`.
+    pub merged_from: Option<String>,
+}
+
+impl StoredLogin {
+    /// A login that moved no record.
+    pub fn new(user: User) -> Self {
+        Self {
+            user,
+            merged_from: None,
+        }
+    }
+}
+
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+/// A new person id: 16 bytes from the thread's CSPRNG (seeded by the OS) as 32 lowercase hex characters (ids
+/// only need to be unique; random ones leak nothing about when or where they were made).
+pub(crate) fn new_person_id() -> String {
+    use std::fmt::Write as _;
+
+    let bytes: [u8; 16] = rand::random();
+    bytes.iter().fold(String::with_capacity(32), |mut id, b| {
+        let _ = write!(id, "{b:02x}");
+        id
+    })
+}
+
+/// A record's person and unionid as stored, before a login changes them.
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+pub(crate) struct Current {
+    pub(crate) person_id: String,
+    pub(crate) union_id: Option<String>,
+}
+
+/// Where a login's record goes: the person id it gets, and the one it leaves, if any.
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+pub(crate) struct Placement {
+    pub(crate) person_id: String,
+    pub(crate) merged_from: Option<String>,
+}
+
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+impl Placement {
+    /// Whether [`place`](Self::place) needs to know if the record's person has other
+    /// records: only when the record's unionid changes to one nobody has (WeChat never
+    /// changes a unionid, but an app moved to another Open Platform account would).
+    pub(crate) fn needs_sharing(
+        current: Option<&Current>,
+        union_id: Option<&str>,
+        owner: Option<&str>,
+    ) -> bool {
+        match (current, union_id, owner) {
+            (Some(c), Some(new), None) => c.union_id.as_deref().is_some_and(|old| old != new),
+            _ => false,
+        }
+    }
+
+    /// The rule every store follows, inside the login's transaction: a record joins
+    /// the person of another record with its unionid (`owner`); else it keeps its
+    /// person, unless it takes a new unionid away from the person's other records
+    /// (`shared`), when it becomes a person of its own; a new record without an owner
+    /// is a new person.
+    pub(crate) fn place(
+        current: Option<&Current>,
+        union_id: Option<&str>,
+        owner: Option<String>,
+        shared: bool,
+    ) -> Self {
+        let (person_id, merged_from) = match (current, owner) {
+            (Some(c), Some(owner)) if owner != c.person_id => (owner, Some(c.person_id.clone())),
+            (_, Some(owner)) => (owner, None),
+            (Some(c), None) if shared && Self::needs_sharing(Some(c), union_id, None) => {
+                (new_person_id(), Some(c.person_id.clone()))
+            }
+            (Some(c), None) => (c.person_id.clone(), None),
+            (None, None) => (new_person_id(), None),
+        };
+        Self {
+            person_id,
+            merged_from,
         }
     }
 }
 
 /// Persistent storage of [`User`]s, in the style of tower-sessions' `SessionStore`.
 ///
-/// A login calls [`UserStore::upsert_login`] with the `openid` (and `unionid`,
-/// when WeChat sends one) from `code2Session`, plus whatever profile the client
-/// sent. The first login creates the user; later logins record the login time
-/// and merge in only the profile fields they actually carry, so a login without
-/// `getUserProfile` data never wipes a nickname stored earlier.
+/// A user is a person's record in one mini-program, keyed by (app id, openid): one
+/// store serves every app of a backend. A login calls [`UserStore::upsert_login`] with
+/// the app id, the `openid` (and `unionid`, when WeChat sends one) from
+/// `code2Session`, plus whatever profile the client sent. The first login creates the
+/// user; later logins record the login time and merge in only the profile fields they
+/// actually carry, so a login without `getUserProfile` data never wipes a nickname
+/// stored earlier.
+///
+/// Records sharing a unionid belong to one person ([`User::person_id`]), whichever app
+/// they are from, including when the unionid first comes with a later login: the
+/// record then joins the person that has it, in the same write.
 ///
 /// ```
 /// use mpauthx::{Profile, SqliteUserStore, UserStore};
@@ -237,44 +356,64 @@ impl UserStoreError {
 /// let store = SqliteUserStore::open(&path).await?;
 ///
 /// let profile = Profile { nick_name: Some("Ada".into()), ..Profile::default() };
-/// store.upsert_login("o-abc", None, Some(&profile), None).await?;
+/// store.upsert_login("wx-shop", "o-abc", None, Some(&profile), None).await?;
 ///
 /// // A later login without a profile keeps the stored nickname.
-/// let user = store.upsert_login("o-abc", Some("u-xyz"), None, None).await?;
+/// let user = store.upsert_login("wx-shop", "o-abc", Some("u-xyz"), None, None).await?.user;
 /// assert_eq!(user.nick_name.as_deref(), Some("Ada"));
 /// assert_eq!(user.union_id.as_deref(), Some("u-xyz"));
+///
+/// // The same person in another app: another openid, the same unionid.
+/// let game = store.upsert_login("wx-game", "o-def", Some("u-xyz"), None, None).await?.user;
+/// assert_eq!(game.person_id, user.person_id);
+/// assert_eq!(store.person(&user.person_id).await?.len(), 2);
 /// # Ok(())
 /// # }
 /// ```
 pub trait UserStore: Debug + Clone + Send + Sync + 'static {
-    /// Records a login: creates the user if missing, else sets `last_login_at` and merges the given fields.
+    /// Records a login in app `app_id`: creates the user if missing, else sets
+    /// `last_login_at` and merges the given fields.
     ///
     /// `union_id`, each profile field and the phone overwrite the stored value only
-    /// when they are `Some`, in the one write. Concurrent first logins of one `open_id`
-    /// create one user.
+    /// when they are `Some`, in the one write. A `union_id` that another record already
+    /// has links this record to that record's person ([`StoredLogin::merged_from`]
+    /// says when that moved it). Concurrent first logins of one user create one user,
+    /// and concurrent first logins of one unionid in several apps one person.
     fn upsert_login(
         &self,
+        app_id: &str,
         open_id: &str,
         union_id: Option<&str>,
         profile: Option<&Profile>,
         phone: Option<&PhoneNumber>,
-    ) -> impl Future<Output = Result<User, UserStoreError>> + Send;
+    ) -> impl Future<Output = Result<StoredLogin, UserStoreError>> + Send;
 
-    /// Looks a user up by openid.
+    /// Looks a user up by app id and openid.
     fn get(
         &self,
+        app_id: &str,
         open_id: &str,
     ) -> impl Future<Output = Result<Option<User>, UserStoreError>> + Send;
 
-    /// Looks a user up by unionid; if several rows share it, the most recent login wins.
+    /// Looks a user up by unionid, in any app; if several records share it, the most
+    /// recent login wins. [`person`](Self::person) lists them all.
     fn get_by_union_id(
         &self,
         union_id: &str,
     ) -> impl Future<Output = Result<Option<User>, UserStoreError>> + Send;
 
-    /// Merges the `Some` fields of `profile` into an existing user without counting as a login; `None` if no such user.
+    /// Every record of a person, one per app, ordered by app id; empty if no record has
+    /// this person id.
+    fn person(
+        &self,
+        person_id: &str,
+    ) -> impl Future<Output = Result<Vec<User>, UserStoreError>> + Send;
+
+    /// Merges the `Some` fields of `profile` into an existing user without counting as
+    /// a login; `None` if no such user.
     fn update_profile(
         &self,
+        app_id: &str,
         open_id: &str,
         profile: &Profile,
     ) -> impl Future<Output = Result<Option<User>, UserStoreError>> + Send;
@@ -283,10 +422,16 @@ pub trait UserStore: Debug + Clone + Send + Sync + 'static {
     /// counting as a login; `None` if no such user.
     fn set_phone(
         &self,
+        app_id: &str,
         open_id: &str,
         phone: &PhoneNumber,
     ) -> impl Future<Output = Result<Option<User>, UserStoreError>> + Send;
 
-    /// Deletes a user; returns whether one was deleted.
-    fn delete(&self, open_id: &str) -> impl Future<Output = Result<bool, UserStoreError>> + Send;
+    /// Deletes a user; returns whether one was deleted. The person's records in other
+    /// apps stay.
+    fn delete(
+        &self,
+        app_id: &str,
+        open_id: &str,
+    ) -> impl Future<Output = Result<bool, UserStoreError>> + Send;
 }

@@ -11,7 +11,7 @@ use rusqlite::{
     Connection, ErrorCode, OpenFlags, OptionalExtension, Row, TransactionBehavior, types::ValueRef,
 };
 
-use super::{Profile, User, UserStore, UserStoreError, unix_now};
+use super::{Current, Placement, Profile, StoredLogin, User, UserStore, UserStoreError, unix_now};
 use crate::phone::PhoneNumber;
 
 const DEFAULT_MAX_CONNECTIONS: u32 = 8;
@@ -19,11 +19,27 @@ const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Bumped with each migration; recorded so later, non-additive migrations have something to key on.
-const SCHEMA_VERSION: i64 = 2;
+/// Version 3 keys users by (`appId`, `openId`) and links them by `personId`.
+const SCHEMA_VERSION: i64 = 3;
 
-/// The original Node package's definition, kept verbatim so fresh and migrated files end up identical.
-const CREATE_LEGACY_TABLE: &str = "CREATE TABLE IF NOT EXISTS user(openId text primary key not null, \
-     city text, country text, gender integer, language text, nickName text, province text)";
+/// The table since version 3, named `$name`: users of every app, keyed by (app, openid).
+/// A row a legacy writer adds without a person id gets one of its own.
+macro_rules! create_table {
+    ($name:literal) => {
+        concat!(
+            "CREATE TABLE ",
+            $name,
+            " (appId text NOT NULL, openId text NOT NULL, \
+             personId text NOT NULL DEFAULT (lower(hex(randomblob(16)))), \
+             city text, country text, gender integer, language text, nickName text, \
+             province text, avatarUrl text, unionId text, created_at integer, \
+             updated_at integer, last_login_at integer, phoneNumber text, \
+             purePhoneNumber text, countryCode text, PRIMARY KEY (appId, openId))"
+        )
+    };
+}
+
+const CREATE_PERSON_INDEX: &str = "CREATE INDEX IF NOT EXISTS user_personId ON user(personId)";
 
 const CREATE_UNION_ID_INDEX: &str = "CREATE INDEX IF NOT EXISTS user_unionId ON user(unionId)";
 
@@ -69,7 +85,8 @@ const COLUMNS: &[(&str, &str)] = &[
 macro_rules! user_columns {
     () => {
         "openId, unionId, nickName, avatarUrl, gender, city, province, country, language, \
-         created_at, updated_at, last_login_at, phoneNumber, purePhoneNumber, countryCode"
+         created_at, updated_at, last_login_at, phoneNumber, purePhoneNumber, countryCode, \
+         appId, personId"
     };
 }
 
@@ -119,14 +136,14 @@ macro_rules! changed_condition {
     };
 }
 
-// One statement so that concurrent first logins race inside SQLite's write
-// lock rather than between a SELECT and an INSERT: exactly one inserts, the
-// rest take the DO UPDATE branch.
+// Run inside the login's `BEGIN IMMEDIATE`, after the person is chosen: concurrent first
+// logins are serialized by SQLite's write lock, so exactly one inserts.
 const UPSERT_LOGIN: &str = concat!(
     "INSERT INTO user (openId, unionId, nickName, avatarUrl, gender, city, province, country, \
-     language, created_at, updated_at, last_login_at, phoneNumber, purePhoneNumber, countryCode) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?10, ?11, ?12, ?13) \
-     ON CONFLICT(openId) DO UPDATE SET \
+     language, created_at, updated_at, last_login_at, phoneNumber, purePhoneNumber, countryCode, \
+     appId, personId) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?10, ?11, ?12, ?13, ?14, ?15) \
+     ON CONFLICT(appId, openId) DO UPDATE SET \
      unionId = coalesce(excluded.unionId, user.unionId), \
      nickName = coalesce(excluded.nickName, user.nickName), \
      avatarUrl = coalesce(excluded.avatarUrl, user.avatarUrl), \
@@ -138,8 +155,9 @@ const UPSERT_LOGIN: &str = concat!(
      phoneNumber = coalesce(excluded.phoneNumber, user.phoneNumber), \
      purePhoneNumber = coalesce(excluded.purePhoneNumber, user.purePhoneNumber), \
      countryCode = coalesce(excluded.countryCode, user.countryCode), \
+     personId = excluded.personId, \
      created_at = coalesce(user.created_at, excluded.created_at), \
-     updated_at = CASE WHEN ",
+     updated_at = CASE WHEN excluded.personId IS NOT user.personId OR ",
     changed_condition!(
         "excluded.unionId",
         "excluded.nickName",
@@ -159,6 +177,18 @@ const UPSERT_LOGIN: &str = concat!(
     user_columns!()
 );
 
+/// The person and unionid of a user, if stored.
+const SELECT_PERSON_OF: &str =
+    "SELECT personId, unionId FROM user WHERE appId = ?1 AND openId = ?2";
+
+/// The person of another record with this unionid.
+const SELECT_PERSON_OF_UNION_ID: &str = "SELECT personId FROM user \
+     WHERE unionId = ?1 AND NOT (appId = ?2 AND openId = ?3) LIMIT 1";
+
+/// Whether a person has records beside the given one.
+const SELECT_OTHER_RECORDS: &str = "SELECT EXISTS(SELECT 1 FROM user \
+     WHERE personId = ?1 AND NOT (appId = ?2 AND openId = ?3))";
+
 const UPDATE_PROFILE: &str = concat!(
     "UPDATE user SET \
      nickName = coalesce(?2, nickName), \
@@ -174,7 +204,7 @@ const UPDATE_PROFILE: &str = concat!(
         "NULL", "?2", "?3", "?4", "?5", "?6", "?7", "?8", "NULL", "NULL", "NULL"
     ),
     " THEN ?9 ELSE coalesce(updated_at, ?9) END \
-     WHERE openId = ?1 RETURNING ",
+     WHERE appId = ?10 AND openId = ?1 RETURNING ",
     user_columns!()
 );
 
@@ -189,11 +219,21 @@ const SET_PHONE: &str = concat!(
         "NULL", "NULL", "NULL", "NULL", "NULL", "NULL", "NULL", "NULL", "?2", "?3", "?4"
     ),
     " THEN ?5 ELSE coalesce(updated_at, ?5) END \
-     WHERE openId = ?1 RETURNING ",
+     WHERE appId = ?6 AND openId = ?1 RETURNING ",
     user_columns!()
 );
 
-const SELECT_BY_OPEN_ID: &str = concat!("SELECT ", user_columns!(), " FROM user WHERE openId = ?1");
+const SELECT_BY_OPEN_ID: &str = concat!(
+    "SELECT ",
+    user_columns!(),
+    " FROM user WHERE appId = ?1 AND openId = ?2"
+);
+
+const SELECT_BY_PERSON: &str = concat!(
+    "SELECT ",
+    user_columns!(),
+    " FROM user WHERE personId = ?1 ORDER BY appId, openId"
+);
 
 const SELECT_BY_UNION_ID: &str = concat!(
     "SELECT ",
@@ -201,7 +241,7 @@ const SELECT_BY_UNION_ID: &str = concat!(
     " FROM user WHERE unionId = ?1 ORDER BY last_login_at DESC NULLS LAST, created_at DESC LIMIT 1"
 );
 
-const DELETE_BY_OPEN_ID: &str = "DELETE FROM user WHERE openId = ?1";
+const DELETE_BY_OPEN_ID: &str = "DELETE FROM user WHERE appId = ?1 AND openId = ?2";
 
 /// A [`UserStore`] on a pooled set of SQLite connections to one file.
 ///
@@ -243,9 +283,21 @@ pub struct SqliteUserStoreBuilder {
     busy_timeout: Duration,
     connection_timeout: Duration,
     read_only: bool,
+    legacy_app_id: Option<String>,
 }
 
 impl SqliteUserStoreBuilder {
+    /// The app the users of a single-app table belong to (one written by the Node
+    /// package or by mpauthx before 0.x's several apps, keyed by openid alone): opening
+    /// such a file moves them, every row and column, into the table keyed by
+    /// (app, openid), with this app id. Without it, opening a file that holds such
+    /// users fails with [`UserStoreError::LegacyAppIdNeeded`] and changes nothing.
+    /// Ignored once the file is migrated.
+    pub fn with_legacy_app_id(mut self, app_id: impl Into<String>) -> Self {
+        self.legacy_app_id = Some(app_id.into());
+        self
+    }
+
     /// Sets the most pooled connections (default 8; values below 1 count as 1).
     pub fn with_max_connections(mut self, max_connections: u32) -> Self {
         self.max_connections = max_connections.max(1);
@@ -296,7 +348,7 @@ impl SqliteUserStoreBuilder {
             .max_size(self.max_connections)
             .connection_timeout(self.connection_timeout);
         let create = (!self.read_only).then_some(self.path);
-        SqliteUserStore::from_manager(manager, builder, create).await
+        SqliteUserStore::from_manager(manager, builder, create, self.legacy_app_id).await
     }
 }
 
@@ -314,6 +366,7 @@ impl SqliteUserStore {
             busy_timeout: DEFAULT_BUSY_TIMEOUT,
             connection_timeout: DEFAULT_CONNECTION_TIMEOUT,
             read_only: false,
+            legacy_app_id: None,
         }
     }
 
@@ -327,7 +380,7 @@ impl SqliteUserStore {
         let builder = Pool::builder()
             .max_size(1)
             .connection_timeout(DEFAULT_CONNECTION_TIMEOUT);
-        Self::from_manager(manager, builder, None).await
+        Self::from_manager(manager, builder, None, None).await
     }
 
     /// Opens the pool on `manager`, first creating the file at `create` (if given and
@@ -336,6 +389,7 @@ impl SqliteUserStore {
         manager: SqliteConnectionManager,
         builder: r2d2::Builder<SqliteConnectionManager>,
         create: Option<PathBuf>,
+        legacy_app_id: Option<String>,
     ) -> Result<Self, UserStoreError> {
         let pool = tokio::task::spawn_blocking(move || {
             if let Some(path) = create {
@@ -345,7 +399,7 @@ impl SqliteUserStore {
             // r2d2 would retry a failing connect until its timeout and then
             // report only a string, losing the busy/read-only distinction.
             let mut conn = manager.connect().map_err(db_error)?;
-            migrate(&mut conn).map_err(db_error)?;
+            migrate(&mut conn, legacy_app_id.as_deref())?;
             drop(conn);
             Ok::<_, UserStoreError>(
                 builder
@@ -361,14 +415,14 @@ impl SqliteUserStore {
     }
 
     /// The user a one-parameter `SELECT` finds, if any.
-    async fn find_one(
+    async fn find_one<const N: usize>(
         &self,
         sql: &'static str,
-        key: String,
+        keys: [String; N],
     ) -> Result<Option<User>, UserStoreError> {
         self.with_conn(move |conn| {
             conn.prepare_cached(sql)?
-                .query_row([key], user_from_row)
+                .query_row(rusqlite::params_from_iter(keys), user_from_row)
                 .optional()
         })
         .await
@@ -395,19 +449,54 @@ impl SqliteUserStore {
 impl UserStore for SqliteUserStore {
     fn upsert_login(
         &self,
+        app_id: &str,
         open_id: &str,
         union_id: Option<&str>,
         profile: Option<&Profile>,
         phone: Option<&PhoneNumber>,
-    ) -> impl Future<Output = Result<User, UserStoreError>> + Send {
+    ) -> impl Future<Output = Result<StoredLogin, UserStoreError>> + Send {
+        let app_id = app_id.to_owned();
         let open_id = open_id.to_owned();
         let union_id = union_id.map(str::to_owned);
         let profile = profile.cloned().unwrap_or_default();
         let phone = phone.cloned();
         async move {
             self.with_conn(move |conn| {
+                // The write lock first: whoever reads the person here is the one writer.
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let current = tx
+                    .prepare_cached(SELECT_PERSON_OF)?
+                    .query_row([&app_id, &open_id], |row| {
+                        Ok(Current {
+                            person_id: row.get(0)?,
+                            union_id: row.get(1)?,
+                        })
+                    })
+                    .optional()?;
+                let owner: Option<String> = match &union_id {
+                    Some(union_id) => tx
+                        .prepare_cached(SELECT_PERSON_OF_UNION_ID)?
+                        .query_row([union_id, &app_id, &open_id], |row| row.get(0))
+                        .optional()?,
+                    None => None,
+                };
+                let shared = match &current {
+                    Some(c)
+                        if Placement::needs_sharing(
+                            Some(c),
+                            union_id.as_deref(),
+                            owner.as_deref(),
+                        ) =>
+                    {
+                        tx.prepare_cached(SELECT_OTHER_RECORDS)?
+                            .query_row([&c.person_id, &app_id, &open_id], |row| row.get(0))?
+                    }
+                    _ => false,
+                };
+                let placement =
+                    Placement::place(current.as_ref(), union_id.as_deref(), owner, shared);
                 let p = &profile;
-                conn.prepare_cached(UPSERT_LOGIN)?.query_row(
+                let user = tx.prepare_cached(UPSERT_LOGIN)?.query_row(
                     rusqlite::params![
                         open_id,
                         union_id,
@@ -422,9 +511,16 @@ impl UserStore for SqliteUserStore {
                         phone.as_ref().map(|p| &p.phone_number),
                         phone.as_ref().map(|p| &p.pure_phone_number),
                         phone.as_ref().map(|p| &p.country_code),
+                        app_id,
+                        placement.person_id,
                     ],
                     user_from_row,
-                )
+                )?;
+                tx.commit()?;
+                Ok(StoredLogin {
+                    user,
+                    merged_from: placement.merged_from,
+                })
             })
             .await
         }
@@ -432,23 +528,41 @@ impl UserStore for SqliteUserStore {
 
     fn get(
         &self,
+        app_id: &str,
         open_id: &str,
     ) -> impl Future<Output = Result<Option<User>, UserStoreError>> + Send {
-        self.find_one(SELECT_BY_OPEN_ID, open_id.to_owned())
+        self.find_one(SELECT_BY_OPEN_ID, [app_id.to_owned(), open_id.to_owned()])
     }
 
     fn get_by_union_id(
         &self,
         union_id: &str,
     ) -> impl Future<Output = Result<Option<User>, UserStoreError>> + Send {
-        self.find_one(SELECT_BY_UNION_ID, union_id.to_owned())
+        self.find_one(SELECT_BY_UNION_ID, [union_id.to_owned()])
+    }
+
+    fn person(
+        &self,
+        person_id: &str,
+    ) -> impl Future<Output = Result<Vec<User>, UserStoreError>> + Send {
+        let person_id = person_id.to_owned();
+        async move {
+            self.with_conn(move |conn| {
+                conn.prepare_cached(SELECT_BY_PERSON)?
+                    .query_map([person_id], user_from_row)?
+                    .collect()
+            })
+            .await
+        }
     }
 
     fn update_profile(
         &self,
+        app_id: &str,
         open_id: &str,
         profile: &Profile,
     ) -> impl Future<Output = Result<Option<User>, UserStoreError>> + Send {
+        let app_id = app_id.to_owned();
         let open_id = open_id.to_owned();
         let profile = profile.clone();
         async move {
@@ -466,6 +580,7 @@ impl UserStore for SqliteUserStore {
                             p.country,
                             p.language,
                             unix_now(),
+                            app_id,
                         ],
                         user_from_row,
                     )
@@ -477,9 +592,11 @@ impl UserStore for SqliteUserStore {
 
     fn set_phone(
         &self,
+        app_id: &str,
         open_id: &str,
         phone: &PhoneNumber,
     ) -> impl Future<Output = Result<Option<User>, UserStoreError>> + Send {
+        let app_id = app_id.to_owned();
         let open_id = open_id.to_owned();
         let phone = phone.clone();
         async move {
@@ -492,6 +609,7 @@ impl UserStore for SqliteUserStore {
                             phone.pure_phone_number,
                             phone.country_code,
                             unix_now(),
+                            app_id,
                         ],
                         user_from_row,
                     )
@@ -501,11 +619,15 @@ impl UserStore for SqliteUserStore {
         }
     }
 
-    fn delete(&self, open_id: &str) -> impl Future<Output = Result<bool, UserStoreError>> + Send {
-        let open_id = open_id.to_owned();
+    fn delete(
+        &self,
+        app_id: &str,
+        open_id: &str,
+    ) -> impl Future<Output = Result<bool, UserStoreError>> + Send {
+        let keys = [app_id.to_owned(), open_id.to_owned()];
         async move {
             self.with_conn(move |conn| {
-                Ok(conn.prepare_cached(DELETE_BY_OPEN_ID)?.execute([open_id])? > 0)
+                Ok(conn.prepare_cached(DELETE_BY_OPEN_ID)?.execute(keys)? > 0)
             })
             .await
         }
@@ -606,14 +728,48 @@ fn is_busy(err: &rusqlite::Error) -> bool {
 ///
 /// Safe to run from several processes at once: the check is repeated under
 /// `BEGIN IMMEDIATE`, so whoever gets the write lock second finds nothing to do.
-fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+fn migrate(conn: &mut Connection, legacy_app_id: Option<&str>) -> Result<(), UserStoreError> {
     // Checked outside a write transaction first so read-only stores can open a current file.
-    if missing_columns(conn)?.is_empty() && union_id_index_exists(conn)? {
+    if is_current(conn).map_err(db_error)? {
         return Ok(());
     }
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    tx.execute(CREATE_LEGACY_TABLE, [])?;
-    let missing = missing_columns(&tx)?;
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(db_error)?;
+    let table_exists: bool = tx
+        .query_row(
+            "SELECT EXISTS(SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'user')",
+            [],
+            |row| row.get(0),
+        )
+        .map_err(db_error)?;
+    if !table_exists {
+        tx.execute(create_table!("user"), []).map_err(db_error)?;
+    } else if has_column(&tx, "appId").map_err(db_error)? {
+        add_missing_columns(&tx).map_err(db_error)?;
+    } else {
+        add_missing_columns(&tx).map_err(db_error)?;
+        key_by_app(&tx, legacy_app_id)?;
+    }
+    tx.execute(CREATE_UNION_ID_INDEX, []).map_err(db_error)?;
+    tx.execute(CREATE_PERSON_INDEX, []).map_err(db_error)?;
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)
+        .map_err(db_error)?;
+    tx.commit().map_err(db_error)
+}
+
+/// Whether the file holds the current schema: every column and both indexes.
+fn is_current(conn: &Connection) -> rusqlite::Result<bool> {
+    Ok(has_column(conn, "appId")?
+        && missing_columns(conn)?.is_empty()
+        && index_exists(conn, "user_unionId")?
+        && index_exists(conn, "user_personId")?)
+}
+
+/// Adds the columns of [`COLUMNS`] an older table lacks, and the times earlier rows
+/// never recorded.
+fn add_missing_columns(tx: &Connection) -> rusqlite::Result<()> {
+    let missing = missing_columns(tx)?;
     for (name, add_column) in COLUMNS {
         if missing.contains(name) {
             tracing::info!(column = name, "adding column to sqlite user table");
@@ -630,9 +786,59 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
         "UPDATE user SET updated_at = ?1 WHERE updated_at IS NULL",
         [now],
     )?;
-    tx.execute(CREATE_UNION_ID_INDEX, [])?;
-    tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
-    tx.commit()
+    Ok(())
+}
+
+/// Moves a single-app table (keyed by `openId`) into the table keyed by
+/// (`appId`, `openId`): SQLite cannot change a primary key in place, so the rows are
+/// copied, every column, into a new table that then takes the old one's name. Each row
+/// becomes a person of its own, except that rows sharing a unionid share a person.
+fn key_by_app(tx: &Connection, legacy_app_id: Option<&str>) -> Result<(), UserStoreError> {
+    let rows: i64 = tx
+        .query_row("SELECT count(*) FROM user", [], |row| row.get(0))
+        .map_err(db_error)?;
+    let app_id = match legacy_app_id {
+        Some(app_id) => app_id,
+        None if rows == 0 => "",
+        None => return Err(UserStoreError::LegacyAppIdNeeded),
+    };
+    tracing::info!(
+        rows,
+        app_id,
+        "moving single-app users into the table keyed by (app, openid)"
+    );
+    let columns = COLUMNS
+        .iter()
+        .map(|(name, _)| *name)
+        .collect::<Vec<_>>()
+        .join(", ");
+    tx.execute_batch(concat!(
+        "DROP TABLE IF EXISTS user_v3; ",
+        create_table!("user_v3")
+    ))
+    .map_err(db_error)?;
+    tx.execute(
+        &format!(
+            "INSERT INTO user_v3 (appId, openId, {columns}) SELECT ?1, openId, {columns} FROM user"
+        ),
+        [app_id],
+    )
+    .map_err(db_error)?;
+    tx.execute_batch(
+        "UPDATE user_v3 SET personId = (SELECT min(o.personId) FROM user_v3 AS o \
+             WHERE o.unionId = user_v3.unionId) WHERE unionId IS NOT NULL; \
+         DROP TABLE user; \
+         ALTER TABLE user_v3 RENAME TO user;",
+    )
+    .map_err(db_error)
+}
+
+fn has_column(conn: &Connection, name: &str) -> rusqlite::Result<bool> {
+    conn.query_row(
+        "SELECT EXISTS(SELECT 1 FROM pragma_table_info('user') WHERE name = ?1 COLLATE NOCASE)",
+        [name],
+        |row| row.get(0),
+    )
 }
 
 /// Names from [`COLUMNS`] the `user` table lacks; all of them when it does not exist.
@@ -648,10 +854,10 @@ fn missing_columns(conn: &Connection) -> rusqlite::Result<Vec<&'static str>> {
         .collect())
 }
 
-fn union_id_index_exists(conn: &Connection) -> rusqlite::Result<bool> {
+fn index_exists(conn: &Connection, name: &str) -> rusqlite::Result<bool> {
     conn.query_row(
-        "SELECT EXISTS(SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'user_unionId')",
-        [],
+        "SELECT EXISTS(SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = ?1)",
+        [name],
         |row| row.get(0),
     )
 }
@@ -674,6 +880,8 @@ fn user_from_row(row: &Row<'_>) -> rusqlite::Result<User> {
         phone_number: row.get(12)?,
         pure_phone_number: row.get(13)?,
         country_code: row.get(14)?,
+        app_id: row.get(15)?,
+        person_id: row.get(16)?,
     })
 }
 
