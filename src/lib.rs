@@ -4,6 +4,8 @@
 
 #[cfg(feature = "wechat")]
 mod access_token;
+#[cfg(feature = "wechat")]
+mod apps;
 mod bearer;
 mod instruments;
 mod layer;
@@ -26,6 +28,8 @@ pub use crate::access_token::{
     AccessTokenCache, AccessTokenError, AccessTokenManager, CacheFuture, CachedAccessToken,
     ForceRefreshBudget, MemoryAccessTokenCache,
 };
+#[cfg(feature = "wechat")]
+pub use crate::apps::{AppError, MpApps};
 #[cfg(all(feature = "wechat", feature = "axum"))]
 pub use crate::login::MAX_BODY_BYTES;
 #[cfg(feature = "wechat")]

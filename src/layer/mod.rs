@@ -10,6 +10,9 @@ use http::{Request, Response};
 use tower_layer::Layer;
 use tower_service::Service;
 
+#[cfg(feature = "wechat")]
+pub(crate) use self::accept::LiveSkus;
+use self::accept::Accepted;
 pub use self::{body::ResponseBody, future::ResponseFuture};
 use crate::{
     bearer::{self, Presented},
@@ -20,6 +23,7 @@ use crate::{
     user::{Anonymous, AuthedUser},
 };
 
+mod accept;
 mod body;
 mod future;
 
@@ -54,7 +58,7 @@ pub struct MpAuthLayer<T> {
 /// What every request through one layer is checked against.
 #[derive(Debug, Clone)]
 struct Policy {
-    sku: Sku,
+    accepted: Accepted,
     optional: bool,
     responder: Arc<Responder>,
 }
@@ -62,10 +66,35 @@ struct Policy {
 impl<T: TokenStore> MpAuthLayer<T> {
     /// Authenticates against `store`, accepting only tokens of `sku`.
     pub fn new(store: T, sku: Sku) -> Self {
+        Self::accepting(store, Accepted::One(sku))
+    }
+
+    /// Authenticates against `store`, accepting the tokens of any of `skus` (several
+    /// mini-programs sharing one token store); the request's [`AuthedUser::sku`] says
+    /// which. For the apps of an [`MpApps`](crate::MpApps) registry, which may change
+    /// at run time, use its [`layer`](crate::MpApps::layer) instead.
+    ///
+    /// ```
+    /// # use mpauthx::{MemoryTokenStore, MpAuthLayer, Sku};
+    /// let skus = ["shop", "game"].map(|s| Sku::new(s).unwrap());
+    /// let layer = MpAuthLayer::for_skus(MemoryTokenStore::new(), skus);
+    /// ```
+    pub fn for_skus(store: T, skus: impl IntoIterator<Item = Sku>) -> Self {
+        Self::accepting(store, Accepted::Set(skus.into_iter().collect()))
+    }
+
+    /// Accepts the skus a registry holds when a request comes, or those of `only`
+    /// among them.
+    #[cfg(feature = "wechat")]
+    pub(crate) fn live(store: T, live: Arc<LiveSkus>, only: Option<Arc<[Sku]>>) -> Self {
+        Self::accepting(store, Accepted::Live { live, only })
+    }
+
+    fn accepting(store: T, accepted: Accepted) -> Self {
         Self {
             store,
             policy: Arc::new(Policy {
-                sku,
+                accepted,
                 optional: false,
                 responder: Arc::default(),
             }),
@@ -174,7 +203,10 @@ where
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
         let policy = &self.policy;
         let token = match bearer::presented(request.headers()) {
-            Presented::Token(token) => Some(token).filter(|token| policy.sku == *token.sku()),
+            Presented::Token(token) => policy
+                .accepted
+                .admit(token.sku())
+                .map(|sku| (sku, token)),
             Presented::Other(_) => None,
             Presented::Absent if policy.optional => {
                 instruments::validation(Validation::Missing);
@@ -187,7 +219,7 @@ where
             }
             Presented::Malformed => return self.reject(RejectionKind::InvalidRequest, &request),
         };
-        let Some(token) = token else {
+        let Some((sku, token)) = token else {
             return self.reject(RejectionKind::InvalidToken, &request);
         };
         // An answer at hand (a cache hit): the inner service, which is ready, is called
@@ -195,14 +227,14 @@ where
         if let Some(verdict) = self.store.validate_now(&token) {
             return match future::judge(verdict, &policy.responder) {
                 Ok(()) => {
-                    let user = AuthedUser::new(policy.sku.clone(), token.open_id());
+                    let user = AuthedUser::new(sku, token.open_id());
                     request.extensions_mut().insert(user);
                     ResponseFuture::call(self.inner.call(request))
                 }
                 Err(rejection) => ResponseFuture::reject(rejection.for_request(request.headers())),
             };
         }
-        let user = AuthedUser::new(policy.sku.clone(), token.open_id());
+        let user = AuthedUser::new(sku, token.open_id());
         let check = self.store.validate(&token);
         // The inner service was driven to readiness, its clone maybe not: keep the ready
         // one for this request (see tower's "Be careful when cloning inner services").

@@ -29,6 +29,11 @@ pub enum ConfigError {
     /// The sku is empty, longer than 32 bytes or has a character outside `[A-Za-z0-9_-]`.
     #[error("sku must be 1 to 32 characters from [A-Za-z0-9_-]")]
     InvalidSku,
+    /// The app id is empty, longer than 64 bytes or has a character outside
+    /// `[A-Za-z0-9_-]` (WeChat's are `wx` and 16 hex digits): it names the app in routes
+    /// and in the user store.
+    #[error("app id must be 1 to 64 characters from [A-Za-z0-9_-]")]
+    InvalidAppId,
 }
 
 /// Which WeChat id names a user: the key of the user row and of their tokens.
@@ -85,6 +90,14 @@ impl MpAuthConfig {
         app_secret: impl Into<String>,
         sku: impl AsRef<str>,
     ) -> Result<Self, ConfigError> {
+        let app_id = app_id.into();
+        let usable = (1..=64).contains(&app_id.len())
+            && app_id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if !usable {
+            return Err(ConfigError::InvalidAppId);
+        }
         Ok(Self {
             wechat: WeChatClient::new(app_id, AppSecret::new(app_secret)),
             sku: Sku::new(sku).map_err(|_| ConfigError::InvalidSku)?,

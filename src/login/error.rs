@@ -66,6 +66,10 @@ pub enum Error {
     /// No live device of this user has that id.
     #[error("no such device")]
     UnknownDevice,
+    /// The request names no mini-program this backend serves, or none at all where
+    /// several are served: see [`MpApps`](crate::MpApps).
+    #[error("no such mini-program here: name a configured app id (POST /apps/{{app_id}}/auth/authorize)")]
+    UnknownApp,
     /// A token could not be drawn (the system random number generator failed).
     #[error("could not draw a token")]
     Token(#[source] TokenError),
@@ -94,7 +98,7 @@ impl Error {
                 StatusCode::UNAUTHORIZED
             }
             Self::UnusableId => StatusCode::BAD_GATEWAY,
-            Self::UnknownUser | Self::UnknownDevice => StatusCode::NOT_FOUND,
+            Self::UnknownUser | Self::UnknownDevice | Self::UnknownApp => StatusCode::NOT_FOUND,
             Self::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
@@ -119,6 +123,7 @@ impl Error {
             Self::UnusableId => "invalid_response",
             Self::UnknownUser => "unknown_user",
             Self::UnknownDevice => "unknown_device",
+            Self::UnknownApp => "unknown_app",
             Self::Token(_) => "server_error",
             Self::Throttled { .. } => "too_many_requests",
         }
@@ -130,7 +135,10 @@ impl Error {
             return kind.node_code();
         }
         match self {
-            Self::InvalidRequest(_) | Self::PayloadTooLarge | Self::MissingToken => 6001,
+            Self::InvalidRequest(_)
+            | Self::PayloadTooLarge
+            | Self::MissingToken
+            | Self::UnknownApp => 6001,
             Self::WeChat(e) => e.node_code(),
             Self::Decrypt(DecryptError::AppIdMismatch | DecryptError::OpenIdMismatch) => 6009,
             Self::Decrypt(_) => 6011,
@@ -241,6 +249,7 @@ impl Error {
             Self::UnusableId => Self::UnusableId,
             Self::UnknownUser => Self::UnknownUser,
             Self::UnknownDevice => Self::UnknownDevice,
+            Self::UnknownApp => Self::UnknownApp,
             Self::Token(e) => Self::Token(*e),
             Self::Throttled { retry_after } => Self::Throttled {
                 retry_after: *retry_after,

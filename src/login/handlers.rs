@@ -67,7 +67,7 @@ impl<T: TokenStore, U: UserStore> MpAuth<T, U> {
     /// `POST /auth/authorize`: logs a user in.
     pub fn authorize_handler(
         &self,
-    ) -> impl Fn(Request) -> HandlerFuture + Clone + Send + Sync + 'static {
+    ) -> impl Fn(Request) -> HandlerFuture + Clone + Send + Sync + 'static + use<T, U> {
         self.handler(|auth, request| async move {
             let (parts, body) = request.into_parts();
             let login: AuthorizeRequest = read_json(&parts.headers, body, MAX_BODY_BYTES).await?;
@@ -80,7 +80,7 @@ impl<T: TokenStore, U: UserStore> MpAuth<T, U> {
     /// `POST /auth/refresh`: rotates the bearer token.
     pub fn refresh_handler(
         &self,
-    ) -> impl Fn(Request) -> HandlerFuture + Clone + Send + Sync + 'static {
+    ) -> impl Fn(Request) -> HandlerFuture + Clone + Send + Sync + 'static + use<T, U> {
         self.handler(|auth, request| async move {
             let token = bearer_token(request.headers())?;
             auth.refresh(&token).await.map(token_response)
@@ -90,7 +90,7 @@ impl<T: TokenStore, U: UserStore> MpAuth<T, U> {
     /// `POST /auth/logout`: revokes the bearer token.
     pub fn logout_handler(
         &self,
-    ) -> impl Fn(Request) -> HandlerFuture + Clone + Send + Sync + 'static {
+    ) -> impl Fn(Request) -> HandlerFuture + Clone + Send + Sync + 'static + use<T, U> {
         self.handler(|auth, request| async move {
             let token = bearer_token(request.headers())?;
             auth.logout(&token).await?;
@@ -101,7 +101,7 @@ impl<T: TokenStore, U: UserStore> MpAuth<T, U> {
     /// `POST /auth/logout_all`: revokes every token of the bearer token's user.
     pub fn logout_all_handler(
         &self,
-    ) -> impl Fn(Request) -> HandlerFuture + Clone + Send + Sync + 'static {
+    ) -> impl Fn(Request) -> HandlerFuture + Clone + Send + Sync + 'static + use<T, U> {
         self.handler(|auth, request| async move {
             let token = bearer_token(request.headers())?;
             let user = auth.validate(&token).await?;
@@ -115,7 +115,7 @@ impl<T: TokenStore, U: UserStore> MpAuth<T, U> {
     /// takes the user the layer found; mounted without it, it checks the token itself.
     pub fn phone_handler(
         &self,
-    ) -> impl Fn(Request) -> HandlerFuture + Clone + Send + Sync + 'static {
+    ) -> impl Fn(Request) -> HandlerFuture + Clone + Send + Sync + 'static + use<T, U> {
         self.handler(|auth, request| async move {
             let (parts, body) = request.into_parts();
             let user = match parts.extensions.get::<AuthedUser>() {
@@ -136,7 +136,7 @@ impl<T: TokenStore, U: UserStore> MpAuth<T, U> {
     /// without it, it checks the token itself.
     pub fn devices_handler(
         &self,
-    ) -> impl Fn(Request) -> HandlerFuture + Clone + Send + Sync + 'static {
+    ) -> impl Fn(Request) -> HandlerFuture + Clone + Send + Sync + 'static + use<T, U> {
         self.handler(|auth, request| async move {
             let (user, token) = caller(&auth, request.headers(), request.extensions()).await?;
             let current = crate::token::ParsedToken::parse(&token)
@@ -166,7 +166,7 @@ impl<T: TokenStore, U: UserStore> MpAuth<T, U> {
     /// `unknown_device` for another user's or an unknown id, with nothing revoked.
     pub fn revoke_device_handler(
         &self,
-    ) -> impl Fn(Request) -> HandlerFuture + Clone + Send + Sync + 'static {
+    ) -> impl Fn(Request) -> HandlerFuture + Clone + Send + Sync + 'static + use<T, U> {
         self.handler(|auth, request| async move {
             let (user, _) = caller(&auth, request.headers(), request.extensions()).await?;
             let id = request.uri().path().rsplit('/').next().unwrap_or_default();
@@ -181,7 +181,7 @@ impl<T: TokenStore, U: UserStore> MpAuth<T, U> {
     fn handler<F, Fut>(
         &self,
         flow: F,
-    ) -> impl Fn(Request) -> HandlerFuture + Clone + Send + Sync + 'static
+    ) -> impl Fn(Request) -> HandlerFuture + Clone + Send + Sync + 'static + use<T, U, F, Fut>
     where
         F: Fn(Self, Request) -> Fut + Clone + Send + Sync + 'static,
         Fut: Future<Output = Result<Response, Error>> + Send + 'static,
