@@ -58,8 +58,21 @@ fn chain(err: &UserStoreError) -> String {
     out
 }
 
-const ALL_COLUMNS: [&str; 15] = [
+/// The app the tests' users belong to.
+const APP: &str = "wx-test-app";
+
+/// Opens a file that may hold single-app users, as users of [`APP`].
+async fn open_legacy(path: &Path) -> Result<SqliteUserStore, UserStoreError> {
+    SqliteUserStore::builder(path)
+        .with_legacy_app_id(APP)
+        .open()
+        .await
+}
+
+const ALL_COLUMNS: [&str; 17] = [
+    "appId",
     "openId",
+    "personId",
     "city",
     "country",
     "gender",
@@ -112,7 +125,15 @@ async fn fresh_file_gets_schema_wal_and_index() {
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 2, "schema version 2: phone columns");
+    assert_eq!(version, 3, "schema version 3: users keyed by (app, openid)");
+    let indexed: String = conn
+        .query_row(
+            "SELECT name FROM pragma_index_info('user_personId')",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(indexed, "personId");
 }
 
 #[tokio::test]
@@ -129,11 +150,11 @@ async fn migrates_original_node_schema_keeping_rows() {
         .unwrap();
     }
 
-    let store = SqliteUserStore::open(&path).await.unwrap();
+    let store = open_legacy(&path).await.unwrap();
     assert_eq!(columns(&path), ALL_COLUMNS);
 
     let user = store
-        .get("o-legacy")
+        .get(APP, "o-legacy")
         .await
         .unwrap()
         .expect("legacy row kept");
@@ -153,9 +174,9 @@ async fn migrates_original_node_schema_keeping_rows() {
     );
 
     let user = store
-        .upsert_login("o-legacy", Some("u-1"), None, None)
+        .upsert_login(APP, "o-legacy", Some("u-1"), None, None)
         .await
-        .unwrap();
+        .unwrap().user;
     assert_eq!(user.nick_name.as_deref(), Some("老用户"));
     assert!(user.last_login_at.is_some());
     assert_eq!(count_rows(&path, "o-legacy"), 1);
@@ -174,13 +195,13 @@ async fn migrates_a_version_1_file_to_phone_columns_keeping_rows() {
         )
         .unwrap();
     }
-    let store = SqliteUserStore::open(&path).await.unwrap();
+    let store = open_legacy(&path).await.unwrap();
     assert_eq!(columns(&path), ALL_COLUMNS);
     let version: i64 = raw(&path)
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 2);
-    let user = store.get("o-v1").await.unwrap().expect("the row is kept");
+    assert_eq!(version, 3);
+    let user = store.get(APP, "o-v1").await.unwrap().expect("the row is kept");
     assert_eq!(
         (user.union_id.as_deref(), user.nick_name.as_deref()),
         (Some("u-v1"), Some("Ada"))
@@ -191,7 +212,7 @@ async fn migrates_a_version_1_file_to_phone_columns_keeping_rows() {
     );
     assert_eq!(user.phone(), None);
     let bound = store
-        .set_phone("o-v1", &phone("13800138000"))
+        .set_phone(APP, "o-v1", &phone("13800138000"))
         .await
         .unwrap()
         .unwrap();
@@ -204,7 +225,7 @@ async fn phones_are_bound_replaced_and_kept_across_logins() {
     let store = SqliteUserStore::open(&path).await.unwrap();
     assert_eq!(
         store
-            .set_phone("o-nobody", &phone("13800138000"))
+            .set_phone(APP, "o-nobody", &phone("13800138000"))
             .await
             .unwrap(),
         None,
@@ -213,12 +234,12 @@ async fn phones_are_bound_replaced_and_kept_across_logins() {
     assert_eq!(count_rows(&path, "o-nobody"), 0);
 
     let user = store
-        .upsert_login("o-1", None, None, Some(&phone("13800138000")))
+        .upsert_login(APP, "o-1", None, None, Some(&phone("13800138000")))
         .await
-        .unwrap();
+        .unwrap().user;
     assert_eq!(user.phone(), Some(phone("13800138000")));
     assert_eq!(user.pure_phone_number.as_deref(), Some("13800138000"));
-    let again = store.upsert_login("o-1", None, None, None).await.unwrap();
+    let again = store.upsert_login(APP, "o-1", None, None, None).await.unwrap().user;
     assert_eq!(
         again.phone(),
         Some(phone("13800138000")),
@@ -228,7 +249,7 @@ async fn phones_are_bound_replaced_and_kept_across_logins() {
 
     conn_set_updated_at(&path, "o-1", 5);
     let same = store
-        .set_phone("o-1", &phone("13800138000"))
+        .set_phone(APP, "o-1", &phone("13800138000"))
         .await
         .unwrap()
         .unwrap();
@@ -241,12 +262,12 @@ async fn phones_are_bound_replaced_and_kept_across_logins() {
         pure_phone_number: "4155550100".into(),
         country_code: "1".into(),
     };
-    let replaced = store.set_phone("o-1", &other).await.unwrap().unwrap();
+    let replaced = store.set_phone(APP, "o-1", &other).await.unwrap().unwrap();
     assert_eq!(replaced.phone(), Some(other.clone()));
     assert!(replaced.updated_at > 5);
     assert_eq!(replaced.last_login_at, again.last_login_at, "not a login");
     assert_eq!(
-        store.get("o-1").await.unwrap().unwrap().phone(),
+        store.get(APP, "o-1").await.unwrap().unwrap().phone(),
         Some(other)
     );
 }
@@ -264,11 +285,11 @@ fn conn_set_updated_at(path: &Path, open_id: &str, at: i64) {
 async fn reopening_is_a_no_op() {
     let (_dir, path) = temp_db();
     let store = SqliteUserStore::open(&path).await.unwrap();
-    let first = store.upsert_login("o-1", None, None, None).await.unwrap();
+    let first = store.upsert_login(APP, "o-1", None, None, None).await.unwrap().user;
     drop(store);
 
     let store = SqliteUserStore::open(&path).await.unwrap();
-    assert_eq!(store.get("o-1").await.unwrap(), Some(first));
+    assert_eq!(store.get(APP, "o-1").await.unwrap(), Some(first));
     assert_eq!(columns(&path), ALL_COLUMNS);
 }
 
@@ -283,11 +304,14 @@ async fn concurrent_opens_of_a_legacy_file_all_succeed() {
     }
     // Separate stores have separate connections, which is what SQLite sees from two processes.
     let opens: Vec<_> = (0..8)
-        .map(|_| tokio::spawn(SqliteUserStore::open(path.clone())))
+        .map(|_| {
+            let path = path.clone();
+            tokio::spawn(async move { open_legacy(&path).await })
+        })
         .collect();
     for open in opens {
         let store = open.await.unwrap().expect("every opener succeeds");
-        assert!(store.get("o-legacy").await.unwrap().is_some());
+        assert!(store.get(APP, "o-legacy").await.unwrap().is_some());
     }
     assert_eq!(columns(&path), ALL_COLUMNS);
 }
@@ -298,14 +322,14 @@ async fn upsert_inserts_then_merges_only_present_fields() {
     let store = SqliteUserStore::open(&path).await.unwrap();
 
     let created = store
-        .upsert_login("o-1", None, Some(&full_profile()), None)
+        .upsert_login(APP, "o-1", None, Some(&full_profile()), None)
         .await
-        .unwrap();
+        .unwrap().user;
     assert_eq!(created.open_id, "o-1");
     assert_eq!(created.profile(), full_profile());
     assert_eq!(created.last_login_at, Some(created.created_at));
 
-    let again = store.upsert_login("o-1", None, None, None).await.unwrap();
+    let again = store.upsert_login(APP, "o-1", None, None, None).await.unwrap().user;
     assert_eq!(
         again.profile(),
         full_profile(),
@@ -314,9 +338,9 @@ async fn upsert_inserts_then_merges_only_present_fields() {
     assert_eq!(again.created_at, created.created_at);
 
     let empty = store
-        .upsert_login("o-1", None, Some(&Profile::default()), None)
+        .upsert_login(APP, "o-1", None, Some(&Profile::default()), None)
         .await
-        .unwrap();
+        .unwrap().user;
     assert_eq!(
         empty.profile(),
         full_profile(),
@@ -329,16 +353,16 @@ async fn upsert_inserts_then_merges_only_present_fields() {
         ..Profile::default()
     };
     let merged = store
-        .upsert_login("o-1", None, Some(&partial), None)
+        .upsert_login(APP, "o-1", None, Some(&partial), None)
         .await
-        .unwrap();
+        .unwrap().user;
     let expected = Profile {
         nick_name: Some("Grace".into()),
         gender: Some(1),
         ..full_profile()
     };
     assert_eq!(merged.profile(), expected);
-    assert_eq!(store.get("o-1").await.unwrap(), Some(merged));
+    assert_eq!(store.get(APP, "o-1").await.unwrap(), Some(merged));
     assert_eq!(count_rows(&path, "o-1"), 1);
 }
 
@@ -347,24 +371,24 @@ async fn updated_at_moves_only_when_data_changes() {
     let (_dir, path) = temp_db();
     let store = SqliteUserStore::open(&path).await.unwrap();
     store
-        .upsert_login("o-1", Some("u-1"), Some(&full_profile()), None)
+        .upsert_login(APP, "o-1", Some("u-1"), Some(&full_profile()), None)
         .await
-        .unwrap();
+        .unwrap().user;
     // Backdate, since the store's clock has one-second resolution.
     raw(&path)
         .execute("UPDATE user SET updated_at = 1, last_login_at = 1", [])
         .unwrap();
 
     let same = store
-        .upsert_login("o-1", Some("u-1"), Some(&full_profile()), None)
+        .upsert_login(APP, "o-1", Some("u-1"), Some(&full_profile()), None)
         .await
-        .unwrap();
+        .unwrap().user;
     assert_eq!(same.updated_at, 1, "same data is not a change");
     assert!(same.last_login_at.unwrap() > 1, "but it is a login");
 
     let changed = store
         .upsert_login(
-            "o-1",
+            APP, "o-1",
             None,
             Some(&Profile {
                 city: Some("Beijing".into()),
@@ -373,7 +397,7 @@ async fn updated_at_moves_only_when_data_changes() {
             None,
         )
         .await
-        .unwrap();
+        .unwrap().user;
     assert!(changed.updated_at > 1);
 }
 
@@ -382,19 +406,19 @@ async fn union_id_is_set_when_given_and_kept_otherwise() {
     let (_dir, path) = temp_db();
     let store = SqliteUserStore::open(&path).await.unwrap();
 
-    let user = store.upsert_login("o-1", None, None, None).await.unwrap();
+    let user = store.upsert_login(APP, "o-1", None, None, None).await.unwrap().user;
     assert_eq!(user.union_id, None);
     let user = store
-        .upsert_login("o-1", Some("u-1"), None, None)
+        .upsert_login(APP, "o-1", Some("u-1"), None, None)
         .await
-        .unwrap();
+        .unwrap().user;
     assert_eq!(user.union_id.as_deref(), Some("u-1"));
-    let user = store.upsert_login("o-1", None, None, None).await.unwrap();
+    let user = store.upsert_login(APP, "o-1", None, None, None).await.unwrap().user;
     assert_eq!(user.union_id.as_deref(), Some("u-1"), "kept when not given");
     let user = store
-        .upsert_login("o-1", Some("u-2"), None, None)
+        .upsert_login(APP, "o-1", Some("u-2"), None, None)
         .await
-        .unwrap();
+        .unwrap().user;
     assert_eq!(user.union_id.as_deref(), Some("u-2"));
 
     let found = store.get_by_union_id("u-2").await.unwrap().unwrap();
@@ -419,14 +443,14 @@ async fn concurrent_first_logins_create_exactly_one_row() {
                 };
                 barrier.wait().await;
                 store
-                    .upsert_login("o-race", None, Some(&profile), None)
+                    .upsert_login(APP, "o-race", None, Some(&profile), None)
                     .await
             })
         })
         .collect();
     let mut created = std::collections::HashSet::new();
     for task in tasks {
-        let user = task.await.unwrap().expect("every login succeeds");
+        let user = task.await.unwrap().expect("every login succeeds").user;
         assert_eq!(user.open_id, "o-race");
         created.insert(user.created_at);
     }
@@ -446,9 +470,9 @@ async fn injection_looking_open_id_is_stored_verbatim() {
     let (_dir, path) = temp_db();
     let store = SqliteUserStore::open(&path).await.unwrap();
     store
-        .upsert_login("o-bystander", None, None, None)
+        .upsert_login(APP, "o-bystander", None, None, None)
         .await
-        .unwrap();
+        .unwrap().user;
 
     let hostile = "x'); DROP TABLE user;--";
     let profile = Profile {
@@ -456,15 +480,15 @@ async fn injection_looking_open_id_is_stored_verbatim() {
         ..Profile::default()
     };
     let user = store
-        .upsert_login(hostile, Some("' OR 1=1 --"), Some(&profile), None)
+        .upsert_login(APP, hostile, Some("' OR 1=1 --"), Some(&profile), None)
         .await
-        .unwrap();
+        .unwrap().user;
     assert_eq!(user.open_id, hostile);
 
     assert!(table_exists(&path));
     assert_eq!(count_rows(&path, hostile), 1);
     assert_eq!(count_rows(&path, "o-bystander"), 1);
-    let stored = store.get(hostile).await.unwrap().unwrap();
+    let stored = store.get(APP, hostile).await.unwrap().unwrap();
     assert_eq!(stored.nick_name, profile.nick_name);
     assert_eq!(stored.union_id.as_deref(), Some("' OR 1=1 --"));
     assert!(
@@ -475,7 +499,7 @@ async fn injection_looking_open_id_is_stored_verbatim() {
             .is_some()
     );
     assert!(
-        !store.delete("' OR 1=1 --").await.unwrap(),
+        !store.delete(APP, "' OR 1=1 --").await.unwrap(),
         "no such open_id"
     );
     assert_eq!(count_rows(&path, "o-bystander"), 1);
@@ -492,16 +516,16 @@ async fn read_only_flag_rejects_writes_without_a_row() {
         .unwrap();
 
     assert!(
-        reader.get("o-1").await.unwrap().is_none(),
+        reader.get(APP, "o-1").await.unwrap().is_none(),
         "reads still work"
     );
     let err = reader
-        .upsert_login("o-1", None, None, None)
+        .upsert_login(APP, "o-1", None, None, None)
         .await
         .unwrap_err();
     assert!(matches!(err, UserStoreError::ReadOnly(_)), "{err:?}");
     assert!(!err.is_transient());
-    let err = reader.delete("o-1").await.unwrap_err();
+    let err = reader.delete(APP, "o-1").await.unwrap_err();
     assert!(matches!(err, UserStoreError::ReadOnly(_)), "{err:?}");
     assert_eq!(count_rows(&path, "o-1"), 0);
 }
@@ -514,7 +538,7 @@ async fn read_only_uri_rejects_writes_without_a_row() {
     let reader = SqliteUserStore::open(&uri).await.unwrap();
 
     let err = reader
-        .upsert_login("o-1", None, Some(&full_profile()), None)
+        .upsert_login(APP, "o-1", None, Some(&full_profile()), None)
         .await
         .unwrap_err();
     assert!(matches!(err, UserStoreError::ReadOnly(_)), "{err:?}");
@@ -550,7 +574,7 @@ async fn exclusive_lock_gives_busy_within_the_timeout_and_no_row() {
 
     let started = Instant::now();
     let err = store
-        .upsert_login(secret_looking_id, Some("u-do-not-echo"), None, None)
+        .upsert_login(APP, secret_looking_id, Some("u-do-not-echo"), None, None)
         .await
         .unwrap_err();
     let elapsed = started.elapsed();
@@ -572,9 +596,9 @@ async fn exclusive_lock_gives_busy_within_the_timeout_and_no_row() {
     assert_eq!(count_rows(&path, secret_looking_id), 0);
     // The store recovers once the lock is gone.
     store
-        .upsert_login(secret_looking_id, None, None, None)
+        .upsert_login(APP, secret_looking_id, None, None, None)
         .await
-        .unwrap();
+        .unwrap().user;
     assert_eq!(count_rows(&path, secret_looking_id), 1);
 }
 
@@ -604,18 +628,18 @@ async fn update_profile_get_and_delete() {
         ..Profile::default()
     };
 
-    assert_eq!(store.update_profile("o-1", &partial).await.unwrap(), None);
+    assert_eq!(store.update_profile(APP, "o-1", &partial).await.unwrap(), None);
     assert_eq!(count_rows(&path, "o-1"), 0, "update does not create");
 
     store
-        .upsert_login("o-1", Some("u-1"), Some(&full_profile()), None)
+        .upsert_login(APP, "o-1", Some("u-1"), Some(&full_profile()), None)
         .await
-        .unwrap();
+        .unwrap().user;
     raw(&path)
         .execute("UPDATE user SET last_login_at = 1, updated_at = 1", [])
         .unwrap();
     let user = store
-        .update_profile("o-1", &partial)
+        .update_profile(APP, "o-1", &partial)
         .await
         .unwrap()
         .unwrap();
@@ -625,9 +649,9 @@ async fn update_profile_get_and_delete() {
     assert_eq!(user.last_login_at, Some(1), "not a login");
     assert!(user.updated_at > 1);
 
-    assert!(store.delete("o-1").await.unwrap());
-    assert!(!store.delete("o-1").await.unwrap());
-    assert_eq!(store.get("o-1").await.unwrap(), None);
+    assert!(store.delete(APP, "o-1").await.unwrap());
+    assert!(!store.delete(APP, "o-1").await.unwrap());
+    assert_eq!(store.get(APP, "o-1").await.unwrap(), None);
 }
 
 #[tokio::test]
@@ -642,10 +666,10 @@ async fn legacy_gender_stored_as_text_still_reads() {
         )
         .unwrap();
     }
-    let store = SqliteUserStore::open(&path).await.unwrap();
-    assert_eq!(store.get("o-a").await.unwrap().unwrap().gender, None);
-    assert_eq!(store.get("o-b").await.unwrap().unwrap().gender, Some(2));
-    assert_eq!(store.get("o-c").await.unwrap().unwrap().gender, Some(1));
+    let store = open_legacy(&path).await.unwrap();
+    assert_eq!(store.get(APP, "o-a").await.unwrap().unwrap().gender, None);
+    assert_eq!(store.get(APP, "o-b").await.unwrap().unwrap().gender, Some(2));
+    assert_eq!(store.get(APP, "o-c").await.unwrap().unwrap().gender, Some(1));
 }
 
 #[tokio::test]
@@ -664,20 +688,22 @@ async fn in_memory_store_works_and_is_private() {
     let tasks: Vec<_> = (0..10)
         .map(|_| {
             let a = a.clone();
-            tokio::spawn(async move { a.upsert_login("o-1", None, None, None).await })
+            tokio::spawn(async move { a.upsert_login(APP, "o-1", None, None, None).await })
         })
         .collect();
     for task in tasks {
         task.await.unwrap().unwrap();
     }
-    assert!(a.get("o-1").await.unwrap().is_some());
-    assert!(b.get("o-1").await.unwrap().is_none());
+    assert!(a.get(APP, "o-1").await.unwrap().is_some());
+    assert!(b.get(APP, "o-1").await.unwrap().is_none());
 }
 
 #[test]
 fn user_serializes_with_snake_case_fields() {
     let user = User {
+        app_id: "wx-a".into(),
         open_id: "o-1".into(),
+        person_id: "0123456789abcdef0123456789abcdef".into(),
         union_id: Some("u-1".into()),
         nick_name: Some("Ada".into()),
         avatar_url: None,
@@ -697,7 +723,9 @@ fn user_serializes_with_snake_case_fields() {
     assert_eq!(
         json,
         serde_json::json!({
+            "app_id": "wx-a",
             "open_id": "o-1",
+            "person_id": "0123456789abcdef0123456789abcdef",
             "union_id": "u-1",
             "nick_name": "Ada",
             "avatar_url": null,
@@ -760,9 +788,9 @@ async fn a_new_database_and_its_wal_files_are_private() {
     let (_dir, path) = temp_db();
     let store = SqliteUserStore::open(&path).await.unwrap();
     store
-        .upsert_login("o-private", None, Some(&full_profile()), None)
+        .upsert_login(APP, "o-private", None, Some(&full_profile()), None)
         .await
-        .unwrap();
+        .unwrap().user;
     // Both exist while the store holds connections.
     for file in [path.clone(), sibling(&path, "-wal"), sibling(&path, "-shm")] {
         assert_eq!(mode(&file), "600", "{}", file.display());
@@ -780,11 +808,123 @@ async fn an_existing_database_keeps_its_mode() {
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
     let store = SqliteUserStore::open(&path).await.unwrap();
     store
-        .upsert_login("o-shared", None, None, None)
+        .upsert_login(APP, "o-shared", None, None, None)
         .await
-        .unwrap();
+        .unwrap().user;
     assert_eq!(mode(&path), "640", "the owner's choice stands");
     // SQLite gives its WAL files the database's mode.
     assert_eq!(mode(&sibling(&path, "-wal")), "640");
     drop(store);
+}
+
+/// A Node-era file: the seed's table, several users, two of whom the Node package
+/// stored with the same unionid (its rows carry none, so they are set by hand here as an
+/// operator who added the column would have).
+fn node_era_file(path: &Path) {
+    let conn = raw(path);
+    conn.execute_batch(LEGACY_SCHEMA).unwrap();
+    conn.execute_batch(
+        "ALTER TABLE user ADD COLUMN unionId text; \
+         INSERT INTO user (openId, city, country, gender, language, nickName, province, unionId) VALUES \
+         ('o-ada', 'Shenzhen', 'China', 2, 'zh_CN', 'Ada', 'Guangdong', 'u-ada'), \
+         ('o-ada-alt', NULL, NULL, NULL, NULL, 'Ada again', NULL, 'u-ada'), \
+         ('o-bob', 'Hangzhou', 'China', 1, 'zh_CN', 'Bob', 'Zhejiang', NULL);",
+    )
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_node_era_file_without_a_legacy_app_id_is_refused_and_left_alone() {
+    let (_dir, path) = temp_db();
+    node_era_file(&path);
+    let before = columns(&path);
+    let err = SqliteUserStore::open(&path).await.unwrap_err();
+    assert!(
+        matches!(err, UserStoreError::LegacyAppIdNeeded),
+        "{}",
+        chain(&err)
+    );
+    assert!(err.to_string().contains("with_legacy_app_id"), "{err}");
+    assert_eq!(columns(&path), before, "nothing was changed");
+    let rows: i64 = raw(&path)
+        .query_row("SELECT count(*) FROM user", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(rows, 3);
+    // An empty single-app table needs no app id.
+    let (_dir, empty) = temp_db();
+    raw(&empty).execute_batch(LEGACY_SCHEMA).unwrap();
+    SqliteUserStore::open(&empty).await.unwrap();
+    assert_eq!(columns(&empty), ALL_COLUMNS);
+}
+
+#[tokio::test]
+async fn a_node_era_file_moves_into_the_app_keyed_table_losing_nothing() {
+    let (_dir, path) = temp_db();
+    node_era_file(&path);
+    let store = open_legacy(&path).await.unwrap();
+    assert_eq!(columns(&path), ALL_COLUMNS);
+
+    let ada = store.get(APP, "o-ada").await.unwrap().expect("kept");
+    assert_eq!(
+        (
+            ada.app_id.as_str(),
+            ada.nick_name.as_deref(),
+            ada.city.as_deref(),
+            ada.province.as_deref(),
+            ada.gender,
+            ada.union_id.as_deref()
+        ),
+        (APP, Some("Ada"), Some("Shenzhen"), Some("Guangdong"), Some(2), Some("u-ada"))
+    );
+    let alt = store.get(APP, "o-ada-alt").await.unwrap().expect("kept");
+    let bob = store.get(APP, "o-bob").await.unwrap().expect("kept");
+    assert_eq!(bob.nick_name.as_deref(), Some("Bob"));
+    // Rows sharing a unionid share a person; the others are persons of their own.
+    assert_eq!(ada.person_id, alt.person_id);
+    assert_ne!(ada.person_id, bob.person_id);
+    for id in [&ada.person_id, &bob.person_id] {
+        assert_eq!(id.len(), 32, "{id}");
+        assert!(id.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+    }
+    let person = store.person(&ada.person_id).await.unwrap();
+    assert_eq!(
+        person.iter().map(|u| u.open_id.as_str()).collect::<Vec<_>>(),
+        ["o-ada", "o-ada-alt"]
+    );
+
+    // The key is (app, openid) now: the same openid in another app is another user.
+    let other = store
+        .upsert_login("wx-other-app", "o-bob", None, None, None)
+        .await
+        .unwrap()
+        .user;
+    assert_eq!(other.app_id, "wx-other-app");
+    assert_ne!(other.person_id, bob.person_id);
+    assert_eq!(count_rows(&path, "o-bob"), 2);
+    assert_eq!(
+        store.get(APP, "o-bob").await.unwrap().unwrap().nick_name.as_deref(),
+        Some("Bob")
+    );
+
+    // Opening again, even without the legacy app id, finds nothing to do.
+    drop(store);
+    let store = SqliteUserStore::open(&path).await.unwrap();
+    assert_eq!(store.get(APP, "o-ada").await.unwrap(), Some(ada));
+}
+
+#[tokio::test]
+async fn a_row_a_legacy_writer_adds_after_the_migration_gets_a_person() {
+    let (_dir, path) = temp_db();
+    node_era_file(&path);
+    drop(open_legacy(&path).await.unwrap());
+    raw(&path)
+        .execute(
+            "INSERT INTO user (appId, openId, nickName) VALUES (?1, 'o-late', 'Late')",
+            [APP],
+        )
+        .unwrap();
+    let store = SqliteUserStore::open(&path).await.unwrap();
+    let late = store.get(APP, "o-late").await.unwrap().unwrap();
+    assert_eq!(late.person_id.len(), 32);
+    assert_eq!(late.created_at, 0, "no time recorded by the legacy writer");
 }
