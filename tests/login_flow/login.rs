@@ -185,7 +185,7 @@ async fn encrypted_profile_is_decrypted_and_stored<T: TokenStore>(tokens: T) {
             "https://example.com/ada.png".to_owned()
         )
     );
-    let read_back = fx.auth.users().get(OPEN_ID).await.unwrap().unwrap();
+    let read_back = fx.auth.users().get(APP_ID, OPEN_ID).await.unwrap().unwrap();
     assert_eq!(read_back.language.as_deref(), Some("zh_CN"));
 
     // A later code-only login keeps the stored profile.
@@ -502,7 +502,7 @@ async fn default_identity_names_the_user_by_open_id_despite_a_union_id<T: TokenS
     assert_eq!(fx.rows(UNION_ID), 0);
     assert!(fx.live(UNION_ID).await.is_empty());
     // The unionid is still recorded on the openid's row.
-    let stored = fx.auth.users().get(OPEN_ID).await.unwrap().unwrap();
+    let stored = fx.auth.users().get(APP_ID, OPEN_ID).await.unwrap().unwrap();
     assert_eq!(stored.union_id.as_deref(), Some(UNION_ID));
 }
 

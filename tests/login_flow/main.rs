@@ -9,6 +9,7 @@
 mod common;
 
 mod access_token;
+mod apps;
 mod devices;
 mod handlers;
 mod login;

@@ -80,7 +80,7 @@ impl<T: TokenStore> Phone<T> {
     }
 
     async fn stored_phone(&self, sim: &WeChatSimulator, user: &str) -> Option<String> {
-        let user = self.auth.users().get(&sim.open_id(user)).await.unwrap()?;
+        let user = self.auth.users().get(APP_ID, &sim.open_id(user)).await.unwrap()?;
         user.pure_phone_number
     }
 }
@@ -115,7 +115,7 @@ async fn a_phone_is_bound_stored_and_the_token_reused() {
     let user = phone
         .auth
         .users()
-        .get(&sim.open_id("alice"))
+        .get(APP_ID, &sim.open_id("alice"))
         .await
         .unwrap()
         .unwrap();
@@ -253,7 +253,7 @@ async fn upstream_garbage_is_502_and_a_timeout_504() {
             phone
                 .auth
                 .users()
-                .get("o-phone-user")
+                .get(APP_ID, "o-phone-user")
                 .await
                 .unwrap()
                 .unwrap()
@@ -320,7 +320,7 @@ async fn a_login_binds_its_phone_code_in_one_request() {
         phone
             .auth
             .users()
-            .get(&sim.open_id("dave"))
+            .get(APP_ID, &sim.open_id("dave"))
             .await
             .unwrap()
             .is_none()
@@ -384,7 +384,7 @@ async fn a_login_decrypts_the_legacy_phone_data() {
         phone
             .auth
             .users()
-            .get(&sim.open_id("frank"))
+            .get(APP_ID, &sim.open_id("frank"))
             .await
             .unwrap()
             .is_none()
