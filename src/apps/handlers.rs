@@ -4,7 +4,7 @@
 //! | route | app |
 //! |---|---|
 //! | `POST /apps/{app_id}/auth/authorize` | the path's; an app id the registry lacks is 404 `unknown_app` |
-//! | `POST /auth/authorize` | the only app; with several, the one WeChat's `Referer` names, else 400 |
+//! | `POST /auth/authorize` | the one WeChat's `Referer` names, else the [default app](MpApps::set_default_app), else the only one; with several and neither, 400 |
 //! | `POST /auth/refresh`, `/auth/logout`, `/auth/logout_all`, `/auth/phone`, `GET /auth/devices`, `DELETE /auth/devices/{id}` | the bearer token's (its sku); a token of no app is 401 |
 //!
 //! Why the path: the mini-program knows its app id (`wx.getAccountInfoSync()`), a
@@ -130,7 +130,8 @@ impl<T: TokenStore, U: UserStore> MpApps<T, U> {
         }
     }
 
-    /// The app a login is for: the path's, else the `Referer`'s, else the only one.
+    /// The app a login is for: the path's, else the `Referer`'s, else the default, else the
+    /// only one.
     fn login_app(&self, path: &str, headers: &HeaderMap) -> Result<MpAuth<T, U>, Error> {
         let hinted = hinted_app(headers);
         if let Some(named) = named_app(path) {
@@ -140,6 +141,9 @@ impl<T: TokenStore, U: UserStore> MpApps<T, U> {
             return self.get(named).ok_or(Error::UnknownApp);
         }
         if let Some(app) = hinted.and_then(|hinted| self.get(hinted)) {
+            return Ok(app);
+        }
+        if let Some(app) = self.default_app() {
             return Ok(app);
         }
         let apps = self.inner.apps.load();

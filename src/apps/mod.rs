@@ -28,7 +28,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 
 use crate::{
     layer::{LiveSkus, MpAuthLayer},
@@ -73,6 +73,8 @@ struct Registry<T, U> {
     apps: ArcSwap<Vec<MpAuth<T, U>>>,
     /// Their skus, for the layers (which know nothing of users).
     skus: Arc<LiveSkus>,
+    /// The app of a login that names none, if set.
+    default_app: ArcSwapOption<String>,
     /// Serializes writers, so that no change is lost between a load and a store.
     writer: Mutex<()>,
 }
@@ -105,6 +107,7 @@ impl<T: TokenStore, U: UserStore> MpApps<T, U> {
                 users,
                 apps: ArcSwap::default(),
                 skus: Arc::default(),
+                default_app: ArcSwapOption::empty(),
                 writer: Mutex::new(()),
             }),
         }
@@ -192,6 +195,32 @@ impl<T: TokenStore, U: UserStore> MpApps<T, U> {
         tracing::info!(app_id, apps = apps.len(), "app removed");
         self.publish(apps, true);
         Some(removed)
+    }
+
+    /// Makes `app_id` the app of a login whose path names none (`POST /auth/authorize`)
+    /// and whose `Referer` names no app of the registry: the app a backend served
+    /// before it served several, so that its mini-program needs no change. `None`:
+    /// no default, and such a login is 400 while there are several apps. The default
+    /// lapses if the app is removed.
+    ///
+    /// # Errors
+    /// [`AppError::UnknownApp`] if the registry does not hold `app_id`.
+    pub fn set_default_app(&self, app_id: Option<&str>) -> Result<(), AppError> {
+        if let Some(app_id) = app_id
+            && self.get(app_id).is_none()
+        {
+            return Err(AppError::UnknownApp(app_id.to_owned()));
+        }
+        self.inner
+            .default_app
+            .store(app_id.map(|id| Arc::new(id.to_owned())));
+        Ok(())
+    }
+
+    /// The app of a login that names none, if it is still held.
+    pub fn default_app(&self) -> Option<MpAuth<T, U>> {
+        let id = self.inner.default_app.load_full()?;
+        self.get(&id)
     }
 
     /// The app with this app id.

@@ -420,6 +420,28 @@ async fn a_login_without_an_app_in_its_path_takes_the_referer_as_a_hint_only() {
     let answer = backend.send(request).await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
 
+    // A default app (the one served before there were several) takes the logins that
+    // name none; a Referer naming another app still wins.
+    backend.apps.set_default_app(Some(SHOP)).unwrap();
+    let shop_code = backend.shop.login("carol").unwrap().code;
+    let answer = backend
+        .send(json_post("/auth/authorize", &json!({ "code": shop_code }).to_string()))
+        .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    assert!(answer.json()["token"].as_str().unwrap().starts_with("shop."));
+    let game_code = backend.game.login("carol").unwrap().code;
+    let mut request = json_post("/auth/authorize", &json!({ "code": game_code }).to_string());
+    request
+        .headers_mut()
+        .insert("referer", referer.parse().unwrap());
+    let answer = backend.send(request).await;
+    assert!(answer.json()["token"].as_str().unwrap().starts_with("game."), "{}", answer.body);
+    assert_eq!(
+        backend.apps.set_default_app(Some("wx-nope")).unwrap_err(),
+        AppError::UnknownApp("wx-nope".into())
+    );
+    backend.apps.set_default_app(None).unwrap();
+
     // With one app left, a plain /auth/authorize is that app's, as before.
     backend.apps.remove(GAME);
     let shop_code = backend.shop.login("bob").unwrap().code;
