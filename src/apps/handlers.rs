@@ -1,36 +1,5 @@
-//! The login contract's handlers for several apps: a login names its app in the path,
-//! the other flows follow the app of the bearer token.
-//!
-//! | route | app |
-//! |---|---|
-//! | `POST /apps/{app_id}/auth/authorize` | the path's; an app id the registry lacks is 404 `unknown_app` |
-//! | `POST /auth/authorize` | the one WeChat's `Referer` names, else the [default app](MpApps::set_default_app), else the only one; with several and neither, 400 |
-//! | `POST /auth/refresh`, `/auth/logout`, `/auth/logout_all`, `/auth/phone`, `GET /auth/devices`, `DELETE /auth/devices/{id}` | the bearer token's (its sku); a token of no app is 401 |
-//!
-//! Why the path: the mini-program knows its app id (`wx.getAccountInfoSync()`), a
-//! route per app can carry its own middleware (limits, logs), and the app is chosen
-//! before the body is read. WeChat's `Referer` on `wx.request`
-//! (`https://servicewechat.com/<appid>/<version>/page-frame.html`) is a hint only: any
-//! client can send any `Referer`. It picks the app for `POST /auth/authorize` when the
-//! path names none, which is safe because WeChat itself checks that the code belongs
-//! to that app (a code of another app is refused, `40029`, and counts against no user),
-//! and a `Referer` that disagrees with the path is logged, never followed.
-//!
-//! ```
-//! use axum::{Router, routing::post};
-//! use mpauthx::{MemoryTokenStore, MpApps, MpAuthConfig, SqliteUserStore};
-//!
-//! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let apps = MpApps::new(MemoryTokenStore::new(), SqliteUserStore::open_in_memory().await?);
-//! apps.insert(MpAuthConfig::new("wx1111111111111111", "shop-secret", "shop")?)?;
-//! let app: Router = Router::new()
-//!     .route("/apps/{app_id}/auth/authorize", post(apps.authorize_handler()))
-//!     .route("/auth/authorize", post(apps.authorize_handler()))
-//!     .route("/auth/refresh", post(apps.refresh_handler()))
-//!     .route("/auth/logout", post(apps.logout_handler()));
-//! # Ok(()) }
-//! ```
+//! [`MpApps`]' handlers: a login names its app in the path, the other flows follow the
+//! app of the bearer token.
 
 use std::{future::Future, pin::Pin};
 
@@ -50,13 +19,48 @@ use crate::{
 /// The future of a handler: axum's handlers are boxed futures too.
 type HandlerFuture = Pin<Box<dyn Future<Output = Response> + Send>>;
 
+/// How a handler finds the app of a request.
+type Pick<T, U> = fn(&MpApps<T, U>, &Request) -> Result<MpAuth<T, U>, Error>;
+
 /// Where WeChat's mini-program pages live: the `Referer` of `wx.request`.
 const WECHAT_PAGES: &str = "https://servicewechat.com/";
 
 impl<T: TokenStore, U: UserStore> MpApps<T, U> {
     /// `POST /apps/{app_id}/auth/authorize` (or `POST /auth/authorize`): logs a user
-    /// into the app the path names; see the [module docs](self) for how the app is
-    /// chosen. Mount it at a path ending in `/{app_id}/auth/authorize` under `/apps`.
+    /// into the app the path names. Mount it at a path ending in
+    /// `/apps/{app_id}/auth/authorize`.
+    ///
+    ///
+    /// | route | app |
+    /// |---|---|
+    /// | `POST /apps/{app_id}/auth/authorize` | the path's; an app id the registry lacks is 404 `unknown_app` |
+    /// | `POST /auth/authorize` | the one WeChat's `Referer` names, else the [default app](MpApps::set_default_app), else the only one; with several and neither, 400 |
+    /// | `POST /auth/refresh`, `/auth/logout`, `/auth/logout_all`, `/auth/phone`, `GET /auth/devices`, `DELETE /auth/devices/{id}` | the bearer token's (its sku); a token of no app is 401 |
+    ///
+    /// Why the path: the mini-program knows its app id (`wx.getAccountInfoSync()`), a
+    /// route per app can carry its own middleware (limits, logs), and the app is chosen
+    /// before the body is read. WeChat's `Referer` on `wx.request`
+    /// (`https://servicewechat.com/<appid>/<version>/page-frame.html`) is a hint only: any
+    /// client can send any `Referer`. It picks the app for `POST /auth/authorize` when the
+    /// path names none, which is safe because WeChat itself checks that the code belongs
+    /// to that app (a code of another app is refused, `40029`, and counts against no user),
+    /// and a `Referer` that disagrees with the path is logged, never followed.
+    ///
+    /// ```
+    /// use axum::{Router, routing::post};
+    /// use mpauthx::{MemoryTokenStore, MpApps, MpAuthConfig, SqliteUserStore};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let apps = MpApps::new(MemoryTokenStore::new(), SqliteUserStore::open_in_memory().await?);
+    /// apps.insert(MpAuthConfig::new("wx1111111111111111", "shop-secret", "shop")?)?;
+    /// let app: Router = Router::new()
+    ///     .route("/apps/{app_id}/auth/authorize", post(apps.authorize_handler()))
+    ///     .route("/auth/authorize", post(apps.authorize_handler()))
+    ///     .route("/auth/refresh", post(apps.refresh_handler()))
+    ///     .route("/auth/logout", post(apps.logout_handler()));
+    /// # Ok(()) }
+    /// ```
     pub fn authorize_handler(
         &self,
     ) -> impl Fn(Request) -> HandlerFuture + Clone + Send + Sync + 'static {
@@ -114,7 +118,7 @@ impl<T: TokenStore, U: UserStore> MpApps<T, U> {
     /// handler `make` builds for it, so that every flow is answered by the app's own.
     fn dispatch<H>(
         &self,
-        pick: fn(&Self, &Request) -> Result<MpAuth<T, U>, Error>,
+        pick: Pick<T, U>,
         make: fn(&MpAuth<T, U>) -> H,
     ) -> impl Fn(Request) -> HandlerFuture + Clone + Send + Sync + 'static + use<T, U, H>
     where
@@ -136,7 +140,11 @@ impl<T: TokenStore, U: UserStore> MpApps<T, U> {
         let hinted = hinted_app(headers);
         if let Some(named) = named_app(path) {
             if hinted.is_some_and(|hinted| hinted != named) {
-                tracing::info!(app_id = named, referer_app_id = hinted, "a login's Referer names another app than its path; the path wins");
+                tracing::info!(
+                    app_id = named,
+                    referer_app_id = hinted,
+                    "a login's Referer names another app than its path; the path wins"
+                );
             }
             return self.get(named).ok_or(Error::UnknownApp);
         }

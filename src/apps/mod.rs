@@ -1,30 +1,4 @@
 //! [`MpApps`]: several mini-programs in one backend, and one person across them.
-//!
-//! Each app is an [`MpAuth`] (its app id and secret, sku, token lifetime, device limit,
-//! throttle and access token) over the token store and user store the registry shares.
-//! A token names its app by its sku, so one [`layer`](MpApps::layer) accepts the tokens
-//! of every app (or [of some](MpApps::layer_for)) and [`AuthedUser::sku`] says whose a
-//! request is. Apps are added, replaced and removed while the server runs; reading the
-//! registry on a request takes no lock.
-//!
-//! ```
-//! use mpauthx::{AuthedUser, MemoryTokenStore, MpApps, MpAuthConfig, SqliteUserStore};
-//!
-//! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let users = SqliteUserStore::open_in_memory().await?;
-//! let apps = MpApps::new(MemoryTokenStore::new(), users);
-//! apps.insert(MpAuthConfig::new("wx1111111111111111", "shop-secret", "shop")?)?;
-//! apps.insert(MpAuthConfig::new("wx2222222222222222", "game-secret", "game")?)?;
-//!
-//! let everyone = apps.layer(); // tokens of either app
-//! let shoppers = apps.layer_for(["wx1111111111111111"])?; // the shop's only
-//! assert_eq!(apps.app_ids(), ["wx1111111111111111", "wx2222222222222222"]);
-//!
-//! // Removed, the game's tokens are refused by both layers at once.
-//! apps.remove("wx2222222222222222");
-//! # Ok(()) }
-//! ```
 
 use std::sync::{Arc, Mutex};
 
@@ -55,8 +29,35 @@ pub enum AppError {
     UnknownApp(String),
 }
 
-/// The mini-programs one backend serves, sharing one token store and one user store;
-/// see the [module docs](self). Cheap to clone: clones share the registry.
+/// The mini-programs one backend serves, sharing one token store and one user store.
+/// Cheap to clone: clones share the registry.
+///
+/// Each app is an [`MpAuth`] (its app id and secret, sku, token lifetime, device limit,
+/// throttle and access token) over the stores the registry shares. A token names its
+/// app by its sku, so one [`layer`](MpApps::layer) accepts the tokens of every app (or
+/// [of some](MpApps::layer_for)) and [`AuthedUser::sku`] says whose a request is. Apps
+/// are added, replaced and removed while the server runs; reading the registry on a
+/// request takes no lock. The handlers ([`authorize_handler`](MpApps::authorize_handler)
+/// and the others) route each flow to its app.
+///
+/// ```
+/// use mpauthx::{AuthedUser, MemoryTokenStore, MpApps, MpAuthConfig, SqliteUserStore};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let users = SqliteUserStore::open_in_memory().await?;
+/// let apps = MpApps::new(MemoryTokenStore::new(), users);
+/// apps.insert(MpAuthConfig::new("wx1111111111111111", "shop-secret", "shop")?)?;
+/// apps.insert(MpAuthConfig::new("wx2222222222222222", "game-secret", "game")?)?;
+///
+/// let everyone = apps.layer(); // tokens of either app
+/// let shoppers = apps.layer_for(["wx1111111111111111"])?; // the shop's only
+/// assert_eq!(apps.app_ids(), ["wx1111111111111111", "wx2222222222222222"]);
+///
+/// // Removed, the game's tokens are refused by both layers at once.
+/// apps.remove("wx2222222222222222");
+/// # Ok(()) }
+/// ```
 ///
 /// Users are kept per (app id, openid) and linked into persons by unionid, so
 /// [`person`](Self::person), [`person_devices`](Self::person_devices) and
@@ -130,11 +131,7 @@ impl<T: TokenStore, U: UserStore> MpApps<T, U> {
     /// # Ok(()) }
     /// ```
     pub fn app(&self, config: MpAuthConfig) -> MpAuthBuilder<T, U> {
-        MpAuth::builder(
-            config,
-            self.inner.tokens.clone(),
-            self.inner.users.clone(),
-        )
+        MpAuth::builder(config, self.inner.tokens.clone(), self.inner.users.clone())
     }
 
     /// Adds an app with default settings; see [`add`](Self::add).
@@ -347,7 +344,11 @@ impl<T: TokenStore, U: UserStore> MpApps<T, U> {
         for (app, user) in self.records(person_id).await? {
             revoked += app.logout_all(user.open_id()).await?;
         }
-        tracing::info!(person = person_id, tokens = revoked, "person logged out in every app");
+        tracing::info!(
+            person = person_id,
+            tokens = revoked,
+            "person logged out in every app"
+        );
         Ok(revoked)
     }
 
