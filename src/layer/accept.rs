@@ -49,7 +49,10 @@ impl Accepted {
             Self::One(one) => (*one == *sku).then(|| one.clone()),
             Self::Set(set) => set.iter().find(|s| **s == *sku).cloned(),
             Self::Live { live, only } => {
-                if only.as_ref().is_some_and(|only| !only.iter().any(|s| *s == *sku)) {
+                if only
+                    .as_ref()
+                    .is_some_and(|only| !only.iter().any(|s| *s == *sku))
+                {
                     return None;
                 }
                 live.find(sku)

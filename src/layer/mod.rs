@@ -10,9 +10,9 @@ use http::{Request, Response};
 use tower_layer::Layer;
 use tower_service::Service;
 
+use self::accept::Accepted;
 #[cfg(feature = "wechat")]
 pub(crate) use self::accept::LiveSkus;
-use self::accept::Accepted;
 pub use self::{body::ResponseBody, future::ResponseFuture};
 use crate::{
     bearer::{self, Presented},
@@ -203,10 +203,7 @@ where
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
         let policy = &self.policy;
         let token = match bearer::presented(request.headers()) {
-            Presented::Token(token) => policy
-                .accepted
-                .admit(token.sku())
-                .map(|sku| (sku, token)),
+            Presented::Token(token) => policy.accepted.admit(token.sku()).map(|sku| (sku, token)),
             Presented::Other(_) => None,
             Presented::Absent if policy.optional => {
                 instruments::validation(Validation::Missing);

@@ -68,7 +68,9 @@ pub enum Error {
     UnknownDevice,
     /// The request names no mini-program this backend serves, or none at all where
     /// several are served: see [`MpApps`](crate::MpApps).
-    #[error("no such mini-program here: name a configured app id (POST /apps/{{app_id}}/auth/authorize)")]
+    #[error(
+        "no such mini-program here: name a configured app id (POST /apps/{{app_id}}/auth/authorize)"
+    )]
     UnknownApp,
     /// A token could not be drawn (the system random number generator failed).
     #[error("could not draw a token")]

@@ -176,7 +176,8 @@ async fn migrates_original_node_schema_keeping_rows() {
     let user = store
         .upsert_login(APP, "o-legacy", Some("u-1"), None, None)
         .await
-        .unwrap().user;
+        .unwrap()
+        .user;
     assert_eq!(user.nick_name.as_deref(), Some("老用户"));
     assert!(user.last_login_at.is_some());
     assert_eq!(count_rows(&path, "o-legacy"), 1);
@@ -201,7 +202,11 @@ async fn migrates_a_version_1_file_to_phone_columns_keeping_rows() {
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
     assert_eq!(version, 3);
-    let user = store.get(APP, "o-v1").await.unwrap().expect("the row is kept");
+    let user = store
+        .get(APP, "o-v1")
+        .await
+        .unwrap()
+        .expect("the row is kept");
     assert_eq!(
         (user.union_id.as_deref(), user.nick_name.as_deref()),
         (Some("u-v1"), Some("Ada"))
@@ -236,10 +241,15 @@ async fn phones_are_bound_replaced_and_kept_across_logins() {
     let user = store
         .upsert_login(APP, "o-1", None, None, Some(&phone("13800138000")))
         .await
-        .unwrap().user;
+        .unwrap()
+        .user;
     assert_eq!(user.phone(), Some(phone("13800138000")));
     assert_eq!(user.pure_phone_number.as_deref(), Some("13800138000"));
-    let again = store.upsert_login(APP, "o-1", None, None, None).await.unwrap().user;
+    let again = store
+        .upsert_login(APP, "o-1", None, None, None)
+        .await
+        .unwrap()
+        .user;
     assert_eq!(
         again.phone(),
         Some(phone("13800138000")),
@@ -285,7 +295,11 @@ fn conn_set_updated_at(path: &Path, open_id: &str, at: i64) {
 async fn reopening_is_a_no_op() {
     let (_dir, path) = temp_db();
     let store = SqliteUserStore::open(&path).await.unwrap();
-    let first = store.upsert_login(APP, "o-1", None, None, None).await.unwrap().user;
+    let first = store
+        .upsert_login(APP, "o-1", None, None, None)
+        .await
+        .unwrap()
+        .user;
     drop(store);
 
     let store = SqliteUserStore::open(&path).await.unwrap();
@@ -324,12 +338,17 @@ async fn upsert_inserts_then_merges_only_present_fields() {
     let created = store
         .upsert_login(APP, "o-1", None, Some(&full_profile()), None)
         .await
-        .unwrap().user;
+        .unwrap()
+        .user;
     assert_eq!(created.open_id, "o-1");
     assert_eq!(created.profile(), full_profile());
     assert_eq!(created.last_login_at, Some(created.created_at));
 
-    let again = store.upsert_login(APP, "o-1", None, None, None).await.unwrap().user;
+    let again = store
+        .upsert_login(APP, "o-1", None, None, None)
+        .await
+        .unwrap()
+        .user;
     assert_eq!(
         again.profile(),
         full_profile(),
@@ -340,7 +359,8 @@ async fn upsert_inserts_then_merges_only_present_fields() {
     let empty = store
         .upsert_login(APP, "o-1", None, Some(&Profile::default()), None)
         .await
-        .unwrap().user;
+        .unwrap()
+        .user;
     assert_eq!(
         empty.profile(),
         full_profile(),
@@ -355,7 +375,8 @@ async fn upsert_inserts_then_merges_only_present_fields() {
     let merged = store
         .upsert_login(APP, "o-1", None, Some(&partial), None)
         .await
-        .unwrap().user;
+        .unwrap()
+        .user;
     let expected = Profile {
         nick_name: Some("Grace".into()),
         gender: Some(1),
@@ -373,7 +394,8 @@ async fn updated_at_moves_only_when_data_changes() {
     store
         .upsert_login(APP, "o-1", Some("u-1"), Some(&full_profile()), None)
         .await
-        .unwrap().user;
+        .unwrap()
+        .user;
     // Backdate, since the store's clock has one-second resolution.
     raw(&path)
         .execute("UPDATE user SET updated_at = 1, last_login_at = 1", [])
@@ -382,13 +404,15 @@ async fn updated_at_moves_only_when_data_changes() {
     let same = store
         .upsert_login(APP, "o-1", Some("u-1"), Some(&full_profile()), None)
         .await
-        .unwrap().user;
+        .unwrap()
+        .user;
     assert_eq!(same.updated_at, 1, "same data is not a change");
     assert!(same.last_login_at.unwrap() > 1, "but it is a login");
 
     let changed = store
         .upsert_login(
-            APP, "o-1",
+            APP,
+            "o-1",
             None,
             Some(&Profile {
                 city: Some("Beijing".into()),
@@ -397,7 +421,8 @@ async fn updated_at_moves_only_when_data_changes() {
             None,
         )
         .await
-        .unwrap().user;
+        .unwrap()
+        .user;
     assert!(changed.updated_at > 1);
 }
 
@@ -406,19 +431,29 @@ async fn union_id_is_set_when_given_and_kept_otherwise() {
     let (_dir, path) = temp_db();
     let store = SqliteUserStore::open(&path).await.unwrap();
 
-    let user = store.upsert_login(APP, "o-1", None, None, None).await.unwrap().user;
+    let user = store
+        .upsert_login(APP, "o-1", None, None, None)
+        .await
+        .unwrap()
+        .user;
     assert_eq!(user.union_id, None);
     let user = store
         .upsert_login(APP, "o-1", Some("u-1"), None, None)
         .await
-        .unwrap().user;
+        .unwrap()
+        .user;
     assert_eq!(user.union_id.as_deref(), Some("u-1"));
-    let user = store.upsert_login(APP, "o-1", None, None, None).await.unwrap().user;
+    let user = store
+        .upsert_login(APP, "o-1", None, None, None)
+        .await
+        .unwrap()
+        .user;
     assert_eq!(user.union_id.as_deref(), Some("u-1"), "kept when not given");
     let user = store
         .upsert_login(APP, "o-1", Some("u-2"), None, None)
         .await
-        .unwrap().user;
+        .unwrap()
+        .user;
     assert_eq!(user.union_id.as_deref(), Some("u-2"));
 
     let found = store.get_by_union_id("u-2").await.unwrap().unwrap();
@@ -472,7 +507,8 @@ async fn injection_looking_open_id_is_stored_verbatim() {
     store
         .upsert_login(APP, "o-bystander", None, None, None)
         .await
-        .unwrap().user;
+        .unwrap()
+        .user;
 
     let hostile = "x'); DROP TABLE user;--";
     let profile = Profile {
@@ -482,7 +518,8 @@ async fn injection_looking_open_id_is_stored_verbatim() {
     let user = store
         .upsert_login(APP, hostile, Some("' OR 1=1 --"), Some(&profile), None)
         .await
-        .unwrap().user;
+        .unwrap()
+        .user;
     assert_eq!(user.open_id, hostile);
 
     assert!(table_exists(&path));
@@ -598,7 +635,8 @@ async fn exclusive_lock_gives_busy_within_the_timeout_and_no_row() {
     store
         .upsert_login(APP, secret_looking_id, None, None, None)
         .await
-        .unwrap().user;
+        .unwrap()
+        .user;
     assert_eq!(count_rows(&path, secret_looking_id), 1);
 }
 
@@ -628,13 +666,17 @@ async fn update_profile_get_and_delete() {
         ..Profile::default()
     };
 
-    assert_eq!(store.update_profile(APP, "o-1", &partial).await.unwrap(), None);
+    assert_eq!(
+        store.update_profile(APP, "o-1", &partial).await.unwrap(),
+        None
+    );
     assert_eq!(count_rows(&path, "o-1"), 0, "update does not create");
 
     store
         .upsert_login(APP, "o-1", Some("u-1"), Some(&full_profile()), None)
         .await
-        .unwrap().user;
+        .unwrap()
+        .user;
     raw(&path)
         .execute("UPDATE user SET last_login_at = 1, updated_at = 1", [])
         .unwrap();
@@ -668,8 +710,14 @@ async fn legacy_gender_stored_as_text_still_reads() {
     }
     let store = open_legacy(&path).await.unwrap();
     assert_eq!(store.get(APP, "o-a").await.unwrap().unwrap().gender, None);
-    assert_eq!(store.get(APP, "o-b").await.unwrap().unwrap().gender, Some(2));
-    assert_eq!(store.get(APP, "o-c").await.unwrap().unwrap().gender, Some(1));
+    assert_eq!(
+        store.get(APP, "o-b").await.unwrap().unwrap().gender,
+        Some(2)
+    );
+    assert_eq!(
+        store.get(APP, "o-c").await.unwrap().unwrap().gender,
+        Some(1)
+    );
 }
 
 #[tokio::test]
@@ -790,7 +838,8 @@ async fn a_new_database_and_its_wal_files_are_private() {
     store
         .upsert_login(APP, "o-private", None, Some(&full_profile()), None)
         .await
-        .unwrap().user;
+        .unwrap()
+        .user;
     // Both exist while the store holds connections.
     for file in [path.clone(), sibling(&path, "-wal"), sibling(&path, "-shm")] {
         assert_eq!(mode(&file), "600", "{}", file.display());
@@ -810,7 +859,8 @@ async fn an_existing_database_keeps_its_mode() {
     store
         .upsert_login(APP, "o-shared", None, None, None)
         .await
-        .unwrap().user;
+        .unwrap()
+        .user;
     assert_eq!(mode(&path), "640", "the owner's choice stands");
     // SQLite gives its WAL files the database's mode.
     assert_eq!(mode(&sibling(&path, "-wal")), "640");
@@ -874,7 +924,14 @@ async fn a_node_era_file_moves_into_the_app_keyed_table_losing_nothing() {
             ada.gender,
             ada.union_id.as_deref()
         ),
-        (APP, Some("Ada"), Some("Shenzhen"), Some("Guangdong"), Some(2), Some("u-ada"))
+        (
+            APP,
+            Some("Ada"),
+            Some("Shenzhen"),
+            Some("Guangdong"),
+            Some(2),
+            Some("u-ada")
+        )
     );
     let alt = store.get(APP, "o-ada-alt").await.unwrap().expect("kept");
     let bob = store.get(APP, "o-bob").await.unwrap().expect("kept");
@@ -884,11 +941,17 @@ async fn a_node_era_file_moves_into_the_app_keyed_table_losing_nothing() {
     assert_ne!(ada.person_id, bob.person_id);
     for id in [&ada.person_id, &bob.person_id] {
         assert_eq!(id.len(), 32, "{id}");
-        assert!(id.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+        assert!(
+            id.bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        );
     }
     let person = store.person(&ada.person_id).await.unwrap();
     assert_eq!(
-        person.iter().map(|u| u.open_id.as_str()).collect::<Vec<_>>(),
+        person
+            .iter()
+            .map(|u| u.open_id.as_str())
+            .collect::<Vec<_>>(),
         ["o-ada", "o-ada-alt"]
     );
 
@@ -902,7 +965,13 @@ async fn a_node_era_file_moves_into_the_app_keyed_table_losing_nothing() {
     assert_ne!(other.person_id, bob.person_id);
     assert_eq!(count_rows(&path, "o-bob"), 2);
     assert_eq!(
-        store.get(APP, "o-bob").await.unwrap().unwrap().nick_name.as_deref(),
+        store
+            .get(APP, "o-bob")
+            .await
+            .unwrap()
+            .unwrap()
+            .nick_name
+            .as_deref(),
         Some("Bob")
     );
 

@@ -12,8 +12,8 @@ use axum::{
     routing::{get, post},
 };
 use mpauthx::{
-    AppError, AuthedUser, LoginThrottle, MemoryRateLimiter, MemoryTokenStore, MpApps,
-    MpAuthConfig, RateLimit, SqliteUserStore, testing::WeChatSimulator,
+    AppError, AuthedUser, LoginThrottle, MemoryRateLimiter, MemoryTokenStore, MpApps, MpAuthConfig,
+    RateLimit, SqliteUserStore, testing::WeChatSimulator,
 };
 use serde_json::{Value, json};
 use tempfile::TempDir;
@@ -103,7 +103,11 @@ impl Backend {
 
     /// A login of `user` into `app_id` with a code of that app's WeChat: its token.
     async fn login(&self, app_id: &str, user: &str) -> String {
-        let sim = if app_id == SHOP { &self.shop } else { &self.game };
+        let sim = if app_id == SHOP {
+            &self.shop
+        } else {
+            &self.game
+        };
         let code = sim.login(user).unwrap().code;
         let answer = self.authorize(app_id, json!({ "code": code })).await;
         assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
@@ -153,7 +157,10 @@ async fn one_person_in_two_apps_is_one_person_id_and_logs_out_everywhere() {
     // Two records, one person.
     let in_shop = backend.user_of(&shop_token).await;
     let in_game = backend.user_of(&game_token).await;
-    assert_eq!((in_shop.app_id.as_str(), in_game.app_id.as_str()), (SHOP, GAME));
+    assert_eq!(
+        (in_shop.app_id.as_str(), in_game.app_id.as_str()),
+        (SHOP, GAME)
+    );
     assert_eq!(in_shop.union_id, backend.shop.union_id("ada"));
     assert_eq!(in_shop.union_id, in_game.union_id);
     assert_eq!(in_shop.person_id, in_game.person_id);
@@ -164,12 +171,26 @@ async fn one_person_in_two_apps_is_one_person_id_and_logs_out_everywhere() {
     assert_ne!(backend.user_of(&bob).await.person_id, in_shop.person_id);
 
     // The person's tokens in every app, then a logout everywhere.
-    let devices = backend.apps.person_devices(&in_shop.person_id).await.unwrap();
+    let devices = backend
+        .apps
+        .person_devices(&in_shop.person_id)
+        .await
+        .unwrap();
     assert_eq!(
-        devices.iter().map(|(app, d)| (app.as_str(), d.len())).collect::<Vec<_>>(),
+        devices
+            .iter()
+            .map(|(app, d)| (app.as_str(), d.len()))
+            .collect::<Vec<_>>(),
         [(SHOP, 1), (GAME, 1)]
     );
-    assert_eq!(backend.apps.logout_person(&in_shop.person_id).await.unwrap(), 2);
+    assert_eq!(
+        backend
+            .apps
+            .logout_person(&in_shop.person_id)
+            .await
+            .unwrap(),
+        2
+    );
     for token in [&shop_token, &game_token] {
         let me = backend.get("/me", token).await;
         assert_eq!(me.status, StatusCode::UNAUTHORIZED, "{}", me.body);
@@ -203,8 +224,14 @@ async fn a_route_restricted_to_one_app_refuses_the_other_apps_tokens() {
     assert_eq!(refreshed.status, StatusCode::OK, "{}", refreshed.body);
     let successor = refreshed.json()["token"].as_str().unwrap().to_owned();
     assert!(successor.starts_with("game."));
-    assert_eq!(backend.get("/me", &game_token).await.status, StatusCode::UNAUTHORIZED);
-    assert_eq!(backend.get("/shop/me", &successor).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        backend.get("/me", &game_token).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        backend.get("/shop/me", &successor).await.status,
+        StatusCode::UNAUTHORIZED
+    );
 
     // Asking for a layer of an app the registry lacks is an error, not a layer that
     // takes nothing.
@@ -258,7 +285,12 @@ async fn a_code_of_one_app_sent_as_another_is_refused_and_counts_against_nobody(
     assert_eq!(ok.status, StatusCode::OK, "{}", ok.body);
     // And the limits are real: a second login in the minute is throttled.
     let again = authorize(GAME, &game.login("ada").unwrap().code).await;
-    assert_eq!(again.status, StatusCode::TOO_MANY_REQUESTS, "{}", again.body);
+    assert_eq!(
+        again.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "{}",
+        again.body
+    );
     drop(dir);
 }
 
@@ -300,12 +332,20 @@ async fn a_unionid_that_comes_later_merges_the_records_keeping_everything() {
         .apps
         .get(SHOP)
         .unwrap()
-        .authorize(&mpauthx::AuthorizeRequest::new(bound.login("ada").unwrap().code))
+        .authorize(&mpauthx::AuthorizeRequest::new(
+            bound.login("ada").unwrap().code,
+        ))
         .await
         .unwrap();
-    assert_eq!(login.merged_from.as_deref(), Some(before.person_id.as_str()));
+    assert_eq!(
+        login.merged_from.as_deref(),
+        Some(before.person_id.as_str())
+    );
     let after = login.user.expect("a login returns the user");
-    assert_eq!(after.person_id, in_game.person_id, "joined the game's person");
+    assert_eq!(
+        after.person_id, in_game.person_id,
+        "joined the game's person"
+    );
     assert_eq!(after.union_id, in_game.union_id);
     assert_eq!(after.nick_name, nick, "the profile is kept");
     assert_eq!(after.created_at, before.created_at);
@@ -317,7 +357,14 @@ async fn a_unionid_that_comes_later_merges_the_records_keeping_everything() {
         person.iter().map(|u| u.app_id.as_str()).collect::<Vec<_>>(),
         [SHOP, GAME]
     );
-    assert!(backend.apps.person(&before.person_id).await.unwrap().is_empty());
+    assert!(
+        backend
+            .apps
+            .person(&before.person_id)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(backend.get("/me", &shop_token).await.status, StatusCode::OK);
     assert_eq!(users::all_rows(&backend.db), 2);
     // A later login changes nothing more.
@@ -325,7 +372,9 @@ async fn a_unionid_that_comes_later_merges_the_records_keeping_everything() {
         .apps
         .get(SHOP)
         .unwrap()
-        .authorize(&mpauthx::AuthorizeRequest::new(bound.login("ada").unwrap().code))
+        .authorize(&mpauthx::AuthorizeRequest::new(
+            bound.login("ada").unwrap().code,
+        ))
         .await
         .unwrap();
     assert_eq!(again.merged_from, None);
@@ -384,10 +433,12 @@ async fn a_login_without_an_app_in_its_path_takes_the_referer_as_a_hint_only() {
     // Two apps and nothing to go by: the client must name one.
     let answer = backend.send(json_post("/auth/authorize", &body)).await;
     assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{}", answer.body);
-    assert!(answer.json()["error_description"]
-        .as_str()
-        .unwrap()
-        .contains("/apps/{app_id}/auth/authorize"));
+    assert!(
+        answer.json()["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("/apps/{app_id}/auth/authorize")
+    );
 
     // WeChat's Referer names the game: the code is tried there, and works.
     let referer = format!("https://servicewechat.com/{GAME}/12/page-frame.html");
@@ -397,7 +448,12 @@ async fn a_login_without_an_app_in_its_path_takes_the_referer_as_a_hint_only() {
         .insert("referer", referer.parse().unwrap());
     let answer = backend.send(request).await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
-    assert!(answer.json()["token"].as_str().unwrap().starts_with("game."));
+    assert!(
+        answer.json()["token"]
+            .as_str()
+            .unwrap()
+            .starts_with("game.")
+    );
 
     // A Referer naming the shop on a game code proves nothing: WeChat refuses the code
     // for the shop.
@@ -425,17 +481,32 @@ async fn a_login_without_an_app_in_its_path_takes_the_referer_as_a_hint_only() {
     backend.apps.set_default_app(Some(SHOP)).unwrap();
     let shop_code = backend.shop.login("carol").unwrap().code;
     let answer = backend
-        .send(json_post("/auth/authorize", &json!({ "code": shop_code }).to_string()))
+        .send(json_post(
+            "/auth/authorize",
+            &json!({ "code": shop_code }).to_string(),
+        ))
         .await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
-    assert!(answer.json()["token"].as_str().unwrap().starts_with("shop."));
+    assert!(
+        answer.json()["token"]
+            .as_str()
+            .unwrap()
+            .starts_with("shop.")
+    );
     let game_code = backend.game.login("carol").unwrap().code;
     let mut request = json_post("/auth/authorize", &json!({ "code": game_code }).to_string());
     request
         .headers_mut()
         .insert("referer", referer.parse().unwrap());
     let answer = backend.send(request).await;
-    assert!(answer.json()["token"].as_str().unwrap().starts_with("game."), "{}", answer.body);
+    assert!(
+        answer.json()["token"]
+            .as_str()
+            .unwrap()
+            .starts_with("game."),
+        "{}",
+        answer.body
+    );
     assert_eq!(
         backend.apps.set_default_app(Some("wx-nope")).unwrap_err(),
         AppError::UnknownApp("wx-nope".into())
@@ -446,8 +517,16 @@ async fn a_login_without_an_app_in_its_path_takes_the_referer_as_a_hint_only() {
     backend.apps.remove(GAME);
     let shop_code = backend.shop.login("bob").unwrap().code;
     let answer = backend
-        .send(json_post("/auth/authorize", &json!({ "code": shop_code }).to_string()))
+        .send(json_post(
+            "/auth/authorize",
+            &json!({ "code": shop_code }).to_string(),
+        ))
         .await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
-    assert!(answer.json()["token"].as_str().unwrap().starts_with("shop."));
+    assert!(
+        answer.json()["token"]
+            .as_str()
+            .unwrap()
+            .starts_with("shop.")
+    );
 }

@@ -80,7 +80,12 @@ impl<T: TokenStore> Phone<T> {
     }
 
     async fn stored_phone(&self, sim: &WeChatSimulator, user: &str) -> Option<String> {
-        let user = self.auth.users().get(APP_ID, &sim.open_id(user)).await.unwrap()?;
+        let user = self
+            .auth
+            .users()
+            .get(APP_ID, &sim.open_id(user))
+            .await
+            .unwrap()?;
         user.pure_phone_number
     }
 }
