@@ -11,9 +11,9 @@ use http::StatusCode;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use super::{
-    SimulatorError, WeChatSimulator,
+    SimulatedApps, SimulatorError, WeChatSimulator,
     phone::Phone,
-    wire::{Errcode, PhoneNumberRequest, TokenRequest},
+    wire::{self, Errcode, PhoneNumberRequest, TokenRequest},
 };
 use crate::{
     login::{BodyError, read_json},
@@ -22,7 +22,8 @@ use crate::{
 /// The future of a handler, boxed as axum's are.
 type HandlerFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Response> + Send>>;
 
-/// A mint request is a user name, a phone number and a flag; anything larger is not one.
+/// A mint request is a user name, a phone number, an app id and a flag; anything larger
+/// is not one.
 const MAX_MINT_BODY_BYTES: usize = 4 * 1024;
 
 /// The WeChat API bodies the simulator reads are a few short fields; anything larger
@@ -37,6 +38,8 @@ struct MintRequest {
     profile: bool,
     #[serde(default)]
     phone: Option<String>,
+    #[serde(default)]
+    app: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -44,12 +47,15 @@ struct MintRequest {
 struct PhoneMintRequest {
     user: String,
     phone: String,
+    #[serde(default)]
+    app: Option<String>,
 }
 
 /// The phone mint answer.
 #[derive(Serialize)]
 struct PhoneMintResponse<'a> {
     code: &'a str,
+    app_id: &'a str,
     open_id: &'a str,
     phone_number: &'a str,
     pure_phone_number: &'a str,
@@ -61,6 +67,7 @@ struct PhoneMintResponse<'a> {
 #[derive(Serialize)]
 struct MintResponse<'a> {
     code: &'a str,
+    app_id: &'a str,
     open_id: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     union_id: Option<&'a str>,
@@ -84,6 +91,8 @@ struct PhoneData<'a> {
     iv: &'a str,
 }
 
+/// The simulator's handlers are those of [`SimulatedApps`] with this one app, so that
+/// one app answers alike behind either.
 impl WeChatSimulator {
     /// `GET /sns/jscode2session`: WeChat's code exchange, answered from the query string
     /// (always HTTP 200 with JSON, errcodes included, as WeChat does).
@@ -93,11 +102,7 @@ impl WeChatSimulator {
     pub fn jscode2session_handler(
         &self,
     ) -> impl Fn(Request) -> HandlerFuture + Clone + Send + Sync + 'static {
-        let sim = self.clone();
-        move |request: Request| {
-            let body = sim.jscode2session_query(request.uri().query().unwrap_or(""));
-            Box::pin(future::ready(json(StatusCode::OK, body)))
-        }
+        SimulatedApps::from(self.clone()).jscode2session_handler()
     }
 
     /// `POST /cgi-bin/stable_token`: WeChat's access token endpoint, answered from the
@@ -108,18 +113,7 @@ impl WeChatSimulator {
     pub fn stable_token_handler(
         &self,
     ) -> impl Fn(Request) -> HandlerFuture + Clone + Send + Sync + 'static {
-        let sim = self.clone();
-        move |request: Request| {
-            let sim = sim.clone();
-            Box::pin(async move {
-                let (parts, body) = request.into_parts();
-                let token_request = wechat_body::<TokenRequest>(&parts.headers, body).await;
-                json(
-                    StatusCode::OK,
-                    sim.stable_token_answer(token_request, Instant::now()),
-                )
-            })
-        }
+        SimulatedApps::from(self.clone()).stable_token_handler()
     }
 
     /// `GET /cgi-bin/token`: WeChat's legacy access token endpoint, answered from the
@@ -128,12 +122,7 @@ impl WeChatSimulator {
     pub fn token_handler(
         &self,
     ) -> impl Fn(Request) -> HandlerFuture + Clone + Send + Sync + 'static {
-        let sim = self.clone();
-        move |request: Request| {
-            let query = request.uri().query().unwrap_or("");
-            let body = sim.token_query_answer(query, Instant::now());
-            Box::pin(future::ready(json(StatusCode::OK, body)))
-        }
+        SimulatedApps::from(self.clone()).token_handler()
     }
 
     /// `POST /wxa/business/getuserphonenumber?access_token=..`: WeChat's phone code
@@ -145,27 +134,14 @@ impl WeChatSimulator {
     pub fn phone_number_handler(
         &self,
     ) -> impl Fn(Request) -> HandlerFuture + Clone + Send + Sync + 'static {
-        let sim = self.clone();
-        move |request: Request| {
-            let sim = sim.clone();
-            Box::pin(async move {
-                let (parts, body) = request.into_parts();
-                let phone_request = wechat_body::<PhoneNumberRequest>(&parts.headers, body).await;
-                let answer = sim.phone_number_answer(
-                    parts.uri.query().unwrap_or(""),
-                    phone_request,
-                    Instant::now(),
-                    SystemTime::now(),
-                );
-                json(StatusCode::OK, answer)
-            })
-        }
+        SimulatedApps::from(self.clone()).phone_number_handler()
     }
 
-    /// `POST` JSON `{"user": "alice", "phone": "13800138000"}`: mints a one-time phone
-    /// code for the test user (see [`phone_code`](Self::phone_code) for the phone
-    /// format) and answers `200 {"code", "open_id", "phone_number",
-    /// "pure_phone_number", "country_code"}`. Bad input is 400
+    /// `POST` JSON `{"user": "alice", "phone": "13800138000", "app"?}`: mints a
+    /// one-time phone code for the test user (see [`phone_code`](Self::phone_code) for
+    /// the phone format) and answers `200 {"code", "app_id", "open_id", "phone_number",
+    /// "pure_phone_number", "country_code"}`. `app`, if given, must be this
+    /// simulator's app id. Bad input is 400
     /// `{"error": "invalid_request", "error_description"}`.
     ///
     /// Anyone who can reach it can hand any phone number to the server under test:
@@ -173,25 +149,34 @@ impl WeChatSimulator {
     pub fn phone_mint_handler(
         &self,
     ) -> impl Fn(Request) -> HandlerFuture + Clone + Send + Sync + 'static {
-        let sim = self.clone();
-        move |request: Request| {
-            let sim = sim.clone();
-            Box::pin(async move { sim.phone_mint_response(request).await })
-        }
+        SimulatedApps::from(self.clone()).phone_mint_handler()
     }
 
-    async fn phone_mint_response(self, request: Request) -> Response {
-        let expected = r#"expected JSON {"user": "<name>", "phone": "<number>"}"#;
-        let mint = match mint_body::<PhoneMintRequest>(request, expected).await {
-            Ok(mint) => mint,
-            Err(refused) => return refused,
-        };
+    /// `POST` JSON `{"user": "alice", "profile": true, "phone": "13800138000", "app"?}`:
+    /// mints a login code for the test user (with `profile`, also encrypted profile
+    /// data; with `phone`, also the legacy encrypted phone data, see
+    /// [`login_with_phone`](Self::login_with_phone)) and answers
+    /// `200 {"code", "app_id", "open_id", "union_id"?, "encryptedData"?, "iv"?,
+    /// "rawData"?, "signature"?, "phone"?: {"encryptedData", "iv"}}`, a body
+    /// `POST /auth/authorize` accepts as it is. `app`, if given, must be this
+    /// simulator's app id. Bad input is 400
+    /// `{"error": "invalid_request", "error_description"}`.
+    ///
+    /// Anyone who can reach it can log in as anyone: mount it in tests and demos only.
+    pub fn mint_handler(
+        &self,
+    ) -> impl Fn(Request) -> HandlerFuture + Clone + Send + Sync + 'static {
+        SimulatedApps::from(self.clone()).mint_handler()
+    }
+
+    fn phone_mint_answer(&self, mint: &PhoneMintRequest) -> Response {
         let minted = match self.phone_code(&mint.user, &mint.phone) {
             Ok(minted) => minted,
             Err(e) => return mint_refusal(e),
         };
         let answer = PhoneMintResponse {
             code: &minted.code,
+            app_id: self.app_id(),
             open_id: &minted.open_id,
             phone_number: &minted.phone_number,
             pure_phone_number: &minted.pure_phone_number,
@@ -203,32 +188,7 @@ impl WeChatSimulator {
         )
     }
 
-    /// `POST` JSON `{"user": "alice", "profile": true, "phone": "13800138000"}`: mints
-    /// a login code for the test user (with `profile`, also encrypted profile data;
-    /// with `phone`, also the legacy encrypted phone data, see
-    /// [`login_with_phone`](Self::login_with_phone)) and answers
-    /// `200 {"code", "open_id", "union_id"?, "encryptedData"?, "iv"?, "rawData"?,
-    /// "signature"?, "phone"?: {"encryptedData", "iv"}}`, a body `POST /auth/authorize`
-    /// accepts as it is. Bad input is 400
-    /// `{"error": "invalid_request", "error_description"}`.
-    ///
-    /// Anyone who can reach it can log in as anyone: mount it in tests and demos only.
-    pub fn mint_handler(
-        &self,
-    ) -> impl Fn(Request) -> HandlerFuture + Clone + Send + Sync + 'static {
-        let sim = self.clone();
-        move |request: Request| {
-            let sim = sim.clone();
-            Box::pin(async move { sim.mint_response(request).await })
-        }
-    }
-
-    async fn mint_response(self, request: Request) -> Response {
-        let expected = r#"expected JSON {"user": "<name>", "profile": <bool, optional>, "phone": "<number>" (optional)}"#;
-        let mint = match mint_body::<MintRequest>(request, expected).await {
-            Ok(mint) => mint,
-            Err(refused) => return refused,
-        };
+    fn mint_answer(&self, mint: &MintRequest) -> Response {
         let minted = mint
             .phone
             .as_deref()
@@ -250,6 +210,7 @@ impl WeChatSimulator {
         let profile = login.profile.as_ref();
         let answer = MintResponse {
             code: &login.code,
+            app_id: self.app_id(),
             open_id: &login.open_id,
             union_id: login.union_id.as_deref(),
             encrypted_data: profile.map(|p| p.encrypted_data.as_str()),
@@ -265,6 +226,158 @@ impl WeChatSimulator {
             StatusCode::OK,
             serde_json::to_string(&answer).expect("the answer serializes"),
         )
+    }
+}
+
+impl SimulatedApps {
+    /// `GET /sns/jscode2session` for every app, as
+    /// [`WeChatSimulator::jscode2session_handler`], answered by the app of the query's
+    /// `appid`; a code minted for another app is 40029 and stays usable for its own.
+    /// An `appid` none of them has is refused as by a single simulator (40013).
+    pub fn jscode2session_handler(
+        &self,
+    ) -> impl Fn(Request) -> HandlerFuture + Clone + Send + Sync + 'static + use<> {
+        let apps = self.clone();
+        move |request: Request| {
+            let query = request.uri().query().unwrap_or("");
+            let app_id = wire::query_param(query, "appid");
+            let body = apps
+                .by_app_id(app_id.as_deref())
+                .jscode2session_query(query);
+            Box::pin(future::ready(json(StatusCode::OK, body)))
+        }
+    }
+
+    /// `POST /cgi-bin/stable_token` for every app, as
+    /// [`WeChatSimulator::stable_token_handler`], answered by the app of the body's
+    /// `appid` (an unknown one is 40013, a body that is not JSON 47001, as for a single
+    /// simulator).
+    pub fn stable_token_handler(
+        &self,
+    ) -> impl Fn(Request) -> HandlerFuture + Clone + Send + Sync + 'static + use<> {
+        let apps = self.clone();
+        move |request: Request| {
+            let apps = apps.clone();
+            Box::pin(async move {
+                let (parts, body) = request.into_parts();
+                let token_request = wechat_body::<TokenRequest>(&parts.headers, body).await;
+                let app_id = token_request
+                    .as_ref()
+                    .ok()
+                    .and_then(|r| r.app_id.as_deref());
+                let answer = apps
+                    .by_app_id(app_id)
+                    .stable_token_answer(token_request, Instant::now());
+                json(StatusCode::OK, answer)
+            })
+        }
+    }
+
+    /// `GET /cgi-bin/token` for every app, as [`WeChatSimulator::token_handler`],
+    /// answered by the app of the query's `appid` (an unknown one is 40013).
+    pub fn token_handler(
+        &self,
+    ) -> impl Fn(Request) -> HandlerFuture + Clone + Send + Sync + 'static + use<> {
+        let apps = self.clone();
+        move |request: Request| {
+            let query = request.uri().query().unwrap_or("");
+            let app_id = wire::query_param(query, "appid");
+            let body = apps
+                .by_app_id(app_id.as_deref())
+                .token_query_answer(query, Instant::now());
+            Box::pin(future::ready(json(StatusCode::OK, body)))
+        }
+    }
+
+    /// `POST /wxa/business/getuserphonenumber?access_token=..` for every app, as
+    /// [`WeChatSimulator::phone_number_handler`], answered by the app that issued the
+    /// `access_token` (so the watermark names that app, and only its phone codes are
+    /// known). A token none of them knows is refused as by a single simulator (40001,
+    /// or 41001 and 40014 for a missing or malformed one).
+    pub fn phone_number_handler(
+        &self,
+    ) -> impl Fn(Request) -> HandlerFuture + Clone + Send + Sync + 'static + use<> {
+        let apps = self.clone();
+        move |request: Request| {
+            let apps = apps.clone();
+            Box::pin(async move {
+                let (parts, body) = request.into_parts();
+                let phone_request = wechat_body::<PhoneNumberRequest>(&parts.headers, body).await;
+                let query = parts.uri.query().unwrap_or("");
+                let access_token = wire::access_token_param(query);
+                let answer = apps
+                    .by_access_token(access_token.as_deref())
+                    .phone_number_answer(query, phone_request, Instant::now(), SystemTime::now());
+                json(StatusCode::OK, answer)
+            })
+        }
+    }
+
+    /// `POST` JSON `{"user": "alice", "phone": "13800138000", "app": "wx-shop"}`: mints
+    /// a phone code as [`WeChatSimulator::phone_mint_handler`] for app `app` (without
+    /// it, the [first](Self::first)); the answer's `app_id` names the app. An app none
+    /// of them has is 400 `{"error": "invalid_request", "error_description"}`.
+    ///
+    /// Mount it in tests and demos only.
+    pub fn phone_mint_handler(
+        &self,
+    ) -> impl Fn(Request) -> HandlerFuture + Clone + Send + Sync + 'static + use<> {
+        let apps = self.clone();
+        move |request: Request| {
+            let apps = apps.clone();
+            Box::pin(async move {
+                let expected = r#"expected JSON {"user": "<name>", "phone": "<number>", "app": "<app id>" (optional)}"#;
+                let mint = match mint_body::<PhoneMintRequest>(request, expected).await {
+                    Ok(mint) => mint,
+                    Err(refused) => return refused,
+                };
+                apps.mint_for(mint.app.as_deref(), |sim| sim.phone_mint_answer(&mint))
+            })
+        }
+    }
+
+    /// `POST` JSON `{"user": "alice", "profile": true, "phone": "13800138000", "app":
+    /// "wx-shop"}`: mints a login code as [`WeChatSimulator::mint_handler`] for app
+    /// `app` (without it, the [first](Self::first)); the answer's `app_id` names the
+    /// app. An app none of them has is 400
+    /// `{"error": "invalid_request", "error_description"}`.
+    ///
+    /// Anyone who can reach it can log in as anyone: mount it in tests and demos only.
+    pub fn mint_handler(
+        &self,
+    ) -> impl Fn(Request) -> HandlerFuture + Clone + Send + Sync + 'static + use<> {
+        let apps = self.clone();
+        move |request: Request| {
+            let apps = apps.clone();
+            Box::pin(async move {
+                let expected = r#"expected JSON {"user": "<name>", "profile": <bool, optional>, "phone": "<number>" (optional), "app": "<app id>" (optional)}"#;
+                let mint = match mint_body::<MintRequest>(request, expected).await {
+                    Ok(mint) => mint,
+                    Err(refused) => return refused,
+                };
+                apps.mint_for(mint.app.as_deref(), |sim| sim.mint_answer(&mint))
+            })
+        }
+    }
+
+    /// The `mint` answer of the app a mint request names (none: the first), or the 400
+    /// refusal of an app none of them has.
+    fn mint_for(
+        &self,
+        app: Option<&str>,
+        mint: impl FnOnce(&WeChatSimulator) -> Response,
+    ) -> Response {
+        let Some(app) = app else {
+            return mint(self.first());
+        };
+        match self.get(app) {
+            Some(sim) => mint(sim),
+            None => {
+                let known: Vec<&str> = self.apps().iter().map(WeChatSimulator::app_id).collect();
+                let description = format!("unknown app {app:?}; the simulated apps are {known:?}");
+                refusal(StatusCode::BAD_REQUEST, "invalid_request", &description)
+            }
+        }
     }
 }
 
@@ -329,24 +442,11 @@ fn refusal(status: StatusCode, error: &str, description: &str) -> Response {
 
 #[cfg(test)]
 mod tests {
-    use http::header;
-    use http_body_util::BodyExt as _;
-
     use super::*;
+    use crate::testing::test_http::{call, get, post};
 
     const APP: &str = "wx-sim-app";
     const SECRET: &str = "sim-secret";
-
-    async fn call(
-        handler: impl Fn(Request) -> HandlerFuture,
-        request: http::Request<Body>,
-    ) -> (StatusCode, serde_json::Value) {
-        let response = handler(request).await;
-        let status = response.status();
-        assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
-        let body = response.into_body().collect().await.unwrap().to_bytes();
-        (status, serde_json::from_slice(&body).unwrap())
-    }
 
     fn mint(body: &str) -> http::Request<Body> {
         http::Request::post("/sim/login")
@@ -399,16 +499,6 @@ mod tests {
         ] {
             assert!(field.as_deref().is_some_and(|f| !f.is_empty()));
         }
-    }
-
-    fn post(uri: &str, body: &str) -> http::Request<Body> {
-        http::Request::post(uri)
-            .body(Body::from(body.to_owned()))
-            .unwrap()
-    }
-
-    fn get(uri: &str) -> http::Request<Body> {
-        http::Request::get(uri).body(Body::empty()).unwrap()
     }
 
     fn stable_token_body(force_refresh: bool) -> String {
@@ -556,6 +646,7 @@ mod tests {
             minted,
             serde_json::json!({
                 "code": minted["code"],
+                "app_id": APP,
                 "open_id": sim.open_id("alice"),
                 "phone_number": "+1 4155550100",
                 "pure_phone_number": "4155550100",

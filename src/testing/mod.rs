@@ -138,17 +138,31 @@
 //! assert_eq!(sim.calls().phone_number, 2);
 //! # Ok(()) }
 //! ```
+//!
+//! # Several mini-programs
+//!
+//! A backend that serves several mini-programs talks to one WeChat. [`SimulatedApps`]
+//! puts several simulators behind one base URL: each request is answered by the app it
+//! names (its `appid`, or the app that issued its `access_token`), and the mint
+//! handlers take `"app": "<app id>"` (the first app without it). A test user has an
+//! openid per app and one unionid across them; a code of one app is unknown (40029) to
+//! another. [`set_union_ids`](WeChatSimulator::set_union_ids) turns unionids on while
+//! users keep logging in, as binding an app to an Open Platform account does.
 
+mod apps;
 mod calls;
 mod codes;
 mod handlers;
 mod mint;
 mod phone;
 mod simulator;
+#[cfg(test)]
+mod test_http;
 mod tokens;
 mod wire;
 
 pub use self::{
+    apps::SimulatedApps,
     calls::{SimEndpoint, SimulatorCalls},
     mint::{MAX_USER_LEN, SimulatedLogin, SimulatedProfile, SimulatorError},
     phone::{PhoneInfo, SimulatedPhone, SimulatedPhoneCode},

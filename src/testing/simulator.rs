@@ -3,7 +3,10 @@
 
 use std::{
     fmt,
-    sync::{Arc, Mutex, PoisonError},
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, Instant, SystemTime},
 };
 
@@ -63,7 +66,6 @@ pub struct WeChatSimulator {
 pub(super) struct Config {
     pub(super) app_id: String,
     pub(super) secret: AppSecret,
-    pub(super) union_ids: bool,
     pub(super) code_ttl: Duration,
     pub(super) max_codes: usize,
     pub(super) access_token_ttl: Duration,
@@ -79,6 +81,9 @@ pub(super) struct State {
     pub(super) phone_codes: Mutex<Codes<PhoneGrant>>,
     pub(super) tokens: Mutex<Tokens>,
     pub(super) calls: Calls,
+    /// Whether sessions carry a unionid: a switch, since an app can be bound to an
+    /// Open Platform account at any time.
+    union_ids: AtomicBool,
 }
 
 impl fmt::Debug for WeChatSimulator {
@@ -86,7 +91,7 @@ impl fmt::Debug for WeChatSimulator {
         f.debug_struct("WeChatSimulator")
             .field("app_id", &self.config.app_id)
             .field("secret", &self.config.secret)
-            .field("union_ids", &self.config.union_ids)
+            .field("union_ids", &self.union_ids())
             .field("code_ttl", &self.config.code_ttl)
             .field("max_codes", &self.config.max_codes)
             .field("access_token_ttl", &self.config.access_token_ttl)
@@ -109,7 +114,6 @@ impl WeChatSimulator {
             config: Arc::new(Config {
                 app_id: app_id.into(),
                 secret: AppSecret::new(app_secret),
-                union_ids: false,
                 code_ttl: DEFAULT_CODE_TTL,
                 max_codes: DEFAULT_MAX_CODES,
                 access_token_ttl: DEFAULT_ACCESS_TOKEN_TTL,
@@ -124,10 +128,41 @@ impl WeChatSimulator {
     /// Also hands out unionids, as WeChat does once the app is bound to an Open Platform
     /// account. A unionid depends on the user name only, so it is the same across
     /// simulators of different app ids.
+    ///
+    /// The builder form of [`set_union_ids`](Self::set_union_ids): the switch is shared
+    /// by clones, so it can be turned later.
     #[must_use]
-    pub fn with_union_ids(mut self, union_ids: bool) -> Self {
-        Arc::make_mut(&mut self.config).union_ids = union_ids;
+    pub fn with_union_ids(self, union_ids: bool) -> Self {
+        self.set_union_ids(union_ids);
         self
+    }
+
+    /// Turns unionids on or off at once, for this simulator and all its clones: models
+    /// an app bound to an Open Platform account (or unbound) while users keep logging
+    /// in. Codes minted from then on carry a unionid (or none); codes minted before keep
+    /// what they were minted with, as their encrypted profile does.
+    ///
+    /// ```
+    /// use mpauthx::testing::WeChatSimulator;
+    ///
+    /// let sim = WeChatSimulator::new("wx-test-app", "test-secret");
+    /// let server_side = sim.clone();
+    /// let before = sim.login("alice")?;
+    /// sim.set_union_ids(true);
+    /// let after = sim.login("alice")?;
+    /// let exchange = |code: &str| server_side.jscode2session("wx-test-app", "test-secret", code);
+    /// assert_eq!(exchange(&before.code).unwrap().union_id, None);
+    /// assert_eq!(exchange(&after.code).unwrap().union_id, sim.union_id("alice"));
+    /// assert!(server_side.union_id("alice").is_some());
+    /// # Ok::<(), mpauthx::testing::SimulatorError>(())
+    /// ```
+    pub fn set_union_ids(&self, on: bool) {
+        self.state.union_ids.store(on, Ordering::Relaxed);
+        tracing::debug!(on, "simulator switched unionids");
+    }
+
+    fn union_ids(&self) -> bool {
+        self.state.union_ids.load(Ordering::Relaxed)
     }
 
     /// How long a minted code (login code or phone code) can be used, at most a year.
@@ -207,10 +242,10 @@ impl WeChatSimulator {
         derived_id('o', &[self.config.app_id.as_bytes(), user.as_bytes()])
     }
 
-    /// The unionid of a test user, when [`with_union_ids`](Self::with_union_ids) is on.
+    /// The unionid of a test user, while unionids are on
+    /// ([`with_union_ids`](Self::with_union_ids), [`set_union_ids`](Self::set_union_ids)).
     pub fn union_id(&self, user: &str) -> Option<String> {
-        self.config
-            .union_ids
+        self.union_ids()
             .then(|| derived_id('u', &[b"unionid", user.as_bytes()]))
     }
 
@@ -509,6 +544,50 @@ mod tests {
         let login = a.login("alice").unwrap();
         let session = a.jscode2session(APP, SECRET, &login.code).unwrap();
         assert_eq!(session.union_id, Some(union_id));
+    }
+
+    #[test]
+    fn union_ids_can_be_switched_on_later_for_every_clone() {
+        let sim = sim();
+        let server_side = sim.clone();
+        let first = sim.login_with_profile("alice").unwrap();
+        assert_eq!(first.union_id, None);
+        // Another clone turns the switch: it applies to all of them at once.
+        server_side.clone().set_union_ids(true);
+        let union_id = sim.union_id("alice").expect("on for every clone");
+        assert_eq!(server_side.union_id("alice").as_ref(), Some(&union_id));
+        let later = sim.login_with_profile("alice").unwrap();
+        assert_eq!(later.union_id.as_ref(), Some(&union_id));
+        assert_eq!(later.open_id, first.open_id, "the same user");
+
+        // A code keeps what it was minted with, and so does its encrypted profile.
+        let early = server_side
+            .jscode2session(APP, SECRET, &first.code)
+            .unwrap();
+        assert_eq!(early.union_id, None);
+        let session = server_side
+            .jscode2session(APP, SECRET, &later.code)
+            .unwrap();
+        assert_eq!(session.union_id.as_ref(), Some(&union_id));
+        let options = DecryptOptions::new(APP).with_max_age(Duration::from_secs(60));
+        let profile = later.profile.unwrap();
+        let decrypted = decrypt_profile(
+            &options,
+            &session,
+            &profile.encrypted_data,
+            &profile.iv,
+            SystemTime::now(),
+        )
+        .unwrap();
+        assert_eq!(decrypted.union_id, Some(union_id));
+        assert!(format!("{sim:?}").contains("union_ids: true"));
+
+        // And off again; the builder form flips the same switch.
+        sim.set_union_ids(false);
+        assert_eq!(server_side.login("alice").unwrap().union_id, None);
+        let built = server_side.clone().with_union_ids(true);
+        assert!(sim.union_id("alice").is_some());
+        assert!(built.union_id("alice").is_some());
     }
 
     #[test]

@@ -326,6 +326,12 @@ impl WeChatSimulator {
         self.lock_tokens().check(access_token, now)
     }
 
+    /// Whether this simulator issued `access_token` and still knows it: valid or
+    /// expired, but neither revoked nor superseded (those are 40001 for any simulator).
+    pub(super) fn knows_access_token(&self, access_token: &str) -> bool {
+        self.lock_tokens().live.contains_key(access_token)
+    }
+
     /// The latest stable token, while it is valid (not expired, revoked or superseded).
     pub fn current_access_token(&self) -> Option<String> {
         self.lock_tokens().current(Instant::now())

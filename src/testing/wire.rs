@@ -155,11 +155,17 @@ pub(super) fn parse_token_query(query: &str) -> TokenRequest {
     request
 }
 
+/// The first non-empty value of parameter `name` in a query, if any: the value WeChat
+/// reads (and so the one the parsers above keep).
+pub(super) fn query_param<'a>(query: &'a str, name: &str) -> Option<Cow<'a, str>> {
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(key, value)| key == name && !value.is_empty())
+        .map(|(_, value)| value)
+}
+
 /// The first non-empty `access_token` of a query, if any.
 pub(super) fn access_token_param(query: &str) -> Option<Cow<'_, str>> {
-    form_urlencoded::parse(query.as_bytes())
-        .find(|(key, value)| key == "access_token" && !value.is_empty())
-        .map(|(_, value)| value)
+    query_param(query, "access_token")
 }
 
 /// The body of `POST /wxa/business/getuserphonenumber`.
