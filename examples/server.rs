@@ -1,20 +1,25 @@
 //! The example server: `cargo run --example server`.
 //!
 //! With no settings it runs offline: tokens in memory, users in `./mpauthx.db`, and a
-//! built-in WeChat simulator under `/sim` (`POST /sim/login` mints a login code for a
-//! named test user). README.md walks the whole flow with curl.
+//! built-in WeChat simulator under `/sim` answering for two mini-programs,
+//! `wx-simulator` (sku `demo`) and `wx-simulator-game` (sku `game`), bound to one Open
+//! Platform account so that a test user is one person in both (`POST /sim/login` mints
+//! a login code for a named test user, `"app"` naming the app). README.md walks the
+//! whole flow with curl.
 //!
 //! Settings (environment; empty counts as unset):
 //!
 //! | variable | default | |
 //! |---|---|---|
 //! | `MPAUTHX_LISTEN` | `127.0.0.1:3000` | address and port to listen on |
-//! | `MPAUTHX_APP_ID` | `wx-simulator` | the mini-program's app id |
+//! | `MPAUTHX_APP_ID` | unset: the simulator | one mini-program's app id |
 //! | `MPAUTHX_APP_SECRET` | unset: the simulator | its app secret; set, logins go to WeChat |
-//! | `MPAUTHX_WECHAT_API` | `https://api.weixin.qq.com` | WeChat's API (needs the secret) |
-//! | `MPAUTHX_SKU` | `demo` | the sku in every token, `[A-Za-z0-9_-]{1,32}` |
+//! | `MPAUTHX_SKU` | `demo` | the sku in its tokens, `[A-Za-z0-9_-]{1,32}` (with the simulator: the first app's) |
+//! | `MPAUTHX_APPS_FILE` | unset | several mini-programs: a JSON file (see below) instead of the three above; `kill -HUP` re-reads it |
+//! | `MPAUTHX_WECHAT_API` | `https://api.weixin.qq.com` | WeChat's API (needs a secret) |
 //! | `MPAUTHX_TOKEN_TTL` | `259200` | token lifetime in seconds, at most a year |
 //! | `MPAUTHX_SESSION_MAX_AGE` | unset: none | seconds after a login when its session ends, however often it is refreshed |
+//! | `MPAUTHX_LEGACY_APP_ID` | the one app (the simulator: `wx-simulator`) | the app of the users in a single-app user table (one the Node package or an earlier version wrote), moved at startup into the table keyed by (app, openid) |
 //! | `MPAUTHX_REDIS_URL` | unset: in memory | the token store: `redis://[:password@]host:port/db`, a cluster `redis+cluster://[:password@]host:port,host:port,…` or Sentinel `redis+sentinel://[:password@]host:port[,…]/<master name>[/db]` |
 //! | `MPAUTHX_DATABASE` | `mpauthx.db` | the users: an sqlite file, or `postgres://user:password@host:port/db` or `mysql://user:password@host:port/db` shared by every instance |
 //! | `MPAUTHX_DATABASE_MAX_CONNECTIONS` | `10` | connections to PostgreSQL or MySQL per process, 1 to 1000 |
@@ -28,10 +33,23 @@
 //! | `MPAUTHX_REQUEST_TIMEOUT_MS` | `30000` | answer 503 to a request that runs longer, 1 to 600000 |
 //! | `MPAUTHX_METRICS` | `prometheus` | `GET /metrics` in Prometheus's text format; `off`: no recorder, and 404 |
 //!
-//! Routes: `POST /auth/authorize`, `/auth/refresh`, `/auth/logout`, `/auth/logout_all`,
-//! `POST /auth/phone`, `GET /auth/devices`, `DELETE /auth/devices/{id}` and `GET /me`
-//! (all behind `MpAuthLayer`; `/me` answers the
-//! stored user as JSON, phone included), `GET /healthz`, `GET /metrics` (Prometheus
+//! `MPAUTHX_APPS_FILE` names a JSON file (mode 600: it holds secrets):
+//! `{"apps": [{"app_id", "app_secret", "sku", "token_ttl"?, "session_max_age"?,
+//! "max_devices"?, "wechat_api"?}, …]}`, the optional fields defaulting to the variables
+//! above. Each app is an `MpAuth` of its own in one `MpApps` registry over the shared
+//! stores. On SIGHUP the file is read again: new apps are served at once, changed ones
+//! (a rotated secret) replaced, and removed ones stop: their tokens are refused (401)
+//! and their login route answers 404. A file that does not read is logged and changes
+//! nothing.
+//!
+//! Routes: `POST /apps/{app_id}/auth/authorize` (a login into that app),
+//! `POST /auth/authorize` (the only app, or with several the one WeChat's `Referer`
+//! names), `/auth/refresh`, `/auth/logout`, `/auth/logout_all` (each for the bearer
+//! token's app), `POST /auth/phone`, `GET /auth/devices`, `DELETE /auth/devices/{id}`,
+//! `GET /me` and `GET /me/person`
+//! (all behind `MpAuthLayer`, accepting the tokens of every app; `/me` answers the
+//! stored user as JSON, phone included, `/me/person` the person's user in every app),
+//! `GET /healthz`, `GET /metrics` (Prometheus
 //! text), `GET /openapi.json`, and with the simulator
 //! `POST /sim/login` (a login code), `POST /sim/phone` (a phone code) and WeChat's own
 //! endpoints under `/sim`: `GET /sim/sns/jscode2session`, `POST /sim/cgi-bin/stable_token`,
@@ -95,10 +113,11 @@ use hyper_util::{
 };
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use mpauthx::{
-    AccessTokenManager, AppSecret, AuthedUser, CachedTokenStore, LoginThrottle, MemoryRateLimiter,
-    MemoryTokenStore, MpAuth, MpAuthConfig, MySqlUserStore, PostgresUserStore, RateLimit,
-    RateLimiter, RedisTokenStore, Sku, SqliteUserStore, Token, TokenStore, UserStore,
-    client_ip_key, forwarded_ip, testing::WeChatSimulator,
+    AppSecret, AuthedUser, CachedTokenStore, LoginThrottle, MemoryRateLimiter, MemoryTokenStore,
+    MpApps, MpAuthConfig, MySqlUserStore, PostgresUserStore, RateLimit, RateLimiter,
+    RedisTokenStore, Sku, SqliteUserStore, Token, TokenStore, UserStore, client_ip_key,
+    forwarded_ip,
+    testing::{SimulatedApps, WeChatSimulator},
 };
 use rand::TryRng as _;
 use serde_json::json;
@@ -107,6 +126,11 @@ use tower::Layer as _;
 use tower_http::timeout::TimeoutLayer;
 use tracing::{Instrument as _, Level};
 use tracing_subscriber::{EnvFilter, filter::filter_fn, prelude::*};
+
+use self::apps::{AppSetting, Defaults};
+
+#[path = "server/apps.rs"]
+mod apps;
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:3000";
 const WECHAT_API: &str = "https://api.weixin.qq.com";
@@ -119,6 +143,12 @@ const DEFAULT_DATABASE: &str = "mpauthx.db";
 /// Connections to a PostgreSQL or MySQL user store per process (the crate's default).
 const DEFAULT_DATABASE_CONNECTIONS: u32 = 10;
 const SIMULATOR_APP_ID: &str = "wx-simulator";
+/// The second simulated app, and its sku.
+const SIMULATOR_GAME_APP_ID: &str = "wx-simulator-game";
+const SIMULATOR_GAME_SKU: &str = "game";
+/// The sku of `/healthz`'s probe tokens, which no app issues.
+static HEALTHZ_SKU: std::sync::LazyLock<Sku> =
+    std::sync::LazyLock::new(|| Sku::new("healthz").expect("a valid sku"));
 /// The Redis key prefix of tokens and login counters (the crate's default).
 const PREFIX: &str = "mpauthx";
 /// The key prefix while the simulator answers logins: its tokens are worthless elsewhere.
@@ -205,25 +235,30 @@ impl Database {
     }
 }
 
-/// Where logins are checked.
-enum WeChat {
-    /// The real WeChat API (or a fake of it) with the mini-program's credentials.
-    Api {
-        app_id: String,
-        secret: AppSecret,
-        base_url: String,
+/// The mini-programs served, and where their logins are checked.
+enum Apps {
+    /// One app, from `MPAUTHX_APP_ID`, `MPAUTHX_APP_SECRET` and `MPAUTHX_SKU`.
+    One(AppSetting),
+    /// The apps of `MPAUTHX_APPS_FILE`, re-read on SIGHUP.
+    File {
+        path: PathBuf,
+        defaults: Defaults,
+        apps: Vec<AppSetting>,
     },
-    /// The built-in simulator, served under `/sim` on the server's own listener.
-    Simulator { app_id: String },
+    /// Two apps answered by the built-in simulator, served under `/sim` on the
+    /// server's own listener; the first under this sku.
+    Simulated {
+        sku: Sku,
+        token_ttl: Duration,
+        session_max_age: Option<Duration>,
+    },
 }
 
 struct Settings {
     listen: SocketAddr,
-    wechat: WeChat,
-    sku: Sku,
-    token_ttl: Duration,
-    /// The absolute session lifetime, if any.
-    session_max_age: Option<Duration>,
+    apps: Apps,
+    /// The app of the users of a single-app table, if not the one app.
+    legacy_app_id: Option<String>,
     redis_url: Option<String>,
     database: Database,
     /// The most connections to a PostgreSQL or MySQL user store, per process.
@@ -313,7 +348,8 @@ fn settings() -> Result<Settings, BadSetting> {
         )
     })?;
 
-    let sku = var("MPAUTHX_SKU")?.unwrap_or_else(|| DEFAULT_SKU.into());
+    let sku_set = var("MPAUTHX_SKU")?;
+    let sku = sku_set.clone().unwrap_or_else(|| DEFAULT_SKU.into());
     let sku = Sku::new(&sku)
         .map_err(|e| BadSetting::new("MPAUTHX_SKU", format!("MPAUTHX_SKU={sku:?}: {e}")))?;
 
@@ -360,24 +396,55 @@ fn settings() -> Result<Settings, BadSetting> {
     let request_timeout = timeout("MPAUTHX_REQUEST_TIMEOUT_MS", DEFAULT_REQUEST_TIMEOUT)?;
 
     let app_id = var("MPAUTHX_APP_ID")?;
-    let wechat_api = var("MPAUTHX_WECHAT_API")?;
+    let wechat_api = match var("MPAUTHX_WECHAT_API")? {
+        Some(url) => Some(checked_base_url(url)?),
+        None => None,
+    };
+    let apps_file = var("MPAUTHX_APPS_FILE")?;
     // The secret is never echoed, not even in an error.
-    let wechat = match (var("MPAUTHX_APP_SECRET")?, app_id) {
-        (Some(secret), Some(app_id)) => WeChat::Api {
-            app_id,
-            secret: AppSecret::new(secret),
-            base_url: match wechat_api {
-                Some(url) => checked_base_url(url)?,
-                None => WECHAT_API.to_owned(),
-            },
-        },
-        (Some(_), None) => {
+    let secret = var("MPAUTHX_APP_SECRET")?;
+    let apps = match (apps_file, secret, app_id) {
+        (Some(path), None, None) if sku_set.is_none() => {
+            let path = PathBuf::from(path);
+            let defaults = Defaults {
+                base_url: wechat_api.unwrap_or_else(|| WECHAT_API.to_owned()),
+                token_ttl,
+                session_max_age,
+            };
+            let apps = apps::read_file(&path, &defaults)?;
+            Apps::File {
+                path,
+                defaults,
+                apps,
+            }
+        }
+        (Some(_), _, _) => {
+            return Err(BadSetting::new(
+                "MPAUTHX_APPS_FILE",
+                "MPAUTHX_APPS_FILE lists the apps with their ids, secrets and skus: unset MPAUTHX_APP_ID, MPAUTHX_APP_SECRET and MPAUTHX_SKU",
+            ));
+        }
+        (None, Some(secret), Some(app_id)) => {
+            MpAuthConfig::new(&app_id, "x", sku.as_str()).map_err(|e| {
+                BadSetting::new("MPAUTHX_APP_ID", format!("MPAUTHX_APP_ID={app_id:?}: {e}"))
+            })?;
+            Apps::One(AppSetting {
+                app_id,
+                secret: AppSecret::new(secret),
+                sku: sku.clone(),
+                base_url: wechat_api.unwrap_or_else(|| WECHAT_API.to_owned()),
+                token_ttl,
+                session_max_age,
+                max_devices: None,
+            })
+        }
+        (None, Some(_), None) => {
             return Err(BadSetting::new(
                 "MPAUTHX_APP_ID",
                 "MPAUTHX_APP_SECRET is set but MPAUTHX_APP_ID is not: set both, or neither for the simulator",
             ));
         }
-        (None, Some(_)) => {
+        (None, None, Some(_)) => {
             // A real app id without its secret is a failed secret injection, not a wish
             // for the simulator: starting would mint tokens anyone can get.
             return Err(BadSetting::new(
@@ -385,25 +452,25 @@ fn settings() -> Result<Settings, BadSetting> {
                 "MPAUTHX_APP_ID is set but MPAUTHX_APP_SECRET is unset or empty: set the secret to log users in with WeChat, or unset both for the built-in simulator",
             ));
         }
-        (None, None) => {
+        (None, None, None) => {
             if wechat_api.is_some() {
                 return Err(BadSetting::new(
                     "MPAUTHX_WECHAT_API",
-                    "MPAUTHX_WECHAT_API needs MPAUTHX_APP_ID and MPAUTHX_APP_SECRET: without a secret the built-in simulator answers for WeChat",
+                    "MPAUTHX_WECHAT_API needs MPAUTHX_APP_ID and MPAUTHX_APP_SECRET (or MPAUTHX_APPS_FILE): without a secret the built-in simulator answers for WeChat",
                 ));
             }
-            WeChat::Simulator {
-                app_id: SIMULATOR_APP_ID.into(),
+            Apps::Simulated {
+                sku: sku.clone(),
+                token_ttl,
+                session_max_age,
             }
         }
     };
 
     Ok(Settings {
         listen,
-        wechat,
-        sku,
-        token_ttl,
-        session_max_age,
+        apps,
+        legacy_app_id: var("MPAUTHX_LEGACY_APP_ID")?,
         redis_url: var("MPAUTHX_REDIS_URL")?,
         database: Database::parse(
             var("MPAUTHX_DATABASE")?.unwrap_or_else(|| DEFAULT_DATABASE.into()),
@@ -688,9 +755,9 @@ async fn run(settings: Settings, shutdown: watch::Receiver<bool>) -> Result<(), 
         Some(url) => {
             // The simulator's tokens live under a prefix of their own, so that no server
             // logging users in with WeChat on the same Redis ever accepts one.
-            let prefix = match settings.wechat {
-                WeChat::Api { .. } => PREFIX,
-                WeChat::Simulator { .. } => SIMULATOR_PREFIX,
+            let prefix = match settings.apps {
+                Apps::One(_) | Apps::File { .. } => PREFIX,
+                Apps::Simulated { .. } => SIMULATOR_PREFIX,
             };
             let store = RedisTokenStore::builder(url)
                 .with_key_prefix(prefix)
@@ -841,39 +908,58 @@ async fn serve<T: TokenStore>(
         let cause = std::error::Error::source(&e)
             .map(|s| format!(": {s}"))
             .unwrap_or_default();
+        let hint = match e {
+            mpauthx::UserStoreError::LegacyAppIdNeeded => {
+                " (set MPAUTHX_LEGACY_APP_ID to the app id of the users it holds)"
+            }
+            _ => "",
+        };
         BadSetting::new(
             "MPAUTHX_DATABASE",
             format!(
-                "cannot use MPAUTHX_DATABASE={}: {e}{cause}",
+                "cannot use MPAUTHX_DATABASE={}: {e}{cause}{hint}",
                 settings.database.shown()
             ),
         )
     };
+    // The users of a single-app table belong to the one app, or to the one named.
+    let legacy_app_id = match (&settings.legacy_app_id, &settings.apps) {
+        (Some(app_id), _) => Some(app_id.clone()),
+        (None, Apps::One(app)) => Some(app.app_id.clone()),
+        (None, Apps::Simulated { .. }) => Some(SIMULATOR_APP_ID.to_owned()),
+        (None, Apps::File { .. }) => None,
+    };
     match &settings.database {
         Database::Sqlite(path) => {
-            let users = SqliteUserStore::open(path).await.map_err(unusable)?;
+            let mut builder = SqliteUserStore::builder(path);
+            if let Some(app_id) = &legacy_app_id {
+                builder = builder.with_legacy_app_id(app_id);
+            }
+            let users = builder.open().await.map_err(unusable)?;
             serve_users(
                 listener, tokens, users, shared, throttle, settings, shutdown,
             )
             .await
         }
         Database::Postgres(url) => {
-            let users = PostgresUserStore::builder(url)
-                .with_max_connections(settings.database_connections)
-                .open()
-                .await
-                .map_err(unusable)?;
+            let mut builder =
+                PostgresUserStore::builder(url).with_max_connections(settings.database_connections);
+            if let Some(app_id) = &legacy_app_id {
+                builder = builder.with_legacy_app_id(app_id);
+            }
+            let users = builder.open().await.map_err(unusable)?;
             serve_users(
                 listener, tokens, users, shared, throttle, settings, shutdown,
             )
             .await
         }
         Database::MySql(url) => {
-            let users = MySqlUserStore::builder(url)
-                .with_max_connections(settings.database_connections)
-                .open()
-                .await
-                .map_err(unusable)?;
+            let mut builder =
+                MySqlUserStore::builder(url).with_max_connections(settings.database_connections);
+            if let Some(app_id) = &legacy_app_id {
+                builder = builder.with_legacy_app_id(app_id);
+            }
+            let users = builder.open().await.map_err(unusable)?;
             serve_users(
                 listener, tokens, users, shared, throttle, settings, shutdown,
             )
@@ -886,7 +972,7 @@ async fn serve_users<T: TokenStore, U: UserStore>(
     listener: TcpListener,
     tokens: T,
     users: U,
-    shared: Option<RedisTokenStore>,
+    redis: Option<RedisTokenStore>,
     throttle: Option<LoginThrottle>,
     settings: Settings,
     shutdown: watch::Receiver<bool>,
@@ -899,70 +985,120 @@ async fn serve_users<T: TokenStore, U: UserStore>(
         )
     })?;
 
-    let (app_id, secret, base_url, simulator) = match settings.wechat {
-        WeChat::Api {
-            app_id,
-            secret,
-            base_url,
-        } => {
-            tracing::info!(app_id, api = base_url, "logins are checked with WeChat");
-            (app_id, secret, base_url, None)
+    if let Some(throttle) = &throttle {
+        tracing::info!(?throttle, "logins are limited");
+    }
+    let shared = apps::Shared { redis, throttle };
+    let registry = MpApps::new(tokens, users);
+    let mut current = Vec::new();
+    let simulator = match settings.apps {
+        Apps::One(app) => {
+            tracing::info!(
+                app_id = app.app_id,
+                api = app.base_url,
+                "logins are checked with WeChat"
+            );
+            apps::apply(&registry, &mut current, vec![app], &shared);
+            None
         }
-        WeChat::Simulator { app_id } => {
-            let secret = random_secret()?;
-            let simulator = WeChatSimulator::new(&app_id, secret.expose_secret());
+        Apps::File {
+            path,
+            defaults,
+            apps: listed,
+        } => {
+            tracing::info!(file = %path.display(), apps = listed.len(), "logins are checked with WeChat; kill -HUP re-reads the apps");
+            apps::apply(&registry, &mut current, listed, &shared);
+            #[cfg(unix)]
+            apps::reload_on_sighup(
+                registry.clone(),
+                current.clone(),
+                path,
+                defaults,
+                shared.clone(),
+            )
+            .map_err(|e| {
+                BadSetting::new(
+                    "MPAUTHX_APPS_FILE",
+                    format!("cannot install the SIGHUP handler: {e}"),
+                )
+            })?;
+            None
+        }
+        Apps::Simulated {
+            sku,
+            token_ttl,
+            session_max_age,
+        } => {
             // The WeChat client calls the simulator on this very listener.
             let base_url = format!("http://{}/sim", loopback(local));
-            (app_id, secret, base_url, Some(simulator))
+            let game_sku = if sku.as_str() == SIMULATOR_GAME_SKU {
+                "game2"
+            } else {
+                SIMULATOR_GAME_SKU
+            };
+            let mut simulated = Vec::new();
+            let mut settings = Vec::new();
+            for (app_id, sku) in [
+                (SIMULATOR_APP_ID, sku),
+                (
+                    SIMULATOR_GAME_APP_ID,
+                    Sku::new(game_sku).expect("a valid sku"),
+                ),
+            ] {
+                let secret = random_secret()?;
+                // Both apps are bound to one Open Platform account: a test user has
+                // one unionid in both, as one person.
+                simulated.push(
+                    WeChatSimulator::new(app_id, secret.expose_secret()).with_union_ids(true),
+                );
+                settings.push(AppSetting {
+                    app_id: app_id.to_owned(),
+                    secret,
+                    sku,
+                    base_url: base_url.clone(),
+                    token_ttl,
+                    session_max_age,
+                    max_devices: None,
+                });
+            }
+            apps::apply(&registry, &mut current, settings, &shared);
+            Some(SimulatedApps::new(simulated))
         }
     };
-    let config = MpAuthConfig::new(app_id, secret.expose_secret(), settings.sku.as_str())
-        .map_err(|e| BadSetting::new("MPAUTHX_SKU", e.to_string()))?
-        .with_token_ttl(settings.token_ttl)
-        .with_wechat_base_url(base_url);
-    let config = match settings.session_max_age {
-        Some(max_age) => config.with_max_session_age(max_age),
-        None => config,
-    };
-    let access_tokens = match &shared {
-        Some(store) => AccessTokenManager::redis(config.wechat().clone(), store),
-        None => AccessTokenManager::memory(config.wechat().clone()),
-    };
-    let mut builder = MpAuth::builder(config, tokens, users).with_access_tokens(access_tokens);
-    if let Some(throttle) = throttle {
-        tracing::info!(?throttle, "logins are limited");
-        builder = builder.with_login_throttle(throttle);
-    }
-    let auth = builder.build();
 
     // The layer on each handler, not on the whole router: a method a route does not
     // serve is 405 before any credential is looked at. (On the handler rather than
     // `route_layer` on its method router: the same answers, one boxed service fewer to
     // clone per request.)
-    let layer = auth.layer();
+    let layer = registry.layer();
     let mut app = Router::new()
         .route("/me", get(guarded(me::<T, U>, layer.clone())))
+        .route("/me/person", get(guarded(person::<T, U>, layer.clone())))
         .route("/me/ping", get(guarded(ping, layer.clone())))
         .route(
             "/auth/phone",
-            post(guarded(auth.phone_handler(), layer.clone())),
+            post(guarded(registry.phone_handler(), layer.clone())),
         )
         .route(
             "/auth/devices",
-            get(guarded(auth.devices_handler(), layer.clone())),
+            get(guarded(registry.devices_handler(), layer.clone())),
         )
         .route(
             "/auth/devices/{id}",
-            delete(guarded(auth.revoke_device_handler(), layer)),
+            delete(guarded(registry.revoke_device_handler(), layer)),
         )
         .route("/ping", get(ping))
         .route("/openapi.json", get(openapi))
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz::<T, U>))
-        .route("/auth/authorize", post(auth.authorize_handler()))
-        .route("/auth/refresh", post(auth.refresh_handler()))
-        .route("/auth/logout", post(auth.logout_handler()))
-        .route("/auth/logout_all", post(auth.logout_all_handler()));
+        .route("/auth/authorize", post(registry.authorize_handler()))
+        .route(
+            "/apps/{app_id}/auth/authorize",
+            post(registry.authorize_handler()),
+        )
+        .route("/auth/refresh", post(registry.refresh_handler()))
+        .route("/auth/logout", post(registry.logout_handler()))
+        .route("/auth/logout_all", post(registry.logout_all_handler()));
     if let Some(simulator) = &simulator {
         app = app
             .route("/sim/login", post(simulator.mint_handler()))
@@ -981,11 +1117,16 @@ async fn serve_users<T: TokenStore, U: UserStore>(
                 post(simulator.phone_number_handler()),
             );
     }
+    // The first app takes the logins that name none (`POST /auth/authorize` without a
+    // WeChat `Referer`): the app this server served before it served several.
+    if let Some(first) = current.first() {
+        registry
+            .set_default_app(Some(&first.app_id))
+            .expect("the app was just added");
+    }
+    let app_ids = registry.app_ids();
     let app = app
-        .with_state(AppState {
-            auth,
-            sku: settings.sku.clone(),
-        })
+        .with_state(AppState { apps: registry })
         // Inside the logging, so that a request cut off is logged with its 503.
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -995,8 +1136,7 @@ async fn serve_users<T: TokenStore, U: UserStore>(
 
     tracing::info!(
         addr = %local,
-        sku = %settings.sku,
-        token_ttl_secs = settings.token_ttl.as_secs(),
+        apps = ?app_ids,
         database = %database,
         header_timeout_ms = settings.header_timeout.as_millis() as u64,
         request_timeout_ms = settings.request_timeout.as_millis() as u64,
@@ -1009,8 +1149,8 @@ async fn serve_users<T: TokenStore, U: UserStore>(
     }
     if simulator.is_some() {
         tracing::warn!(
-            "MPAUTHX_APP_SECRET unset: the built-in WeChat simulator answers logins; \
-             mint one with POST http://{local}/sim/login {{\"user\": \"alice\"}}"
+            "MPAUTHX_APP_SECRET unset: the built-in WeChat simulator answers logins for two apps ({SIMULATOR_APP_ID}, {SIMULATOR_GAME_APP_ID}); \
+             mint a code with POST http://{local}/sim/login {{\"user\": \"alice\"}} (add \"app\": \"{SIMULATOR_GAME_APP_ID}\" for the second)"
         );
     }
 
@@ -1147,20 +1287,34 @@ fn random_secret() -> Result<AppSecret, BadSetting> {
 
 #[derive(Clone)]
 struct AppState<T, U> {
-    auth: MpAuth<T, U>,
-    /// For `/healthz`'s probe tokens.
-    sku: Sku,
+    apps: MpApps<T, U>,
 }
 
-/// `GET /me`: the stored user behind the bearer token.
+/// `GET /me`: the stored user behind the bearer token, in the token's app.
 async fn me<T: TokenStore, U: UserStore>(
     State(state): State<AppState<T, U>>,
     user: AuthedUser,
 ) -> Response {
-    match state.auth.users().get(user.open_id()).await {
+    match state.apps.user(&user).await {
         Ok(Some(stored)) => Json(stored).into_response(),
         Ok(None) => mpauthx::Error::UnknownUser.into_response(),
-        Err(e) => mpauthx::Error::from(e).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `GET /me/person`: the person behind the bearer token, with their user in every app.
+async fn person<T: TokenStore, U: UserStore>(
+    State(state): State<AppState<T, U>>,
+    user: AuthedUser,
+) -> Response {
+    let stored = match state.apps.user(&user).await {
+        Ok(Some(stored)) => stored,
+        Ok(None) => return mpauthx::Error::UnknownUser.into_response(),
+        Err(e) => return e.into_response(),
+    };
+    match state.apps.person(&stored.person_id).await {
+        Ok(users) => Json(json!({ "person_id": stored.person_id, "users": users })).into_response(),
+        Err(e) => e.into_response(),
     }
 }
 
@@ -1217,11 +1371,11 @@ async fn ping() -> &'static str {
 async fn healthz<T: TokenStore, U: UserStore>(State(state): State<AppState<T, U>>) -> Response {
     // A well-formed token that was never issued, drawn anew each time so that a
     // validation cache cannot answer for the store.
-    let tokens = match Token::generate(&state.sku, "healthz") {
-        Ok(probe) => state.auth.tokens().validate(&probe.parsed()).await.is_ok(),
+    let tokens = match Token::generate(&HEALTHZ_SKU, "healthz") {
+        Ok(probe) => state.apps.tokens().validate(&probe.parsed()).await.is_ok(),
         Err(_) => false,
     };
-    let users = state.auth.users().get("healthz").await.is_ok();
+    let users = state.apps.users().get("healthz", "healthz").await.is_ok();
     let word = |ok: bool| if ok { "ok" } else { "unavailable" };
     let status = if tokens && users {
         StatusCode::OK

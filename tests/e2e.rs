@@ -368,7 +368,12 @@ fn walk(server: &Http, mint: &Http, sku: &str, ttl: u64) -> Handed {
     assert_eq!(user["nick_name"], "alice");
     assert_eq!(user["language"], "zh_CN");
     assert_eq!(user["gender"], 0);
-    assert_eq!(user["union_id"], Value::Null);
+    // A unionid when the app's WeChat sends one (the simulator minted it), else none.
+    assert_eq!(
+        user["union_id"],
+        login.get("union_id").cloned().unwrap_or(Value::Null)
+    );
+    assert_eq!(user["person_id"].as_str().map(str::len), Some(32), "{user}");
 
     // Refresh: a new token; the old one is rejected from now on.
     let refreshed = server.post("/auth/refresh", Some(&first), None);
@@ -596,7 +601,9 @@ fn walk_on_embedded_defaults() {
     let mut operations = 0;
     for (path, item) in document["paths"].as_object().unwrap() {
         for (method, operation) in item.as_object().unwrap() {
-            let concrete = path.replace("{id}", "AAAA");
+            let concrete = path
+                .replace("{id}", "AAAA")
+                .replace("{app_id}", "wx-simulator");
             let answer = match method.as_str() {
                 "get" => http.get(&concrete, None),
                 "post" => http.post(&concrete, None, Some(&json!({}))),
@@ -615,7 +622,7 @@ fn walk_on_embedded_defaults() {
             operations += 1;
         }
     }
-    assert_eq!(operations, 13, "every documented operation was tried");
+    assert_eq!(operations, 15, "every documented operation was tried");
 
     server.signal("-TERM");
     let (status, log) = server.wait(PATIENCE);
@@ -676,7 +683,7 @@ fn the_openapi_document_lists_exactly_the_mounted_routes() {
         .collect();
     documented.sort();
     let mounted = mounted_routes();
-    assert!(mounted.len() >= 13, "{mounted:?}");
+    assert!(mounted.len() >= 15, "{mounted:?}");
     assert_eq!(
         mounted, documented,
         "mounted (left) against documented (right)"
@@ -804,12 +811,15 @@ struct OutsideWeChat {
 
 impl OutsideWeChat {
     fn start(app_id: &str, secret: &str) -> Self {
+        Self::serve(WeChatSimulator::new(app_id, secret))
+    }
+
+    fn serve(sim: WeChatSimulator) -> Self {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
             .build()
             .unwrap();
-        let sim = WeChatSimulator::new(app_id, secret);
         let app = axum::Router::new()
             .route("/sns/jscode2session", get(sim.jscode2session_handler()))
             .route("/cgi-bin/stable_token", post(sim.stable_token_handler()))
@@ -1367,6 +1377,60 @@ fn bad_settings_exit_1_with_one_clear_error() {
             vec![("MPAUTHX_LISTEN", "127.0.0.1:0"), (variable, value)],
         ));
     }
+    // Settings files: beside single-app settings, missing, not JSON, with a bad app
+    // (the secrets in them never printed).
+    let write_file = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+    let good_app = format!(r#"{{"app_id": "wx-a", "app_secret": "{SECRET}", "sku": "a"}}"#);
+    let files = [
+        write_file("good.json", &format!(r#"{{"apps": [{good_app}]}}"#)),
+        dir.path().join("missing.json").to_str().unwrap().to_owned(),
+        write_file(
+            "broken.json",
+            &format!(r#"{{"apps": [{{"app_secret": "{SECRET}""#),
+        ),
+        write_file(
+            "unknown-field.json",
+            &format!(
+                r#"{{"apps": [{{"app_id": "wx-a", "app_secret": "{SECRET}", "sku": "a", "secret_colour": "{SECRET}"}}]}}"#
+            ),
+        ),
+        write_file(
+            "bad-sku.json",
+            &format!(
+                r#"{{"apps": [{{"app_id": "wx-a", "app_secret": "{SECRET}", "sku": "has.dot"}}]}}"#
+            ),
+        ),
+        write_file(
+            "same-sku.json",
+            &format!(
+                r#"{{"apps": [{good_app}, {{"app_id": "wx-b", "app_secret": "{SECRET}", "sku": "a"}}]}}"#
+            ),
+        ),
+        write_file("empty.json", r#"{"apps": []}"#),
+    ];
+    let files: &'static [String] = Vec::leak(files.to_vec());
+    runs.push((
+        "MPAUTHX_APPS_FILE".into(),
+        vec![
+            ("MPAUTHX_LISTEN", "127.0.0.1:0"),
+            ("MPAUTHX_APPS_FILE", files[0].as_str()),
+            ("MPAUTHX_APP_ID", "wx-e2e"),
+            ("MPAUTHX_APP_SECRET", SECRET),
+        ],
+    ));
+    for file in &files[1..] {
+        runs.push((
+            "MPAUTHX_APPS_FILE".into(),
+            vec![
+                ("MPAUTHX_LISTEN", "127.0.0.1:0"),
+                ("MPAUTHX_APPS_FILE", file.as_str()),
+            ],
+        ));
+    }
     // A client header with no per-client limit to apply it to.
     runs.push((
         "MPAUTHX_CLIENT_IP_HEADER".into(),
@@ -1543,4 +1607,214 @@ fn slow_clients_are_cut_off_by_the_timeouts() {
             .any(|l| l.contains("path=\"/auth/authorize\"") && l.contains("status=503")),
         "the timed-out request is logged:\n{log}"
     );
+}
+
+/// Mints a login of `user` for `app` at the simulator `mint` and sends it to `path`: the
+/// token.
+fn log_into(server: &Http, mint: &Http, app: Option<&str>, user: &str, path: &str) -> String {
+    let mut ask = json!({ "user": user });
+    if let Some(app) = app {
+        ask["app"] = json!(app);
+    }
+    let minted = mint.post("/sim/login", None, Some(&ask));
+    assert_eq!(minted.status, 200, "{}", minted.body);
+    let authorized = server.post(path, None, Some(&minted.json()));
+    assert_eq!(authorized.status, 200, "{}", authorized.body);
+    authorized.json()["token"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn embedded_defaults_simulate_two_apps_with_one_person_and_move_a_node_era_table() {
+    let dir = tempfile::tempdir().unwrap();
+    // A Node-era users file: the seed's table, alice already in it (as the Node package
+    // stored her in the first app).
+    let alice_in_demo = WeChatSimulator::new("wx-simulator", "any").open_id("alice");
+    {
+        let conn = rusqlite::Connection::open(dir.path().join("mpauthx.db")).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE user(openId text primary key not null, city text, country text, \
+             gender integer, language text, nickName text, province text);",
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO user (openId, nickName, city) VALUES (?1, '老用户', 'Shenzhen')",
+            [&alice_in_demo],
+        )
+        .unwrap();
+    }
+    let (server, http) = Server::start(&[("MPAUTHX_LISTEN", "127.0.0.1:0")], dir.path());
+
+    // Alice in the first app (the default: plain /auth/authorize still logs into it)
+    // and in the game, by its route.
+    let demo = log_into(&http, &http, None, "alice", "/auth/authorize");
+    let game = log_into(
+        &http,
+        &http,
+        Some("wx-simulator-game"),
+        "alice",
+        "/apps/wx-simulator-game/auth/authorize",
+    );
+    assert!(
+        demo.starts_with("demo.") && game.starts_with("game."),
+        "{demo} {game}"
+    );
+
+    // Her Node-era row was moved, kept, and is her user in the first app.
+    let me = http.get("/me", Some(&demo)).json();
+    assert_eq!(
+        (&me["app_id"], &me["open_id"], &me["nick_name"], &me["city"]),
+        (
+            &json!("wx-simulator"),
+            &json!(alice_in_demo),
+            &json!("老用户"),
+            &json!("Shenzhen")
+        )
+    );
+    let in_game = http.get("/me", Some(&game)).json();
+    assert_eq!(in_game["app_id"], "wx-simulator-game");
+    assert_ne!(in_game["open_id"], me["open_id"]);
+
+    // One person in both: the unionid linked them, the old row included.
+    let person = http.get("/me/person", Some(&game));
+    assert_eq!(person.status, 200, "{}", person.body);
+    let person = person.json();
+    assert_eq!(person["person_id"], me["person_id"]);
+    assert_eq!(person["person_id"], in_game["person_id"]);
+    let apps: Vec<_> = person["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["app_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(apps, ["wx-simulator", "wx-simulator-game"]);
+
+    // A code of one app is refused by the other (WeChat's 40029), and an unknown app
+    // is 404.
+    let minted = http
+        .post("/sim/login", None, Some(&json!({ "user": "bob" })))
+        .json();
+    http.post(
+        "/apps/wx-simulator-game/auth/authorize",
+        None,
+        Some(&minted),
+    )
+    .refused(401, "invalid_code");
+    http.post("/apps/wx-nope/auth/authorize", None, Some(&minted))
+        .refused(404, "unknown_app");
+
+    server.signal("-TERM");
+    let (status, log) = server.wait(PATIENCE);
+    assert_eq!(status.code(), Some(0), "{log}");
+}
+
+#[test]
+fn apps_from_a_settings_file_change_on_sighup() {
+    const SHOP_SECRET: &str = "shop-secret-never-logged-1a";
+    const GAME_SECRET: &str = "game-secret-never-logged-2b";
+    let shop = OutsideWeChat::start("wx-e2e-shop", SHOP_SECRET);
+    let game = OutsideWeChat::start("wx-e2e-game", GAME_SECRET);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("apps.json");
+    let write = |apps: Value| {
+        std::fs::write(&file, json!({ "apps": apps }).to_string()).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+    };
+    let shop_app = json!({ "app_id": "wx-e2e-shop", "app_secret": SHOP_SECRET, "sku": "shop",
+        "wechat_api": shop.http.base, "token_ttl": 600 });
+    let game_app = json!({ "app_id": "wx-e2e-game", "app_secret": GAME_SECRET, "sku": "game",
+        "wechat_api": game.http.base, "max_devices": 2 });
+    write(json!([shop_app]));
+    let (server, http) = Server::start(
+        &[
+            ("MPAUTHX_LISTEN", "127.0.0.1:0"),
+            ("MPAUTHX_APPS_FILE", file.to_str().unwrap()),
+            (
+                "MPAUTHX_DATABASE",
+                dir.path().join("users.db").to_str().unwrap(),
+            ),
+        ],
+        dir.path(),
+    );
+    // No simulator on a server with real apps.
+    assert_eq!(
+        http.post("/sim/login", None, Some(&json!({ "user": "x" })))
+            .status,
+        404
+    );
+    let shop_token = log_into(
+        &http,
+        &shop.http,
+        None,
+        "ada",
+        "/apps/wx-e2e-shop/auth/authorize",
+    );
+    assert_eq!(http.get("/me", Some(&shop_token)).status, 200);
+    let minted = game
+        .http
+        .post("/sim/login", None, Some(&json!({ "user": "ada" })))
+        .json();
+    http.post("/apps/wx-e2e-game/auth/authorize", None, Some(&minted))
+        .refused(404, "unknown_app");
+
+    // The game comes, the shop goes: one SIGHUP.
+    write(json!([game_app]));
+    server.signal("-HUP");
+    let deadline = Instant::now() + PATIENCE;
+    let game_token = loop {
+        let minted = game
+            .http
+            .post("/sim/login", None, Some(&json!({ "user": "ada" })))
+            .json();
+        let answer = http.post("/apps/wx-e2e-game/auth/authorize", None, Some(&minted));
+        if answer.status == 200 {
+            break answer.json()["token"].as_str().unwrap().to_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the game never came: {}",
+            answer.body
+        );
+        thread::sleep(Duration::from_millis(50));
+    };
+    assert!(game_token.starts_with("game."));
+    assert_eq!(http.get("/me", Some(&game_token)).status, 200);
+    http.get("/me", Some(&shop_token))
+        .refused(401, "invalid_token");
+    http.post("/auth/refresh", Some(&shop_token), None)
+        .refused(401, "invalid_token");
+    let minted = shop
+        .http
+        .post("/sim/login", None, Some(&json!({ "user": "ada" })))
+        .json();
+    http.post("/apps/wx-e2e-shop/auth/authorize", None, Some(&minted))
+        .refused(404, "unknown_app");
+    // The game is the only app now: a login that names none is its.
+    let minted = game
+        .http
+        .post("/sim/login", None, Some(&json!({ "user": "bo" })))
+        .json();
+    let plain = http.post("/auth/authorize", None, Some(&minted));
+    assert_eq!(plain.status, 200, "{}", plain.body);
+
+    // A file that does not read changes nothing.
+    std::fs::write(&file, "{\"apps\": [").unwrap();
+    server.signal("-HUP");
+    let deadline = Instant::now() + PATIENCE;
+    while !server.log.text().contains("the apps stay as they were") {
+        assert!(Instant::now() < deadline, "{}", server.log.text());
+        thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(http.get("/me", Some(&game_token)).status, 200);
+
+    server.signal("-TERM");
+    let (status, log) = server.wait(PATIENCE);
+    assert_eq!(status.code(), Some(0), "{log}");
+    assert!(log.contains("SIGHUP: re-read MPAUTHX_APPS_FILE"), "{log}");
+    for secret in [SHOP_SECRET, GAME_SECRET, &shop_token, &game_token] {
+        assert!(!log.contains(secret), "the log leaks {secret}:\n{log}");
+    }
 }
