@@ -94,7 +94,8 @@ impl AuthedUser {
         self.open_id.as_str()
     }
 
-    /// The sku the token was issued under.
+    /// The sku the token was issued under: which app the user is of, when one backend
+    /// serves several ([`MpApps::by_sku`](crate::MpApps::by_sku) finds it).
     pub fn sku(&self) -> &Sku {
         &self.sku
     }

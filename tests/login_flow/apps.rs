@@ -34,6 +34,15 @@ async fn me(user: AuthedUser) -> String {
     json!({ "open_id": user.open_id(), "sku": user.sku().as_str() }).to_string()
 }
 
+/// `request` as `wx.request` sends it from a page of a mini-program: with WeChat's
+/// `Referer`, `referer`.
+fn from_page(mut request: Request<Body>, referer: &str) -> Request<Body> {
+    request
+        .headers_mut()
+        .insert("referer", referer.parse().unwrap());
+    request
+}
+
 /// A backend for the shop and the game, each app on a WeChat of its own.
 struct Backend {
     apps: Apps,
@@ -442,11 +451,9 @@ async fn a_login_without_an_app_in_its_path_takes_the_referer_as_a_hint_only() {
 
     // WeChat's Referer names the game: the code is tried there, and works.
     let referer = format!("https://servicewechat.com/{GAME}/12/page-frame.html");
-    let mut request = json_post("/auth/authorize", &body);
-    request
-        .headers_mut()
-        .insert("referer", referer.parse().unwrap());
-    let answer = backend.send(request).await;
+    let answer = backend
+        .send(from_page(json_post("/auth/authorize", &body), &referer))
+        .await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
     assert!(
         answer.json()["token"]
@@ -459,21 +466,23 @@ async fn a_login_without_an_app_in_its_path_takes_the_referer_as_a_hint_only() {
     // for the shop.
     let game_code = backend.game.login("ada").unwrap().code;
     let shop_referer = format!("https://servicewechat.com/{SHOP}/12/page-frame.html");
-    let mut request = json_post("/auth/authorize", &json!({ "code": game_code }).to_string());
-    request
-        .headers_mut()
-        .insert("referer", shop_referer.parse().unwrap());
-    let answer = backend.send(request).await;
+    let answer = backend
+        .send(from_page(
+            json_post("/auth/authorize", &json!({ "code": game_code }).to_string()),
+            &shop_referer,
+        ))
+        .await;
     assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "{}", answer.body);
     assert_eq!(answer.json()["error"], "invalid_code");
 
     // A path that names the game wins over a Referer naming the shop.
     let path = format!("/apps/{GAME}/auth/authorize");
-    let mut request = json_post(&path, &json!({ "code": game_code }).to_string());
-    request
-        .headers_mut()
-        .insert("referer", shop_referer.parse().unwrap());
-    let answer = backend.send(request).await;
+    let answer = backend
+        .send(from_page(
+            json_post(&path, &json!({ "code": game_code }).to_string()),
+            &shop_referer,
+        ))
+        .await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
 
     // A default app (the one served before there were several) takes the logins that
@@ -494,11 +503,12 @@ async fn a_login_without_an_app_in_its_path_takes_the_referer_as_a_hint_only() {
             .starts_with("shop.")
     );
     let game_code = backend.game.login("carol").unwrap().code;
-    let mut request = json_post("/auth/authorize", &json!({ "code": game_code }).to_string());
-    request
-        .headers_mut()
-        .insert("referer", referer.parse().unwrap());
-    let answer = backend.send(request).await;
+    let answer = backend
+        .send(from_page(
+            json_post("/auth/authorize", &json!({ "code": game_code }).to_string()),
+            &referer,
+        ))
+        .await;
     assert!(
         answer.json()["token"]
             .as_str()
