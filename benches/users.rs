@@ -50,7 +50,7 @@ use common::{
 };
 use mpauthx::{
     AuthorizeRequest, MemoryTokenStore, MpAuth, MpAuthConfig, MySqlUserStore, PhoneNumber,
-    PostgresUserStore, Profile, SqliteUserStore, User, UserStore, UserStoreError,
+    PostgresUserStore, Profile, SqliteUserStore, StoredLogin, User, UserStore, UserStoreError,
     testing::{DEFAULT_MAX_CODES, WeChatSimulator},
 };
 use tokio::task::JoinSet;
@@ -311,7 +311,7 @@ impl Bench {
             let (users, ids) = (users.clone(), Arc::clone(&ids));
             async move {
                 users
-                    .upsert_login(&ids[n], None, None, None)
+                    .upsert_login(APP_ID, &ids[n], None, None, None)
                     .await
                     .map(drop)
                     .map_err(|e| e.to_string())
@@ -406,10 +406,12 @@ where
 #[derive(Debug, Clone)]
 struct NoopUserStore;
 
-fn new_user(open_id: &str, union_id: Option<&str>) -> User {
+fn new_user(app_id: &str, open_id: &str, union_id: Option<&str>) -> User {
     let now = unix_now();
     User {
+        app_id: app_id.to_owned(),
         open_id: open_id.to_owned(),
+        person_id: "0".repeat(32),
         union_id: union_id.map(str::to_owned),
         nick_name: None,
         avatar_url: None,
@@ -430,15 +432,20 @@ fn new_user(open_id: &str, union_id: Option<&str>) -> User {
 impl UserStore for NoopUserStore {
     async fn upsert_login(
         &self,
+        app_id: &str,
         open_id: &str,
         union_id: Option<&str>,
         _profile: Option<&Profile>,
         _phone: Option<&PhoneNumber>,
-    ) -> std::result::Result<User, UserStoreError> {
-        Ok(new_user(open_id, union_id))
+    ) -> std::result::Result<StoredLogin, UserStoreError> {
+        Ok(StoredLogin::new(new_user(app_id, open_id, union_id)))
     }
 
-    async fn get(&self, _open_id: &str) -> std::result::Result<Option<User>, UserStoreError> {
+    async fn get(
+        &self,
+        _app_id: &str,
+        _open_id: &str,
+    ) -> std::result::Result<Option<User>, UserStoreError> {
         Ok(None)
     }
 
@@ -449,8 +456,13 @@ impl UserStore for NoopUserStore {
         Ok(None)
     }
 
+    async fn person(&self, _person_id: &str) -> std::result::Result<Vec<User>, UserStoreError> {
+        Ok(Vec::new())
+    }
+
     async fn update_profile(
         &self,
+        _app_id: &str,
         _open_id: &str,
         _profile: &Profile,
     ) -> std::result::Result<Option<User>, UserStoreError> {
@@ -459,13 +471,18 @@ impl UserStore for NoopUserStore {
 
     async fn set_phone(
         &self,
+        _app_id: &str,
         _open_id: &str,
         _phone: &PhoneNumber,
     ) -> std::result::Result<Option<User>, UserStoreError> {
         Ok(None)
     }
 
-    async fn delete(&self, _open_id: &str) -> std::result::Result<bool, UserStoreError> {
+    async fn delete(
+        &self,
+        _app_id: &str,
+        _open_id: &str,
+    ) -> std::result::Result<bool, UserStoreError> {
         Ok(false)
     }
 }
@@ -496,7 +513,8 @@ const FILL_PREFIX: &str = "oFill";
 /// The fill's values for the seed's columns, as SQL over `n` (an integer expression):
 /// `openId`, `unionId`, `nickName`, `avatarUrl`, `gender`, `city`, `province`, `country`,
 /// `language`, `created_at`, `updated_at`, `last_login_at`, `phoneNumber`,
-/// `purePhoneNumber`, `countryCode`; `pad(expr, width)` left-pads with zeros and `cat`
+/// `purePhoneNumber`, `countryCode`, `appId` (the benchmark's app), `personId` (one
+/// person per user, 32 hex digits); `pad(expr, width)` left-pads with zeros and `cat`
 /// concatenates, in the database's own functions. Open and union ids are 28 characters,
 /// as WeChat's.
 fn fill_values(pad: impl Fn(&str, usize) -> String, cat: impl Fn(&[&str]) -> String) -> String {
@@ -522,6 +540,8 @@ fn fill_values(pad: impl Fn(&str, usize) -> String, cat: impl Fn(&[&str]) -> Str
         phone.clone(),
         phone,
         "'86'".into(),
+        format!("'{APP_ID}'"),
+        pad("n", 32),
     ]
     .join(", ")
 }
@@ -544,6 +564,8 @@ fn fill_columns(q: char) -> String {
         "phoneNumber",
         "purePhoneNumber",
         "countryCode",
+        "appId",
+        "personId",
     ]
     .map(|c| format!("{q}{c}{q}"))
     .join(", ")

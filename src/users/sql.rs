@@ -27,6 +27,7 @@ pub struct SqlUserStoreBuilder<S> {
     pub(super) min_connections: u32,
     pub(super) connect_timeout: Duration,
     pub(super) query_timeout: Duration,
+    pub(super) legacy_app_id: Option<String>,
     store: PhantomData<fn() -> S>,
 }
 
@@ -37,6 +38,7 @@ impl<S> fmt::Debug for SqlUserStoreBuilder<S> {
             .field("min_connections", &self.min_connections)
             .field("connect_timeout", &self.connect_timeout)
             .field("query_timeout", &self.query_timeout)
+            .field("legacy_app_id", &self.legacy_app_id)
             .finish_non_exhaustive()
     }
 }
@@ -49,14 +51,27 @@ impl<S> SqlUserStoreBuilder<S> {
             min_connections: 0,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             query_timeout: DEFAULT_QUERY_TIMEOUT,
+            legacy_app_id: None,
             store: PhantomData,
         }
     }
 
+    /// The app the users of a single-app table belong to (one written by the Node
+    /// package or by an earlier mpauthx, keyed by openid alone): opening the store on
+    /// such a table gives every row this app id and a person id (rows sharing a unionid
+    /// share one) and keys the table by (app, openid), keeping every row and column.
+    /// Without it, opening a store on such a table that holds rows fails with
+    /// [`UserStoreError::LegacyAppIdNeeded`] and changes nothing. Ignored once the
+    /// table is migrated.
+    pub fn with_legacy_app_id(mut self, app_id: impl Into<String>) -> Self {
+        self.legacy_app_id = Some(app_id.into());
+        self
+    }
+
     /// The most pooled connections per server process (default 10; at least 1). Each
-    /// login holds one for one statement (two on MySQL, in one transaction), so 10 serve
-    /// a few thousand logins a second; mind the database's `max_connections` across all
-    /// servers.
+    /// login holds one for one short transaction (its record's and its unionid's locks,
+    /// a read, the upsert), so 10 serve a few thousand logins a second; mind the
+    /// database's `max_connections` across all servers.
     pub fn with_max_connections(mut self, max: u32) -> Self {
         self.max_connections = max.max(1);
         self.min_connections = self.min_connections.min(self.max_connections);
@@ -102,8 +117,19 @@ pub(super) async fn timed<T>(
     classify: fn(&dyn DatabaseError) -> Kind,
     query: impl Future<Output = Result<T, sqlx::Error>>,
 ) -> Result<T, UserStoreError> {
-    match tokio::time::timeout(limit, query).await {
-        Ok(result) => result.map_err(|e| error(e, classify, limit)),
+    within(limit, async {
+        query.await.map_err(|e| error(e, classify, limit))
+    })
+    .await
+}
+
+/// Runs `work` within `limit`, for work that makes its own [`UserStoreError`]s.
+pub(super) async fn within<T>(
+    limit: Duration,
+    work: impl Future<Output = Result<T, UserStoreError>>,
+) -> Result<T, UserStoreError> {
+    match tokio::time::timeout(limit, work).await {
+        Ok(result) => result,
         // The future is dropped: an open transaction is rolled back, and the
         // database's own bound (statement or lock wait timeout) ends the statement.
         Err(_) => Err(UserStoreError::Timeout(limit)),
@@ -157,12 +183,14 @@ where
         phone_number: row.try_get(12)?,
         pure_phone_number: row.try_get(13)?,
         country_code: row.try_get(14)?,
+        app_id: row.try_get(15)?,
+        person_id: row.try_get(16)?,
     })
 }
 
 /// Every column, as the seed's sqlite table names them, in the order
-/// [`user_from_row`] reads them; the first is the key.
-pub(super) const COLUMNS: [&str; 15] = [
+/// [`user_from_row`] reads them; the key is (`appId`, `openId`).
+pub(super) const COLUMNS: [&str; 17] = [
     "openId",
     "unionId",
     "nickName",
@@ -178,6 +206,8 @@ pub(super) const COLUMNS: [&str; 15] = [
     "phoneNumber",
     "purePhoneNumber",
     "countryCode",
+    "appId",
+    "personId",
 ];
 
 /// The columns a login or a profile update merges (`coalesce(new, old)`), beside the key

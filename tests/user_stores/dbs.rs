@@ -48,6 +48,16 @@ impl Db for Sqlite {
     fn rows(&self, open_id: &str) -> i64 {
         users::count_rows(&self.path, open_id)
     }
+
+    fn rows_in(&self, app_id: &str, open_id: &str) -> i64 {
+        users::raw(&self.path)
+            .query_row(
+                "SELECT count(*) FROM user WHERE appId = ?1 AND openId = ?2",
+                [app_id, open_id],
+                |row| row.get(0),
+            )
+            .expect("count rows")
+    }
 }
 
 pub struct Postgres {
@@ -73,6 +83,11 @@ impl Postgres {
     /// Runs `sql` as the superuser in this database.
     pub fn psql(&self, sql: &str) -> String {
         self.server.psql_in(&self.name, sql)
+    }
+
+    /// [`psql`](Self::psql), with psql's error as `Err`.
+    pub fn try_psql(&self, sql: &str) -> Result<String, String> {
+        self.server.try_psql_in(&self.name, sql)
     }
 
     pub fn url(&self) -> String {
@@ -103,6 +118,21 @@ impl Db for Postgres {
             .parse()
             .unwrap()
     }
+
+    fn rows_in(&self, app_id: &str, open_id: &str) -> i64 {
+        let sql = format!(
+            r#"SELECT count(*) FROM "user"
+            WHERE encode(convert_to("appId", 'UTF8'), 'hex') = '{}'
+            AND encode(convert_to("openId", 'UTF8'), 'hex') = '{}'"#,
+            hex::encode(app_id),
+            hex::encode(open_id)
+        );
+        self.server
+            .psql_in(&self.name, &sql)
+            .trim()
+            .parse()
+            .unwrap()
+    }
 }
 
 pub struct MySql {
@@ -123,11 +153,22 @@ impl MySql {
         Self { server, name }
     }
 
+    /// Another handle on the same database.
+    pub fn on_same(other: &MySql) -> Self {
+        Self {
+            server: other.server,
+            name: other.name.clone(),
+        }
+    }
+
     /// Runs `sql` as root in this database.
     pub fn sql(&self, sql: &str) -> String {
-        self.server
-            .try_sql_in(Some(&self.name), sql)
-            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        self.try_sql(sql).unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
+    /// [`sql`](Self::sql), with the client's error as `Err`.
+    pub fn try_sql(&self, sql: &str) -> Result<String, String> {
+        self.server.try_sql_in(Some(&self.name), sql)
     }
 
     pub fn url(&self) -> String {
@@ -150,6 +191,16 @@ impl Db for MySql {
     fn rows(&self, open_id: &str) -> i64 {
         let sql = format!(
             "SELECT count(*) FROM `user` WHERE HEX(`openId`) = '{}'",
+            hex::encode_upper(open_id)
+        );
+        let out = self.server.try_sql_in(Some(&self.name), &sql).unwrap();
+        out.trim().parse().unwrap()
+    }
+
+    fn rows_in(&self, app_id: &str, open_id: &str) -> i64 {
+        let sql = format!(
+            "SELECT count(*) FROM `user` WHERE HEX(`appId`) = '{}' AND HEX(`openId`) = '{}'",
+            hex::encode_upper(app_id),
             hex::encode_upper(open_id)
         );
         let out = self.server.try_sql_in(Some(&self.name), &sql).unwrap();

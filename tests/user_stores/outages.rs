@@ -9,7 +9,11 @@ use mpauthx::{
     Error, MySqlUserStore, PostgresUserStore, SqlUserStoreBuilder, UserStore, UserStoreError,
 };
 
-use crate::common::{mariadb::MariaDbServer, postgres::PostgresServer};
+use crate::{
+    common::{mariadb::MariaDbServer, postgres::PostgresServer},
+    dbs::MySql,
+    suite::APP,
+};
 
 const QUERY_TIMEOUT: Duration = Duration::from_millis(800);
 
@@ -22,7 +26,7 @@ fn fast<S>(builder: SqlUserStoreBuilder<S>) -> SqlUserStoreBuilder<S> {
 /// `store.get` fails transiently (503) within a bound while the server is away.
 async fn assert_unavailable(store: &impl UserStore, what: &str) {
     let started = Instant::now();
-    let error = store.get("o-any").await.expect_err(what);
+    let error = store.get(APP, "o-any").await.expect_err(what);
     assert!(error.is_transient(), "{what}: {error:?}");
     assert_eq!(Error::from(error).status(), 503, "{what}");
     assert!(
@@ -36,7 +40,7 @@ async fn assert_unavailable(store: &impl UserStore, what: &str) {
 async fn assert_recovers(store: &impl UserStore, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        match store.get("o-any").await {
+        match store.get(APP, "o-any").await {
             Ok(_) => return,
             Err(e) if Instant::now() < deadline => {
                 assert!(e.is_transient(), "{what}: {e:?}");
@@ -57,7 +61,7 @@ async fn postgres_outages_are_503_and_the_store_recovers() {
         .await
         .unwrap();
     store
-        .upsert_login("o-kept", None, None, None)
+        .upsert_login(APP, "o-kept", None, None, None)
         .await
         .unwrap();
 
@@ -74,7 +78,7 @@ async fn postgres_outages_are_503_and_the_store_recovers() {
     .unwrap();
     assert_unavailable(&store, "stopped").await;
     let error = store
-        .upsert_login("o-new", None, None, None)
+        .upsert_login(APP, "o-new", None, None, None)
         .await
         .expect_err("no write while stopped");
     assert!(error.is_transient(), "{error:?}");
@@ -85,9 +89,12 @@ async fn postgres_outages_are_503_and_the_store_recovers() {
     .await
     .unwrap();
     assert_recovers(&store, "restarted").await;
-    assert!(store.get("o-kept").await.unwrap().is_some(), "data kept");
     assert!(
-        store.get("o-new").await.unwrap().is_none(),
+        store.get(APP, "o-kept").await.unwrap().is_some(),
+        "data kept"
+    );
+    assert!(
+        store.get(APP, "o-new").await.unwrap().is_none(),
         "nothing half-written"
     );
     drop(server);
@@ -103,7 +110,7 @@ async fn mysql_outages_are_503_and_the_store_recovers() {
         .await
         .unwrap();
     store
-        .upsert_login("o-kept", None, None, None)
+        .upsert_login(APP, "o-kept", None, None, None)
         .await
         .unwrap();
 
@@ -126,7 +133,10 @@ async fn mysql_outages_are_503_and_the_store_recovers() {
     .await
     .unwrap();
     assert_recovers(&store, "restarted").await;
-    assert!(store.get("o-kept").await.unwrap().is_some(), "data kept");
+    assert!(
+        store.get(APP, "o-kept").await.unwrap().is_some(),
+        "data kept"
+    );
     drop(server);
 }
 
@@ -242,4 +252,51 @@ async fn a_login_while_postgres_is_down_is_503_and_issues_no_token() {
     let code = sim.login("carol").unwrap().code;
     let authorized = auth.authorize(&AuthorizeRequest::new(code)).await.unwrap();
     assert_eq!(authorized.user.unwrap().open_id, sim.open_id("carol"));
+}
+
+/// A MySQL login given up on at the query timeout while it holds its named locks (its
+/// row is locked by another session) leaves no lock behind: its connection is closed,
+/// and the next login of the user, through another pool, goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_a_login_given_up_on_leaves_no_lock_behind() {
+    let db = MySql::new().await;
+    let open = || fast(MySqlUserStore::builder(&db.url())).open();
+    let store = open().await.unwrap();
+    store
+        .upsert_login(APP, "o-stuck", Some("u-stuck"), None, None)
+        .await
+        .unwrap();
+    // Another session holds the row for 3 s.
+    let holder = {
+        let sql = "BEGIN; SELECT 1 FROM `user` WHERE `openId` = 'o-stuck' FOR UPDATE; \
+                   SELECT SLEEP(3); COMMIT;";
+        let db = MySql::on_same(&db);
+        tokio::task::spawn_blocking(move || db.sql(sql))
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = Instant::now();
+    let error = store
+        .upsert_login(APP, "o-stuck", Some("u-stuck"), None, None)
+        .await
+        .expect_err("the row is held");
+    assert!(error.is_transient(), "{error:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    holder.await.unwrap();
+    // The row is free again: a login through another pool must not wait for the lock
+    // the given-up login took.
+    let other = open().await.unwrap();
+    let started = Instant::now();
+    other
+        .upsert_login(APP, "o-stuck", Some("u-stuck"), None, None)
+        .await
+        .expect("no lock left behind");
+    assert!(
+        started.elapsed() < Duration::from_millis(700),
+        "{:?}",
+        started.elapsed()
+    );
 }
