@@ -265,7 +265,7 @@ const DELETE_BY_OPEN_ID: &str = "DELETE FROM user WHERE appId = ?1 AND openId = 
 ///     .with_busy_timeout(Duration::from_secs(2))
 ///     .open()
 ///     .await?;
-/// assert!(store.get("o-nobody").await?.is_none());
+/// assert!(store.get("wx-app-id", "o-nobody").await?.is_none());
 /// # Ok(())
 /// # }
 /// ```

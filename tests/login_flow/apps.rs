@@ -427,7 +427,10 @@ async fn apps_added_and_removed_at_run_time_take_effect_at_once() {
     // The registry's Debug shows its apps, never their secrets.
     let shown = format!("{:?}", backend.apps);
     assert!(shown.contains(SHOP) && shown.contains(GAME), "{shown}");
-    assert!(!shown.contains("shop-secret") && !shown.contains("game-secret"), "{shown}");
+    assert!(
+        !shown.contains("shop-secret") && !shown.contains("game-secret"),
+        "{shown}"
+    );
 
     // A new app under a sku another app has is refused, and changes nothing.
     let clash = config("wx3333333333333333", "shop", &base);
