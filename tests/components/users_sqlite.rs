@@ -394,8 +394,7 @@ async fn updated_at_moves_only_when_data_changes() {
     store
         .upsert_login(APP, "o-1", Some("u-1"), Some(&full_profile()), None)
         .await
-        .unwrap()
-        .user;
+        .unwrap();
     // Backdate, since the store's clock has one-second resolution.
     raw(&path)
         .execute("UPDATE user SET updated_at = 1, last_login_at = 1", [])
@@ -507,8 +506,7 @@ async fn injection_looking_open_id_is_stored_verbatim() {
     store
         .upsert_login(APP, "o-bystander", None, None, None)
         .await
-        .unwrap()
-        .user;
+        .unwrap();
 
     let hostile = "x'); DROP TABLE user;--";
     let profile = Profile {
@@ -635,8 +633,7 @@ async fn exclusive_lock_gives_busy_within_the_timeout_and_no_row() {
     store
         .upsert_login(APP, secret_looking_id, None, None, None)
         .await
-        .unwrap()
-        .user;
+        .unwrap();
     assert_eq!(count_rows(&path, secret_looking_id), 1);
 }
 
@@ -675,8 +672,7 @@ async fn update_profile_get_and_delete() {
     store
         .upsert_login(APP, "o-1", Some("u-1"), Some(&full_profile()), None)
         .await
-        .unwrap()
-        .user;
+        .unwrap();
     raw(&path)
         .execute("UPDATE user SET last_login_at = 1, updated_at = 1", [])
         .unwrap();
@@ -838,8 +834,7 @@ async fn a_new_database_and_its_wal_files_are_private() {
     store
         .upsert_login(APP, "o-private", None, Some(&full_profile()), None)
         .await
-        .unwrap()
-        .user;
+        .unwrap();
     // Both exist while the store holds connections.
     for file in [path.clone(), sibling(&path, "-wal"), sibling(&path, "-shm")] {
         assert_eq!(mode(&file), "600", "{}", file.display());
@@ -859,8 +854,7 @@ async fn an_existing_database_keeps_its_mode() {
     store
         .upsert_login(APP, "o-shared", None, None, None)
         .await
-        .unwrap()
-        .user;
+        .unwrap();
     assert_eq!(mode(&path), "640", "the owner's choice stands");
     // SQLite gives its WAL files the database's mode.
     assert_eq!(mode(&sibling(&path, "-wal")), "640");
