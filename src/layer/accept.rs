@@ -3,18 +3,20 @@
 
 use std::sync::Arc;
 
+#[cfg(feature = "wechat")]
 use arc_swap::ArcSwap;
 
 use crate::token::Sku;
 
+#[cfg(feature = "wechat")]
 /// The skus of the apps a registry holds right now, swapped whole when an app is added
 /// or removed, so that reading it on a request takes no lock.
 #[derive(Debug, Default)]
 pub(crate) struct LiveSkus(ArcSwap<Vec<Sku>>);
 
+#[cfg(feature = "wechat")]
 impl LiveSkus {
     /// Replaces the list.
-    #[cfg(feature = "wechat")]
     pub(crate) fn set(&self, skus: Vec<Sku>) {
         self.0.store(Arc::new(skus));
     }
@@ -34,6 +36,7 @@ pub(super) enum Accepted {
     Set(Arc<[Sku]>),
     /// Those of a registry's apps at the time of the request, or of the chosen ones
     /// among them (an app removed from the registry stops being accepted at once).
+    #[cfg(feature = "wechat")]
     Live {
         live: Arc<LiveSkus>,
         only: Option<Arc<[Sku]>>,
@@ -48,6 +51,7 @@ impl Accepted {
         match self {
             Self::One(one) => (*one == *sku).then(|| one.clone()),
             Self::Set(set) => set.iter().find(|s| **s == *sku).cloned(),
+            #[cfg(feature = "wechat")]
             Self::Live { live, only } => {
                 if only
                     .as_ref()
