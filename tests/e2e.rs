@@ -1810,6 +1810,37 @@ fn apps_from_a_settings_file_change_on_sighup() {
     }
     assert_eq!(http.get("/me", Some(&game_token)).status, 200);
 
+    // The game asks for the shop's old sku: refused, since the shop's unexpired tokens
+    // would pass as the game's. The game is served as it was.
+    let mut game_as_shop = game_app.clone();
+    game_as_shop["sku"] = json!("shop");
+    write(json!([game_as_shop]));
+    server.signal("-HUP");
+    let deadline = Instant::now() + PATIENCE;
+    while !server.log.text().contains("is, or was, another app's") {
+        assert!(Instant::now() < deadline, "{}", server.log.text());
+        thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(http.get("/me", Some(&game_token)).status, 200);
+    http.get("/me", Some(&shop_token))
+        .refused(401, "invalid_token");
+    // And the server still knows it serves the game: a file without it removes it,
+    // while the shop comes back under its own sku (its old tokens with it).
+    write(json!([shop_app]));
+    server.signal("-HUP");
+    let deadline = Instant::now() + PATIENCE;
+    while http.get("/me", Some(&game_token)).status != 401 {
+        assert!(Instant::now() < deadline, "the game stayed: {}", server.log.text());
+        thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(http.get("/me", Some(&shop_token)).status, 200);
+    let minted = game
+        .http
+        .post("/sim/login", None, Some(&json!({ "user": "ada" })))
+        .json();
+    http.post("/apps/wx-e2e-game/auth/authorize", None, Some(&minted))
+        .refused(404, "unknown_app");
+
     server.signal("-TERM");
     let (status, log) = server.wait(PATIENCE);
     assert_eq!(status.code(), Some(0), "{log}");

@@ -217,9 +217,16 @@ pub fn apply<T: TokenStore, U: UserStore>(
                 tracing::info!(app_id = setting.app_id, sku = %setting.sku, api = setting.base_url, "serving the app");
                 applied.push(setting);
             }
-            // Only on a reload, which moves a sku from one app to another at once:
-            // remove the old app first.
-            Err(e) => tracing::error!(app_id = setting.app_id, error = %e, "app not added"),
+            // Only on a reload that gives a sku to another app id than the one that had
+            // it since the server started (its tokens may still be live). The app, if
+            // it was served, stays as it was, and so does its setting here: `current`
+            // is what the registry holds, so that a later reload can remove it.
+            Err(e) => {
+                tracing::error!(app_id = setting.app_id, error = %e, "app not added");
+                if let Some(kept) = current.iter().find(|c| c.app_id == setting.app_id) {
+                    applied.push(kept.clone());
+                }
+            }
         }
     }
     *current = applied;

@@ -1,14 +1,16 @@
 //! [`MpApps`]: several mini-programs in one backend, and one person across them.
 
-use std::sync::{Arc, Mutex};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
+};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 
 use crate::{
-    layer::{LiveSkus, MpAuthLayer},
+    layer::{LiveSku, LiveSkus, MpAuthLayer},
     login::{Error, MpAuth, MpAuthBuilder, MpAuthConfig},
     store::{DEFAULT_SIGN_OUT_NOTICE, SignOutReason, TokenInfo, TokenStore},
-    token::Sku,
     user::AuthedUser,
     users::{User, UserStore},
 };
@@ -21,8 +23,10 @@ mod handlers;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum AppError {
-    /// Another app already has this sku: two apps' tokens would be indistinguishable.
-    #[error("another app already has the sku `{0}`")]
+    /// Another app id has this sku, or had it since the registry was made: a token
+    /// names its app by its sku, so the other app's tokens, which may still be live,
+    /// would pass as this app's.
+    #[error("the sku `{0}` is, or was, another app's (its tokens may still be live)")]
     SkuTaken(String),
     /// No app has this app id.
     #[error("no app has the app id `{0}`")]
@@ -76,9 +80,14 @@ struct Registry<T, U> {
     skus: Arc<LiveSkus>,
     /// The app of a login that names none, if set.
     default_app: ArcSwapOption<String>,
-    /// Serializes writers, so that no change is lost between a load and a store.
-    writer: Mutex<()>,
+    /// Serializes writers, so that no change is lost between a load and a store, and
+    /// holds the app id each sku was first given to.
+    writer: Mutex<Owners>,
 }
+
+/// The app id of every sku an app of the registry has had, by sku: a sku stays its
+/// first app's, whatever is removed, as long as the registry lives.
+type Owners = HashMap<String, String>;
 
 impl<T, U> Clone for MpApps<T, U> {
     fn clone(&self) -> Self {
@@ -109,7 +118,7 @@ impl<T: TokenStore, U: UserStore> MpApps<T, U> {
                 apps: ArcSwap::default(),
                 skus: Arc::default(),
                 default_app: ArcSwapOption::empty(),
-                writer: Mutex::new(()),
+                writer: Mutex::new(Owners::new()),
             }),
         }
     }
@@ -147,22 +156,28 @@ impl<T: TokenStore, U: UserStore> MpApps<T, U> {
     /// ([`app`](Self::app)); one built on others would keep its users and tokens
     /// where the registry's person calls do not look.
     ///
+    /// A sku belongs to the first app id given it, for as long as the registry lives,
+    /// even after that app is removed: its tokens carry the sku, and may still be live.
     /// Re-adding a removed app with its old sku accepts its unexpired tokens again;
-    /// give it a new sku to start afresh.
+    /// give it a new sku to start afresh. Across restarts the registry cannot know
+    /// which app had a sku: never give a sku to another app id while the first app's
+    /// tokens may be live.
     ///
     /// # Errors
-    /// [`AppError::SkuTaken`] if an app with another app id has its sku.
+    /// [`AppError::SkuTaken`] if another app id has, or had, its sku.
     pub fn add(&self, auth: MpAuth<T, U>) -> Result<Option<MpAuth<T, U>>, AppError> {
-        let _writer = self.lock_writer();
-        let mut apps = Vec::clone(&self.inner.apps.load());
+        let mut owners = self.lock_writer();
         let app_id = auth.config().app_id().to_owned();
         let app_id = app_id.as_str();
-        if let Some(other) = apps
-            .iter()
-            .find(|a| a.config().sku() == auth.config().sku() && a.config().app_id() != app_id)
-        {
-            return Err(AppError::SkuTaken(other.config().sku().as_str().to_owned()));
+        let sku = auth.config().sku().as_str();
+        match owners.get(sku) {
+            Some(owner) if owner != app_id => return Err(AppError::SkuTaken(sku.to_owned())),
+            Some(_) => {}
+            None => {
+                owners.insert(sku.to_owned(), app_id.to_owned());
+            }
         }
+        let mut apps = Vec::clone(&self.inner.apps.load());
         let replaced = match apps.iter().position(|a| a.config().app_id() == app_id) {
             Some(i) => Some(std::mem::replace(&mut apps[i], auth)),
             None => {
@@ -177,32 +192,44 @@ impl<T: TokenStore, U: UserStore> MpApps<T, U> {
             apps = apps.len(),
             "app added"
         );
-        self.publish(apps, false);
+        self.publish(apps);
         Ok(replaced)
     }
 
     /// Removes an app: from the next request on, every layer of this registry refuses
-    /// its tokens (401) and its routes answer 404 `unknown_app`. Its tokens and users
+    /// its tokens (401) and its routes answer 404 `unknown_app`; if it was the
+    /// [default app](Self::set_default_app), there is none. Its tokens and users
     /// stay in the stores. Returns the app, if there was one.
     pub fn remove(&self, app_id: &str) -> Option<MpAuth<T, U>> {
-        let _writer = self.lock_writer();
+        let _owners = self.lock_writer();
         let mut apps = Vec::clone(&self.inner.apps.load());
         let i = apps.iter().position(|a| a.config().app_id() == app_id)?;
         let removed = apps.remove(i);
         tracing::info!(app_id, apps = apps.len(), "app removed");
-        self.publish(apps, true);
+        self.publish(apps);
+        if self
+            .inner
+            .default_app
+            .load()
+            .as_deref()
+            .is_some_and(|default| default == app_id)
+        {
+            self.inner.default_app.store(None);
+        }
         Some(removed)
     }
 
     /// Makes `app_id` the app of a login whose path names none (`POST /auth/authorize`)
     /// and whose `Referer` names no app of the registry: the app a backend served
     /// before it served several, so that its mini-program needs no change. `None`:
-    /// no default, and such a login is 400 while there are several apps. The default
-    /// lapses if the app is removed.
+    /// no default, and such a login is 400 while there are several apps. Removing the
+    /// app removes the default with it (re-adding the app does not restore it).
     ///
     /// # Errors
     /// [`AppError::UnknownApp`] if the registry does not hold `app_id`.
     pub fn set_default_app(&self, app_id: Option<&str>) -> Result<(), AppError> {
+        // Under the writers' lock: an app removed meanwhile cannot become the default.
+        let _owners = self.lock_writer();
         if let Some(app_id) = app_id
             && self.get(app_id).is_none()
         {
@@ -214,7 +241,7 @@ impl<T: TokenStore, U: UserStore> MpApps<T, U> {
         Ok(())
     }
 
-    /// The app of a login that names none, if it is still held.
+    /// The app of a login that names none, if there is one.
     pub fn default_app(&self) -> Option<MpAuth<T, U>> {
         let id = self.inner.default_app.load_full()?;
         self.get(&id)
@@ -281,8 +308,9 @@ impl<T: TokenStore, U: UserStore> MpApps<T, U> {
     }
 
     /// A layer accepting the tokens of the named apps only (a route for one
-    /// mini-program): another app's token is 401 `invalid_token`. An app removed later
-    /// is refused from then on.
+    /// mini-program): another app's token is 401 `invalid_token`. The apps are looked
+    /// up by app id on each request: one removed later is refused from then on, and
+    /// one replaced with a new sku is accepted under the new sku.
     ///
     /// # Errors
     /// [`AppError::UnknownApp`] for an app id the registry does not hold.
@@ -292,12 +320,11 @@ impl<T: TokenStore, U: UserStore> MpApps<T, U> {
     ) -> Result<MpAuthLayer<T>, AppError> {
         let only = app_ids
             .into_iter()
-            .map(|id| {
-                self.get(id)
-                    .map(|a| a.config().sku().clone())
-                    .ok_or_else(|| AppError::UnknownApp(id.to_owned()))
+            .map(|id| match self.get(id) {
+                Some(_) => Ok(Arc::from(id)),
+                None => Err(AppError::UnknownApp(id.to_owned())),
             })
-            .collect::<Result<Arc<[Sku]>, _>>()?;
+            .collect::<Result<Arc<[Arc<str>]>, _>>()?;
         Ok(MpAuthLayer::live(
             self.inner.tokens.clone(),
             Arc::clone(&self.inner.skus),
@@ -389,26 +416,36 @@ impl<T: TokenStore, U: UserStore> MpApps<T, U> {
             .collect())
     }
 
-    fn lock_writer(&self) -> std::sync::MutexGuard<'_, ()> {
-        // The guard protects no data of its own: a writer that panicked left the table
-        // as it was.
+    fn lock_writer(&self) -> MutexGuard<'_, Owners> {
+        // A writer that panicked left the table as it was.
         self.inner
             .writer
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Makes `apps` the registry's. The layers' skus change first when an app goes
-    /// and last when one comes, so a layer never accepts a token whose app the
-    /// handlers cannot find.
-    fn publish(&self, apps: Vec<MpAuth<T, U>>, removing: bool) {
-        let skus = apps.iter().map(|a| a.config().sku().clone()).collect();
-        if removing {
-            self.inner.skus.set(skus);
-            self.inner.apps.store(Arc::new(apps));
-        } else {
-            self.inner.apps.store(Arc::new(apps));
-            self.inner.skus.set(skus);
-        }
+    /// Makes `apps` the registry's, under the writers' lock. The layers first accept
+    /// only the skus both the old and the new apps have, then the apps change, then
+    /// the layers accept the new apps' skus: a layer never accepts a token whose app
+    /// the handlers cannot find.
+    fn publish(&self, apps: Vec<MpAuth<T, U>>) {
+        let skus: Vec<LiveSku> = apps
+            .iter()
+            .map(|a| LiveSku {
+                sku: a.config().sku().clone(),
+                app_id: Arc::from(a.config().app_id()),
+            })
+            .collect();
+        let kept = self
+            .inner
+            .skus
+            .get()
+            .iter()
+            .filter(|old| skus.contains(old))
+            .cloned()
+            .collect();
+        self.inner.skus.set(kept);
+        self.inner.apps.store(Arc::new(apps));
+        self.inner.skus.set(skus);
     }
 }

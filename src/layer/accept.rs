@@ -9,21 +9,41 @@ use arc_swap::ArcSwap;
 use crate::token::Sku;
 
 #[cfg(feature = "wechat")]
-/// The skus of the apps a registry holds right now, swapped whole when an app is added
-/// or removed, so that reading it on a request takes no lock.
+/// The skus of the apps a registry holds right now, each with its app id, swapped
+/// whole when an app is added, replaced or removed, so that reading it on a request
+/// takes no lock.
 #[derive(Debug, Default)]
-pub(crate) struct LiveSkus(ArcSwap<Vec<Sku>>);
+pub(crate) struct LiveSkus(ArcSwap<Vec<LiveSku>>);
+
+#[cfg(feature = "wechat")]
+/// A sku a registry serves, and the app it is of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct LiveSku {
+    pub(crate) sku: Sku,
+    pub(crate) app_id: Arc<str>,
+}
 
 #[cfg(feature = "wechat")]
 impl LiveSkus {
     /// Replaces the list.
-    pub(crate) fn set(&self, skus: Vec<Sku>) {
+    pub(crate) fn set(&self, skus: Vec<LiveSku>) {
         self.0.store(Arc::new(skus));
     }
 
-    /// The sku in the list that is `sku`, if any.
-    fn find(&self, sku: &str) -> Option<Sku> {
-        self.0.load().iter().find(|s| **s == *sku).cloned()
+    /// The list as it is now.
+    pub(crate) fn get(&self) -> Arc<Vec<LiveSku>> {
+        self.0.load_full()
+    }
+
+    /// The sku in the list that is `sku`, if any, when its app is one of `only` (or
+    /// `only` is `None`).
+    fn find(&self, sku: &str, only: Option<&[Arc<str>]>) -> Option<Sku> {
+        let live = self.0.load();
+        let found = live.iter().find(|s| s.sku == *sku)?;
+        if only.is_some_and(|only| !only.contains(&found.app_id)) {
+            return None;
+        }
+        Some(found.sku.clone())
     }
 }
 
@@ -34,12 +54,14 @@ pub(super) enum Accepted {
     One(Sku),
     /// Any of a fixed few.
     Set(Arc<[Sku]>),
-    /// Those of a registry's apps at the time of the request, or of the chosen ones
-    /// among them (an app removed from the registry stops being accepted at once).
+    /// Those of a registry's apps at the time of the request, or of the apps with the
+    /// chosen app ids among them: looked up by app id on each request, so an app
+    /// removed from the registry stops being accepted at once, and one replaced with a
+    /// new sku is accepted under its new sku.
     #[cfg(feature = "wechat")]
     Live {
         live: Arc<LiveSkus>,
-        only: Option<Arc<[Sku]>>,
+        only: Option<Arc<[Arc<str>]>>,
     },
 }
 
@@ -52,15 +74,7 @@ impl Accepted {
             Self::One(one) => (*one == *sku).then(|| one.clone()),
             Self::Set(set) => set.iter().find(|s| **s == *sku).cloned(),
             #[cfg(feature = "wechat")]
-            Self::Live { live, only } => {
-                if only
-                    .as_ref()
-                    .is_some_and(|only| !only.iter().any(|s| *s == *sku))
-                {
-                    return None;
-                }
-                live.find(sku)
-            }
+            Self::Live { live, only } => live.find(sku, only.as_deref()),
         }
     }
 }

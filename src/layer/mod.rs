@@ -12,7 +12,7 @@ use tower_service::Service;
 
 use self::accept::Accepted;
 #[cfg(feature = "wechat")]
-pub(crate) use self::accept::LiveSkus;
+pub(crate) use self::accept::{LiveSku, LiveSkus};
 pub use self::{body::ResponseBody, future::ResponseFuture};
 use crate::{
     bearer::{self, Presented},
@@ -83,10 +83,10 @@ impl<T: TokenStore> MpAuthLayer<T> {
         Self::accepting(store, Accepted::Set(skus.into_iter().collect()))
     }
 
-    /// Accepts the skus a registry holds when a request comes, or those of `only`
-    /// among them.
+    /// Accepts the skus a registry holds when a request comes, or those of the apps
+    /// with the app ids `only` among them.
     #[cfg(feature = "wechat")]
-    pub(crate) fn live(store: T, live: Arc<LiveSkus>, only: Option<Arc<[Sku]>>) -> Self {
+    pub(crate) fn live(store: T, live: Arc<LiveSkus>, only: Option<Arc<[Arc<str>]>>) -> Self {
         Self::accepting(store, Accepted::Live { live, only })
     }
 

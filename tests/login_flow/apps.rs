@@ -548,3 +548,106 @@ async fn a_login_without_an_app_in_its_path_takes_the_referer_as_a_hint_only() {
             .starts_with("shop.")
     );
 }
+
+#[tokio::test]
+async fn a_sku_stays_its_first_apps_so_a_removed_apps_tokens_never_pass_as_anothers() {
+    let backend = Backend::new(true).await;
+    let game_token = backend.login(GAME, "ada").await;
+    backend.apps.remove(GAME).expect("the game was there");
+
+    // Another app id asks for the removed game's sku: refused, for the game's
+    // unexpired token would pass as that app's, on every layer and in a refresh.
+    let base = sim::serve(&backend.game).await;
+    const OTHER: &str = "wx3333333333333333";
+    assert_eq!(
+        backend.apps.insert(config(OTHER, "game", &base)).unwrap_err(),
+        AppError::SkuTaken("game".into())
+    );
+    assert_eq!(backend.apps.app_ids(), [SHOP]);
+    assert_eq!(
+        backend.get("/me", &game_token).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        backend.post("/auth/refresh", &game_token).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    // Under a sku of its own the other app is welcome.
+    backend.apps.insert(config(OTHER, "other", &base)).unwrap();
+    assert_eq!(backend.apps.app_ids(), [SHOP, OTHER]);
+}
+
+#[tokio::test]
+async fn a_restricted_route_follows_its_app_to_a_new_sku() {
+    let backend = Backend::new(true).await;
+    let old_token = backend.login(SHOP, "ada").await;
+
+    // The shop is replaced with a new sku (a fresh start for its tokens): the route
+    // restricted to the shop takes its new tokens and none of the old ones.
+    let base = sim::serve(&backend.shop).await;
+    let renewed = MpAuthConfig::new(SHOP, "shop-secret", "shop2")
+        .unwrap()
+        .with_wechat_base_url(&base);
+    let added = backend.apps.insert(renewed).unwrap();
+    assert_eq!(added.config().sku().as_str(), "shop2");
+    assert_eq!(backend.apps.app_ids(), [SHOP, GAME]);
+    let new_token = backend.login(SHOP, "ada").await;
+    assert!(new_token.starts_with("shop2."), "{new_token}");
+    let shop = backend.get("/shop/me", &new_token).await;
+    assert_eq!(shop.status, StatusCode::OK, "{}", shop.body);
+    assert_eq!(shop.json()["sku"], "shop2");
+    for path in ["/shop/me", "/me"] {
+        assert_eq!(
+            backend.get(path, &old_token).await.status,
+            StatusCode::UNAUTHORIZED,
+            "{path}"
+        );
+    }
+    // The game's tokens are still not the shop's.
+    let game_token = backend.login(GAME, "ada").await;
+    assert_eq!(
+        backend.get("/shop/me", &game_token).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    // And the old sku is still the shop's: the game cannot have it.
+    let game_base = sim::serve(&backend.game).await;
+    assert_eq!(
+        backend.apps.insert(config(GAME, "shop", &game_base)).unwrap_err(),
+        AppError::SkuTaken("shop".into())
+    );
+}
+
+#[tokio::test]
+async fn the_default_app_goes_with_its_app() {
+    let backend = Backend::new(true).await;
+    backend.apps.set_default_app(Some(GAME)).unwrap();
+    assert_eq!(
+        backend.apps.default_app().unwrap().config().app_id(),
+        GAME
+    );
+    backend.apps.remove(GAME).unwrap();
+    assert!(backend.apps.default_app().is_none());
+    // Re-adding the app does not make it the default again.
+    let base = sim::serve(&backend.game).await;
+    backend.apps.insert(config(GAME, "game", &base)).unwrap();
+    assert!(backend.apps.default_app().is_none());
+    // With two apps and no default, a login that names none is the client's error.
+    let code = backend.game.login("ada").unwrap().code;
+    let answer = backend
+        .send(json_post(
+            "/auth/authorize",
+            &json!({ "code": code }).to_string(),
+        ))
+        .await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{}", answer.body);
+    // Naming an app the registry lacks is refused and leaves the default alone.
+    backend.apps.set_default_app(Some(SHOP)).unwrap();
+    assert_eq!(
+        backend.apps.set_default_app(Some("wx-nope")).unwrap_err(),
+        AppError::UnknownApp("wx-nope".into())
+    );
+    assert_eq!(
+        backend.apps.default_app().unwrap().config().app_id(),
+        SHOP
+    );
+}
