@@ -318,10 +318,14 @@ impl MySqlUserStore {
     /// Creates the table or brings an older one up to date, under [`MIGRATION_LOCK`]:
     /// whoever gets the lock second finds nothing to do. MySQL commits each schema
     /// change by itself, so each step is one that a later run, finding it done, skips:
-    /// a migration cut short resumes where it stopped.
-    async fn migrate(&self, legacy_app_id: Option<&str>) -> Result<(), UserStoreError> {
-        let wait_secs = self.lock_wait_secs() * 3;
-        let limit = self.query_timeout * 4;
+    /// a migration cut short resumes where it stopped. All of it within `limit` (the
+    /// query timeout does not apply), waiting for another server's migration included.
+    async fn migrate(
+        &self,
+        legacy_app_id: Option<&str>,
+        limit: Duration,
+    ) -> Result<(), UserStoreError> {
+        let wait_secs = limit.as_secs().max(1);
         let db = |e| sql::error(e, classify, limit);
         let migrate = async {
             let mut conn = Locking(Some(self.pool.acquire().await.map_err(db)?));
@@ -506,16 +510,32 @@ async fn migrate_locked(
         }
     }
     if let (false, Some(app_id)) = (keyed_by_app, app_id) {
+        // The unionid's index first: the persons are joined by unionid, which without
+        // it takes time quadratic in the rows.
+        add_indexes(conn, &[("user_unionId", "unionId")]).await?;
         key_by_app(conn, &present, !primary_key.is_empty(), app_id).await?;
     }
-    let indexes = names(
+    add_indexes(
+        conn,
+        &[("user_unionId", "unionId"), ("user_personId", "personId")],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Adds each of `indexes` (name, column) the table lacks.
+async fn add_indexes(
+    conn: &mut MySqlConnection,
+    indexes: &[(&str, &str)],
+) -> Result<(), sqlx::Error> {
+    let present = names(
         conn,
         "SELECT DISTINCT CAST(INDEX_NAME AS CHAR) FROM information_schema.STATISTICS
          WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'user'",
     )
     .await?;
-    for (index, column) in [("user_unionId", "unionId"), ("user_personId", "personId")] {
-        if !has(&indexes, index) {
+    for (index, column) in indexes {
+        if !present.iter().any(|n| n.eq_ignore_ascii_case(index)) {
             tracing::info!(index, "adding index to the MySQL user table");
             let add = format!("ALTER TABLE `user` ADD KEY `{index}` (`{column}`)");
             conn.execute(add.as_str()).await?;
@@ -630,7 +650,9 @@ impl SqlUserStoreBuilder<MySqlUserStore> {
             pool,
             query_timeout: self.query_timeout,
         };
-        store.migrate(self.legacy_app_id.as_deref()).await?;
+        store
+            .migrate(self.legacy_app_id.as_deref(), self.migration_timeout)
+            .await?;
         Ok(store)
     }
 }

@@ -276,19 +276,39 @@ impl SqlUserStoreBuilder<PostgresUserStore> {
             pool,
             query_timeout: self.query_timeout,
         };
-        store.migrate(self.legacy_app_id.as_deref()).await?;
+        store
+            .migrate(self.legacy_app_id.as_deref(), self.migration_timeout)
+            .await?;
         Ok(store)
     }
 }
 
 impl PostgresUserStore {
     /// Creates the table or brings an older one up to date, in one transaction under
-    /// [`MIGRATION_LOCK`]: whoever gets the lock second finds nothing to do.
-    async fn migrate(&self, legacy_app_id: Option<&str>) -> Result<(), UserStoreError> {
-        let limit = self.query_timeout * 4;
+    /// [`MIGRATION_LOCK`], within `limit` (the query timeout does not apply): whoever
+    /// gets the lock second finds nothing to do.
+    async fn migrate(
+        &self,
+        legacy_app_id: Option<&str>,
+        limit: Duration,
+    ) -> Result<(), UserStoreError> {
         let db = |e| sql::error(e, classify, limit);
         let migrate = async {
-            let mut tx = self.pool.begin().await.map_err(db)?;
+            // READ COMMITTED, so that a server that waited for the lock sees the table
+            // the one before it made (whatever the database's default isolation).
+            let mut tx = self
+                .pool
+                .begin_with("BEGIN ISOLATION LEVEL READ COMMITTED")
+                .await
+                .map_err(db)?;
+            // The server's side of the limit, for this transaction only (a number of
+            // milliseconds: nothing to quote).
+            let statement_timeout =
+                format!("SET LOCAL statement_timeout = {}", limit.as_millis().max(1));
+            sqlx::query(&statement_timeout)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
             sqlx::query("SELECT pg_advisory_xact_lock($1)")
                 .bind(MIGRATION_LOCK)
                 .execute(&mut *tx)
@@ -415,7 +435,15 @@ impl UserStore for PostgresUserStore {
             check(&[("appId", Some(app_id)), ("openId", Some(open_id))])?;
             check(&values.texts())?;
             let login = async {
-                let mut tx = self.pool.begin().await?;
+                // READ COMMITTED whatever the database's default: under REPEATABLE READ
+                // or SERIALIZABLE the snapshot would be taken by the first lock
+                // statement, before its wait, and the read below would miss what the
+                // lock's last holder committed (two first logins of one unionid would
+                // make two persons).
+                let mut tx = self
+                    .pool
+                    .begin_with("BEGIN ISOLATION LEVEL READ COMMITTED")
+                    .await?;
                 // The record's lock, then the unionid's, always in this order: no
                 // deadlock, and whoever reads below is the one writer of both.
                 sqlx::query(LOCK)

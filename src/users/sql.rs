@@ -13,6 +13,9 @@ const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_QUERY_TIMEOUT: Duration = Duration::from_secs(5);
 /// The longest timeout taken (longer ones are cut): ten minutes.
 const MAX_TIMEOUT: Duration = Duration::from_secs(600);
+const DEFAULT_MIGRATION_TIMEOUT: Duration = Duration::from_secs(600);
+/// The longest migration timeout taken: an hour.
+const MAX_MIGRATION_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// Settings for a [`PostgresUserStore`](super::PostgresUserStore) or a
 /// [`MySqlUserStore`](super::MySqlUserStore) (`S`); from their `builder(url)`, opened with
@@ -27,6 +30,7 @@ pub struct SqlUserStoreBuilder<S> {
     pub(super) min_connections: u32,
     pub(super) connect_timeout: Duration,
     pub(super) query_timeout: Duration,
+    pub(super) migration_timeout: Duration,
     pub(super) legacy_app_id: Option<String>,
     store: PhantomData<fn() -> S>,
 }
@@ -38,6 +42,7 @@ impl<S> fmt::Debug for SqlUserStoreBuilder<S> {
             .field("min_connections", &self.min_connections)
             .field("connect_timeout", &self.connect_timeout)
             .field("query_timeout", &self.query_timeout)
+            .field("migration_timeout", &self.migration_timeout)
             .field("legacy_app_id", &self.legacy_app_id)
             .finish_non_exhaustive()
     }
@@ -51,6 +56,7 @@ impl<S> SqlUserStoreBuilder<S> {
             min_connections: 0,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             query_timeout: DEFAULT_QUERY_TIMEOUT,
+            migration_timeout: DEFAULT_MIGRATION_TIMEOUT,
             legacy_app_id: None,
             store: PhantomData,
         }
@@ -98,6 +104,17 @@ impl<S> SqlUserStoreBuilder<S> {
     /// still have committed.
     pub fn with_query_timeout(mut self, timeout: Duration) -> Self {
         self.query_timeout = timeout.clamp(Duration::from_millis(1), MAX_TIMEOUT);
+        self
+    }
+
+    /// How long opening the store may spend creating or migrating the table (default
+    /// 10 minutes; at most an hour), waiting for another server's migration included;
+    /// past it the open fails with [`UserStoreError::Timeout`] and the table is left as
+    /// it was (PostgreSQL rolls the migration back; MySQL's resumes at the next open).
+    /// The query timeout does not apply: keying a table of millions of rows by app
+    /// takes longer than any one call should. Raise it for a larger table.
+    pub fn with_migration_timeout(mut self, timeout: Duration) -> Self {
+        self.migration_timeout = timeout.clamp(Duration::from_millis(1), MAX_MIGRATION_TIMEOUT);
         self
     }
 }

@@ -74,6 +74,17 @@ impl Postgres {
         Self::on(server)
     }
 
+    /// A new database whose transactions are REPEATABLE READ unless they say
+    /// otherwise, as some operators configure PostgreSQL.
+    pub async fn repeatable_read() -> Self {
+        let db = Self::new().await;
+        db.server.psql(&format!(
+            "ALTER DATABASE {} SET default_transaction_isolation TO 'repeatable read'",
+            db.name
+        ));
+        db
+    }
+
     pub fn on(server: &'static PostgresServer) -> Self {
         let name = fresh_name();
         server.psql(&format!("CREATE DATABASE {name} OWNER mpauthx"));
@@ -210,4 +221,8 @@ impl Db for MySql {
 
 user_suite!(on_sqlite, crate::dbs::Sqlite::new());
 user_suite!(on_postgres, crate::dbs::Postgres::new().await);
+user_suite!(
+    on_postgres_repeatable_read,
+    crate::dbs::Postgres::repeatable_read().await
+);
 user_suite!(on_mysql, crate::dbs::MySql::new().await);

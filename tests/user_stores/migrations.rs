@@ -5,7 +5,10 @@
 //! app id a table with rows is refused and left as it was; servers opening at once
 //! migrate once.
 
-use std::collections::{HashMap, HashSet};
+use std::{
+    collections::{HashMap, HashSet},
+    time::Duration,
+};
 
 use mpauthx::{MySqlUserStore, PostgresUserStore, User, UserStore, UserStoreError};
 
@@ -170,6 +173,51 @@ async fn postgres_keys_an_older_table_by_app_and_adds_the_phone_columns() {
     );
 }
 
+/// Rows enough that keying them by app takes far longer than the query timeout of the
+/// tests below (20 ms).
+const BIG_ROWS: u32 = 200_000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_migrates_a_table_past_the_query_timeout_within_the_migration_timeout() {
+    let db = Postgres::new().await;
+    db.psql(&format!(
+        r#"{PG_NODE_TABLE}
+        INSERT INTO "user" ("openId", "nickName", "unionId")
+            SELECT 'o-big-' || n, 'n' || n, 'u-big-' || (n / 2) FROM generate_series(1, {BIG_ROWS}) AS n;"#
+    ));
+    // The table's columns and a digest of its rows (a dump of them all would be large).
+    let fingerprint = || {
+        db.psql(
+            r#"SELECT string_agg(column_name::text, ',' ORDER BY column_name) FROM information_schema.columns
+            WHERE table_name = 'user'"#,
+        ) + &db.psql(r#"SELECT md5(string_agg(u::text, ',' ORDER BY "openId")) FROM "user" AS u"#)
+    };
+    let before = fingerprint();
+    let quick = || {
+        PostgresUserStore::builder(&db.url())
+            .with_legacy_app_id(LEGACY)
+            .with_query_timeout(Duration::from_millis(20))
+    };
+    // Too short a migration timeout: refused as a timeout, and rolled back whole.
+    let cut = quick()
+        .with_migration_timeout(Duration::from_millis(50))
+        .open()
+        .await
+        .unwrap_err();
+    assert!(matches!(cut, UserStoreError::Timeout(_)), "{cut:?}");
+    assert_eq!(fingerprint(), before, "the table is as it was");
+    // The default: the query timeout does not cut the migration short.
+    let store = quick().open().await.unwrap();
+    let keyed = db.psql(&format!(
+        r#"SELECT count(*) FROM "user" WHERE "appId" = '{LEGACY}'"#
+    ));
+    assert_eq!(keyed, BIG_ROWS.to_string());
+    let persons = db.psql(r#"SELECT count(DISTINCT "personId") FROM "user""#);
+    assert_eq!(persons, (BIG_ROWS / 2 + 1).to_string(), "one per unionid");
+    let user = store.get(LEGACY, "o-big-7").await.unwrap().unwrap();
+    assert_eq!(user.union_id.as_deref(), Some("u-big-3"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_moves_a_node_table_into_the_legacy_app() {
     let db = Postgres::new().await;
@@ -309,6 +357,33 @@ async fn mysql_keys_an_older_table_by_app_and_adds_the_phone_columns() {
             .is_err_and(|e| e.contains("Duplicate entry")),
         "{duplicate:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_migrates_a_table_past_the_query_timeout() {
+    let db = MySql::new().await;
+    db.sql(&format!(
+        "{MYSQL_NODE_TABLE}
+        SET SESSION max_recursive_iterations = {BIG_ROWS};
+        INSERT INTO `user` (`openId`, `nickName`, `unionId`)
+            WITH RECURSIVE n (i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {BIG_ROWS})
+            SELECT CONCAT('o-big-', i), CONCAT('n', i), CONCAT('u-big-', i DIV 2) FROM n;"
+    ));
+    let store = MySqlUserStore::builder(&db.url())
+        .with_legacy_app_id(LEGACY)
+        .with_query_timeout(Duration::from_millis(20))
+        .with_migration_timeout(Duration::from_secs(120))
+        .open()
+        .await
+        .unwrap();
+    let keyed = db.sql(&format!(
+        "SELECT count(*) FROM `user` WHERE `appId` = '{LEGACY}'"
+    ));
+    assert_eq!(keyed.trim(), BIG_ROWS.to_string());
+    let persons = db.sql("SELECT count(DISTINCT `personId`) FROM `user`");
+    assert_eq!(persons.trim(), (BIG_ROWS / 2 + 1).to_string(), "one per unionid");
+    let user = store.get(LEGACY, "o-big-7").await.unwrap().unwrap();
+    assert_eq!(user.union_id.as_deref(), Some("u-big-3"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
