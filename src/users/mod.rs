@@ -75,8 +75,9 @@ impl Profile {
 /// number, as [`PhoneNumber`]'s does.
 ///
 /// Times are unix seconds. Rows carried over from the original Node schema get
-/// the migration time as `created_at`/`updated_at`; rows a legacy writer adds
-/// after that, without timestamps, read as `0` until their next login here.
+/// the migration time as `created_at`/`updated_at`; rows another writer adds after
+/// that without timestamps (with an app id: the migrated table needs one) read as `0`
+/// until their next login here.
 #[derive(Clone, PartialEq, Eq, Serialize)]
 pub struct User {
     /// The app id of the mini-program this record belongs to.

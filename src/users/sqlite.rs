@@ -807,16 +807,48 @@ fn key_by_app(tx: &Connection, legacy_app_id: Option<&str>) -> Result<(), UserSt
         app_id,
         "moving single-app users into the table keyed by (app, openid)"
     );
-    let columns = COLUMNS
-        .iter()
-        .map(|(name, _)| *name)
-        .collect::<Vec<_>>()
-        .join(", ");
     tx.execute_batch(concat!(
         "DROP TABLE IF EXISTS user_v3; ",
         create_table!("user_v3")
     ))
     .map_err(db_error)?;
+    // Columns of the old table the store does not know (an operator's own) move too,
+    // with their declared types.
+    let mut columns: Vec<String> = COLUMNS.iter().map(|(name, _)| (*name).to_owned()).collect();
+    let known = |name: &str| {
+        ["openId", "appId", "personId"]
+            .into_iter()
+            .chain(COLUMNS.iter().map(|(known, _)| *known))
+            .any(|known| known.eq_ignore_ascii_case(name))
+    };
+    let present = {
+        let mut statement = tx
+            .prepare("SELECT name, type FROM pragma_table_info('user')")
+            .map_err(db_error)?;
+        statement
+            .query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?)))
+            .map_err(db_error)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(db_error)?
+    };
+    for (name, kind) in present.into_iter().filter(|(name, _)| !known(name)) {
+        let quoted = format!("\"{}\"", name.replace('"', "\"\""));
+        // A declared type is a few words of letters, digits and parentheses; anything
+        // else is left out (SQLite takes a column without one).
+        let kind = if kind
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || " (),_".contains(c))
+        {
+            kind
+        } else {
+            String::new()
+        };
+        tracing::info!(column = name, "keeping a column of the single-app table");
+        tx.execute(&format!("ALTER TABLE user_v3 ADD COLUMN {quoted} {kind}"), [])
+            .map_err(db_error)?;
+        columns.push(quoted);
+    }
+    let columns = columns.join(", ");
     tx.execute(
         &format!(
             "INSERT INTO user_v3 (appId, openId, {columns}) SELECT ?1, openId, {columns} FROM user"
@@ -824,9 +856,13 @@ fn key_by_app(tx: &Connection, legacy_app_id: Option<&str>) -> Result<(), UserSt
         [app_id],
     )
     .map_err(db_error)?;
+    // The unionid indexed for the update, which would otherwise scan the table once
+    // per row.
     tx.execute_batch(
-        "UPDATE user_v3 SET personId = (SELECT min(o.personId) FROM user_v3 AS o \
+        "CREATE INDEX user_v3_unionId ON user_v3(unionId); \
+         UPDATE user_v3 SET personId = (SELECT min(o.personId) FROM user_v3 AS o \
              WHERE o.unionId = user_v3.unionId) WHERE unionId IS NOT NULL; \
+         DROP INDEX user_v3_unionId; \
          DROP TABLE user; \
          ALTER TABLE user_v3 RENAME TO user;",
     )

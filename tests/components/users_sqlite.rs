@@ -184,6 +184,47 @@ async fn migrates_original_node_schema_keeping_rows() {
 }
 
 #[tokio::test]
+async fn columns_of_an_operators_own_move_with_the_rows() {
+    let (_dir, path) = temp_db();
+    {
+        let conn = raw(&path);
+        conn.execute_batch(LEGACY_SCHEMA).unwrap();
+        conn.execute_batch(
+            "ALTER TABLE user ADD COLUMN vipLevel integer; \
+             ALTER TABLE user ADD COLUMN \"note \"\"quoted\"\"\" text; \
+             INSERT INTO user (openId, nickName, vipLevel, \"note \"\"quoted\"\"\") \
+                 VALUES ('o-vip', 'Ada', 3, 'keep me');",
+        )
+        .unwrap();
+    }
+    let store = open_legacy(&path).await.unwrap();
+    let mut expected: Vec<String> = ALL_COLUMNS.iter().map(|c| (*c).to_owned()).collect();
+    expected.extend(["vipLevel".to_owned(), "note \"quoted\"".to_owned()]);
+    assert_eq!(columns(&path), expected);
+    let (level, note): (i64, String) = raw(&path)
+        .query_row(
+            "SELECT vipLevel, \"note \"\"quoted\"\"\" FROM user WHERE appId = ?1 AND openId = 'o-vip'",
+            [APP],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!((level, note.as_str()), (3, "keep me"));
+    let user = store.get(APP, "o-vip").await.unwrap().expect("row kept");
+    assert_eq!(user.nick_name.as_deref(), Some("Ada"));
+    // Logins leave the operator's columns alone.
+    store
+        .upsert_login(APP, "o-vip", None, None, None)
+        .await
+        .unwrap();
+    let level: i64 = raw(&path)
+        .query_row("SELECT vipLevel FROM user WHERE openId = 'o-vip'", [], |row| {
+            row.get(0)
+        })
+        .unwrap();
+    assert_eq!(level, 3);
+}
+
+#[tokio::test]
 async fn migrates_a_version_1_file_to_phone_columns_keeping_rows() {
     let (_dir, path) = temp_db();
     {
