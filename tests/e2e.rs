@@ -1830,7 +1830,11 @@ fn apps_from_a_settings_file_change_on_sighup() {
     server.signal("-HUP");
     let deadline = Instant::now() + PATIENCE;
     while http.get("/me", Some(&game_token)).status != 401 {
-        assert!(Instant::now() < deadline, "the game stayed: {}", server.log.text());
+        assert!(
+            Instant::now() < deadline,
+            "the game stayed: {}",
+            server.log.text()
+        );
         thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(http.get("/me", Some(&shop_token)).status, 200);

@@ -826,7 +826,9 @@ fn key_by_app(tx: &Connection, legacy_app_id: Option<&str>) -> Result<(), UserSt
             .prepare("SELECT name, type FROM pragma_table_info('user')")
             .map_err(db_error)?;
         statement
-            .query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?)))
+            .query_map([], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+            })
             .map_err(db_error)?
             .collect::<Result<Vec<_>, _>>()
             .map_err(db_error)?
@@ -844,8 +846,11 @@ fn key_by_app(tx: &Connection, legacy_app_id: Option<&str>) -> Result<(), UserSt
             String::new()
         };
         tracing::info!(column = name, "keeping a column of the single-app table");
-        tx.execute(&format!("ALTER TABLE user_v3 ADD COLUMN {quoted} {kind}"), [])
-            .map_err(db_error)?;
+        tx.execute(
+            &format!("ALTER TABLE user_v3 ADD COLUMN {quoted} {kind}"),
+            [],
+        )
+        .map_err(db_error)?;
         columns.push(quoted);
     }
     let columns = columns.join(", ");

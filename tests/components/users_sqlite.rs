@@ -217,9 +217,11 @@ async fn columns_of_an_operators_own_move_with_the_rows() {
         .await
         .unwrap();
     let level: i64 = raw(&path)
-        .query_row("SELECT vipLevel FROM user WHERE openId = 'o-vip'", [], |row| {
-            row.get(0)
-        })
+        .query_row(
+            "SELECT vipLevel FROM user WHERE openId = 'o-vip'",
+            [],
+            |row| row.get(0),
+        )
         .unwrap();
     assert_eq!(level, 3);
 }

@@ -560,7 +560,10 @@ async fn a_sku_stays_its_first_apps_so_a_removed_apps_tokens_never_pass_as_anoth
     let base = sim::serve(&backend.game).await;
     const OTHER: &str = "wx3333333333333333";
     assert_eq!(
-        backend.apps.insert(config(OTHER, "game", &base)).unwrap_err(),
+        backend
+            .apps
+            .insert(config(OTHER, "game", &base))
+            .unwrap_err(),
         AppError::SkuTaken("game".into())
     );
     assert_eq!(backend.apps.app_ids(), [SHOP]);
@@ -612,7 +615,10 @@ async fn a_restricted_route_follows_its_app_to_a_new_sku() {
     // And the old sku is still the shop's: the game cannot have it.
     let game_base = sim::serve(&backend.game).await;
     assert_eq!(
-        backend.apps.insert(config(GAME, "shop", &game_base)).unwrap_err(),
+        backend
+            .apps
+            .insert(config(GAME, "shop", &game_base))
+            .unwrap_err(),
         AppError::SkuTaken("shop".into())
     );
 }
@@ -621,10 +627,7 @@ async fn a_restricted_route_follows_its_app_to_a_new_sku() {
 async fn the_default_app_goes_with_its_app() {
     let backend = Backend::new(true).await;
     backend.apps.set_default_app(Some(GAME)).unwrap();
-    assert_eq!(
-        backend.apps.default_app().unwrap().config().app_id(),
-        GAME
-    );
+    assert_eq!(backend.apps.default_app().unwrap().config().app_id(), GAME);
     backend.apps.remove(GAME).unwrap();
     assert!(backend.apps.default_app().is_none());
     // Re-adding the app does not make it the default again.
@@ -646,8 +649,5 @@ async fn the_default_app_goes_with_its_app() {
         backend.apps.set_default_app(Some("wx-nope")).unwrap_err(),
         AppError::UnknownApp("wx-nope".into())
     );
-    assert_eq!(
-        backend.apps.default_app().unwrap().config().app_id(),
-        SHOP
-    );
+    assert_eq!(backend.apps.default_app().unwrap().config().app_id(), SHOP);
 }

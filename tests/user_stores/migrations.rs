@@ -381,7 +381,11 @@ async fn mysql_migrates_a_table_past_the_query_timeout() {
     ));
     assert_eq!(keyed.trim(), BIG_ROWS.to_string());
     let persons = db.sql("SELECT count(DISTINCT `personId`) FROM `user`");
-    assert_eq!(persons.trim(), (BIG_ROWS / 2 + 1).to_string(), "one per unionid");
+    assert_eq!(
+        persons.trim(),
+        (BIG_ROWS / 2 + 1).to_string(),
+        "one per unionid"
+    );
     let user = store.get(LEGACY, "o-big-7").await.unwrap().unwrap();
     assert_eq!(user.union_id.as_deref(), Some("u-big-3"));
 }
