@@ -807,6 +807,27 @@ fn key_by_app(tx: &Connection, legacy_app_id: Option<&str>) -> Result<(), UserSt
         app_id,
         "moving single-app users into the table keyed by (app, openid)"
     );
+    // A table of the operator's own whose foreign key names `user` would lose its
+    // parent key (openid alone is no longer unique), and dropping the old table could
+    // cascade into it: refused, before anything changes.
+    let referencing: Option<String> = tx
+        .query_row(
+            "SELECT m.name FROM sqlite_master AS m, pragma_foreign_key_list(m.name) AS f \
+             WHERE m.type = 'table' AND f.\"table\" = 'user' COLLATE NOCASE LIMIT 1",
+            [],
+            |row| row.get(0),
+        )
+        .optional()
+        .map_err(db_error)?;
+    if let Some(table) = referencing {
+        return Err(UserStoreError::Database(
+            format!(
+                "the table `{table}` has a foreign key on `user`, which keying users by \
+                 (app, openid) would break: drop or change it, then open the store again"
+            )
+            .into(),
+        ));
+    }
     tx.execute_batch(concat!(
         "DROP TABLE IF EXISTS user_v3; ",
         create_table!("user_v3")
@@ -861,6 +882,22 @@ fn key_by_app(tx: &Connection, legacy_app_id: Option<&str>) -> Result<(), UserSt
         [app_id],
     )
     .map_err(db_error)?;
+    // The old table's own indexes and triggers (an operator's), made again on the new
+    // one once it has the old one's name.
+    let own: Vec<String> = {
+        let mut statement = tx
+            .prepare(
+                "SELECT sql FROM sqlite_master WHERE tbl_name = 'user' \
+                 AND type IN ('index', 'trigger') AND sql IS NOT NULL \
+                 AND name NOT IN ('user_unionId', 'user_personId') ORDER BY type, name",
+            )
+            .map_err(db_error)?;
+        statement
+            .query_map([], |row| row.get(0))
+            .map_err(db_error)?
+            .collect::<Result<_, _>>()
+            .map_err(db_error)?
+    };
     // The unionid indexed for the update, which would otherwise scan the table once
     // per row.
     tx.execute_batch(
@@ -871,7 +908,11 @@ fn key_by_app(tx: &Connection, legacy_app_id: Option<&str>) -> Result<(), UserSt
          DROP TABLE user; \
          ALTER TABLE user_v3 RENAME TO user;",
     )
-    .map_err(db_error)
+    .map_err(db_error)?;
+    for sql in own {
+        tx.execute_batch(&sql).map_err(db_error)?;
+    }
+    Ok(())
 }
 
 fn has_column(conn: &Connection, name: &str) -> rusqlite::Result<bool> {

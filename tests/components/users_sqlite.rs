@@ -193,7 +193,11 @@ async fn columns_of_an_operators_own_move_with_the_rows() {
             "ALTER TABLE user ADD COLUMN vipLevel integer; \
              ALTER TABLE user ADD COLUMN \"note \"\"quoted\"\"\" text; \
              INSERT INTO user (openId, nickName, vipLevel, \"note \"\"quoted\"\"\") \
-                 VALUES ('o-vip', 'Ada', 3, 'keep me');",
+                 VALUES ('o-vip', 'Ada', 3, 'keep me'); \
+             CREATE INDEX user_vip ON user(vipLevel); \
+             CREATE TABLE audit (openId text, what text); \
+             CREATE TRIGGER user_audit AFTER UPDATE OF vipLevel ON user \
+                 BEGIN INSERT INTO audit VALUES (new.openId, 'vip'); END;",
         )
         .unwrap();
     }
@@ -224,6 +228,59 @@ async fn columns_of_an_operators_own_move_with_the_rows() {
         )
         .unwrap();
     assert_eq!(level, 3);
+    // The table's own index and trigger are made again.
+    let conn = raw(&path);
+    let own: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_master WHERE tbl_name = 'user' AND name IN ('user_vip', 'user_audit') ORDER BY name")
+        .unwrap()
+        .query_map([], |row| row.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(own, ["user_audit", "user_vip"]);
+    conn.execute("UPDATE user SET vipLevel = 4 WHERE openId = 'o-vip'", [])
+        .unwrap();
+    let audited: i64 = conn
+        .query_row("SELECT count(*) FROM audit", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(audited, 1, "the trigger fires on the new table");
+}
+
+#[tokio::test]
+async fn a_table_with_a_foreign_key_on_user_is_refused_and_left_alone() {
+    let (_dir, path) = temp_db();
+    let dump = |path: &Path| -> Vec<String> {
+        raw(path)
+            .prepare("SELECT sql FROM sqlite_master ORDER BY name")
+            .unwrap()
+            .query_map([], |row| row.get::<_, Option<String>>(0))
+            .unwrap()
+            .map(|sql| sql.unwrap().unwrap_or_default())
+            .collect()
+    };
+    raw(&path)
+        .execute_batch(&format!(
+            "{LEGACY_SCHEMA} \
+             INSERT INTO user (openId, nickName) VALUES ('o-1', 'Ada'); \
+             CREATE TABLE orders (id integer PRIMARY KEY, \
+                 openId text REFERENCES user(openId) ON DELETE CASCADE); \
+             INSERT INTO orders (openId) VALUES ('o-1');"
+        ))
+        .unwrap();
+    let before = dump(&path);
+    let error = open_legacy(&path).await.unwrap_err();
+    assert!(matches!(error, UserStoreError::Database(_)), "{error:?}");
+    let message = chain(&error);
+    assert!(
+        message.contains("`orders`") && message.contains("foreign key"),
+        "{message}"
+    );
+    assert_eq!(dump(&path), before, "nothing changed");
+    let orders: i64 = raw(&path)
+        .query_row("SELECT count(*) FROM orders", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(orders, 1);
+    assert_eq!(count_rows(&path, "o-1"), 1);
 }
 
 #[tokio::test]
