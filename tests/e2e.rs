@@ -84,6 +84,20 @@ impl Log {
         self.0.lock().unwrap().clone()
     }
 
+    /// Waits until the log holds `text`; fails the test, showing the log, if it does
+    /// not within [`PATIENCE`].
+    fn wait_for(&self, text: &str) {
+        let deadline = Instant::now() + PATIENCE;
+        while !self.text().contains(text) {
+            assert!(
+                Instant::now() < deadline,
+                "no {text:?} in:\n{}",
+                self.text()
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     fn follow(
         &self,
         stream: impl Read + Send + 'static,
@@ -1803,11 +1817,7 @@ fn apps_from_a_settings_file_change_on_sighup() {
     // A file that does not read changes nothing.
     std::fs::write(&file, "{\"apps\": [").unwrap();
     server.signal("-HUP");
-    let deadline = Instant::now() + PATIENCE;
-    while !server.log.text().contains("the apps stay as they were") {
-        assert!(Instant::now() < deadline, "{}", server.log.text());
-        thread::sleep(Duration::from_millis(50));
-    }
+    server.log.wait_for("the apps stay as they were");
     assert_eq!(http.get("/me", Some(&game_token)).status, 200);
 
     // The game asks for the shop's old sku: refused, since the shop's unexpired tokens
@@ -1816,11 +1826,7 @@ fn apps_from_a_settings_file_change_on_sighup() {
     game_as_shop["sku"] = json!("shop");
     write(json!([game_as_shop]));
     server.signal("-HUP");
-    let deadline = Instant::now() + PATIENCE;
-    while !server.log.text().contains("is, or was, another app's") {
-        assert!(Instant::now() < deadline, "{}", server.log.text());
-        thread::sleep(Duration::from_millis(50));
-    }
+    server.log.wait_for("is, or was, another app's");
     assert_eq!(http.get("/me", Some(&game_token)).status, 200);
     http.get("/me", Some(&shop_token))
         .refused(401, "invalid_token");
